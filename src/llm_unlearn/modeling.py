@@ -1,0 +1,245 @@
+"""Model and tokenizer loading, LoRA, merging, and the tiny demo architecture.
+
+Nothing here downloads anything unless the user passes a hub id on a machine that is online.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from llm_unlearn.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- device and dtype
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None = "auto", device: torch.device | str | None = None) -> torch.dtype:
+    """'auto': bf16 on a CUDA GPU that supports it, fp32 otherwise (never bf16 weights with fp16 AMP)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    device = torch.device(device) if device is not None else default_device()
+    if dtype in (None, "auto"):
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+    return table[dtype]
+
+
+# ----------------------------------------------------------------------------- loading
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not os.path.exists(name)
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, gguf_file: str | None = None):
+    from transformers import AutoTokenizer
+
+    _check_model_path(name_or_path)
+    try:
+        kwargs = {"trust_remote_code": trust_remote_code}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        tok = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load a tokenizer from {name_or_path}: {_first_line(exc)}") from None
+    return ensure_pad_token(tok)
+
+
+def ensure_pad_token(tokenizer):
+    """A tokenizer without a pad token pads with EOS (logged); one with neither is an error."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise UserError("the tokenizer has neither a pad token nor an EOS token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("tokenizer has no pad token: padding with EOS (%r)", tokenizer.eos_token)
+    return tokenizer
+
+
+def _check_model_path(name_or_path: str | None) -> None:
+    if not name_or_path:
+        raise UserError("no model given (use --model PATH)")
+    if not os.path.exists(name_or_path) and not _looks_like_hub_id(name_or_path):
+        raise UserError(f"model path not found: {name_or_path}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: torch.device | str | None = None,
+    trust_remote_code: bool = False,
+    gguf_file: str | None = None,
+):
+    """Load a causal LM. Safetensors only unless the checkpoint is GGUF; remote code only on request."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    _check_model_path(name_or_path)
+    device = torch.device(device) if device is not None else default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    else:
+        kwargs["use_safetensors"] = True if _has_safetensors(name_or_path) else None
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                            **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read a model config from {name_or_path}: {_first_line(exc)}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except ValueError as exc:
+        msg = _first_line(exc)
+        if "Unrecognized configuration class" in msg or "AutoModelForCausalLM" in msg:
+            raise UserError(
+                f"{name_or_path} is not a causal language model (model type {config.model_type!r})"
+            ) from None
+        raise UserError(f"cannot load the model from {name_or_path}: {msg}") from None
+    except OSError as exc:
+        raise UserError(f"cannot load the model from {name_or_path}: {_first_line(exc)}") from None
+    return model.to(device)
+
+
+def _has_safetensors(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and any(p.glob("*.safetensors"))
+
+
+def load_model_and_tokenizer(
+    name_or_path: str,
+    *,
+    adapter: str | None = None,
+    tokenizer: str | None = None,
+    dtype: str | torch.dtype = "auto",
+    device: torch.device | str | None = None,
+    trust_remote_code: bool = False,
+    gguf_file: str | None = None,
+):
+    """Load (model, tokenizer); with `adapter`, the PEFT adapter is attached (not merged)."""
+    tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
+    model = load_model(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                       gguf_file=gguf_file)
+    if adapter:
+        model = attach_adapter(model, adapter)
+    model.eval()
+    return model, tok
+
+
+def attach_adapter(model, adapter_dir: str, is_trainable: bool = False):
+    from peft import PeftModel
+
+    if not Path(adapter_dir, "adapter_config.json").is_file():
+        raise UserError(f"not a PEFT adapter directory (no adapter_config.json): {adapter_dir}")
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
+
+
+# ----------------------------------------------------------------------------- LoRA
+def lora_target_modules(model, wanted: list[str] | None) -> list[str] | None:
+    """The wanted module names that exist in the model; None (= PEFT's default for the architecture)
+    when none of them exist."""
+    if not wanted:
+        return None
+    leaf_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    present = [w for w in wanted if w in leaf_names]
+    missing = [w for w in wanted if w not in leaf_names]
+    if not present:
+        log.warning("none of the LoRA target modules %s exist in this model: using PEFT's defaults", wanted)
+        return None
+    if missing:
+        log.warning("LoRA target modules not found in this model (skipped): %s", missing)
+    return present
+
+
+def apply_lora(model, r: int = 16, alpha: int = 64, dropout: float = 0.0, target_modules: list[str] | None = None):
+    """Wrap `model` with a fresh LoRA adapter. Logs the modules actually targeted."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_target_modules(model, target_modules)
+    if targets is None:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in defaults:
+            targets = "all-linear"  # PEFT has no default for this architecture: every linear but the head
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM",
+                     bias="none")
+    try:
+        peft_model = get_peft_model(model, cfg)
+    except ValueError as exc:
+        raise UserError(f"cannot apply LoRA to this model: {_first_line(exc)} (set lora.target_modules)") from None
+    targeted = sorted({n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")})
+    log.info("LoRA r=%d alpha=%d dropout=%.2f on modules: %s", r, alpha, dropout, ", ".join(targeted))
+    peft_model.targeted_module_names_short = targeted
+    return peft_model
+
+
+def merge_and_save(peft_model, tokenizer, out_dir: str | Path) -> Path:
+    """Merge the adapter into a copy of the weights and save model + tokenizer (safetensors)."""
+    import copy
+
+    from llm_unlearn.io_utils import atomic_dir
+
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+
+    def fill(tmp: Path) -> None:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return atomic_dir(out_dir, fill)
+
+
+# ----------------------------------------------------------------------------- the tiny demo model
+def train_bpe_tokenizer(texts: list[str], vocab_size: int = 1024):
+    """Train a byte-level BPE tokenizer on `texts` (seconds). BOS is added at the start of every
+    encoding, so the prompt/answer mask is exercised with a BOS-adding tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def build_tiny_olmo2(tokenizer, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+                     intermediate_size: int = 512, max_position_embeddings: int = 512, seed: int = 0):
+    """A small OLMo-2-architecture causal LM, randomly initialised (the demo's and tests' model)."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    cfg = Olmo2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return Olmo2ForCausalLM(cfg)
