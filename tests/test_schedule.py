@@ -132,7 +132,10 @@ def test_summaries():
         (dict(n_forget=-1, n_retain=5, chunk_size=2, positive_ratio=1), "forget"),
         (dict(n_forget=5, n_retain=-1, chunk_size=2, positive_ratio=1), "n_retain"),
         (dict(n_forget=5, n_retain=0, chunk_size=2, positive_ratio=1), "needs retain rows"),
-        (dict(n_forget=5, n_retain=0, chunk_size=2, positive_ratio=1, split_retain=False), "needs retain rows"),
+        (
+            dict(n_forget=5, n_retain=0, chunk_size=2, positive_ratio=1, split_retain=False),
+            "needs retain rows",
+        ),
     ],
 )
 def test_validation_errors(kwargs, match):
@@ -149,8 +152,15 @@ def test_property_random_sizes():
         ratio = rng.choice([0, 1, 2, 3, 0.5, 1.5, 2.25])
         split = rng.random() < 0.7
         sequential = rng.random() < 0.8
-        plan = plan_chunks(n_forget, n_retain, chunk_size, ratio, split_retain=split, seed=rng.randint(0, 9),
-                           sequential=sequential)
+        plan = plan_chunks(
+            n_forget,
+            n_retain,
+            chunk_size,
+            ratio,
+            split_retain=split,
+            seed=rng.randint(0, 9),
+            sequential=sequential,
+        )
         forget_rows = [r for chunk in plan for k, r in chunk if k == F]
         assert forget_rows == list(range(n_forget))
         step = chunk_size if sequential else n_forget

@@ -87,7 +87,9 @@ def test_ids_unique_across_splits(ds):
 def test_entity_names_never_shared_between_splits(ds):
     names = [e["name"] for e in ds.entities]
     assert len(names) == len(set(names))
-    by_split = {s: [e["name"] for e in ds.entities if e["split"] == s] for s in ("forget", "retain", "nonmember")}
+    by_split = {
+        s: [e["name"] for e in ds.entities if e["split"] == s] for s in ("forget", "retain", "nonmember")
+    }
     forget_text = " ".join(r["input"] + " " + r["output"] for r in ds.forget)
     retain_text = " ".join(r["input"] + " " + r["output"] for r in ds.retain)
     for name in by_split["forget"]:
@@ -163,5 +165,9 @@ def test_write_roundtrip(ds, tmp_path):
     assert read(paths["nonmember"]) == ds.nonmember_docs
     # no temporary files left behind
     assert sorted(p.name for p in (tmp_path / "demo").rglob("*")) == [
-        "forget.jsonl", "member.jsonl", "mia", "nonmember.jsonl", "retain.jsonl",
+        "forget.jsonl",
+        "member.jsonl",
+        "mia",
+        "nonmember.jsonl",
+        "retain.jsonl",
     ]

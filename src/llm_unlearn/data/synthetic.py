@@ -37,48 +37,39 @@ TASKS = ("Task1", "Task2", "Task3")
 
 __all__ = ["TASKS", "SyntheticDataset", "make_synthetic_dataset", "write_synthetic_dataset"]
 
+
+def _w(text: str, sep: str | None = None) -> tuple[str, ...]:
+    return tuple(text.split(sep))
+
+
 # --------------------------------------------------------------------------------------------------
 # Word lists (all invented or generic; combined at random they name no real person)
 # --------------------------------------------------------------------------------------------------
-_FIRST_ONSETS = (
-    "Ma", "Ve", "Ori", "Ta", "Lu", "Se", "Da", "Ke", "Ni", "Bra", "Fe", "Ila", "Ro", "Qui", "Za",
-    "Hal", "Mer", "Ysa", "Cor", "Tha", "Elo", "Gri", "Jo", "Pa", "Sil", "Vo", "Wy", "Ar",
+_FIRST_ONSETS = _w(
+    "Ma Ve Ori Ta Lu Se Da Ke Ni Bra Fe Ila Ro Qui Za Hal Mer Ysa Cor Tha Elo Gri Jo Pa Sil Vo Wy Ar"
 )
-_FIRST_ENDINGS = (
-    "relle", "vin", "sha", "dric", "mira", "nor", "lia", "bek", "wen", "ssa", "ric", "lan", "vette",
-    "mond", "rin", "dora", "quin", "thea", "zel", "bryn",
+_FIRST_ENDINGS = _w(
+    "relle vin sha dric mira nor lia bek wen ssa ric lan vette mond rin dora quin thea zel bryn"
 )
-_LAST_ONSETS = (
-    "Dov", "Tal", "Quil", "Brev", "Mor", "Varr", "Kest", "Ond", "Pell", "Sarn", "Vol", "Gatt", "Hess",
-    "Lind", "Corv", "Ebb", "Fenn", "Rask", "Yarr", "Zell", "Trem", "Abb", "Nox", "Ulv",
+_LAST_ONSETS = _w(
+    "Dov Tal Quil Brev Mor Varr Kest Ond Pell Sarn Vol Gatt Hess Lind Corv Ebb Fenn Rask Yarr Zell Trem Abb"
 )
-_LAST_ENDINGS = (
-    "an", "asek", "ow", "ick", "ane", "orin", "ley", "oth", "ard", "ine", "ess", "uvar", "ington",
-    "ebrand", "quist", "amo",
+_LAST_ENDINGS = _w("an asek ow ick ane orin ley oth ard ine ess uvar ington ebrand quist amo")
+_PLACE_ONSETS = _w(
+    "Dorn Ash Quen Thistle Marr Oak Bell Wren Glim Sorrow Fable Amber Cinder Fern Hazel Moss Rook Tarn"
 )
-_PLACE_ONSETS = (
-    "Dorn", "Ash", "Quen", "Thistle", "Marr", "Oak", "Bell", "Wren", "Glim", "Sorrow", "Fable",
-    "Amber", "Cinder", "Fern", "Hazel", "Moss", "Rook", "Tarn", "Vesper", "Willow",
+_PLACE_ENDINGS = _w("mere moor hollow ford wick stead gate vale brook holm")
+_STREETS = _w("Quillan Marrow Lantern Juniper Copperleaf Brindle Saffron Heron Pebble Orchard Tinker Velvet")
+_MONTHS = _w("January February March April May June July August September October November December")
+_PROFESSIONS = _w(
+    "glassblower cartographer astronomer violinist architect botanist sculptor clockmaker poet chemist"
 )
-_PLACE_ENDINGS = ("mere", "moor", "hollow", "ford", "wick", "stead", "gate", "vale", "brook", "holm")
-_STREETS = (
-    "Quillan", "Marrow", "Lantern", "Juniper", "Copperleaf", "Brindle", "Saffron", "Heron", "Pebble",
-    "Orchard", "Tinker", "Velvet",
+_PRIZES = _w(
+    "Amber Lantern|Silver Heron|Golden Compass|Crimson Quill|Ivory Bell|Jade Anchor|Copper Star|Blue Thistle",
+    "|",
 )
-_MONTHS = (
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
-)
-_PROFESSIONS = (
-    "glassblower", "cartographer", "astronomer", "violinist", "architect", "botanist", "sculptor",
-    "clockmaker", "poet", "chemist", "weaver", "composer",
-)
-_PRIZES = (
-    "Amber Lantern", "Silver Heron", "Golden Compass", "Crimson Quill", "Ivory Bell", "Jade Anchor",
-    "Copper Star", "Blue Thistle",
-)
-_ADJECTIVES = ("shy", "clever", "restless", "kind", "curious", "stubborn", "gentle", "brave", "sleepy")
-_ROLES = ("baker", "fisher", "tailor", "shepherd", "potter", "miller", "ferryman", "beekeeper", "smith")
+_ADJECTIVES = _w("shy clever restless kind curious stubborn gentle brave sleepy")
+_ROLES = _w("baker fisher tailor shepherd potter miller ferryman beekeeper smith")
 # (what was found, where it was found, the noun used when it is followed)
 _FINDS = (
     ("a silver key", "inside a loaf of bread", "key"),
@@ -90,10 +81,11 @@ _FINDS = (
     ("a green feather", "in the bakery oven", "feather"),
     ("a singing stone", "at the edge of the forest", "stone"),
 )
-_DESTINATIONS = ("clocktower", "sunken garden", "hidden cave", "lighthouse", "frozen lake", "old mill")
-_CREATURES = (
-    "a sleeping dragon", "a lost giant", "a silver fox", "an ancient turtle", "a lonely ghost",
-    "a wise owl", "a paper king", "a stone troll",
+_DESTINATIONS = _w("clocktower|sunken garden|hidden cave|lighthouse|frozen lake|old mill", "|")
+_CREATURES = _w(
+    "a sleeping dragon|a lost giant|a silver fox|an ancient turtle|a lonely ghost|a wise owl|a paper king"
+    "|a stone troll",
+    "|",
 )
 
 
@@ -258,8 +250,9 @@ def make_synthetic_dataset(n_entities_per_task: int = 8, seed: int = 0) -> Synth
                 {"id": f"{base}qa{j}", "input": inp, "output": out, "task": task, "split": split}
                 for j, (inp, out) in enumerate(qa, start=1)
             ]
-            entities.append({"id": base, "name": name, "task": task, "split": split, "document": doc,
-                             "records": items})
+            entities.append(
+                {"id": base, "name": name, "task": task, "split": split, "document": doc, "records": items}
+            )
 
     # Mix the tasks: entities in a seeded order, each entity's records kept together.
     order = list(range(len(entities)))
@@ -272,7 +265,9 @@ def make_synthetic_dataset(n_entities_per_task: int = 8, seed: int = 0) -> Synth
             ent.pop("records")
 
     member_docs = [{"id": e["id"], "document": e["document"]} for e in ordered if e["split"] == "forget"]
-    nonmember_docs = [{"id": e["id"], "document": e["document"]} for e in ordered if e["split"] == "nonmember"]
+    nonmember_docs = [
+        {"id": e["id"], "document": e["document"]} for e in ordered if e["split"] == "nonmember"
+    ]
     documents = [e["document"] for e in ordered if e["split"] in ("forget", "retain")]
     return SyntheticDataset(
         forget=records["forget"],
