@@ -109,7 +109,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataError(path, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})", line=line) from e
+        raise DataError(
+            path, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})", line=line
+        ) from e
 
 
 def _rows_jsonl(path: Path, text: str) -> Iterator[tuple[int, Any]]:
@@ -200,7 +202,9 @@ def _string_field(path: Path, line: int, row: dict, name: str) -> str:
     if value is None:
         raise DataError(path, "value is null; expected a string", line=line, field=name)
     if not isinstance(value, str):
-        raise DataError(path, f"expected a string, got {type(value).__name__} {value!r:.40}", line=line, field=name)
+        raise DataError(
+            path, f"expected a string, got {type(value).__name__} {value!r:.40}", line=line, field=name
+        )
     return value
 
 
@@ -235,9 +239,13 @@ def _parse_rows(path: Path, split: str | None) -> list[tuple[int, Record]]:
         if has_ids is None:
             has_ids = row_has_id
         if has_ids and not row_has_id:
-            raise DataError(path, "missing or empty field 'id' (earlier rows have ids)", line=line, field="id")
+            raise DataError(
+                path, "missing or empty field 'id' (earlier rows have ids)", line=line, field="id"
+            )
         if row_has_id and not has_ids:
-            raise DataError(path, "earlier rows have no id: give every row an id or none", line=line, field="id")
+            raise DataError(
+                path, "earlier rows have no id: give every row an id or none", line=line, field="id"
+            )
         if has_ids:
             rid = row["id"]
             if isinstance(rid, int) and not isinstance(rid, bool):
@@ -249,7 +257,9 @@ def _parse_rows(path: Path, split: str | None) -> list[tuple[int, Record]]:
         prompt, answer = _prompt_answer(path, line, row)
         task = row.get("task")
         if task is not None and not isinstance(task, str):
-            raise DataError(path, f"expected a string or null, got {type(task).__name__}", line=line, field="task")
+            raise DataError(
+                path, f"expected a string or null, got {type(task).__name__}", line=line, field="task"
+            )
         task = task or None
         row_split = row.get("split")
         if row_split in (None, ""):
@@ -260,10 +270,15 @@ def _parse_rows(path: Path, split: str | None) -> list[tuple[int, Record]]:
                     "the file name contains neither 'forget' nor 'retain', and no split was given"
                 )
         elif row_split not in SPLITS:
-            raise DataError(path, f"must be 'forget' or 'retain', got {row_split!r:.40}", line=line, field="split")
+            raise DataError(
+                path, f"must be 'forget' or 'retain', got {row_split!r:.40}", line=line, field="split"
+            )
         elif split is not None and row_split != split:
             raise DataError(
-                path, f"row says {row_split!r} but the file was loaded as {split!r} data", line=line, field="split"
+                path,
+                f"row says {row_split!r} but the file was loaded as {split!r} data",
+                line=line,
+                field="split",
             )
         out.append((line, Record(id=rid, input=prompt, output=answer, task=task, split=row_split)))
     if not out:
@@ -300,7 +315,9 @@ def read_records(path: str | os.PathLike, split: str | None = None) -> list[Reco
 
 def _find_plain(directory: Path, stem: str) -> list[Path]:
     """``<dir>/<stem>.<ext>`` for the first supported extension present (jsonl, json, parquet, csv)."""
-    found = [directory / f"{stem}{ext}" for ext in SUPPORTED_EXTENSIONS if (directory / f"{stem}{ext}").is_file()]
+    found = [
+        directory / f"{stem}{ext}" for ext in SUPPORTED_EXTENSIONS if (directory / f"{stem}{ext}").is_file()
+    ]
     if len(found) > 1:
         log.info("several %s files in %s; using %s", stem, directory, found[0].name)
     return found[:1]
@@ -429,7 +446,9 @@ def _unique(paths: list[Path]) -> list[Path]:
     return [p for p in paths if not (p in seen or seen.add(p))]
 
 
-def _check_overlap(forget_rows: list[tuple[Path, int, Record]], retain_rows: list[tuple[Path, int, Record]]) -> None:
+def _check_overlap(
+    forget_rows: list[tuple[Path, int, Record]], retain_rows: list[tuple[Path, int, Record]]
+) -> None:
     retain_at: dict[str, tuple[Path, int]] = {}
     for path, line, rec in retain_rows:
         retain_at.setdefault(rec.id, (path, line))
@@ -466,7 +485,12 @@ def _read_documents(path: Path) -> list[dict]:
         rid = row.get("id")
         if isinstance(rid, int) and not isinstance(rid, bool):
             row = {**row, "id": str(rid)}
-        docs.append({"id": _string_field(path, line, row, "id"), "document": _string_field(path, line, row, "document")})
+        docs.append(
+            {
+                "id": _string_field(path, line, row, "id"),
+                "document": _string_field(path, line, row, "document"),
+            }
+        )
     if not docs:
         raise DataError(path, "no documents (empty file)", field="document")
     return docs
