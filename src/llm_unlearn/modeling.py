@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from llm_unlearn.data.tokenize import ensure_pad_token
 from llm_unlearn.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,6 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, gguf_file
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load a tokenizer from {name_or_path}: {_first_line(exc)}") from None
     return ensure_pad_token(tok)
-
-
-def ensure_pad_token(tokenizer):
-    """A tokenizer without a pad token pads with EOS (logged); one with neither is an error."""
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise UserError("the tokenizer has neither a pad token nor an EOS token to pad with")
-        tokenizer.pad_token = tokenizer.eos_token
-        log.info("tokenizer has no pad token: padding with EOS (%r)", tokenizer.eos_token)
-    return tokenizer
 
 
 def _check_model_path(name_or_path: str | None) -> None:

@@ -1,0 +1,221 @@
+"""`llm-unlearn` command line: train, demo, merge, evaluate, mmlu, sample.
+
+Errors a user can cause end in one line `error: ...` and exit code 2; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+from llm_unlearn import __version__
+from llm_unlearn.errors import NonFiniteLossError, UserError
+
+# flag -> dotted config key (only flags the user gave are applied, over preset and YAML)
+TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--model", "model.name_or_path", {"help": "model directory or hub id"}),
+    ("--tokenizer", "model.tokenizer", {"help": "tokenizer (default: the model's)"}),
+    ("--gguf-file", "model.gguf_file", {"help": "GGUF file inside --model"}),
+    ("--dtype", "model.dtype", {"help": "auto (bf16 on capable GPUs, else fp32) | float32 | bfloat16"}),
+    ("--data", "data.data", {"help": "data directory (forget.jsonl + retain.jsonl, <split>/..., or parquet)"}),
+    ("--split", "data.split", {"help": "sub-directory / parquet split, e.g. train"}),
+    ("--forget", "data.forget", {"help": "forget file (.jsonl/.json/.parquet/.csv)"}),
+    ("--retain", "data.retain", {"help": "retain file"}),
+    ("--joiner", "data.joiner", {"help": "text between input and output (default: one space)"}),
+    ("--max-length", "data.max_length", {"type": int, "help": "truncate rows to this many tokens (default 512)"}),
+    ("--limit", "data.limit", {"type": int, "help": "use only the first N forget and N retain rows"}),
+    ("--output-dir", "train.output_dir", {"help": "where the run writes everything"}),
+    ("--lr", "train.learning_rate", {"type": float, "help": "learning rate (default 1e-4)"}),
+    ("--batch-size", "train.batch_size", {"type": int, "help": "global batch size (default 8)"}),
+    ("--grad-accum", "train.gradient_accumulation_steps", {"type": int, "help": "gradient accumulation steps"}),
+    ("--seed", "train.seed", {"type": int, "help": "seed (default 9550)"}),
+    ("--optimizer", "train.optimizer", {"choices": ["adamw", "adam"]}),
+    ("--lr-scheduler", "train.lr_scheduler", {"help": "transformers scheduler name (default linear)"}),
+    ("--reference-cache", "train.reference_cache", {"choices": ["auto", "off", "full", "topk"]}),
+    ("--epochs", "schedule.epochs", {"type": float, "help": "passes over each chunk (default 5)"}),
+    ("--chunk-size", "schedule.chunk_size", {"type": int, "help": "forget rows per chunk (default 32)"}),
+    ("--positive-ratio", "schedule.positive_ratio", {"type": float, "help": "retain rows per forget row (default 7)"}),
+    ("--optimizer-scope", "schedule.optimizer_scope", {"choices": ["chunk", "run"]}),
+    ("--method", "objective.method", {"choices": ["npo_rt_div", "gradient_ascent", "gradient_difference", "sugd"]}),
+    ("--npo-beta", "objective.npo_beta", {"type": float, "help": "NPO beta (default 0.5)"}),
+    ("--renyi-alpha", "objective.renyi_alpha", {"type": float, "help": "Rényi alpha (default 0.5)"}),
+    ("--npo-mult", "objective.npo_mult", {"type": float}),
+    ("--rt-mult", "objective.rt_mult", {"type": float}),
+    ("--renyi-mult", "objective.renyi_mult", {"type": float}),
+    ("--npo-level", "objective.npo_level", {"choices": ["token", "sequence"]}),
+    ("--retain-divergence", "objective.retain_divergence",
+     {"choices": ["renyi", "kl", "token_renyi_legacy", "none"]}),
+    ("--lora-r", "lora.r", {"type": int}),
+    ("--lora-alpha", "lora.alpha", {"type": int}),
+    ("--lora-dropout", "lora.dropout", {"type": float}),
+    ("--lora-targets", "lora.target_modules", {"help": "comma-separated module names"}),
+]
+TRAIN_SWITCHES = [
+    ("--add-eos", "data.add_eos", True, "append EOS after each answer"),
+    ("--no-split-retain", "schedule.split_retain", False, "every chunk sees all retain rows (seeded order)"),
+    ("--no-sequential", "schedule.sequential", False, "one pass over all forget rows, no chunks"),
+    ("--no-merge", "train.merge", False, "do not write the merged model DIR/model"),
+    ("--overwrite", "train.overwrite", True, "replace a different run in --output-dir"),
+    ("--no-plots", "train.plots", False, "skip plots"),
+    ("--no-progress", "train.progress", False, "no progress bar"),
+    ("--trust-remote-code", "model.trust_remote_code", True, "allow the model repository's own code"),
+]
+
+
+def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="unlearn a forget set (LoRA + NPO + retain NLL + divergence, chunked)",
+                       description="Unlearn the forget set. Options: defaults < --preset < --config YAML < flags.")
+    p.add_argument("--config", help="YAML file with sections model/data/lora/objective/schedule/train/training_args")
+    p.add_argument("--preset", help="default | clausen2025 | atyaephyra | ails-ntua")
+    for flag, key, kw in TRAIN_FLAGS:
+        p.add_argument(flag, dest=key, default=None, **kw)
+    for flag, key, value, helptext in TRAIN_SWITCHES:
+        p.add_argument(flag, dest=key, action="store_const", const=value, default=None, help=helptext)
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="any config option (repeatable)")
+    p.add_argument("--training-arg", action="append", metavar="KEY=VALUE",
+                   help="any transformers.TrainingArguments field, e.g. bf16=true (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+
+def train_overrides(args) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for _, key, _ in TRAIN_FLAGS:
+        v = getattr(args, key, None)
+        if v is not None:
+            over[key] = v
+    for _, key, _, _ in TRAIN_SWITCHES:
+        v = getattr(args, key, None)
+        if v is not None:
+            over[key] = v
+    over.update(_parse_kv(args.set, "--set"))
+    ta = _parse_kv(args.training_arg, "--training-arg")
+    if ta:
+        over["training_args"] = ta
+    return over
+
+
+def cmd_train(args) -> int:
+    from llm_unlearn.config import build_config
+    from llm_unlearn.io_utils import atomic_write_text
+    from llm_unlearn.run import TrainingInterrupted, is_main_process, run_unlearning
+
+    cfg = build_config(args.config, train_overrides(args), preset=args.preset)
+    if not cfg.model.name_or_path:
+        raise UserError("no model given (use --model PATH or model.name_or_path in --config)")
+    if not (cfg.data.data or cfg.data.forget):
+        raise UserError("no data given (use --data DIR or --forget FILE [--retain FILE])")
+    if not cfg.train.output_dir:
+        raise UserError("no output directory given (use --output-dir DIR)")
+    try:
+        summary = run_unlearning(cfg)
+    except TrainingInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 3
+    if is_main_process():
+        from pathlib import Path
+
+        atomic_write_text(Path(cfg.train.output_dir) / "resolved_config.yaml",
+                          yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        print(f"done in {summary.get('wall_seconds', 0):.1f}s: {summary.get('chunk_count')} chunks, "
+              f"{summary.get('total_steps')} steps -> {cfg.train.output_dir}")
+    return 0
+
+
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on embedded synthetic data (no downloads)")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--data", help="run on real SemEval-format data instead of the synthetic set")
+    p.add_argument("--split", default=None, help="split sub-directory of --data, e.g. train")
+    p.add_argument("--limit", type=int, default=None, help="first N forget and N retain rows of --data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from llm_unlearn.demo import run_demo
+
+    run_demo(args.output_dir, data=args.data, split=args.split, limit=args.limit, seed=args.seed)
+    return 0
+
+
+def add_merge_parser(sub) -> None:
+    p = sub.add_parser("merge", help="merge a LoRA adapter into its base model and save it")
+    p.add_argument("--model", required=True, help="base model directory or hub id")
+    p.add_argument("--adapter", required=True, help="adapter directory (DIR/adapter of a train run)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args) -> int:
+    from llm_unlearn.modeling import attach_adapter, load_model, load_tokenizer, merge_and_save
+
+    tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    merge_and_save(attach_adapter(model, args.adapter), tok, args.output_dir)
+    print(f"merged model written to {args.output_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-unlearn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"llm-unlearn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_train_parser(sub)
+    add_demo_parser(sub)
+    add_merge_parser(sub)
+    try:
+        from llm_unlearn.evaluation.commands import add_subcommands
+    except ImportError:  # pragma: no cover - only while the package is partially installed
+        add_subcommands = None
+    if add_subcommands is not None:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = args.debug or getattr(args, "debug_sub", False)
+    logging.basicConfig(level=logging.DEBUG if debug else (logging.WARNING if args.quiet else logging.INFO),
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, NonFiniteLossError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

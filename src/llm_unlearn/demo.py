@@ -1,0 +1,219 @@
+"""`llm-unlearn demo`: the whole pipeline on embedded data, no downloads, minutes on a laptop CPU.
+
+1. write a synthetic SemEval-layout dataset (fictitious people and stories) to DIR/data/;
+2. train a byte-level BPE tokenizer on it;
+3. train a small OLMo-2-architecture model from scratch until it has memorized forget and retain
+   (saved as DIR/target-model/);
+4. unlearn the forget set with the default preset (chunk size scaled to the data) -> DIR/unlearned/;
+5. evaluate before and after with the SemEval evaluator -> DIR/demo.json (+ full reports);
+6. print the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from llm_unlearn.io_utils import atomic_dir, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def memorization_texts(records: list[dict], documents: list[str], joiner: str = " ") -> list[str]:
+    """What the target model is trained on: every record as prompt + answer, and every document."""
+    return [r["input"] + joiner + r["output"] for r in records] + list(documents)
+
+
+def train_target_model(texts: list[str], tokenizer, *, hidden_size: int = 128, num_layers: int = 4,
+                       steps: int = 600, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
+                       min_steps: int = 200, target_loss: float = 0.02, progress: bool = True):
+    """Train a tiny OLMo-2 on `texts` (each + EOS, loss on every token) until it has memorized them:
+    stop at `steps`, or earlier once the mean loss over an epoch falls under `target_loss`."""
+    from llm_unlearn.modeling import build_tiny_olmo2
+
+    torch.manual_seed(seed)
+    model = build_tiny_olmo2(tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
+    enc = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
+    T = max(len(e) for e in enc)
+    ids = torch.full((len(enc), T), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(enc), T), dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, : len(e)] = torch.tensor(e)
+        mask[i, : len(e)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    g = torch.Generator().manual_seed(seed)
+    n_batches = math.ceil(len(enc) / batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="memorizing", unit="step", dynamic_ncols=True)
+    model.train()
+    step, epoch_losses = 0, []
+    while step < steps:
+        perm = torch.randperm(len(enc), generator=g)
+        epoch_losses = []
+        for b in range(n_batches):
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            out = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx])
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            epoch_losses.append(float(out.loss))
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{out.loss.item():.4f}", refresh=False)
+            if step >= steps:
+                break
+        if step >= min_steps and sum(epoch_losses) / len(epoch_losses) < target_loss:
+            break
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return model, {"steps": step, "final_epoch_loss": sum(epoch_losses) / max(len(epoch_losses), 1)}
+
+
+def _summary(results: dict) -> dict:
+    """The demo's compact numbers from a full evaluation result."""
+    def split(name: str) -> dict:
+        s = results[f"{name}-set"]
+        return {"knowledge_em": s.get("overall-knowledge-score"),
+                "regurgitation_rougeL": s.get("overall-regurgitation-score")}
+
+    return {"forget": split("forget"), "retain": split("retain"), "mia_auc": results.get("mia_loss_acc")}
+
+
+def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, split: str | None = None,
+             limit: int | None = None, seed: int = 0, progress: bool = True, unlearn_overrides: dict | None = None,
+             print_table: bool = True) -> dict:
+    """Run the demo; returns the demo.json content."""
+    from llm_unlearn.config import build_config
+    from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
+    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.modeling import load_model_and_tokenizer, train_bpe_tokenizer
+    from llm_unlearn.run import run_unlearning
+
+    t0 = time.time()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+
+    # 1. data
+    if data is None:
+        ds = make_synthetic_dataset(seed=seed)
+        write_synthetic_dataset(ds, data_dir)
+        documents = ds.documents
+        bundle = load_unlearning_data(data_dir)
+        mia_dir = data_dir / "mia"
+    else:
+        bundle = load_unlearning_data(data, split=split)
+        if limit:
+            bundle.forget, bundle.retain = bundle.forget[:limit], bundle.retain[:limit]
+        documents = []
+        cand = Path(data) / "mia"
+        mia_dir = cand if (cand / "member.jsonl").is_file() else (Path(data).parent / "mia")
+        _write_records(bundle, data_dir)
+    members, nonmembers = read_mia_documents(mia_dir) if (mia_dir / "member.jsonl").is_file() else ([], [])
+    if data is not None and limit:
+        members, nonmembers = members[:limit], nonmembers[:limit]
+        documents = [d["document"] for d in members]
+    records = [r.__dict__ for r in bundle.forget + bundle.retain]
+
+    # 2-3. tokenizer and target model
+    texts = memorization_texts(records, documents)
+    tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in nonmembers], vocab_size=1024)
+    steps = 600 if data is None else 1500
+    model, mem = train_target_model(texts, tokenizer, steps=steps, seed=seed, progress=progress)
+    target_dir = out / "target-model"
+
+    def save_target(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    atomic_dir(target_dir, save_target)
+    t_mem = time.time() - t0
+
+    # 5a. before
+    mia = (members, nonmembers) if members and nonmembers else None
+    before = evaluate_semeval(model, tokenizer, bundle, mia=mia, max_new_tokens=48, batch_size=32,
+                              output_dir=out / "eval-before", progress=progress)
+
+    # 4. unlearn (default preset; chunk size scaled to the data)
+    n_forget = len(bundle.forget)
+    overrides = {
+        "model.name_or_path": str(target_dir),
+        "data.data": str(data_dir),
+        "data.add_eos": True,
+        "train.output_dir": str(out / "unlearned"),
+        "train.overwrite": True,
+        "train.progress": progress,
+        "train.seed": seed + 9550,
+        "train.learning_rate": 1e-3,
+        "schedule.chunk_size": max(1, math.ceil(n_forget / 3)),
+        "schedule.positive_ratio": 2,
+        "schedule.epochs": 5,
+        "lora.alpha": 32,
+    }
+    overrides.update(unlearn_overrides or {})
+    cfg = build_config(overrides=overrides)
+    t_un = time.time()
+    summary = run_unlearning(cfg, model=model, tokenizer=tokenizer)
+    t_un = time.time() - t_un
+    unlearned = summary["model"]
+    unlearned.eval()
+
+    # 5b. after (the adapter on, not merged)
+    after = evaluate_semeval(unlearned, tokenizer, bundle, mia=mia, max_new_tokens=48, batch_size=32,
+                             output_dir=out / "eval-after", progress=progress)
+    result = {
+        "before": _summary(before),
+        "after": _summary(after),
+        "seconds": round(time.time() - t0, 1),
+        "timing": {"memorize_seconds": round(t_mem, 1), "unlearn_seconds": round(t_un, 1),
+                   "memorize_steps": mem["steps"], "unlearn_steps": summary["total_steps"]},
+        "unlearning_config": cfg.to_dict(),
+        "data": str(data_dir),
+    }
+    atomic_write_json(out / "demo.json", result)
+    if print_table:
+        print(format_table(result))
+        print(f"outputs in {out}/ (demo.json, target-model/, unlearned/, eval-before/, eval-after/)")
+    # loaded model for the caller (not serialised)
+    result["_model"] = unlearned
+    result["_tokenizer"] = tokenizer
+    return result
+
+
+def _write_records(bundle, directory: Path) -> None:
+    from llm_unlearn.io_utils import atomic_write_jsonl
+
+    atomic_write_jsonl(directory / "forget.jsonl", [r.__dict__ for r in bundle.forget])
+    atomic_write_jsonl(directory / "retain.jsonl", [r.__dict__ for r in bundle.retain])
+
+
+def format_table(result: dict) -> str:
+    def f(x):
+        return "   n/a" if x is None else f"{x:6.3f}"
+
+    b, a = result["before"], result["after"]
+    lines = [
+        "",
+        "                              before   after",
+        f"forget  knowledge (EM)        {f(b['forget']['knowledge_em'])}  {f(a['forget']['knowledge_em'])}",
+        f"forget  regurgitation (R-L)   {f(b['forget']['regurgitation_rougeL'])}  {f(a['forget']['regurgitation_rougeL'])}",
+        f"retain  knowledge (EM)        {f(b['retain']['knowledge_em'])}  {f(a['retain']['knowledge_em'])}",
+        f"retain  regurgitation (R-L)   {f(b['retain']['regurgitation_rougeL'])}  {f(a['retain']['regurgitation_rougeL'])}",
+        f"MIA loss AUC (0.5 = ideal)    {f(b['mia_auc'])}  {f(a['mia_auc'])}",
+        f"total time {result['seconds']:.1f}s",
+    ]
+    return "\n".join(lines)

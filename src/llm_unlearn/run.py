@@ -1,0 +1,401 @@
+"""An unlearning run: load -> LoRA -> one Trainer, trained chunk after chunk -> checkpoint after
+each chunk -> adapter, merged model, run.json, log_history.jsonl, plots.
+
+Resume: after every chunk DIR/checkpoint/ (adapter + state.json, and the optimizer and scheduler
+when the optimizer scope is `run`) is replaced atomically. The same command on the same output
+directory continues after the last complete chunk. Each chunk starts from a seed derived from
+(seed, chunk index), so a resumed run computes what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_unlearn import __version__
+from llm_unlearn.config import UnlearnConfig, config_from_dict
+from llm_unlearn.errors import ConfigError, UserError
+from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl, sha256_file
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+STATE = "state.json"
+OUTPUT_NAMES = ("adapter", "model", "run.json", "log_history.jsonl", "plots", CHECKPOINT, "resolved_config.yaml")
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / Ctrl-C: the current step finished, the last complete chunk is saved."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def package_versions() -> dict[str, str]:
+    import accelerate
+    import peft
+    import transformers
+
+    return {"llm_unlearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__}
+
+
+def check_output_dir(out: Path, cfg: UnlearnConfig) -> dict | None:
+    """Return the saved state to resume from, None for a fresh run. Refuse a directory holding a
+    different run unless `overwrite` (then our outputs in it are removed)."""
+    state_path = out / CHECKPOINT / STATE
+    run_json = out / "run.json"
+    saved = None
+    if state_path.is_file():
+        saved = json.loads(state_path.read_text())
+    elif run_json.is_file():
+        saved = json.loads(run_json.read_text())
+    if saved is None:
+        if out.exists() and any(p for p in out.iterdir() if p.name in OUTPUT_NAMES) and not cfg.train.overwrite:
+            raise UserError(f"{out} holds outputs of an unknown run; use --overwrite or another --output-dir")
+        return None
+    same = config_from_dict(saved["config"]).fingerprint() == cfg.fingerprint()
+    if cfg.train.overwrite or not same:
+        if not cfg.train.overwrite:
+            raise UserError(
+                f"{out} holds a run with a different configuration; rerun with the same options to resume, "
+                "or pass --overwrite to start over"
+            )
+        if is_main_process():
+            for name in OUTPUT_NAMES:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        return None
+    if not state_path.is_file():  # finished run with the same config
+        return {"finished": True, **saved}
+    return saved
+
+
+def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    ws = world_size()
+    if t.batch_size % ws:
+        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes {ws}")
+    extra = dict(cfg.training_args)
+    on_gpu = torch.cuda.is_available()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(out / ".trainer"),
+        per_device_train_batch_size=t.batch_size // ws,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=cfg.schedule.epochs,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the steps in transformers 5
+        weight_decay=0.0 if t.optimizer == "adam" else t.weight_decay,
+        optim="adamw_torch",
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=t.seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        use_cpu=not on_gpu,
+        bf16=on_gpu and dtype == torch.bfloat16,
+        dataloader_drop_last=False,
+    )
+    kwargs.update(extra)
+    try:
+        return TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"training_args: {exc}") from None
+
+
+class _RowsDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+# ----------------------------------------------------------------------------- the run
+def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
+    """Run (or resume) an unlearning job described by `cfg`; returns the run summary (run.json)."""
+    from transformers import PrinterCallback, TrainerCallback, set_seed
+
+    from llm_unlearn.data.records import load_unlearning_data
+    from llm_unlearn.data.schedule import plan_chunks, summarize_plan
+    from llm_unlearn.data.tokenize import UnlearnCollator, ensure_pad_token, tokenize_records
+    from llm_unlearn.modeling import apply_lora, load_model, load_tokenizer, merge_and_save, resolve_dtype
+    from llm_unlearn.trainer import UnlearnTrainer, steps_per_chunk
+
+    t0 = time.time()
+    if not cfg.train.output_dir:
+        raise UserError("no output directory given (use --output-dir DIR)")
+    out = Path(cfg.train.output_dir)
+    saved = check_output_dir(out, cfg)
+    if saved and saved.get("finished"):
+        log.info("%s already holds this finished run; nothing to do", out)
+        return saved
+    out.mkdir(parents=True, exist_ok=True)
+
+    # data
+    d = cfg.data
+    bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
+    forget_recs, retain_recs = bundle.forget, bundle.retain
+    if d.limit:
+        forget_recs, retain_recs = forget_recs[: d.limit], retain_recs[: d.limit]
+    if not forget_recs:
+        raise UserError("the forget set is empty")
+
+    # model
+    set_seed(cfg.train.seed)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path,
+                                   trust_remote_code=cfg.model.trust_remote_code, gguf_file=cfg.model.gguf_file)
+    tokenizer = ensure_pad_token(tokenizer)
+    if model is None:
+        model = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype,
+                           trust_remote_code=cfg.model.trust_remote_code, gguf_file=cfg.model.gguf_file)
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    if cfg.training_args.get("gradient_checkpointing"):
+        model.enable_input_require_grads()  # so the LoRA weights still get gradients
+    peft_model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                            target_modules=cfg.lora.target_modules)
+    if saved is not None:
+        _load_adapter_weights(peft_model, out / CHECKPOINT)
+
+    # tokens and plan
+    forget_rows = tokenize_records(tokenizer, forget_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
+    retain_rows = tokenize_records(tokenizer, retain_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
+    s = cfg.schedule
+    plan = plan_chunks(len(forget_rows), len(retain_rows), s.chunk_size, s.positive_ratio,
+                       split_retain=s.split_retain, seed=cfg.train.seed, sequential=s.sequential)
+
+    args = build_training_args(cfg, out, resolve_dtype(cfg.model.dtype, device))
+    per_chunk_steps = [steps_per_chunk(len(c), args.per_device_train_batch_size, world_size(),
+                                       args.gradient_accumulation_steps, s.epochs) for c in plan]
+    total_steps = sum(per_chunk_steps)
+
+    start_chunk = saved["completed_chunks"] if saved else 0
+    history: list[dict] = list(saved.get("log_history", [])) if saved else []
+    chunk_summaries: list[dict] = list(saved.get("chunks", [])) if saved else []
+
+    trainer = UnlearnTrainer(
+        model=peft_model,
+        args=args,
+        train_dataset=_RowsDataset([]),
+        data_collator=UnlearnCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        objective=cfg.objective,
+    )
+    progress = _Progress(total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process())
+
+    class _LogToHistory(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                row = {"step": offset + state.global_step, "chunk": trainer.chunk_index + 1,
+                       "epoch": round(float(logs.get("epoch", state.epoch or 0.0)), 4)}
+                for k in ("loss", "npo", "retain_nll", "divergence", "forget_nll", "sugd", "learning_rate",
+                          "grad_norm"):
+                    if k in logs:
+                        row["lr" if k == "learning_rate" else k] = float(logs[k])
+                history.append(row)
+                progress.postfix(row)
+
+        def on_step_end(self, a, state, control, **kw):
+            progress.update()
+            if stop_flag["stop"]:
+                control.should_training_stop = True
+
+    trainer.add_callback(_LogToHistory())
+    trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
+
+    # optimizer scope 'run': one optimizer and one schedule over all chunks
+    run_opt = run_sched = None
+    if s.optimizer_scope == "run":
+        from transformers import get_scheduler
+
+        run_opt = trainer.create_optimizer()
+        run_sched = get_scheduler(args.lr_scheduler_type, optimizer=run_opt,
+                                  num_warmup_steps=args.get_warmup_steps(total_steps), num_training_steps=total_steps)
+        if saved is not None and (out / CHECKPOINT / "optimizer.pt").is_file():
+            st = torch.load(out / CHECKPOINT / "optimizer.pt", map_location=device, weights_only=True)
+            run_opt.load_state_dict(st["optimizer"])
+            run_sched.load_state_dict(st["scheduler"])
+
+    stop_flag = {"stop": False}
+    old_handlers = _install_signal_handlers(stop_flag)
+    offset = sum(per_chunk_steps[:start_chunk])
+    try:
+        for c in range(start_chunk, len(plan)):
+            chunk_t0 = time.time()
+            rows = [forget_rows[i] if kind == "forget" else retain_rows[i] for kind, i in plan[c]]
+            trainer.train_dataset = _RowsDataset(rows)
+            trainer.chunk_index = c
+            set_seed(cfg.train.seed + c)
+            if run_opt is not None:
+                trainer.optimizer, trainer.lr_scheduler = run_opt, run_sched
+            else:
+                trainer.optimizer, trainer.lr_scheduler = None, None
+            n_hist = len(history)
+            trainer.train()
+            if stop_flag["stop"] and trainer.state.global_step < per_chunk_steps[c]:
+                del history[n_hist:]
+                raise TrainingInterrupted(
+                    f"interrupted in chunk {c + 1}/{len(plan)}; chunks 1..{c} are saved in {out}. "
+                    "Run the same command again to resume."
+                )
+            offset += per_chunk_steps[c]
+            summ = _chunk_summary(c, plan[c], history[n_hist:], time.time() - chunk_t0)
+            chunk_summaries.append(summ)
+            if is_main_process():
+                _save_checkpoint(out, peft_model, cfg, c + 1, history, chunk_summaries, run_opt, run_sched)
+                atomic_write_jsonl(out / "log_history.jsonl", history)
+            if stop_flag["stop"] and c + 1 < len(plan):
+                raise TrainingInterrupted(
+                    f"interrupted after chunk {c + 1}/{len(plan)} (saved in {out}). Run the same command again to resume."
+                )
+    finally:
+        _restore_signal_handlers(old_handlers)
+        progress.close()
+        trainer.selector.remove() if trainer.selector is not None else None
+
+    summary = {
+        "config": cfg.to_dict(),
+        "versions": package_versions(),
+        "data_files": {str(p): sha256_file(p) for p in bundle.files},
+        "n_forget": len(forget_rows),
+        "n_retain": len(retain_rows),
+        "chunk_count": len(plan),
+        "plan": summarize_plan(plan),
+        "chunks": chunk_summaries,
+        "total_steps": total_steps,
+        "lora_modules": getattr(peft_model, "targeted_module_names_short", None),
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "wall_seconds": round(time.time() - t0, 2) + (saved.get("wall_seconds_before", 0.0) if saved else 0.0),
+    }
+    if is_main_process():
+        _save_adapter(peft_model, out / "adapter")
+        if cfg.train.merge:
+            merge_and_save(peft_model, tokenizer, out / "model")
+        if cfg.train.plots:
+            try:
+                from llm_unlearn.plots import plot_losses
+
+                plot_losses(history, out / "plots" / "losses.png")
+            except Exception as exc:  # a plot must never lose a finished run
+                log.warning("could not draw plots/losses.png: %s", exc)
+        atomic_write_json(out / "run.json", summary)
+        atomic_write_jsonl(out / "log_history.jsonl", history)
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        shutil.rmtree(out / ".trainer", ignore_errors=True)
+    summary["model"] = peft_model
+    return summary
+
+
+# ----------------------------------------------------------------------------- checkpoint
+def _save_adapter(peft_model, path: Path) -> None:
+    atomic_dir(path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True))
+
+
+def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched) -> None:
+    def fill(tmp: Path) -> None:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        if run_opt is not None:
+            torch.save({"optimizer": run_opt.state_dict(), "scheduler": run_sched.state_dict()}, tmp / "optimizer.pt")
+        state = {"config": cfg.to_dict(), "completed_chunks": completed, "log_history": history, "chunks": chunks}
+        (tmp / STATE).write_text(json.dumps(state))
+
+    atomic_dir(out / CHECKPOINT, fill)
+
+
+def _load_adapter_weights(peft_model, ckpt: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    f = ckpt / "adapter_model.safetensors"
+    if not f.is_file():
+        raise UserError(f"checkpoint {ckpt} has no adapter_model.safetensors; use --overwrite to start over")
+    set_peft_model_state_dict(peft_model, load_file(str(f), device=str(next(peft_model.parameters()).device)))
+
+
+def _chunk_summary(c: int, chunk, rows: list[dict], seconds: float) -> dict:
+    def mean(key):
+        vals = [r[key] for r in rows if key in r]
+        return round(sum(vals) / len(vals), 6) if vals else None
+
+    last = rows[-1] if rows else {}
+    return {"chunk": c + 1, "n_forget": sum(1 for k, _ in chunk if k == "forget"),
+            "n_retain": sum(1 for k, _ in chunk if k == "retain"), "seconds": round(seconds, 2),
+            "mean_loss": mean("loss"), "mean_npo": mean("npo"), "mean_retain_nll": mean("retain_nll"),
+            "mean_divergence": mean("divergence"), "last_loss": last.get("loss")}
+
+
+# ----------------------------------------------------------------------------- signals, progress
+def _install_signal_handlers(flag: dict):
+    def handler(signum, frame):
+        if flag["stop"]:  # second signal: stop now
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        log.warning("signal %d: finishing the current step, then saving and exiting", signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return old
+
+
+def _restore_signal_handlers(old) -> None:
+    for sig, h in old.items():
+        signal.signal(sig, h)
+
+
+class _Progress:
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc="unlearning", unit="step", dynamic_ncols=True)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def postfix(self, row: dict) -> None:
+        if self.bar is not None:
+            fields = {"chunk": row["chunk"]}
+            for k in ("loss", "npo", "retain_nll", "divergence"):
+                if k in row and not math.isnan(row[k]):
+                    fields[k] = f"{row[k]:.3f}"
+            self.bar.set_postfix(fields, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

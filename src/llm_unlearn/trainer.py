@@ -1,0 +1,297 @@
+"""The unlearning step: one `transformers.Trainer` subclass whose `compute_loss` splits the batch
+into forget and retain rows and adds up the loss terms.
+
+    total = npo_mult * NPO(forget rows) + rt_mult * NLL(retain rows) + renyi_mult * D(retain rows)
+
+Only answer positions (shifted label != -100) go through the output layer: a forward pre-hook on
+the model's output embedding selects those hidden states, so the forward still runs through
+whatever wrapper the Trainer put around the model (DDP, FSDP, DeepSpeed) and no [B, T, V] logits
+tensor is built. The reference model is the same model with the adapter disabled, run under
+`torch.no_grad()` on only the rows that need it (forget rows for NPO, retain rows for the
+divergence) -- or read from a precomputed cache (see `reference_cache.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+
+from llm_unlearn import losses
+from llm_unlearn.config import ObjectiveOptions
+from llm_unlearn.errors import NonFiniteLossError
+
+TERMS = ("npo", "retain_nll", "divergence", "forget_nll", "sugd")
+
+
+# ----------------------------------------------------------------------------- answer-only head
+class AnswerHeadSelector:
+    """Forward pre-hook on the output layer: when `index` is set, the hidden states [B, T, H] are
+    replaced by the rows `index` of their flattened view, as [1, N, H]; the logits come out as
+    [1, N, V] for the answer positions only. With `index` None the model behaves normally."""
+
+    def __init__(self, model):
+        head = _peft_model(model).get_output_embeddings()
+        if head is None:
+            raise ValueError("the model has no output embeddings; cannot select answer positions")
+        self.index: torch.Tensor | None = None
+        self.handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        if self.index is None:
+            return None
+        hidden = args[0]
+        flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index)
+        return (flat.unsqueeze(0), *args[1:])
+
+    @contextlib.contextmanager
+    def select(self, index: torch.Tensor | None):
+        prev, self.index = self.index, index
+        try:
+            yield
+        finally:
+            self.index = prev
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def _peft_model(model):
+    """Unwrap DDP / accelerate wrappers (`.module`) to reach the PEFT (or plain) model."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+@dataclass
+class AnswerPositions:
+    """Where the answer tokens are: `flat` indexes the flattened [B*T] positions whose logits predict
+    a labelled token, `targets` are those tokens, `rows` the batch row of each."""
+
+    flat: torch.Tensor
+    targets: torch.Tensor
+    rows: torch.Tensor
+
+
+def answer_positions(labels: torch.Tensor) -> AnswerPositions:
+    """labels [B, T] (unshifted, -100 = ignore) -> positions t whose logits predict labels[:, t+1]."""
+    B, T = labels.shape
+    nxt = torch.full_like(labels, -100)
+    nxt[:, :-1] = labels[:, 1:]
+    valid = nxt.ne(-100)
+    flat = valid.reshape(-1).nonzero(as_tuple=True)[0]
+    rows = torch.div(flat, T, rounding_mode="floor")
+    return AnswerPositions(flat=flat, targets=nxt.reshape(-1)[flat], rows=rows)
+
+
+def answer_logits(model, selector: AnswerHeadSelector | None, input_ids, attention_mask, pos: AnswerPositions):
+    """Logits [N, V] at the answer positions. Without a selector, a full forward and a gather."""
+    if selector is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return logits.reshape(-1, logits.shape[-1]).index_select(0, pos.flat)
+    with selector.select(pos.flat):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.logits[0]
+
+
+def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per row of logits [N, V] (float32 or wider)."""
+    if logits.shape[0] == 0:
+        return logits.new_zeros(0, dtype=torch.float32)
+    return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+# ----------------------------------------------------------------------------- the objective
+@dataclass
+class ReferenceOutputs:
+    """What the reference contributes for the rows of one batch."""
+
+    forget_logp: torch.Tensor | None = None  # [N_f] log p_ref(target) at forget answer tokens
+    retain_logits: torch.Tensor | None = None  # [N_r, V] reference logits at retain answer tokens
+    retain_logp: torch.Tensor | None = None  # [N_r] log p_ref(target) at retain answer tokens
+
+
+def needs_reference(obj: ObjectiveOptions) -> tuple[bool, bool]:
+    """(forget rows need reference, retain rows need reference)."""
+    if obj.method != "npo_rt_div":
+        return False, False
+    forget = obj.npo_mult > 0
+    retain = obj.retain_divergence != "none" and obj.renyi_mult > 0
+    return forget, retain
+
+
+def compute_reference(model, selector, batch, obj: ObjectiveOptions, pos: AnswerPositions | None = None):
+    """Reference = the same model with its adapter disabled, no autograd, only the needed rows."""
+    need_f, need_r = needs_reference(obj)
+    is_forget = batch["is_forget"]
+    rows = torch.zeros_like(is_forget)
+    if need_f:
+        rows |= is_forget
+    if need_r:
+        rows |= ~is_forget
+    out = ReferenceOutputs()
+    if not bool(rows.any()):
+        return out
+    idx = rows.nonzero(as_tuple=True)[0]
+    sub_labels = batch["labels"].index_select(0, idx)
+    sub_forget = is_forget.index_select(0, idx)
+    sub_pos = answer_positions(sub_labels)
+    peft = _peft_model(model)
+    disable = peft.disable_adapter() if hasattr(peft, "disable_adapter") else contextlib.nullcontext()
+    with torch.no_grad(), disable:
+        logits = answer_logits(model, selector, batch["input_ids"].index_select(0, idx),
+                               batch["attention_mask"].index_select(0, idx), sub_pos)
+    tok_forget = sub_forget.index_select(0, sub_pos.rows)
+    if need_f:
+        out.forget_logp = token_log_probs(logits[tok_forget], sub_pos.targets[tok_forget])
+    if need_r:
+        out.retain_logits = logits[~tok_forget]
+        out.retain_logp = token_log_probs(out.retain_logits, sub_pos.targets[~tok_forget])
+    return out
+
+
+def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSelector | None = None,
+                    reference: ReferenceOutputs | None = None):
+    """The loss of one batch and its terms (detached floats for logging).
+
+    batch: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on prompt and padding),
+    is_forget [B] bool. `reference` may come from a cache; otherwise it is computed here.
+    A term whose rows are absent from the batch is exactly 0.
+    """
+    labels, is_forget = batch["labels"], batch["is_forget"].bool()
+    batch = {**batch, "is_forget": is_forget}
+    pos = answer_positions(labels)
+    logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos)
+    logp = token_log_probs(logits, pos.targets)
+    tok_forget = is_forget.index_select(0, pos.rows)
+    tok_retain = ~tok_forget
+    zero = logits.sum() * 0.0  # keeps the graph connected when a term is absent
+    terms: dict[str, torch.Tensor] = {}
+    has_f, has_r = bool(tok_forget.any()), bool(tok_retain.any())
+
+    if obj.method == "npo_rt_div":
+        if reference is None and any(needs_reference(obj)):
+            reference = compute_reference(model, selector, batch, obj, pos)
+        total = zero
+        if obj.npo_mult > 0 and has_f:
+            f_logp, f_ref = logp[tok_forget], reference.forget_logp
+            if obj.npo_level == "sequence":
+                B = labels.shape[0]
+                f_rows = pos.rows[tok_forget]
+                f_logp = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, f_rows, f_logp)
+                f_ref = torch.zeros(B, device=logp.device, dtype=f_ref.dtype).index_add(0, f_rows, f_ref.float())
+                f_logp, f_ref = f_logp[is_forget], f_ref[is_forget]
+            terms["npo"] = losses.npo_loss(f_logp, f_ref.to(f_logp.dtype), obj.npo_beta)
+            total = total + obj.npo_mult * terms["npo"]
+        if has_r:
+            terms["retain_nll"] = losses.nll_loss(logp[tok_retain])
+            total = total + obj.rt_mult * terms["retain_nll"]
+            if obj.retain_divergence != "none" and obj.renyi_mult > 0:
+                terms["divergence"] = _retain_divergence(obj, logits[tok_retain], logp[tok_retain], reference)
+                total = total + obj.renyi_mult * terms["divergence"]
+    elif obj.method == "gradient_ascent":
+        total = zero
+        if has_f:
+            terms["forget_nll"] = losses.nll_loss(logp[tok_forget])
+            total = total - obj.npo_mult * terms["forget_nll"]
+    elif obj.method == "gradient_difference":
+        total = zero
+        if has_f:
+            terms["forget_nll"] = losses.nll_loss(logp[tok_forget])
+            total = total - obj.npo_mult * terms["forget_nll"]
+        if has_r:
+            terms["retain_nll"] = losses.nll_loss(logp[tok_retain])
+            total = total + obj.rt_mult * terms["retain_nll"]
+    elif obj.method == "sugd":
+        B = labels.shape[0]
+        per_tok_mask = torch.ones_like(logp, dtype=torch.bool)
+        sums = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, -logp * per_tok_mask)
+        counts = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, per_tok_mask.to(logp.dtype))
+        per_sample = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
+        factors = torch.where(is_forget, torch.full_like(per_sample, obj.sugd_forget_factor),
+                              torch.full_like(per_sample, obj.sugd_retain_factor))
+        terms["sugd"] = losses.sugd_loss(per_sample, factors)
+        total = zero + terms["sugd"]
+        if has_f:
+            terms["forget_nll"] = losses.nll_loss(logp[tok_forget]).detach()
+        if has_r:
+            terms["retain_nll"] = losses.nll_loss(logp[tok_retain]).detach()
+    else:  # pragma: no cover - validated in config
+        raise ValueError(f"unknown objective {obj.method}")
+
+    for name, value in terms.items():
+        losses.check_finite(name, value)
+    losses.check_finite("loss", total)
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _retain_divergence(obj: ObjectiveOptions, logits_r, logp_r, reference: ReferenceOutputs):
+    kind = obj.retain_divergence
+    if kind == "token_renyi_legacy":
+        return losses.legacy_token_renyi(logp_r, reference.retain_logp.to(logp_r.dtype), obj.renyi_alpha)
+    mask = torch.ones(logits_r.shape[0], dtype=torch.bool, device=logits_r.device)
+    ref = reference.retain_logits
+    if kind == "kl":
+        return losses.kl_divergence(logits_r, ref, mask)
+    if hasattr(reference, "retain_topk") and reference.retain_topk is not None:
+        topk_logp, topk_idx = reference.retain_topk
+        return losses.renyi_divergence_topk(logits_r, topk_logp, topk_idx, mask, obj.renyi_alpha)
+    return losses.renyi_divergence(logits_r, ref, mask, obj.renyi_alpha)
+
+
+# ----------------------------------------------------------------------------- the Trainer
+class UnlearnTrainer(Trainer):
+    """A `transformers.Trainer` whose loss is the unlearning objective. Batches are taken in the
+    order of the chunk plan (no shuffling); each loss term is logged."""
+
+    def __init__(self, *args, objective: ObjectiveOptions, answer_only: bool = True, reference_cache=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.selector = AnswerHeadSelector(self.model) if answer_only else None
+        self.reference_cache = reference_cache
+        self.chunk_index = 0
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        return SequentialSampler(ds)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        reference = None
+        if self.reference_cache is not None and "row_key" in inputs:
+            reference = self.reference_cache.lookup(inputs, self.objective)
+        batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "labels", "is_forget")}
+        try:
+            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference)
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(
+                f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
+                "the last good checkpoint is kept"
+            ) from None
+        for k, v in terms.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+            self._counts[k] = self._counts.get(k, 0) + 1
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            for k in TERMS:
+                if self._counts.get(k):
+                    logs[k] = self._sums[k] / self._counts[k]
+            logs["chunk"] = self.chunk_index + 1
+            self._sums, self._counts = {}, {}
+        super().log(logs, start_time)
+
+
+def steps_per_chunk(n_rows: int, per_device_batch: int, world_size: int, grad_accum: int, epochs: float) -> int:
+    """Optimizer steps the Trainer takes on a chunk of n_rows (as transformers computes them)."""
+    batches = math.ceil(n_rows / (per_device_batch * world_size))
+    per_epoch = max(batches // grad_accum, 1)
+    return math.ceil(epochs * per_epoch)
