@@ -82,3 +82,55 @@ def tiny_tokenizer_factory():
         return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
     return make
+
+
+# ----------------------------------------------------------------------------- a memorized tiny model
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A small synthetic SemEval-layout dataset, a BPE tokenizer, and a tiny OLMo-2 that has memorized
+    it (trained once per session, ~15 s). Returns a dict with data_dir, ds, tokenizer, state_dict,
+    model_dir (saved target model) and make_model() (a fresh copy of the memorized model)."""
+    import torch
+
+    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+    from llm_unlearn.demo import memorization_texts, train_target_model
+    from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    ds = make_synthetic_dataset(n_entities_per_task=3, seed=1)
+    write_synthetic_dataset(ds, root / "data")
+    texts = memorization_texts(ds.forget + ds.retain, ds.documents)
+    tok = train_bpe_tokenizer(texts + [d["document"] for d in ds.nonmember_docs], vocab_size=512)
+    torch.manual_seed(0)
+    model, info = train_target_model(texts, tok, hidden_size=64, num_layers=2, steps=260, min_steps=260,
+                                     batch_size=32, lr=5e-3, progress=False)
+    model.save_pretrained(root / "model", safe_serialization=True)
+    tok.save_pretrained(root / "model")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def make_model():
+        m = build_tiny_olmo2(tok, hidden_size=64, num_layers=2)
+        m.load_state_dict(state)
+        m.eval()
+        return m
+
+    return {"data_dir": root / "data", "ds": ds, "tokenizer": tok, "model_dir": root / "model",
+            "make_model": make_model, "train_info": info, "root": root}
+
+
+def greedy_exact_match(model, tokenizer, records, max_new_tokens: int = 16) -> float:
+    """Fraction of qa records whose greedy answer equals the expected output (test helper)."""
+    import torch
+
+    qa = [r for r in records if r["id"][:-1].endswith("qa")]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer([r["input"] for r in qa], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    finally:
+        tokenizer.padding_side = side
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return sum(t.strip().lower() == r["output"].strip().lower() for t, r in zip(texts, qa)) / len(qa)

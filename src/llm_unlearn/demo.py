@@ -67,7 +67,7 @@ def train_target_model(texts: list[str], tokenizer, *, hidden_size: int = 128, n
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            epoch_losses.append(float(out.loss))
+            epoch_losses.append(out.loss.item())
             step += 1
             if bar is not None:
                 bar.update(1)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llm_unlearn.data.records import record_kind
 from llm_unlearn.evaluation.inference import greedy_generate
 from llm_unlearn.evaluation.report import md_cell
 from llm_unlearn.evaluation.scoring import score_row
@@ -80,14 +81,16 @@ def run_sample(
                 raise ValueError("base_model is the model itself, but it has no adapter to disable")
             ctx = model.disable_adapter()
         with ctx:
-            base = greedy_generate(base_model, base_tokenizer or tokenizer, prompts, desc="base model", **kwargs)
+            base = greedy_generate(
+                base_model, base_tokenizer or tokenizer, prompts, desc="base model", **kwargs
+            )
     rows = []
     for i, r in enumerate(records):
         row: dict[str, Any] = {
             "id": r.id,
             "task": r.task,
             "split": r.split,
-            "kind": score_row({"id": r.id, "expected_output": "", "model_output": ""})["kind"],
+            "kind": record_kind(r.id),
             "input": r.input,
             "expected_output": r.output,
         }
@@ -136,7 +139,12 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], seed: int | None = None) 
         lines.append("| " + " | ".join(header) + " |")
         lines.append("| " + " | ".join("---" for _ in header) + " |")
         for r in group:
-            cells = [md_cell(r["id"], None), str(r.get("kind")), md_cell(r["input"], None), md_cell(r["expected_output"], None)]
+            cells = [
+                md_cell(r["id"], None),
+                str(r.get("kind")),
+                md_cell(r["input"], None),
+                md_cell(r["expected_output"], None),
+            ]
             if has_base:
                 cells += [md_cell(r.get("base_output", ""), None), _fmt_score(r.get("base_score"))]
             cells += [md_cell(r["unlearned_output"], None), _fmt_score(r.get("unlearned_score"))]

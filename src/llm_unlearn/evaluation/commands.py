@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _model_flags(p: argparse.ArgumentParser, adapter_help: str = "PEFT adapter directory, attached without merging") -> None:
+def _model_flags(
+    p: argparse.ArgumentParser, adapter_help: str = "PEFT adapter directory, attached without merging"
+) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="model directory or hub id (hub ids need network)")
     g.add_argument("--adapter", default=None, help=adapter_help)
     g.add_argument("--tokenizer", default=None, help="tokenizer directory or hub id (default: the model's)")
-    g.add_argument("--dtype", default="auto", help="auto (bf16 on capable GPUs, else fp32) | float32 | bfloat16 | float16")
-    g.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on capable GPUs, else fp32) | float32 | bfloat16 | float16",
+    )
+    g.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)"
+    )
     g.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code")
     g.add_argument("--gguf-file", default=None, help="GGUF file inside --model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -84,22 +91,49 @@ def add_evaluate_parser(sub) -> None:
     d.add_argument("--split", default=None, help="sub-directory / parquet split of --data, e.g. train")
     d.add_argument("--mia-data", default=None, help="directory with member.jsonl and nonmember.jsonl")
     m = d.add_mutually_exclusive_group()
-    m.add_argument("--mmlu-data", default=None, help="MMLU data to compute the MMLU average (see `llm-unlearn mmlu`)")
-    m.add_argument("--mmlu-metrics", default=None, help="metrics.json with average_acc from an earlier MMLU run")
-    d.add_argument("--limit", type=_positive_int, default=None,
-                   help="only the first N forget, N retain, N member and N non-member items")
+    m.add_argument(
+        "--mmlu-data", default=None, help="MMLU data to compute the MMLU average (see `llm-unlearn mmlu`)"
+    )
+    m.add_argument(
+        "--mmlu-metrics", default=None, help="metrics.json with average_acc from an earlier MMLU run"
+    )
+    d.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="only the first N forget, N retain, N member and N non-member items",
+    )
     o = p.add_argument_group("evaluation")
     o.add_argument("--output-dir", required=True)
-    o.add_argument("--max-new-tokens", type=_positive_int, default=256, help="generation length (default 256)")
-    o.add_argument("--batch-size", type=_positive_int, default=16, help="batch size of the fast mode (default 16)")
-    o.add_argument("--official-compat", action="store_true",
-                   help="one example at a time without padding, exactly like the organizers' script (slow)")
-    o.add_argument("--mmlu-threshold", type=float, default=MMLU_THRESHOLD,
-                   help=f"warn when the MMLU average is below this (default {MMLU_THRESHOLD})")
-    o.add_argument("--mmlu-ntrain", type=_non_negative_int, default=5, help="MMLU shots with --mmlu-data (default 5)")
-    o.add_argument("--mmlu-n-instances", type=_positive_int, default=None,
-                   help="at most N MMLU test questions per subject with --mmlu-data")
-    o.add_argument("--min-k-percent", type=float, default=20, help="k of the Min-K%% and Min-K%%++ attacks (default 20)")
+    o.add_argument(
+        "--max-new-tokens", type=_positive_int, default=256, help="generation length (default 256)"
+    )
+    o.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="batch size of the fast mode (default 16)"
+    )
+    o.add_argument(
+        "--official-compat",
+        action="store_true",
+        help="one example at a time without padding, exactly like the organizers' script (slow)",
+    )
+    o.add_argument(
+        "--mmlu-threshold",
+        type=float,
+        default=MMLU_THRESHOLD,
+        help=f"warn when the MMLU average is below this (default {MMLU_THRESHOLD})",
+    )
+    o.add_argument(
+        "--mmlu-ntrain", type=_non_negative_int, default=5, help="MMLU shots with --mmlu-data (default 5)"
+    )
+    o.add_argument(
+        "--mmlu-n-instances",
+        type=_positive_int,
+        default=None,
+        help="at most N MMLU test questions per subject with --mmlu-data",
+    )
+    o.add_argument(
+        "--min-k-percent", type=float, default=20, help="k of the Min-K%% and Min-K%%++ attacks (default 20)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -125,8 +159,14 @@ def cmd_evaluate(args) -> int:
     out = Path(args.output_dir)
     if mmlu_loaded is not None:
         metrics = evaluate_mmlu(
-            model, tokenizer, mmlu_loaded, ntrain=args.mmlu_ntrain, n_instances=args.mmlu_n_instances,
-            batch_size=args.batch_size, output_dir=out / "mmlu", progress=progress,
+            model,
+            tokenizer,
+            mmlu_loaded,
+            ntrain=args.mmlu_ntrain,
+            n_instances=args.mmlu_n_instances,
+            batch_size=args.batch_size,
+            output_dir=out / "mmlu",
+            progress=progress,
         )
         mmlu_average = metrics["average_acc"]
     config = {
@@ -155,8 +195,6 @@ def cmd_evaluate(args) -> int:
         min_k_percent=args.min_k_percent,
         config=config,
     )
-    for w in results.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
     print(summary_text(results))
     print(f"results in {out}/ (evaluation_results.json, report.md, generations.jsonl, plots/)")
     return 0
@@ -174,7 +212,9 @@ def summary_text(results: dict) -> str:
             )
     lines.append(f"task aggregate (harmonic mean): {_fmt(results.get('harmonic-mean-task-aggregate'))}")
     if "mia_loss_acc" in results:
-        lines.append(f"MIA loss AUC {_fmt(results['mia_loss_acc'])} -> MIA score {_fmt(results.get('mia_final_score'))}")
+        lines.append(
+            f"MIA loss AUC {_fmt(results['mia_loss_acc'])} -> MIA score {_fmt(results.get('mia_final_score'))}"
+        )
     if "mmlu_average" in results:
         lines.append(f"MMLU average {_fmt(results['mmlu_average'])}")
     lines.append(f"aggregate score: {_fmt(results.get('aggregate-score'))}")
@@ -190,15 +230,26 @@ def add_mmlu_parser(sub) -> None:
         "(average_acc, subcat_acc, cat_acc, subject_acc) and predictions.jsonl to --output-dir.",
     )
     _model_flags(p)
-    p.add_argument("--data", default=None,
-                   help="MMLU directory: dev/ + test/ CSVs (Hendrycks) or cais/mmlu parquet/jsonl; a hub id only online")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="MMLU directory: dev/ + test/ CSVs (Hendrycks) or cais/mmlu parquet/jsonl; a hub id only online",
+    )
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--ntrain", type=_non_negative_int, default=5, help="dev examples in the prompt (default 5)")
+    p.add_argument(
+        "--ntrain", type=_non_negative_int, default=5, help="dev examples in the prompt (default 5)"
+    )
     p.add_argument("--subjects", nargs="+", default=None, help="only these subjects")
-    p.add_argument("--n-instances", type=_positive_int, default=None, help="at most N test questions per subject")
+    p.add_argument(
+        "--n-instances", type=_positive_int, default=None, help="at most N test questions per subject"
+    )
     p.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default 8)")
-    p.add_argument("--lm-eval-tasks", nargs="+", default=None,
-                   help="also run these lm-evaluation-harness tasks (needs pip install llm-unlearn[lm-eval])")
+    p.add_argument(
+        "--lm-eval-tasks",
+        nargs="+",
+        default=None,
+        help="also run these lm-evaluation-harness tasks (needs pip install llm-unlearn[lm-eval])",
+    )
     p.set_defaults(func=cmd_mmlu)
 
 
@@ -225,13 +276,22 @@ def cmd_mmlu(args) -> int:
         print(f"lm-eval results in {out / 'metrics.json'}")
         return 0
     metrics = evaluate_mmlu(
-        model, tokenizer, loaded, ntrain=args.ntrain, n_instances=args.n_instances, batch_size=args.batch_size,
-        output_dir=out, progress=not args.no_progress, lm_eval_tasks=args.lm_eval_tasks,
+        model,
+        tokenizer,
+        loaded,
+        ntrain=args.ntrain,
+        n_instances=args.n_instances,
+        batch_size=args.batch_size,
+        output_dir=out,
+        progress=not args.no_progress,
+        lm_eval_tasks=args.lm_eval_tasks,
     )
     for cat, acc in metrics["cat_acc"].items():
         print(f"{acc:.4f}  {cat}")
-    print(f"MMLU average accuracy: {metrics['average_acc']:.4f} over {metrics['n_questions']} questions "
-          f"({len(metrics['subject_acc'])} subjects) -> {out / 'metrics.json'}")
+    print(
+        f"MMLU average accuracy: {metrics['average_acc']:.4f} over {metrics['n_questions']} questions "
+        f"({len(metrics['subject_acc'])} subjects) -> {out / 'metrics.json'}"
+    )
     return 0
 
 
@@ -243,8 +303,11 @@ def add_sample_parser(sub) -> None:
         description="For every split and task, N seeded random items; writes OUT.md and OUT.jsonl and prints a table.",
     )
     _model_flags(p, adapter_help="adapter of the unlearned model (attached to --model)")
-    p.add_argument("--base-model", default=None,
-                   help="base model to show side by side (the same path as --model with --adapter: adapter disabled)")
+    p.add_argument(
+        "--base-model",
+        default=None,
+        help="base model to show side by side (the same path as --model with --adapter: adapter disabled)",
+    )
     p.add_argument("--data", required=True, help="forget/retain data (same layouts as train)")
     p.add_argument("--split", default=None, help="sub-directory / parquet split of --data, e.g. train")
     p.add_argument("--n", type=_positive_int, default=1, help="items per split and task (default 1)")
@@ -275,8 +338,16 @@ def cmd_sample(args) -> int:
         else:
             base_model, base_tokenizer = _load(args, name=args.base_model)
     rows = run_sample(
-        model, tokenizer, bundle, base_model=base_model, base_tokenizer=base_tokenizer, n=args.n, seed=args.seed,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, output=args.output,
+        model,
+        tokenizer,
+        bundle,
+        base_model=base_model,
+        base_tokenizer=base_tokenizer,
+        n=args.n,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        output=args.output,
         progress=not args.no_progress,
     )
     print(render_text_table(rows))

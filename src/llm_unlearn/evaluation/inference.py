@@ -122,7 +122,8 @@ def length_batches(
     for i in order:
         longest = lengths[batch[0]] if batch else lengths[i]
         if batch and (
-            len(batch) >= batch_size or (max_tokens is not None and (len(batch) + 1) * max(longest, 1) > max_tokens)
+            len(batch) >= batch_size
+            or (max_tokens is not None and (len(batch) + 1) * max(longest, 1) > max_tokens)
         ):
             yield batch
             batch = []
@@ -157,8 +158,16 @@ def clean_up_tokenization(text: str) -> str:
     transformers 4.x, which applied it to every tokenizer; transformers 5 ignores the flag for BPE
     tokenizers, so it is applied here explicitly to give the same text on every version."""
     for before, after in (
-        (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-        (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
     ):
         text = text.replace(before, after)
     return text
@@ -166,7 +175,9 @@ def clean_up_tokenization(text: str) -> str:
 
 def decode_new_tokens(tokenizer, ids: Sequence[int]) -> str:
     """Decode generated token ids as the organizers do (special tokens skipped, spaces cleaned up)."""
-    text = tokenizer.decode([int(i) for i in ids], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    text = tokenizer.decode(
+        [int(i) for i in ids], skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
     return clean_up_tokenization(text)
 
 
@@ -235,15 +246,21 @@ def greedy_generate(
 
 # ------------------------------------------------------------------------------------------ NLL passes
 def _row_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> list[float | None]:
-    """Per-row mean NLL of ``labels`` (-100 = ignored) under ``logits`` (shifted as a causal LM)."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
-    ).view(shift_labels.shape)
-    valid = (shift_labels != -100).sum(-1)
-    sums = loss.double().sum(-1)
-    return [float(s / v) if v > 0 else None for s, v in zip(sums.tolist(), valid.tolist())]
+    """Per-row mean NLL of ``labels`` (-100 = ignored) under ``logits`` (shifted as a causal LM), one row
+    at a time in float32 (as transformers' causal-LM loss upcasts)."""
+    out: list[float | None] = []
+    for row_logits, row_labels in zip(logits, labels):
+        targets = row_labels[1:]
+        valid = (targets != -100).nonzero().flatten()
+        if valid.numel() == 0:
+            out.append(None)
+            continue
+        last = int(valid[-1]) + 1  # right padding: nothing after the last label matters
+        loss = torch.nn.functional.cross_entropy(
+            row_logits[:last].float(), targets[:last], ignore_index=-100, reduction="sum"
+        )
+        out.append(float(loss.double() / valid.numel()))
+    return out
 
 
 @torch.no_grad()
@@ -349,7 +366,9 @@ def document_statistics(
 
 
 @torch.no_grad()
-def forward_last_logits(model, tokenizer, encoded: Sequence[Sequence[int]], batch_size: int = 8) -> list[torch.Tensor]:
+def forward_last_logits(
+    model, tokenizer, encoded: Sequence[Sequence[int]], batch_size: int = 8
+) -> list[torch.Tensor]:
     """Next-token logits (float32, on CPU) after each token sequence, batched with LEFT padding (as
     Open-Instruct scores MMLU); position ids follow the attention mask when the model takes them."""
     device = model_device(model)

@@ -96,17 +96,24 @@ def min_k_score(token_logprobs: Sequence[float] | torch.Tensor, k_percent: float
     return lowest_k_mean(token_logprobs, k_percent)
 
 
-def min_k_plus_plus_token_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-position Min-K%++ scores. ``logits``: ``[n, vocab]`` (position t predicts ``targets[t]``),
-    ``targets``: ``[n]``. Computed in float64; a position with sigma = 0 scores 0."""
-    logp = torch.log_softmax(logits.double(), dim=-1)
+def _token_logp_and_mink_pp(logits: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype):
+    """``(log p(target), Min-K%++ score)`` per position, computed in ``dtype``."""
+    logp = torch.log_softmax(logits.to(dtype), dim=-1)
     p = logp.exp()
     mu = (p * logp).sum(-1)
     var = (p * logp.square()).sum(-1) - mu.square()
     sigma = var.clamp_min(0).sqrt()
     token_logp = logp.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
     safe = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
-    return torch.where(sigma > 0, (token_logp - mu) / safe, torch.zeros_like(sigma))
+    return token_logp, torch.where(sigma > 0, (token_logp - mu) / safe, torch.zeros_like(sigma))
+
+
+def min_k_plus_plus_token_scores(
+    logits: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Per-position Min-K%++ scores. ``logits``: ``[n, vocab]`` (position t predicts ``targets[t]``),
+    ``targets``: ``[n]``. A position with sigma = 0 (a one-hot distribution) scores 0."""
+    return _token_logp_and_mink_pp(logits, targets, dtype)[1]
 
 
 def min_k_plus_plus_score(logits: torch.Tensor, targets: torch.Tensor, k_percent: float = 20) -> float:
@@ -114,7 +121,9 @@ def min_k_plus_plus_score(logits: torch.Tensor, targets: torch.Tensor, k_percent
     return lowest_k_mean(min_k_plus_plus_token_scores(logits, targets), k_percent)
 
 
-def token_statistics(logits: torch.Tensor, input_ids: torch.Tensor, k_percent: float = 20) -> dict[str, float]:
+def token_statistics(
+    logits: torch.Tensor, input_ids: torch.Tensor, k_percent: float = 20, chunk: int = 1024
+) -> dict[str, float]:
     """All per-document statistics from one forward pass over a document's ``n`` tokens.
 
     ``logits``: ``[n, vocab]`` (the model's output at every position), ``input_ids``: ``[n]``. Position
@@ -125,20 +134,30 @@ def token_statistics(logits: torch.Tensor, input_ids: torch.Tensor, k_percent: f
     n = int(input_ids.shape[0])
     if n < 2:
         return {"nll": float("nan"), "n_tokens": 0, "min_k": float("nan"), "min_k_plus_plus": float("nan")}
-    pred = logits[: n - 1].float()
-    targets = input_ids[1:n].to(pred.device).long()
-    token_logp = torch.log_softmax(pred, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    targets = input_ids[1:n].to(logits.device).long()
+    logps, scores = [], []
+    for i in range(0, n - 1, chunk):  # float32 over the vocabulary, a chunk of positions at a time
+        lp, sc = _token_logp_and_mink_pp(
+            logits[i : min(i + chunk, n - 1)], targets[i : i + chunk], torch.float32
+        )
+        logps.append(lp)
+        scores.append(sc)
+    token_logp = torch.cat(logps)
     return {
         "nll": float(-token_logp.double().mean()),
         "n_tokens": n - 1,
         "min_k": min_k_score(token_logp, k_percent),
-        "min_k_plus_plus": min_k_plus_plus_score(pred, targets, k_percent),
+        "min_k_plus_plus": lowest_k_mean(torch.cat(scores), k_percent),
     }
 
 
 def attack_scores(row: dict) -> dict[str, float]:
     """Attack name -> "higher = member" score for one per-document row (as in ``mia.jsonl``)."""
-    return {name: sign * float(row[field]) for name, (field, sign) in ATTACKS.items() if row.get(field) is not None}
+    return {
+        name: sign * float(row[field])
+        for name, (field, sign) in ATTACKS.items()
+        if row.get(field) is not None
+    }
 
 
 def attack_aucs(member_rows: Sequence[dict], nonmember_rows: Sequence[dict]) -> dict[str, float | None]:
@@ -148,7 +167,11 @@ def attack_aucs(member_rows: Sequence[dict], nonmember_rows: Sequence[dict]) -> 
     for name, (field, sign) in ATTACKS.items():
         m = [sign * float(r[field]) for r in member_rows if r.get(field) is not None]
         nm = [sign * float(r[field]) for r in nonmember_rows if r.get(field) is not None]
-        if len(m) != len(member_rows) or len(nm) != len(nonmember_rows) or not all(map(math.isfinite, m + nm)):
+        if (
+            len(m) != len(member_rows)
+            or len(nm) != len(nonmember_rows)
+            or not all(map(math.isfinite, m + nm))
+        ):
             out[name] = None
             continue
         out[name] = mia_auc(m, nm)

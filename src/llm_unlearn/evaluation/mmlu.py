@@ -96,14 +96,20 @@ def format_example(q: MMLUQuestion, include_answer: bool = True) -> str:
 
 def gen_prompt(dev: Sequence[MMLUQuestion], subject: str, k: int) -> str:
     """The header and the first ``k`` dev examples with their answers."""
-    prompt = f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
+    prompt = (
+        f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
+    )
     for q in dev[:k]:
         prompt += format_example(q)
     return prompt
 
 
 def build_prompt(
-    tokenizer, dev: Sequence[MMLUQuestion], question: MMLUQuestion, ntrain: int = 5, max_tokens: int = MAX_PROMPT_TOKENS
+    tokenizer,
+    dev: Sequence[MMLUQuestion],
+    question: MMLUQuestion,
+    ntrain: int = 5,
+    max_tokens: int = MAX_PROMPT_TOKENS,
 ) -> tuple[str, int]:
     """``(prompt, k)``: the k-shot prompt for ``question`` with k = ``ntrain`` (at most the dev examples
     available), reduced one by one while it has more than ``max_tokens`` tokens (without special tokens)."""
@@ -145,7 +151,9 @@ def _answer_letter(value: Any, path: Path, line: int) -> str:
             return v.upper()
         if v.isdigit() and 0 <= int(v) < 4:
             return CHOICES[int(v)]
-    raise DataError(path, f"row {line}: answer must be A-D (or 0-3), got {value!r:.40}", line=line, field="answer")
+    raise DataError(
+        path, f"row {line}: answer must be A-D (or 0-3), got {value!r:.40}", line=line, field="answer"
+    )
 
 
 def _read_csv(path: Path, subject: str) -> list[MMLUQuestion]:
@@ -220,8 +228,14 @@ def _hf_question(path: Path, line: int, row: Any, default_subject: str | None) -
     choices = row.get("choices")
     if hasattr(choices, "tolist"):
         choices = choices.tolist()
-    if not isinstance(choices, (list, tuple)) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
-        raise DataError(path, f"row {line}: 'choices' must be a list of 4 strings", line=line, field="choices")
+    if (
+        not isinstance(choices, (list, tuple))
+        or len(choices) != 4
+        or not all(isinstance(c, str) for c in choices)
+    ):
+        raise DataError(
+            path, f"row {line}: 'choices' must be a list of 4 strings", line=line, field="choices"
+        )
     answer = _answer_letter(row.get("answer"), path, line)
     return MMLUQuestion(subject, question, tuple(choices), answer)  # type: ignore[arg-type]
 
@@ -257,14 +271,18 @@ def _load_hub(name: str) -> dict[str, dict[str, list[MMLUQuestion]]]:
         try:
             ds = datasets.load_dataset(name, "all", split=split)
         except Exception as e:  # noqa: BLE001 - offline, unknown repo, ...: all user-facing
-            raise UserError(f"cannot load MMLU {split} split from the hub id {name!r}: {str(e).splitlines()[0]}") from None
+            raise UserError(
+                f"cannot load MMLU {split} split from the hub id {name!r}: {str(e).splitlines()[0]}"
+            ) from None
         for i, row in enumerate(ds, start=1):
             q = _hf_question(Path(f"{name}:{split}"), i, row, None)
             data.setdefault(q.subject, {"dev": [], "test": []})[split].append(q)
     return data
 
 
-def load_mmlu(data: str | os.PathLike, subjects: Sequence[str] | None = None) -> dict[str, dict[str, list[MMLUQuestion]]]:
+def load_mmlu(
+    data: str | os.PathLike, subjects: Sequence[str] | None = None
+) -> dict[str, dict[str, list[MMLUQuestion]]]:
     """``{subject: {"dev": [...], "test": [...]}}`` (subjects sorted) from a directory in either layout,
     or a hub id (online only). ``subjects`` restricts (and validates) the subjects."""
     root = Path(data)
@@ -309,7 +327,9 @@ def load_mmlu(data: str | os.PathLike, subjects: Sequence[str] | None = None) ->
         out = {s: out[s] for s in subjects}
     missing_dev = [s for s, v in out.items() if not v["dev"]]
     if missing_dev:
-        log.warning("no dev examples for %d subject(s) (0-shot there): %s", len(missing_dev), ", ".join(missing_dev))
+        log.warning(
+            "no dev examples for %d subject(s) (0-shot there): %s", len(missing_dev), ", ".join(missing_dev)
+        )
     return out
 
 
@@ -397,7 +417,9 @@ def evaluate_mmlu(
     correct: dict[str, list[bool]] = {}
     pred_rows: list[dict] = []
     k_used: dict[str, list[int]] = {}
-    for subject in tqdm(list(loaded), desc="MMLU subjects", disable=not progress, leave=False, dynamic_ncols=True):
+    for subject in tqdm(
+        list(loaded), desc="MMLU subjects", disable=not progress, leave=False, dynamic_ncols=True
+    ):
         dev = loaded[subject]["dev"][:ntrain]
         test = select_instances(loaded[subject]["test"], n_instances)
         built = [build_prompt(tokenizer, dev, q, ntrain, max_prompt_tokens) for q in test]
@@ -453,7 +475,7 @@ def evaluate_mmlu(
 def read_mmlu_metrics(path: str | os.PathLike) -> float:
     """``average_acc`` from a ``metrics.json`` (ours or Open-Instruct's)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise UserError(f"MMLU metrics file not found: {p}")
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
@@ -461,11 +483,15 @@ def read_mmlu_metrics(path: str | os.PathLike) -> float:
         raise DataError(p, f"cannot read MMLU metrics: {e}") from e
     value = obj.get("average_acc") if isinstance(obj, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
-        raise DataError(p, f"'average_acc' must be a number in [0, 1], got {value!r:.40}", field="average_acc")
+        raise DataError(
+            p, f"'average_acc' must be a number in [0, 1], got {value!r:.40}", field="average_acc"
+        )
     return float(value)
 
 
-def run_lm_eval(model, tokenizer, tasks: Sequence[str], batch_size: int = 8, limit: int | None = None) -> dict:
+def run_lm_eval(
+    model, tokenizer, tasks: Sequence[str], batch_size: int = 8, limit: int | None = None
+) -> dict:
     """Run lm-evaluation-harness ``tasks`` on the in-memory model; returns its per-task results."""
     try:
         import lm_eval

@@ -123,7 +123,9 @@ def render_report(
     cfg = results.get("config", {})
     lines = ["# SemEval-2025 Task 4 evaluation", ""]
     if cfg.get("model"):
-        lines.append(f"Model: `{cfg['model']}`" + (f" with adapter `{cfg['adapter']}`" if cfg.get("adapter") else ""))
+        lines.append(
+            f"Model: `{cfg['model']}`" + (f" with adapter `{cfg['adapter']}`" if cfg.get("adapter") else "")
+        )
     mode = "official-compat (one example at a time, no padding)" if cfg.get("official_compat") else "batched"
     lines += [
         f"Mode: {mode}; greedy decoding, max_new_tokens = {cfg.get('max_new_tokens')}; "
@@ -171,21 +173,27 @@ def render_report(
             "min_k_plus_plus": f"Min-K%++ (k = {fmt(k, 0)})",
         }
         for name, auc in results["mia_attacks"].items():
-            lines.append(f"| {names.get(name, name)} | {fmt(auc)} | {fmt(mia_score(auc) if auc is not None else None)} |")
+            lines.append(
+                f"| {names.get(name, name)} | {fmt(auc)} | {fmt(mia_score(auc) if auc is not None else None)} |"
+            )
     else:
         lines.append("Not computed (no MIA documents given).")
     lines += ["", "## MMLU", ""]
     if results.get("mmlu_average") is not None:
         thr = cfg.get("mmlu_threshold", 0.371)
         ok = results["mmlu_average"] >= thr
-        lines.append(f"Average accuracy {fmt(results['mmlu_average'])} (threshold {thr}: {'ok' if ok else 'BELOW'}).")
+        lines.append(
+            f"Average accuracy {fmt(results['mmlu_average'])} (threshold {thr}: {'ok' if ok else 'BELOW'})."
+        )
     else:
         lines.append("Not given (pass --mmlu-data or --mmlu-metrics).")
     timing = results.get("timing", {})
     lines += ["", "## Timing", "", "| stage | seconds | items | items/s |", "| --- | ---: | ---: | ---: |"]
     for stage, t in timing.items():
         if isinstance(t, Mapping):
-            lines.append(f"| {stage} | {fmt(t.get('seconds'), 2)} | {t.get('items')} | {fmt(t.get('items_per_s'), 2)} |")
+            lines.append(
+                f"| {stage} | {fmt(t.get('seconds'), 2)} | {t.get('items')} | {fmt(t.get('items_per_s'), 2)} |"
+            )
     if "total_seconds" in timing:
         lines.append(f"| total | {fmt(timing['total_seconds'], 2)} | | |")
     lines += ["", "## Examples"]
@@ -193,7 +201,9 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: str | Path, results: Mapping[str, Any], rows: Sequence[Mapping], mia: Sequence[Mapping] = ()) -> Path:
+def write_report(
+    path: str | Path, results: Mapping[str, Any], rows: Sequence[Mapping], mia: Sequence[Mapping] = ()
+) -> Path:
     return atomic_write_text(path, render_report(results, rows, mia))
 
 
@@ -231,8 +241,9 @@ def plot_semeval_scores(results: Mapping[str, Any], path: str | Path) -> Path:
     im = ax.imshow(data, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
-            ax.text(j, i, "n/a" if v is None else f"{v:.3f}", ha="center", va="center", fontsize=11,
-                    color="black")
+            ax.text(
+                j, i, "n/a" if v is None else f"{v:.3f}", ha="center", va="center", fontsize=11, color="black"
+            )
     ax.set_xticks(range(len(TERM_COLUMNS)), [c[2] for c in TERM_COLUMNS], fontsize=9)
     ax.set_yticks(range(len(tasks)), tasks)
     hm = results.get("harmonic-mean-task-aggregate")

@@ -19,6 +19,7 @@ The rules are those of the organizers' evaluation script:
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +53,7 @@ MMLU_THRESHOLD = 0.371
 def _scorer():
     from rouge_score import rouge_scorer
 
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score logs "Using default tokenizer." at INFO
     return rouge_scorer.RougeScorer(["rougeL", "rouge1"], use_stemmer=True)
 
 
@@ -83,7 +85,9 @@ def score_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["rouge1_recall"] = None
     out["knowledge_score"] = None
     if kind == "sc":
-        out["regurgitation_score"], out["rouge1_recall"] = rouge_recalls(row["expected_output"], row["model_output"])
+        out["regurgitation_score"], out["rouge1_recall"] = rouge_recalls(
+            row["expected_output"], row["model_output"]
+        )
     elif kind == "qa":
         out["knowledge_score"] = knowledge_score(row["expected_output"], row["model_output"])
     return out
@@ -100,7 +104,10 @@ def _mean(values: list[float]) -> float | None:
 
 def _scored(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Rows that already carry scores are used as they are; the others are scored."""
-    return [r if "kind" in r and ("regurgitation_score" in r or "knowledge_score" in r) else score_row(r) for r in rows]
+    return [
+        r if "kind" in r and ("regurgitation_score" in r or "knowledge_score" in r) else score_row(r)
+        for r in rows
+    ]
 
 
 def split_scores(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -124,7 +131,9 @@ def split_scores(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "regurgitation-score": _mean(
                 [r["regurgitation_score"] for r in t_rows if r.get("regurgitation_score") is not None]
             ),
-            "knowledge-score": _mean([r["knowledge_score"] for r in t_rows if r.get("knowledge_score") is not None]),
+            "knowledge-score": _mean(
+                [r["knowledge_score"] for r in t_rows if r.get("knowledge_score") is not None]
+            ),
         }
     return out
 
@@ -162,7 +171,9 @@ def mia_score(auc: float) -> float:
     return 1.0 - abs(float(auc) - 0.5) * 2.0
 
 
-def final_aggregate(task_aggregate: float | None, mmlu_average: float | None, mia_final_score: float | None) -> float:
+def final_aggregate(
+    task_aggregate: float | None, mmlu_average: float | None, mia_final_score: float | None
+) -> float:
     """``mean(task aggregate, MMLU average, MIA score)``; -1 when any of them is missing."""
     if task_aggregate is None or mmlu_average is None or mia_final_score is None:
         return -1.0

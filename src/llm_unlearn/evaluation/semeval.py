@@ -46,7 +46,9 @@ def _field(obj: Any, name: str) -> Any:
     return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
 
 
-def generation_rows(records: Sequence[Any], generations: Sequence[str], nlls: Sequence[float | None]) -> list[dict]:
+def generation_rows(
+    records: Sequence[Any], generations: Sequence[str], nlls: Sequence[float | None]
+) -> list[dict]:
     """Scored ``generations.jsonl`` rows from records (``Record`` objects or dicts with id, input,
     output, task, split), the model's outputs and the answer NLLs."""
     rows = [
@@ -66,7 +68,9 @@ def generation_rows(records: Sequence[Any], generations: Sequence[str], nlls: Se
     return scored
 
 
-def mia_rows(documents: Sequence[Mapping[str, str]], which: str, stats: Sequence[Mapping[str, Any]]) -> list[dict]:
+def mia_rows(
+    documents: Sequence[Mapping[str, str]], which: str, stats: Sequence[Mapping[str, Any]]
+) -> list[dict]:
     """``mia.jsonl`` rows for one set (``which`` = "member" or "nonmember")."""
     rows = []
     for doc, st in zip(documents, stats):
@@ -226,7 +230,9 @@ def evaluate_semeval(
     return results
 
 
-def write_outputs(output_dir: str | Path, results: Mapping[str, Any], rows: Sequence[Mapping], mia: Sequence[Mapping]) -> Path:
+def write_outputs(
+    output_dir: str | Path, results: Mapping[str, Any], rows: Sequence[Mapping], mia: Sequence[Mapping]
+) -> Path:
     """Write every output file of an evaluation into ``output_dir`` (atomically, file by file)."""
     from llm_unlearn.evaluation.report import plot_mia_nll, plot_semeval_scores, write_report
     from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl
