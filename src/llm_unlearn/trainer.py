@@ -114,6 +114,8 @@ class ReferenceOutputs:
     forget_logp: torch.Tensor | None = None  # [N_f] log p_ref(target) at forget answer tokens
     retain_logits: torch.Tensor | None = None  # [N_r, V] reference logits at retain answer tokens
     retain_logp: torch.Tensor | None = None  # [N_r] log p_ref(target) at retain answer tokens
+    # top-k reference (cache mode topk): (log-probs [N_r, k], indices [N_r, k], tail log-prob [N_r])
+    retain_topk: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 def needs_reference(obj: ObjectiveOptions) -> tuple[bool, bool]:
@@ -238,9 +240,10 @@ def _retain_divergence(obj: ObjectiveOptions, logits_r, logp_r, reference: Refer
     ref = reference.retain_logits
     if kind == "kl":
         return losses.kl_divergence(logits_r, ref, mask)
-    if hasattr(reference, "retain_topk") and reference.retain_topk is not None:
-        topk_logp, topk_idx = reference.retain_topk
-        return losses.renyi_divergence_topk(logits_r, topk_logp, topk_idx, mask, obj.renyi_alpha)
+    if reference.retain_topk is not None:
+        topk_logp, topk_idx, tail = reference.retain_topk
+        return losses.renyi_divergence_topk(logits_r, topk_logp, topk_idx, mask, obj.renyi_alpha,
+                                            ref_tail_logprobs=tail)
     return losses.renyi_divergence(logits_r, ref, mask, obj.renyi_alpha)
 
 

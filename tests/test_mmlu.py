@@ -1,0 +1,368 @@
+"""Open-Instruct-compatible MMLU: prompt text, answer tokens, 2048-token fallback, metrics, data layouts."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_unlearn.errors import DataError, UserError
+from llm_unlearn.evaluation.mmlu import (
+    MMLUQuestion,
+    answer_token_ids,
+    build_prompt,
+    compute_metrics,
+    evaluate_mmlu,
+    format_subject,
+    gen_prompt,
+    load_mmlu,
+    predict,
+    read_mmlu_metrics,
+    select_instances,
+)
+from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, SUBJECTS
+from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+
+FIXTURE = {
+    "abstract_algebra": {
+        "dev": [
+            ["Find the order of the group Z_4.", "1", "2", "4", "8", "C"],
+            ["Is every field a ring?", "Yes", "No", "Only finite ones", "Only infinite ones", "A"],
+        ],
+        "test": [
+            ["What is 2 + 2 in Z_3?", "0", "1", "2", "3", "B"],
+            ["How many elements does S_3 have?", "3", "6", "9", "12", "B"],
+            ['A "quoted", comma question?', "x, y", "z", "w", "v", "D"],
+        ],
+    },
+    "marketing": {
+        "dev": [["What is a brand?", "A name", "A price", "A place", "A product", "A"]],
+        "test": [
+            ["What are the 4 Ps?", "Product, price, place, promotion", "People", "Profit", "Plans", "A"],
+            ["Segmentation divides a market into?", "Prices", "Groups", "Ads", "Stores", "B"],
+        ],
+    },
+    "high_school_us_history": {
+        "dev": [],  # no dev file at all: 0-shot
+        "test": [["Who was the first US president?", "Adams", "Jefferson", "Washington", "Lincoln", "C"]],
+    },
+}
+
+
+def write_csv_fixture(root: Path, data=FIXTURE) -> Path:
+    for subject, splits in data.items():
+        for split, rows in splits.items():
+            if not rows:
+                continue
+            path = root / split / f"{subject}_{split}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A GPT-2-style byte-level BPE tokenizer (BOS added), trained on MMLU-like text."""
+    texts = []
+    for splits in FIXTURE.values():
+        for rows in splits.values():
+            for r in rows:
+                texts.append(f"{r[0]}\nA. {r[1]}\nB. {r[2]}\nC. {r[3]}\nD. {r[4]}\nAnswer: {r[5]}\n\n")
+    texts += [f"Answer: {x}. The answer is {x} and not {y}." for x in "ABCD" for y in "ABCD"] * 5
+    texts += ["The following are multiple choice questions (with answers) about lorem ipsum dolor."] * 5
+    return train_bpe_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    torch.manual_seed(0)
+    m = build_tiny_olmo2(
+        tok,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=4096,
+        seed=0,
+    )
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def csv_dir(tmp_path_factory) -> Path:
+    return write_csv_fixture(tmp_path_factory.mktemp("mmlu"))
+
+
+# ------------------------------------------------------------------------------------------ prompts
+def test_prompt_text_is_exactly_open_instructs(csv_dir, tok):
+    data = load_mmlu(csv_dir)
+    dev = data["abstract_algebra"]["dev"]
+    q = data["abstract_algebra"]["test"][2]
+    prompt, k = build_prompt(tok, dev, q, ntrain=5)
+    assert k == 2  # only two dev examples exist
+    expected = (
+        "The following are multiple choice questions (with answers) about  abstract algebra.\n\n"
+        "Find the order of the group Z_4.\nA. 1\nB. 2\nC. 4\nD. 8\nAnswer: C\n\n"
+        "Is every field a ring?\nA. Yes\nB. No\nC. Only finite ones\nD. Only infinite ones\nAnswer: A\n\n"
+        'A "quoted", comma question?\nA. x, y\nB. z\nC. w\nD. v\nAnswer:'
+    )
+    assert prompt == expected
+    assert format_subject("high_school_us_history") == " high school us history"
+    prompt1, k1 = build_prompt(tok, dev, q, ntrain=1)
+    assert k1 == 1 and prompt1 == expected.replace(
+        "Is every field a ring?\nA. Yes\nB. No\nC. Only finite ones\nD. Only infinite ones\nAnswer: A\n\n", ""
+    )
+    prompt0, k0 = build_prompt(tok, [], data["high_school_us_history"]["test"][0], ntrain=5)
+    assert k0 == 0
+    assert prompt0 == (
+        "The following are multiple choice questions (with answers) about  high school us history.\n\n"
+        "Who was the first US president?\nA. Adams\nB. Jefferson\nC. Washington\nD. Lincoln\nAnswer:"
+    )
+
+
+def test_answer_tokens_are_the_space_letter_tokens(tok):
+    ids = answer_token_ids(tok)
+    assert tok.convert_ids_to_tokens(ids) == ["ĠA", "ĠB", "ĠC", "ĠD"]
+    assert ids == [tok.encode(" " + c, add_special_tokens=False)[-1] for c in "ABCD"]
+    assert tok.encode(" A", add_special_tokens=True)[0] == tok.bos_token_id  # BOS is not taken
+
+
+def test_2048_token_fallback_shrinks_k(tok):
+    unit = " lorem ipsum"
+    per = len(tok(unit, add_special_tokens=False).input_ids)
+    long_q = "Long question" + unit * (600 // per)  # ~600 tokens per dev example
+    dev = [MMLUQuestion("marketing", f"{i}. {long_q}", ("a", "b", "c", "d"), "A") for i in range(5)]
+    q = MMLUQuestion("marketing", "Short?", ("a", "b", "c", "d"), "B")
+    prompt, k = build_prompt(tok, dev, q, ntrain=5)
+    assert k == 3
+    assert len(tok(prompt, add_special_tokens=False).input_ids) <= 2048
+    longer = gen_prompt(dev, "marketing", 4) + prompt.split("Answer: A\n\n")[-1]
+    assert len(tok(longer, add_special_tokens=False).input_ids) > 2048
+    # a prompt that never fits stops at 0 shots
+    huge = MMLUQuestion("marketing", "Huge" + unit * (3000 // per), ("a", "b", "c", "d"), "B")
+    assert build_prompt(tok, dev, huge, ntrain=5)[1] == 0
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def test_batched_predictions_equal_one_at_a_time(csv_dir, tok, model):
+    data = load_mmlu(csv_dir)
+    prompts = [build_prompt(tok, v["dev"], q, 5)[0] for v in data.values() for q in v["test"]]
+    prompts.append(prompts[0] + " " * 3)  # different lengths -> real padding
+    one, p1 = predict(model, tok, prompts, batch_size=1)
+    many, p4 = predict(model, tok, prompts, batch_size=4)
+    assert one == many
+    for a, b in zip(p1, p4):
+        assert a == pytest.approx(b, abs=1e-5)
+    # the prediction is the argmax over the full next-token logits restricted to the candidates
+    ids = tok(prompts[1], return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits[0, -1]
+    assert one[1] == int(torch.argmax(logits[answer_token_ids(tok)]))
+
+
+def test_compute_metrics_micro_average():
+    correct = {"abstract_algebra": [True, False], "marketing": [True, True, True], "anatomy": [False]}
+    m = compute_metrics(correct)
+    assert m["average_acc"] == pytest.approx(4 / 6)  # micro, not the mean of subject accuracies
+    assert m["subject_acc"] == {"abstract_algebra": 0.5, "marketing": 1.0, "anatomy": 0.0}
+    assert m["subcat_acc"] == {"math": 0.5, "business": 1.0, "health": 0.0}
+    assert m["cat_acc"] == {"STEM": 0.5, "other (business, health, misc.)": pytest.approx(3 / 4)}
+    assert m["n_questions"] == 6
+
+
+def test_category_table_is_the_standard_one():
+    assert len(SUBJECTS) == 57 and len(SUBJECT_SUBCATEGORIES) == 57
+    subcats = {s for v in SUBJECT_SUBCATEGORIES.values() for s in v}
+    assert subcats == {s for v in CATEGORIES.values() for s in v} and len(subcats) == 17
+    assert SUBJECT_SUBCATEGORIES["high_school_government_and_politics"] == ["politics"]
+    assert SUBJECT_SUBCATEGORIES["professional_accounting"] == ["other"]
+    sizes = {
+        c: sum(1 for v in SUBJECT_SUBCATEGORIES.values() if v[0] in members)
+        for c, members in CATEGORIES.items()
+    }
+    assert sizes == {
+        "STEM": 18,
+        "humanities": 13,
+        "social sciences": 12,
+        "other (business, health, misc.)": 14,
+    }
+
+
+def test_evaluate_mmlu_writes_metrics(csv_dir, tok, model, tmp_path):
+    m = evaluate_mmlu(model, tok, csv_dir, ntrain=5, batch_size=3, output_dir=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(m))
+    for key in ("average_acc", "subcat_acc", "cat_acc", "subject_acc", "subjects", "n_questions", "config"):
+        assert key in saved
+    preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == saved["n_questions"] == 6
+    assert saved["average_acc"] == pytest.approx(sum(p["correct"] for p in preds) / len(preds))
+    assert set(saved["subject_acc"]) == set(FIXTURE)
+    assert set(saved["cat_acc"]) == {"STEM", "humanities", "other (business, health, misc.)"}
+    assert saved["subjects"]["abstract_algebra"]["k_shots_max"] == 2
+    assert saved["subjects"]["high_school_us_history"]["k_shots_max"] == 0
+    assert {p["prediction"] for p in preds} <= set("ABCD")
+    assert read_mmlu_metrics(tmp_path / "metrics.json") == saved["average_acc"]
+
+
+# ------------------------------------------------------------------------------------------ data
+def test_hf_layouts_load_like_csv(csv_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    want = load_mmlu(csv_dir)
+
+    def rows(split):
+        return [
+            {"question": r[0], "subject": s, "choices": r[1:5], "answer": "ABCD".index(r[5])}
+            for s, v in FIXTURE.items()
+            for r in v[split]
+        ]
+
+    # cais/mmlu snapshot: all/<split>-00000-of-00001.parquet
+    (tmp_path / "hf" / "all").mkdir(parents=True)
+    for split in ("test", "dev"):
+        pq.write_table(
+            pa.Table.from_pylist(rows(split)), tmp_path / "hf" / "all" / f"{split}-00000-of-00001.parquet"
+        )
+    assert load_mmlu(tmp_path / "hf") == want
+    # jsonl files at the top level
+    (tmp_path / "jl").mkdir()
+    for split in ("test", "dev"):
+        (tmp_path / "jl" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(split)))
+    assert load_mmlu(tmp_path / "jl") == want
+    # per-subject folders without a subject field
+    for s in FIXTURE:
+        (tmp_path / "per" / s).mkdir(parents=True)
+        for split in ("test", "dev"):
+            rs = [{k: v for k, v in r.items() if k != "subject"} for r in rows(split) if r["subject"] == s]
+            (tmp_path / "per" / s / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    assert load_mmlu(tmp_path / "per") == want
+    assert list(load_mmlu(tmp_path / "jl", subjects=["marketing"])) == ["marketing"]
+    with pytest.raises(UserError, match="unknown MMLU subject"):
+        load_mmlu(tmp_path / "jl", subjects=["astrology"])
+
+
+def test_malformed_rows_raise_data_error_naming_file_and_row(tmp_path):
+    bad = {"marketing": {"dev": [], "test": [["Q1", "a", "b", "c", "d", "A"], ["Q2", "a", "b", "c", "B"]]}}
+    write_csv_fixture(tmp_path / "a", bad)
+    with pytest.raises(DataError, match=r"marketing_test\.csv.*row 2.*expected 6 fields"):
+        load_mmlu(tmp_path / "a")
+    bad = {"marketing": {"dev": [], "test": [["Q1", "a", "b", "c", "d", "E"]]}}
+    write_csv_fixture(tmp_path / "b", bad)
+    with pytest.raises(DataError, match=r"marketing_test\.csv.*row 1.*answer"):
+        load_mmlu(tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "test.jsonl").write_text(
+        json.dumps({"question": "q", "subject": "x", "choices": ["a", "b", "c", "d"], "answer": 1})
+        + "\n"
+        + json.dumps({"question": "q", "subject": "x", "choices": ["a", "b"], "answer": 1})
+        + "\n"
+    )
+    with pytest.raises(DataError, match=r"test\.jsonl.*row 2.*choices"):
+        load_mmlu(tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no MMLU data"):
+        load_mmlu(tmp_path / "empty")
+
+
+def test_n_instances_sampling_matches_pandas():
+    import pandas as pd
+
+    qs = [MMLUQuestion("x", f"q{i}", ("a", "b", "c", "d"), "A") for i in range(23)]
+    got = [q.question for q in select_instances(qs, 7)]
+    want = [f"q{i}" for i in pd.DataFrame({"i": range(23)}).sample(7, random_state=42)["i"]]
+    assert got == want
+    assert select_instances(qs, 100) == qs and select_instances(qs, None) == qs
+
+
+def test_read_mmlu_metrics_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_mmlu_metrics(tmp_path / "nope.json")
+    (tmp_path / "m.json").write_text('{"average_acc": "high"}')
+    with pytest.raises(DataError, match="average_acc"):
+        read_mmlu_metrics(tmp_path / "m.json")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_mmlu(csv_dir, tok, model, tmp_path, capsys):
+    from llm_unlearn.cli import main
+
+    model.save_pretrained(tmp_path / "model", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "mmlu",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(csv_dir),
+            "--output-dir",
+            str(out),
+            "--ntrain",
+            "1",
+            "--subjects",
+            "abstract_algebra",
+            "marketing",
+            "--n-instances",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["n_questions"] == 4 and set(saved["subject_acc"]) == {"abstract_algebra", "marketing"}
+    assert saved["config"]["ntrain"] == 1
+    assert "MMLU average accuracy" in cap.out
+    rc = main(
+        [
+            "mmlu",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(tmp_path / "missing"),
+            "--output-dir",
+            str(out),
+        ]
+    )
+    assert rc == 2 and "error:" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is not None, reason="lm_eval is installed")
+def test_cli_lm_eval_tasks_without_lm_eval(csv_dir, tmp_path, capsys):
+    from llm_unlearn.cli import main
+
+    rc = main(
+        [
+            "mmlu",
+            "--model",
+            str(tmp_path),
+            "--data",
+            str(csv_dir),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--lm-eval-tasks",
+            "hellaswag",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "pip install llm-unlearn[lm-eval]" in err
