@@ -390,7 +390,13 @@ def test_real_semeval_records_end_to_end(tiny, semeval_dir, tmp_path):
     bundle = load_unlearning_data(semeval_dir, split="train")
     bundle.forget, bundle.retain = bundle.forget[:3], bundle.retain[:3]
     res = evaluate_semeval(
-        tiny.model, tiny.tokenizer, bundle, max_new_tokens=4, batch_size=4, output_dir=tmp_path, progress=False
+        tiny.model,
+        tiny.tokenizer,
+        bundle,
+        max_new_tokens=4,
+        batch_size=4,
+        output_dir=tmp_path,
+        progress=False,
     )
     rows = _jsonl(tmp_path / "generations.jsonl")
     assert rows[0]["id"].startswith('"2ebbbb06') and rows[0]["kind"] == "sc" and rows[1]["kind"] == "qa"

@@ -366,3 +366,26 @@ def test_cli_lm_eval_tasks_without_lm_eval(csv_dir, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "pip install llm-unlearn[lm-eval]" in err
+
+
+def test_cli_evaluate_with_mmlu_data(csv_dir, tok, model, tmp_path, capsys):
+    from llm_unlearn.cli import main
+    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+
+    write_synthetic_dataset(make_synthetic_dataset(n_entities_per_task=2), tmp_path / "data")
+    model.save_pretrained(tmp_path / "model", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--mia-data",
+            str(tmp_path / "data" / "mia"), "--mmlu-data", str(csv_dir), "--mmlu-ntrain", "1", "--output-dir",
+            str(out), "--max-new-tokens", "2", "--limit", "2", "--no-progress", "--device", "cpu"]  # fmt: skip
+    rc = main(argv)
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    res = json.loads((out / "evaluation_results.json").read_text())
+    metrics = json.loads((out / "mmlu" / "metrics.json").read_text())
+    assert res["mmlu_average"] == metrics["average_acc"] and metrics["n_questions"] == 6
+    assert res["aggregate-score"] != -1
+    with pytest.raises(SystemExit) as exc:  # --mmlu-data and --mmlu-metrics exclude each other
+        main(argv + ["--mmlu-metrics", str(out / "mmlu" / "metrics.json")])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
