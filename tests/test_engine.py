@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import greedy_exact_match
 from safetensors.torch import load_file
 
+from conftest import greedy_exact_match
 from llm_unlearn import losses
 from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
