@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -63,6 +64,7 @@ TRAIN_SWITCHES = [
     ("--no-plots", "train.plots", False, "skip plots"),
     ("--no-progress", "train.progress", False, "no progress bar"),
     ("--trust-remote-code", "model.trust_remote_code", True, "allow the model repository's own code"),
+    ("--allow-pickle", "model.allow_pickle", True, "load pickle weights (.bin) of a model without safetensors"),
 ]
 
 
@@ -163,6 +165,7 @@ def add_merge_parser(sub) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (.bin) if no safetensors")
     p.set_defaults(func=cmd_merge)
 
 
@@ -170,8 +173,9 @@ def cmd_merge(args) -> int:
     from llm_unlearn.modeling import attach_adapter, load_model, load_tokenizer, merge_and_save
 
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    merge_and_save(attach_adapter(model, args.adapter), tok, args.output_dir)
+    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                       allow_pickle=args.allow_pickle)
+    merge_and_save(attach_adapter(model, args.adapter, allow_pickle=args.allow_pickle), tok, args.output_dir)
     print(f"merged model written to {args.output_dir}")
     return 0
 
@@ -194,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -205,13 +213,22 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.quiet:  # also transformers' own bars ("Loading weights")
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         return int(args.func(args) or 0)
     except (UserError, NonFiniteLossError) as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine's side (disk full, permission denied): no traceback either
+        if debug:
+            raise
+        print(f"error: {_one_line(exc)} (--debug shows where)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

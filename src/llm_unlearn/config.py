@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class ModelOptions:
     gguf_file: str | None = None  # load a GGUF checkpoint (transformers' gguf support)
     dtype: str = "auto"  # auto = bf16 on GPUs that support it, fp32 otherwise
     trust_remote_code: bool = False  # never run model repository code unless asked
+    allow_pickle: bool = False  # load pickle weights (pytorch_model.bin) when a model has no safetensors
 
 
 @dataclass
@@ -116,7 +118,9 @@ class UnlearnConfig:
     training_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every option, secrets (e.g. training_args.hub_token) replaced by "<redacted>": this is what
+        run.json, the checkpoint and resolved_config.yaml hold."""
+        return redact_secrets(asdict(self))
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that change what a run computes (for resume checks): all but bookkeeping."""
@@ -124,6 +128,27 @@ class UnlearnConfig:
         for k in ("output_dir", "overwrite", "plots", "progress", "merge"):
             d["train"].pop(k, None)
         return d
+
+
+_SECRET_KEY = re.compile(r"(?:^|_)(?:token|secret|password|passwd|api_?key|auth|credentials?)$", re.IGNORECASE)
+_NOT_SECRET = {"pad_token", "bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+_SECRET_VALUE = re.compile(r"^(?:hf_|api_|sk-)[A-Za-z0-9_\-]{20,}$")
+
+
+def redact_secrets(obj: Any) -> Any:
+    """A copy of `obj` (nested dicts / lists) whose secret-looking entries read "<redacted>": keys
+    such as hub_token, token, api_key, password, and values shaped like access tokens (hf_...)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            secret = isinstance(k, str) and bool(_SECRET_KEY.search(k)) and k.lower() not in _NOT_SECRET
+            out[k] = "<redacted>" if secret and v not in (None, "", False, True) else redact_secrets(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_secrets(v) for v in obj)
+    if isinstance(obj, str) and _SECRET_VALUE.match(obj):
+        return "<redacted>"
+    return obj
 
 
 SECTIONS = {

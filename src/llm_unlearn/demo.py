@@ -100,7 +100,7 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
     from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.evaluation.semeval import evaluate_semeval
-    from llm_unlearn.modeling import load_model_and_tokenizer, train_bpe_tokenizer
+    from llm_unlearn.modeling import train_bpe_tokenizer
     from llm_unlearn.run import run_unlearning
 
     t0 = time.time()

@@ -24,12 +24,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_mode(0o666))  # mkstemp made it private (0600)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _default_mode(base: int) -> int:
+    """`base` less the process umask: the mode open() / mkdir() would have given."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return base & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -51,21 +59,93 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
     try:
         fill(tmp)
+        os.chmod(tmp, _default_mode(0o777))  # mkdtemp made it private (0700)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_dir(path)  # a failure between the two renames: put the previous version back
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def recover_dir(path: str | os.PathLike, clean: bool = False) -> Path:
+    """Finish what an interrupted `atomic_dir` left: when `path` is missing but its previous version
+    `.<name>.old` is there (killed between the two renames), rename it back. Several processes may
+    call this at once. `clean` also removes the temporary `.<name>.*.tmp` directories of writes that
+    were killed (only when nothing is writing `path`)."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        try:
+            os.replace(old, path)
+        except FileNotFoundError:  # another process did it
+            pass
+    if clean and path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def path_fingerprint(path: str | os.PathLike | None) -> Any:
+    """What identifies the contents of a file or directory cheaply: (relative name, size, mtime) of
+    every file under it, hidden files excepted; the string itself for a path that does not exist
+    (e.g. a hub id); None for None. Changing, adding or removing a file changes it."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return str(path)
+    files = [p] if p.is_file() else sorted(
+        f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    return [[str(f.relative_to(p)) if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+class StageCache:
+    """Results of the finished stages of a long job, reused when their inputs are unchanged.
+
+    `DIR/<stage>.json` holds {"key": sha256 of the inputs, "value": the stage's result}; it is
+    written atomically once the stage is done. `inputs` are what every stage depends on (model, data
+    hashes); `get` / `put` add what one stage depends on (its options). A stage whose key differs,
+    or whose file is missing or unreadable, is computed again.
+    """
+
+    def __init__(self, directory: str | os.PathLike, inputs: Any):
+        self.directory = Path(directory)
+        self.inputs = inputs
+
+    def _key(self, stage: str, stage_inputs: dict[str, Any]) -> str:
+        text = json.dumps([self.inputs, stage, stage_inputs], sort_keys=True, default=_json_default)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def get(self, stage: str, **stage_inputs: Any) -> Any | None:
+        path = self.directory / f"{stage}.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("key") != self._key(stage, stage_inputs):
+            return None
+        return saved.get("value")
+
+    def put(self, stage: str, value: Any, **stage_inputs: Any) -> Any:
+        atomic_write_json(self.directory / f"{stage}.json", {"key": self._key(stage, stage_inputs), "value": value},
+                          indent=None)
+        return value
+
+    def cached(self, stage: str, compute: Callable[[], Any], **stage_inputs: Any) -> Any:
+        """The saved value of `stage` when its inputs are unchanged, else `compute()` (then saved)."""
+        value = self.get(stage, **stage_inputs)
+        if value is not None:
+            return value
+        return self.put(stage, compute(), **stage_inputs)
 
 
 def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:

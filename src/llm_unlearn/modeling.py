@@ -53,6 +53,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, gguf_file
             kwargs["gguf_file"] = gguf_file
         tok = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
+        _refuse_remote_code(name_or_path, exc, trust_remote_code)
         raise UserError(f"cannot load a tokenizer from {name_or_path}: {_first_line(exc)}") from None
     return ensure_pad_token(tok)
 
@@ -69,6 +70,31 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _refuse_remote_code(name_or_path: str, exc: BaseException, trust_remote_code: bool) -> None:
+    if not trust_remote_code and "trust_remote_code" in str(exc):
+        raise UserError(
+            f"{name_or_path} needs its own Python code to load (auto_map); llm-unlearn runs a model "
+            "repository's code only with --trust-remote-code (read that code first)"
+        ) from None
+
+
+_PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _use_safetensors(name_or_path: str, allow_pickle: bool) -> bool | None:
+    """`use_safetensors` for from_pretrained: True (safetensors only) unless pickle is allowed. A local
+    directory with only pickle weights is refused here with a clear message."""
+    p = Path(name_or_path)
+    if p.is_dir() and not any(p.glob("*.safetensors")):
+        pickles = sorted({f.name for pattern in _PICKLE_WEIGHTS for f in p.glob(pattern)})
+        if pickles and not allow_pickle:
+            raise UserError(
+                f"{name_or_path} holds only pickle weights ({', '.join(pickles[:3])}), and loading pickle can run "
+                "arbitrary code: convert them to safetensors, or pass --allow-pickle if you trust these files"
+            )
+    return None if allow_pickle else True
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -76,8 +102,9 @@ def load_model(
     device: torch.device | str | None = None,
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
+    allow_pickle: bool = False,
 ):
-    """Load a causal LM. Safetensors only unless the checkpoint is GGUF; remote code only on request."""
+    """Load a causal LM. Safetensors only (unless GGUF, or `allow_pickle`); remote code only on request."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _check_model_path(name_or_path)
@@ -87,11 +114,12 @@ def load_model(
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     else:
-        kwargs["use_safetensors"] = True if _has_safetensors(name_or_path) else None
+        kwargs["use_safetensors"] = _use_safetensors(name_or_path, allow_pickle)
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
                                             **({"gguf_file": gguf_file} if gguf_file else {}))
     except (OSError, ValueError) as exc:
+        _refuse_remote_code(name_or_path, exc, trust_remote_code)
         raise UserError(f"cannot read a model config from {name_or_path}: {_first_line(exc)}") from None
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
@@ -121,22 +149,26 @@ def load_model_and_tokenizer(
     device: torch.device | str | None = None,
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
+    allow_pickle: bool = False,
 ):
     """Load (model, tokenizer); with `adapter`, the PEFT adapter is attached (not merged)."""
     tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
     model = load_model(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                       gguf_file=gguf_file)
+                       gguf_file=gguf_file, allow_pickle=allow_pickle)
     if adapter:
-        model = attach_adapter(model, adapter)
+        model = attach_adapter(model, adapter, allow_pickle=allow_pickle)
     model.eval()
     return model, tok
 
 
-def attach_adapter(model, adapter_dir: str, is_trainable: bool = False):
+def attach_adapter(model, adapter_dir: str, is_trainable: bool = False, allow_pickle: bool = False):
     from peft import PeftModel
 
     if not Path(adapter_dir, "adapter_config.json").is_file():
         raise UserError(f"not a PEFT adapter directory (no adapter_config.json): {adapter_dir}")
+    if not Path(adapter_dir, "adapter_model.safetensors").is_file() and not allow_pickle:
+        raise UserError(f"{adapter_dir} has no adapter_model.safetensors (pickle adapter weights are loaded only "
+                        "with --allow-pickle)")
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
 
 

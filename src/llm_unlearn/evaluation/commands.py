@@ -9,6 +9,7 @@ from typing import Any
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.evaluation.scoring import MMLU_THRESHOLD
+from llm_unlearn.io_utils import path_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def _model_flags(
         "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)"
     )
     g.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code")
+    g.add_argument("--allow-pickle", action="store_true", help="load pickle weights (.bin) if no safetensors")
     g.add_argument("--gguf-file", default=None, help="GGUF file inside --model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -65,6 +67,7 @@ def _load(args, name: str | None = None, adapter: str | None = None):
         dtype=args.dtype,
         device=args.device,
         trust_remote_code=args.trust_remote_code,
+        allow_pickle=getattr(args, "allow_pickle", False),
         gguf_file=args.gguf_file,
     )
 
@@ -157,8 +160,9 @@ def cmd_evaluate(args) -> int:
 
     model, tokenizer = _load(args, adapter=args.adapter)
     out = Path(args.output_dir)
+    stages = _evaluation_stages(args, bundle, out)  # finished stages are reused when nothing changed
     if mmlu_loaded is not None:
-        metrics = evaluate_mmlu(
+        mmlu_average = stages.cached("mmlu", lambda: evaluate_mmlu(
             model,
             tokenizer,
             mmlu_loaded,
@@ -167,8 +171,8 @@ def cmd_evaluate(args) -> int:
             batch_size=args.batch_size,
             output_dir=out / "mmlu",
             progress=progress,
-        )
-        mmlu_average = metrics["average_acc"]
+        )["average_acc"], data=path_fingerprint(args.mmlu_data), ntrain=args.mmlu_ntrain,
+            n_instances=args.mmlu_n_instances, batch_size=args.batch_size)
     config = {
         "model": args.model,
         "adapter": args.adapter,
@@ -194,10 +198,30 @@ def cmd_evaluate(args) -> int:
         mmlu_threshold=args.mmlu_threshold,
         min_k_percent=args.min_k_percent,
         config=config,
+        stages=stages,
     )
     print(summary_text(results))
     print(f"results in {out}/ (evaluation_results.json, report.md, generations.jsonl, plots/)")
     return 0
+
+
+def _evaluation_stages(args, bundle, out: Path):
+    """OUT/.stages: generations, answer NLLs, MIA statistics and the MMLU average, each kept once
+    computed and reused by a later `evaluate` with the same model, data and options (a rerun after
+    an interruption, e.g. a requeued Slurm job, only does what is missing). Delete it to recompute."""
+    from llm_unlearn.io_utils import StageCache, sha256_file
+
+    mia_files = sorted(Path(args.mia_data).glob("*member.jsonl")) if args.mia_data else []
+    inputs = {
+        "model": path_fingerprint(args.model),
+        "adapter": path_fingerprint(args.adapter),
+        "tokenizer": path_fingerprint(args.tokenizer),
+        "gguf_file": args.gguf_file,
+        "dtype": args.dtype,
+        "data": {p.name: sha256_file(p) for p in bundle.files},
+        "mia": {p.name: sha256_file(p) for p in mia_files},
+    }
+    return StageCache(out / ".stages", inputs)
 
 
 def summary_text(results: dict) -> str:

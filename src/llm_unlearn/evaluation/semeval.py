@@ -13,6 +13,7 @@ computes is described in :mod:`llm_unlearn.evaluation.scoring`, :mod:`llm_unlear
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from llm_unlearn.evaluation.scoring import (
     score_generation_rows,
     semeval_results,
 )
+from llm_unlearn.io_utils import StageCache
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,7 @@ def evaluate_semeval(
     mmlu_threshold: float = MMLU_THRESHOLD,
     min_k_percent: float = 20,
     config: Mapping[str, Any] | None = None,
+    stages: StageCache | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` the SemEval-2025 Task 4 way and return the results dict.
 
@@ -134,6 +137,8 @@ def evaluate_semeval(
     accuracy (from ``metrics.json`` or :func:`~llm_unlearn.evaluation.mmlu.evaluate_mmlu`). Without MIA
     or MMLU the final ``aggregate-score`` is -1, as in the organizers' script. ``config``: extra entries
     for the ``config`` key of the results. With ``output_dir`` every output file is written there.
+    ``stages``: keeps the generations, answer NLLs and MIA statistics as each stage finishes, and
+    reuses them when the stage's inputs are unchanged (resume after an interruption).
     """
     t_start = time.perf_counter()
     records = list(bundle.forget) + list(bundle.retain)
@@ -145,8 +150,10 @@ def evaluate_semeval(
     rouge_recalls("warm up", "warm up")
     import sklearn.metrics  # noqa: F401
 
+    stages = stages or _NoStages()
+    ids = [r.id for r in records]
     t0 = time.perf_counter()
-    generations = greedy_generate(
+    generations = stages.cached("generations", lambda: greedy_generate(
         model,
         tokenizer,
         [r.input for r in records],
@@ -155,11 +162,12 @@ def evaluate_semeval(
         official_compat=official_compat,
         progress=progress,
         desc="generate",
-    )
+    ), ids=ids, texts=_digest(r.input for r in records), max_new_tokens=max_new_tokens, batch_size=batch_size,
+        official_compat=official_compat)
     timing["generation"] = _stage(time.perf_counter() - t0, len(records))
 
     t0 = time.perf_counter()
-    nlls = answer_nll(
+    nlls = stages.cached("answer_nll", lambda: answer_nll(
         model,
         tokenizer,
         [r.input for r in records],
@@ -167,7 +175,8 @@ def evaluate_semeval(
         batch_size=batch_size,
         official_compat=official_compat,
         progress=progress,
-    )
+    ), ids=ids, texts=_digest(t for r in records for t in (r.input, r.output)), batch_size=batch_size,
+        official_compat=official_compat)
     timing["answer_nll"] = _stage(time.perf_counter() - t0, len(records))
 
     t0 = time.perf_counter()
@@ -189,7 +198,7 @@ def evaluate_semeval(
         members, nonmembers = mia
         t0 = time.perf_counter()
         docs = list(members) + list(nonmembers)
-        stats = document_statistics(
+        stats = stages.cached("mia", lambda: document_statistics(
             model,
             tokenizer,
             [d["document"] for d in docs],
@@ -197,7 +206,9 @@ def evaluate_semeval(
             official_compat=official_compat,
             k_percent=min_k_percent,
             progress=progress,
-        )
+        ), ids=[d["id"] for d in docs], texts=_digest(d["document"] for d in docs), n_members=len(members),
+            batch_size=batch_size,
+            official_compat=official_compat, min_k_percent=min_k_percent)
         member_rows = mia_rows(members, "member", stats[: len(members)])
         nonmember_rows = mia_rows(nonmembers, "nonmember", stats[len(members) :])
         aucs = attack_aucs(member_rows, nonmember_rows)
@@ -236,6 +247,19 @@ def evaluate_semeval(
     if output_dir is not None:
         write_outputs(output_dir, results, rows, member_rows + nonmember_rows)
     return results
+
+
+class _NoStages:
+    def cached(self, stage, compute, **stage_inputs):
+        return compute()
+
+
+def _digest(texts) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def write_outputs(
