@@ -5,6 +5,10 @@ Resume: after every chunk DIR/checkpoint/ (adapter + state.json, and the optimiz
 when the optimizer scope is `run`) is replaced atomically. The same command on the same output
 directory continues after the last complete chunk. Each chunk starts from a seed derived from
 (seed, chunk index), so a resumed run computes what an uninterrupted one does.
+
+Reference cache (train.reference_cache != off): the reference outputs of every row are computed once,
+after LoRA is applied, into DIR/reference_cache/ (see reference_cache.py); a resume reuses it when its
+fingerprint matches. A finished run deletes it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 from llm_unlearn import __version__
 from llm_unlearn.config import UnlearnConfig, config_from_dict
 from llm_unlearn.errors import ConfigError, UserError
-from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl, sha256_file
+from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl, recover_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,20 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _any_process(flag: dict) -> bool:
+    """flag["stop"] or'ed over all processes (a signal may reach them during different steps). A
+    collective when distributed: every process calls it at the same points."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        on_gpu = "nccl" in str(dist.get_backend()) and torch.cuda.is_available()
+        t = torch.tensor([float(flag["stop"])], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu
+                         else torch.device("cpu"))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        flag["stop"] = bool(t.item() > 0)
+    return flag["stop"]
+
+
 def package_versions() -> dict[str, str]:
     import accelerate
     import peft
@@ -61,6 +79,7 @@ def check_output_dir(out: Path, cfg: UnlearnConfig) -> dict | None:
     different run unless `overwrite` (then our outputs in it are removed)."""
     state_path = out / CHECKPOINT / STATE
     run_json = out / "run.json"
+    recover_dir(out / CHECKPOINT, clean=is_main_process())  # a kill during a checkpoint swap
     saved = None
     if state_path.is_file():
         saved = json.loads(state_path.read_text())
@@ -143,6 +162,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     """Run (or resume) an unlearning job described by `cfg`; returns the run summary (run.json)."""
     from transformers import PrinterCallback, TrainerCallback, set_seed
 
+    from llm_unlearn import reference_cache
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.schedule import plan_chunks, summarize_plan
     from llm_unlearn.data.tokenize import UnlearnCollator, ensure_pad_token, tokenize_records
@@ -157,7 +177,6 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     if saved and saved.get("finished"):
         log.info("%s already holds this finished run; nothing to do", out)
         return saved
-    out.mkdir(parents=True, exist_ok=True)
 
     # data
     d = cfg.data
@@ -176,7 +195,8 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     tokenizer = ensure_pad_token(tokenizer)
     if model is None:
         model = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype,
-                           trust_remote_code=cfg.model.trust_remote_code, gguf_file=cfg.model.gguf_file)
+                           trust_remote_code=cfg.model.trust_remote_code, gguf_file=cfg.model.gguf_file,
+                           allow_pickle=cfg.model.allow_pickle)
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     if cfg.training_args.get("gradient_checkpointing"):
@@ -189,6 +209,8 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     # tokens and plan
     forget_rows = tokenize_records(tokenizer, forget_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
     retain_rows = tokenize_records(tokenizer, retain_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
+    for key, row in enumerate(forget_rows + retain_rows):  # forget i -> i, retain j -> n_forget + j
+        row["row_key"] = key
     s = cfg.schedule
     plan = plan_chunks(len(forget_rows), len(retain_rows), s.chunk_size, s.positive_ratio,
                        split_retain=s.split_retain, seed=cfg.train.seed, sequential=s.sequential)
@@ -202,6 +224,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     history: list[dict] = list(saved.get("log_history", [])) if saved else []
     chunk_summaries: list[dict] = list(saved.get("chunks", [])) if saved else []
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data, options or model leave no directory behind
     trainer = UnlearnTrainer(
         model=peft_model,
         args=args,
@@ -210,6 +233,10 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         processing_class=tokenizer,
         objective=cfg.objective,
     )
+    # the reference's outputs, computed once per run (train.reference_cache; reused on resume)
+    trainer.reference_cache = reference_cache.for_run(
+        cfg, peft_model, forget_rows + retain_rows, out, selector=trainer.selector,
+        pad_token_id=tokenizer.pad_token_id, data_files=bundle.files)
     progress = _Progress(total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process())
 
     class _LogToHistory(TrainerCallback):
@@ -226,7 +253,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
 
         def on_step_end(self, a, state, control, **kw):
             progress.update()
-            if stop_flag["stop"]:
+            if _any_process(stop_flag):  # every process stops after the same step
                 control.should_training_stop = True
 
     trainer.add_callback(_LogToHistory())
@@ -270,10 +297,12 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
             offset += per_chunk_steps[c]
             summ = _chunk_summary(c, plan[c], history[n_hist:], time.time() - chunk_t0)
             chunk_summaries.append(summ)
+            full_state = _sharded_state_dict(trainer)  # a collective under ZeRO-3 / FSDP, else None
             if is_main_process():
-                _save_checkpoint(out, peft_model, cfg, c + 1, history, chunk_summaries, run_opt, run_sched)
+                _save_checkpoint(out, peft_model, cfg, c + 1, history, chunk_summaries, run_opt, run_sched,
+                                 state_dict=full_state)
                 atomic_write_jsonl(out / "log_history.jsonl", history)
-            if stop_flag["stop"] and c + 1 < len(plan):
+            if _any_process(stop_flag) and c + 1 < len(plan):
                 raise TrainingInterrupted(
                     f"interrupted after chunk {c + 1}/{len(plan)} (saved in {out}). Run the same command again to resume."
                 )
@@ -297,9 +326,14 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         "dtype": str(dtype).replace("torch.", ""),
         "wall_seconds": round(time.time() - t0, 2) + (saved.get("wall_seconds_before", 0.0) if saved else 0.0),
     }
+    full_state = _sharded_state_dict(trainer)
     if is_main_process():
-        _save_adapter(peft_model, out / "adapter")
-        if cfg.train.merge:
+        _save_adapter(peft_model, out / "adapter", full_state)
+        if cfg.train.merge and full_state is not None:
+            log.warning("the weights are sharded (ZeRO-3 / FSDP): no merged model; run `llm-unlearn merge --model "
+                        "%s --adapter %s --output-dir %s` on one device", cfg.model.name_or_path, out / "adapter",
+                        out / "model")
+        elif cfg.train.merge:
             merge_and_save(peft_model, tokenizer, out / "model")
         if cfg.train.plots:
             try:
@@ -312,18 +346,30 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         atomic_write_jsonl(out / "log_history.jsonl", history)
         shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
         shutil.rmtree(out / ".trainer", ignore_errors=True)
+        reference_cache.remove_cache_dirs(out)  # only a resume needs it
     summary["model"] = peft_model
     return summary
 
 
 # ----------------------------------------------------------------------------- checkpoint
-def _save_adapter(peft_model, path: Path) -> None:
-    atomic_dir(path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True))
+def _sharded_state_dict(trainer) -> dict | None:
+    """The full weights when DeepSpeed ZeRO-3 or FSDP shards them over the processes (gathered on
+    rank 0 through accelerate; every process must call this), None when each process holds them
+    whole (one process, DDP, ZeRO-1/2): then the adapter is read from the model directly."""
+    ds = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or (ds is not None and ds.zero_stage == 3)
+    if not sharded:
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
 
 
-def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched) -> None:
+def _save_adapter(peft_model, path: Path, state_dict: dict | None = None) -> None:
+    atomic_dir(path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict))
+
+
+def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched, state_dict=None) -> None:
     def fill(tmp: Path) -> None:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
+        peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if run_opt is not None:
             torch.save({"optimizer": run_opt.state_dict(), "scheduler": run_sched.state_dict()}, tmp / "optimizer.pt")
         state = {"config": cfg.to_dict(), "completed_chunks": completed, "log_history": history, "chunks": chunks}

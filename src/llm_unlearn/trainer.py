@@ -158,8 +158,11 @@ def compute_reference(model, selector, batch, obj: ObjectiveOptions, pos: Answer
 
 
 def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSelector | None = None,
-                    reference: ReferenceOutputs | None = None):
+                    reference: ReferenceOutputs | None = None, term_scale: dict[str, float] | None = None):
     """The loss of one batch and its terms (detached floats for logging).
+
+    `term_scale` multiplies each term where it enters the total (not the logged values): see
+    `global_term_scale` (data parallelism).
 
     batch: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on prompt and padding),
     is_forget [B] bool. `reference` may come from a cache; otherwise it is computed here.
@@ -173,6 +176,7 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     tok_forget = is_forget.index_select(0, pos.rows)
     tok_retain = ~tok_forget
     zero = logits.sum() * 0.0  # keeps the graph connected when a term is absent
+    sc = (lambda name: term_scale.get(name, 1.0)) if term_scale else (lambda name: 1.0)
     terms: dict[str, torch.Tensor] = {}
     has_f, has_r = bool(tok_forget.any()), bool(tok_retain.any())
 
@@ -189,26 +193,26 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
                 f_ref = torch.zeros(B, device=logp.device, dtype=f_ref.dtype).index_add(0, f_rows, f_ref.float())
                 f_logp, f_ref = f_logp[is_forget], f_ref[is_forget]
             terms["npo"] = losses.npo_loss(f_logp, f_ref.to(f_logp.dtype), obj.npo_beta)
-            total = total + obj.npo_mult * terms["npo"]
+            total = total + obj.npo_mult * sc("npo") * terms["npo"]
         if has_r:
             terms["retain_nll"] = losses.nll_loss(logp[tok_retain])
-            total = total + obj.rt_mult * terms["retain_nll"]
+            total = total + obj.rt_mult * sc("retain_nll") * terms["retain_nll"]
             if obj.retain_divergence != "none" and obj.renyi_mult > 0:
                 terms["divergence"] = _retain_divergence(obj, logits[tok_retain], logp[tok_retain], reference)
-                total = total + obj.renyi_mult * terms["divergence"]
+                total = total + obj.renyi_mult * sc("divergence") * terms["divergence"]
     elif obj.method == "gradient_ascent":
         total = zero
         if has_f:
             terms["forget_nll"] = losses.nll_loss(logp[tok_forget])
-            total = total - obj.npo_mult * terms["forget_nll"]
+            total = total - obj.npo_mult * sc("forget_nll") * terms["forget_nll"]
     elif obj.method == "gradient_difference":
         total = zero
         if has_f:
             terms["forget_nll"] = losses.nll_loss(logp[tok_forget])
-            total = total - obj.npo_mult * terms["forget_nll"]
+            total = total - obj.npo_mult * sc("forget_nll") * terms["forget_nll"]
         if has_r:
             terms["retain_nll"] = losses.nll_loss(logp[tok_retain])
-            total = total + obj.rt_mult * terms["retain_nll"]
+            total = total + obj.rt_mult * sc("retain_nll") * terms["retain_nll"]
     elif obj.method == "sugd":
         B = labels.shape[0]
         per_tok_mask = torch.ones_like(logp, dtype=torch.bool)
@@ -218,7 +222,7 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
         factors = torch.where(is_forget, torch.full_like(per_sample, obj.sugd_forget_factor),
                               torch.full_like(per_sample, obj.sugd_retain_factor))
         terms["sugd"] = losses.sugd_loss(per_sample, factors)
-        total = zero + terms["sugd"]
+        total = zero + sc("sugd") * terms["sugd"]
         if has_f:
             terms["forget_nll"] = losses.nll_loss(logp[tok_forget]).detach()
         if has_r:
@@ -238,13 +242,39 @@ def _retain_divergence(obj: ObjectiveOptions, logits_r, logp_r, reference: Refer
         return losses.legacy_token_renyi(logp_r, reference.retain_logp.to(logp_r.dtype), obj.renyi_alpha)
     mask = torch.ones(logits_r.shape[0], dtype=torch.bool, device=logits_r.device)
     ref = reference.retain_logits
+    alpha = 1.0 if kind == "kl" else obj.renyi_alpha
+    if reference.retain_topk is not None:  # top-k reference cache (KL is the alpha = 1 case)
+        topk_logp, topk_idx, tail = reference.retain_topk
+        return losses.renyi_divergence_topk(logits_r, topk_logp, topk_idx, mask, alpha, ref_tail_logprobs=tail)
     if kind == "kl":
         return losses.kl_divergence(logits_r, ref, mask)
-    if reference.retain_topk is not None:
-        topk_logp, topk_idx, tail = reference.retain_topk
-        return losses.renyi_divergence_topk(logits_r, topk_logp, topk_idx, mask, obj.renyi_alpha,
-                                            ref_tail_logprobs=tail)
-    return losses.renyi_divergence(logits_r, ref, mask, obj.renyi_alpha)
+    return losses.renyi_divergence(logits_r, ref, mask, alpha)
+
+
+def global_term_scale(batch, obj: ObjectiveOptions) -> dict[str, float] | None:
+    """Per-term weights that make data-parallel training compute the loss of the global batch.
+
+    Each process averages a term over its own tokens (or rows), and DDP / FSDP / DeepSpeed then
+    average the gradients over the processes: a mean of means, which over-weights the tokens of a
+    process that holds few of them (a process with no forget row would even halve the NPO term).
+    Scaling a term by `local count * world size / global count` turns that average back into the
+    mean over all the tokens of the global batch, as one process holding the whole batch computes
+    it. One small all-reduce per step; None on a single process.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return None
+    labels, is_forget = batch["labels"], batch["is_forget"].bool()
+    answer = labels[:, 1:].ne(-100)  # positions that predict a labelled token
+    counts = torch.stack([answer[is_forget].sum(), answer[~is_forget].sum(), is_forget.sum(),
+                          torch.tensor(labels.shape[0], device=labels.device)]).to(torch.float64)
+    total = counts.clone()
+    dist.all_reduce(total)
+    world = dist.get_world_size()
+    f_tok, r_tok, f_rows, rows = (float(c * world / t) if t > 0 else 0.0 for c, t in zip(counts, total))
+    return {"npo": f_rows if obj.npo_level == "sequence" else f_tok, "forget_nll": f_tok,
+            "retain_nll": r_tok, "divergence": r_tok, "sugd": rows}
 
 
 # ----------------------------------------------------------------------------- the Trainer
@@ -261,6 +291,9 @@ class UnlearnTrainer(Trainer):
         self.chunk_index = 0
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
+        # (with True it expects a loss summed over `num_items_in_batch`, which this one is not)
+        self.model_accepts_loss_kwargs = False
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -271,13 +304,16 @@ class UnlearnTrainer(Trainer):
         if self.reference_cache is not None and "row_key" in inputs:
             reference = self.reference_cache.lookup(inputs, self.objective)
         batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "labels", "is_forget")}
+        scale = global_term_scale(batch, self.objective)  # None on one process
         try:
-            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference)
+            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale)
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
                 f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
                 "the last good checkpoint is kept"
             ) from None
+        if scale is not None:  # log the terms of the global batch, not this process's share
+            terms = _global_terms(terms, scale, loss.device)
         for k, v in terms.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
             self._counts[k] = self._counts.get(k, 0) + 1
@@ -291,6 +327,17 @@ class UnlearnTrainer(Trainer):
             logs["chunk"] = self.chunk_index + 1
             self._sums, self._counts = {}, {}
         super().log(logs, start_time)
+
+
+def _global_terms(terms: dict[str, float], scale: dict[str, float], device) -> dict[str, float]:
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    vec = torch.tensor([terms.get(k, 0.0) * scale.get(k, 1.0) for k in TERMS] + [float(k in terms) for k in TERMS],
+                       dtype=torch.float64, device=device)
+    dist.all_reduce(vec)
+    n = len(TERMS)
+    return {k: float(vec[i]) / world for i, k in enumerate(TERMS) if vec[n + i] > 0}
 
 
 def steps_per_chunk(n_rows: int, per_device_batch: int, world_size: int, grad_accum: int, epochs: float) -> int:

@@ -195,8 +195,9 @@ class UnlearnCollator:
     """Pad a list of tokenized examples into a batch (right padding).
 
     Returns ``input_ids``, ``attention_mask``, ``labels`` (long ``[B, L]``; labels padded with -100,
-    attention 0 on padding) and ``is_forget`` (bool ``[B]``, False where an example lacks it). Other keys
-    are dropped. With ``pad_to_multiple_of``, ``L`` is rounded up to a multiple of it.
+    attention 0 on padding) and ``is_forget`` (bool ``[B]``, False where an example lacks it), plus
+    ``row_key`` (long ``[B]``) when every example has one. Other keys are dropped. With
+    ``pad_to_multiple_of``, ``L`` is rounded up to a multiple of it.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
@@ -242,4 +243,7 @@ class UnlearnCollator:
             labels[i, :n] = lab
             attention[i, :n] = att
         is_forget = torch.tensor([bool(f.get("is_forget", False)) for f in features], dtype=torch.bool)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "is_forget": is_forget}
+        out = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "is_forget": is_forget}
+        if all("row_key" in f for f in features):  # the reference cache's row id (see reference_cache.py)
+            out["row_key"] = torch.tensor([int(f["row_key"]) for f in features], dtype=torch.long)
+        return out

@@ -1,0 +1,854 @@
+"""Benchmark harness: the unlearning step against a plain LoRA fine-tuning step, and the evaluation.
+
+    python benchmarks/bench.py --shape small --device cpu          # = make bench
+    python benchmarks/bench.py --shape olmo-1b --device cuda       # see benchmarks/gpu_check.sh
+
+One process, one randomly initialised model of the chosen shape with one LoRA adapter (its B
+matrices made non-zero so that model and reference differ), the same batches and the same seed for
+every variant. All variants run in ONE bare loop (forward, backward, optimizer step), round-robin:
+in each round every variant takes one step, starting from its own adapter and optimizer state, so
+load changes on the machine hit every variant alike. The first round is warm-up (excluded; its losses
+are the "step 0" losses, all from the same initial adapter). Reported: the median over the measured
+rounds. Variants:
+
+* ``sft_floor``: a plain LoRA SFT step the standard way, ``model(input_ids, labels=labels).loss``
+  (labels on the answer tokens; full ``[B, T, V]`` logits);
+* ``seed_style``: the original implementation's step re-created: a second full forward with the
+  adapter disabled (autograd on), full-vocabulary log-softmax of both, gather, NPO + NLL + Rényi;
+* ``ours``: the default step (answer-only head, divergence on) with the reference cache;
+* ``ours_no_cache``: the same with the reference computed live on every step;
+* ``ours_no_divergence``: ``retain_divergence = none``, reference cache on (NPO's forget log-probs);
+* ``ours_gc`` / ``sft_floor_gc``: ``ours`` / ``sft_floor`` with gradient checkpointing (non-reentrant).
+
+Memory: on CUDA ``torch.cuda.max_memory_allocated`` during one step; everywhere the bytes saved for
+backward (``torch.autograd.graph.saved_tensors_hooks``, parameters excluded) and the largest tensor
+whose last dimension is the vocabulary (seen by a ``TorchDispatchMode`` over forward and backward),
+both from one extra, untimed step per variant.
+
+Evaluation: the demo's model (OLMo-2 architecture, hidden 128, 4 layers, BPE 1024) trained on the
+demo's synthetic data for 100 steps (partly memorized), then ``evaluate_semeval`` batched (batch 32)
+and with ``official_compat=True`` on the same 120 items, max 48 new tokens; items/s of each (after a
+warm-up call), the speedup, and whether the scores agree: |delta| <= 0.005 of the harmonic-mean task
+aggregate and of every term in it (plus the fraction of identical generations).
+
+Results: ``benchmarks/results/<shape>-<device>.json`` and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+SCHEMA = "llm-unlearn-bench/1"
+
+# hidden, layers, heads, intermediate, vocab; batch rows x sequence length; forget rows per batch;
+# answer fraction of each row (the answer is the end of the row, the prompt the rest)
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "arch": "olmo2",
+        "hidden": 64,
+        "layers": 2,
+        "heads": 4,
+        "intermediate": 256,
+        "vocab": 512,
+        "batch": 4,
+        "seq": 32,
+        "n_forget": 1,
+        "answer_fraction": 0.3,
+        "tie_embeddings": False,
+    },
+    "small": {
+        "arch": "olmo2",
+        "hidden": 512,
+        "layers": 8,
+        "heads": 8,
+        "intermediate": 2048,
+        "vocab": 8192,
+        "batch": 8,
+        "seq": 128,
+        "n_forget": 1,
+        "answer_fraction": 0.3,
+        "tie_embeddings": False,
+    },
+    # OLMo-1B-0724-hf (the SemEval-2025 Task 4 1B model): OLMo architecture, tied embeddings
+    "olmo-1b": {
+        "arch": "olmo",
+        "hidden": 2048,
+        "layers": 16,
+        "heads": 16,
+        "intermediate": 8192,
+        "vocab": 50304,
+        "batch": 8,
+        "seq": 512,
+        "n_forget": 1,
+        "answer_fraction": 0.3,
+        "tie_embeddings": True,
+    },
+}
+VARIANTS = ("sft_floor", "seed_style", "ours", "ours_no_cache", "ours_no_divergence", "ours_gc")
+# not run by default: sft_floor with checkpointing; the decoder alone (forward + backward, no output
+# layer: the floor of any step that must train every layer's LoRA); the reference's forward alone;
+# ours with the top-k cache (k = 256) instead of the full one
+DIAGNOSTICS = ("sft_floor_gc", "trunk_floor", "ref_forward", "ours_topk")
+FORWARD_ONLY = ("ref_forward",)
+RATIOS = {
+    "ours/sft_floor": ("ours", "sft_floor"),
+    "ours_no_cache/sft_floor": ("ours_no_cache", "sft_floor"),
+    "ours_no_divergence/sft_floor": ("ours_no_divergence", "sft_floor"),
+    "seed_style/ours": ("seed_style", "ours"),
+    "ours_gc/ours": ("ours_gc", "ours"),
+    "sft_floor_gc/sft_floor": ("sft_floor_gc", "sft_floor"),
+    "trunk_floor/sft_floor": ("trunk_floor", "sft_floor"),
+    "ref_forward/sft_floor": ("ref_forward", "sft_floor"),
+}
+TARGETS = {  # the issue's targets (CPU, small shape)
+    "ours/sft_floor": ("<=", 0.85),
+    "ours_no_cache/sft_floor": ("<=", 1.15),
+    "ours_no_divergence/sft_floor": ("<=", 0.85),
+    "seed_style/ours": (">=", 1.8),
+    "eval.speedup": (">=", 6.0),
+}
+LORA_TARGETS = ["q_proj", "v_proj", "up_proj", "down_proj"]
+
+
+# ----------------------------------------------------------------------------- model and data
+def build_model(shape: dict[str, Any], dtype: torch.dtype, device: torch.device, seed: int):
+    from transformers import Olmo2Config, Olmo2ForCausalLM, OlmoConfig, OlmoForCausalLM
+
+    cls_cfg, cls_model = (
+        (OlmoConfig, OlmoForCausalLM) if shape["arch"] == "olmo" else (Olmo2Config, Olmo2ForCausalLM)
+    )
+    cfg = cls_cfg(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["heads"],
+        max_position_embeddings=max(2048, shape["seq"]),
+        tie_word_embeddings=shape["tie_embeddings"],
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = cls_model(cfg)
+    return model.to(dtype)
+
+
+def make_batches(shape: dict[str, Any], n_batches: int, seed: int, device: torch.device) -> list[dict]:
+    """Random token rows of full length; labels on the last answer_fraction of each row; the first
+    n_forget rows are forget rows. row_key numbers the rows of all batches."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, V = shape["batch"], shape["seq"], shape["vocab"]
+    prompt = T - max(2, round(T * shape["answer_fraction"]))
+    batches = []
+    for b in range(n_batches):
+        ids = torch.randint(3, V, (B, T), generator=g)
+        labels = ids.clone()
+        labels[:, :prompt] = -100
+        batches.append(
+            {
+                "input_ids": ids.to(device),
+                "attention_mask": torch.ones_like(ids).to(device),
+                "labels": labels.to(device),
+                "is_forget": (torch.arange(B) < shape["n_forget"]).to(device),
+                "row_key": (torch.arange(B) + b * B).to(device),
+            }
+        )
+    return batches
+
+
+def batch_rows(batches: list[dict]) -> list[dict]:
+    """The batches as tokenized rows (what the reference cache is built from)."""
+    rows = []
+    for batch in batches:
+        for i in range(batch["input_ids"].shape[0]):
+            rows.append(
+                {
+                    "input_ids": batch["input_ids"][i].tolist(),
+                    "labels": batch["labels"][i].tolist(),
+                    "attention_mask": batch["attention_mask"][i].tolist(),
+                    "is_forget": bool(batch["is_forget"][i]),
+                    "row_key": int(batch["row_key"][i]),
+                }
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- the steps
+def seed_style_loss(pm, batch, obj):
+    """The original step: model and reference (adapter disabled, autograd ON) full forwards, full
+    log-softmax of both, gather; NPO (token level) + NLL + Rényi divergence over the vocabulary."""
+    from llm_unlearn import losses
+
+    ids, mask, labels, is_forget = (
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["labels"],
+        batch["is_forget"],
+    )
+    logits = pm(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    with pm.disable_adapter():
+        ref_logits = pm(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    logp_all = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    ref_all = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
+    targets = labels[:, 1:]
+    valid = targets.ne(-100)
+    safe = targets.clamp_min(0)[..., None]
+    logp = logp_all.gather(-1, safe)[..., 0]
+    ref_logp = ref_all.gather(-1, safe)[..., 0]
+    f_mask = valid & is_forget[:, None]
+    r_mask = valid & ~is_forget[:, None]
+    npo = losses.npo_loss(logp[f_mask], ref_logp[f_mask], obj.npo_beta)
+    nll = losses.nll_loss(logp[r_mask])
+    div = losses.renyi_divergence(logp_all, ref_all, r_mask, obj.renyi_alpha)
+    total = obj.npo_mult * npo + obj.rt_mult * nll + obj.renyi_mult * div
+    return total, {
+        "npo": float(npo.detach()),
+        "retain_nll": float(nll.detach()),
+        "divergence": float(div.detach()),
+    }
+
+
+class Bench:
+    """The model, its adapter, the batches, and one step function per variant."""
+
+    def __init__(
+        self,
+        shape: dict[str, Any],
+        device: torch.device,
+        dtype: torch.dtype,
+        seed: int,
+        cache_dtype: str,
+        workdir: Path,
+        variants: list[str],
+        n_batches: int = 2,
+    ):
+        from llm_unlearn import reference_cache
+        from llm_unlearn.config import ObjectiveOptions, TrainOptions
+        from llm_unlearn.modeling import apply_lora
+        from llm_unlearn.trainer import AnswerHeadSelector
+
+        self.shape, self.device, self.dtype = shape, device, dtype
+        model = build_model(shape, dtype, device, seed)
+        self.pm = apply_lora(model, r=16, alpha=64, dropout=0.0, target_modules=LORA_TARGETS)
+        torch.manual_seed(seed + 1)
+        with torch.no_grad():  # a trained-looking adapter: model and reference differ
+            for n, p in self.pm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.02)
+        self.pm.train()
+        self.params = [p for p in self.pm.parameters() if p.requires_grad]
+        self.names = [n for n, p in self.pm.named_parameters() if p.requires_grad]
+        self.batches = make_batches(shape, n_batches, seed + 2, device)
+        self.selector = AnswerHeadSelector(self.pm)
+        self.obj = ObjectiveOptions()
+        self.obj_nodiv = ObjectiveOptions(retain_divergence="none")
+        opts = TrainOptions()
+        t0 = time.perf_counter()
+        rows = batch_rows(self.batches)
+        kw = dict(
+            mode="auto",
+            dtype=cache_dtype,
+            budget_gib=opts.reference_cache_budget_gib,
+            topk=opts.reference_cache_topk,
+            selector=self.selector,
+        )
+        self.cache = reference_cache.ReferenceCache.build(self.pm, rows, self.obj, workdir / "cache", **kw)
+        self.cache_nodiv = self.cache_topk = None
+        if "ours_no_divergence" in variants:
+            self.cache_nodiv = reference_cache.ReferenceCache.build(
+                self.pm, rows, self.obj_nodiv, workdir / "cache_nodiv", **kw
+            )
+        if "ours_topk" in variants:
+            self.cache_topk = reference_cache.ReferenceCache.build(
+                self.pm, rows, self.obj, workdir / "cache_topk", **dict(kw, mode="topk")
+            )
+        self.cache_seconds = time.perf_counter() - t0
+        self.init_state = [p.detach().clone() for p in self.params]
+
+    # each returns (loss tensor, terms dict) for one batch
+    def loss(self, variant: str, batch: dict):
+        from llm_unlearn.trainer import answer_positions, compute_reference, unlearning_loss
+
+        plain = {k: batch[k] for k in ("input_ids", "attention_mask", "labels", "is_forget")}
+        if variant.startswith("sft_floor"):
+            loss = self.pm(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+                use_cache=False,
+            ).loss
+            return loss, {"sft_nll": float(loss.detach())}
+        if variant == "seed_style":
+            return seed_style_loss(self.pm, batch, self.obj)
+        if variant in ("ours", "ours_gc"):
+            return unlearning_loss(
+                self.pm, plain, self.obj, self.selector, self.cache.lookup(batch, self.obj)
+            )
+        if variant == "ours_topk":
+            return unlearning_loss(
+                self.pm, plain, self.obj, self.selector, self.cache_topk.lookup(batch, self.obj)
+            )
+        if variant == "ours_no_cache":
+            return unlearning_loss(self.pm, plain, self.obj, self.selector)
+        if variant == "ours_no_divergence":
+            ref = self.cache_nodiv.lookup(batch, self.obj_nodiv)
+            return unlearning_loss(self.pm, plain, self.obj_nodiv, self.selector, ref)
+        if variant == "trunk_floor":
+            pos = answer_positions(batch["labels"])
+            hidden = (
+                self.pm.get_base_model()
+                .get_decoder()(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                )
+                .last_hidden_state
+            )
+            loss = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pos.flat).float().pow(2).mean()
+            return loss, {"hidden_sq": float(loss.detach())}
+        if variant == "ref_forward":
+            ref = compute_reference(self.pm, self.selector, plain, self.obj)
+            return torch.zeros(()), {"ref_forget_logp_sum": float(ref.forget_logp.sum())}
+        raise ValueError(f"unknown variant {variant}")
+
+    @contextlib.contextmanager
+    def checkpointing(self, on: bool):
+        base = self.pm.get_base_model()
+        if on:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            yield
+        finally:
+            if on:
+                base.gradient_checkpointing_disable()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- memory probes
+class _VocabWatch:
+    """Largest tensor produced by any op (forward or backward) whose last dimension is the vocabulary
+    (views of the weights excluded)."""
+
+    def __init__(self, vocab: int, skip_storages: set[int]):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        watch = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if (
+                        isinstance(t, torch.Tensor)
+                        and t.dim()
+                        and t.shape[-1] == vocab
+                        and t.untyped_storage().data_ptr() not in skip_storages
+                    ):  # not a weight view
+                        nbytes = t.numel() * t.element_size()
+                        if nbytes > watch.max_bytes:
+                            watch.max_bytes, watch.shape, watch.dtype = nbytes, list(t.shape), str(t.dtype)
+                            watch.op = str(func)
+                return out
+
+        self.mode = Mode()
+        self.max_bytes, self.shape, self.dtype, self.op = 0, None, None, None
+
+
+@contextlib.contextmanager
+def memory_probes(bench: Bench, out: dict[str, Any]):
+    """Wrap one step: bytes saved for backward (parameters excluded), largest vocabulary-sized tensor,
+    and on CUDA the peak allocation above what was allocated before the step."""
+    param_storages = {p.untyped_storage().data_ptr() for p in bench.pm.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr not in param_storages:
+            saved[ptr] = max(saved.get(ptr, 0), st.nbytes())
+        return t
+
+    watch = _VocabWatch(bench.shape["vocab"], param_storages)
+    if bench.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), watch.mode:
+        yield
+    if bench.device.type == "cuda":
+        torch.cuda.synchronize()
+        out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated() - before)
+    out.update(
+        {
+            "saved_for_backward_bytes": int(sum(saved.values())),
+            "largest_vocab_tensor_bytes": int(watch.max_bytes),
+            "largest_vocab_tensor_shape": watch.shape,
+            "largest_vocab_tensor_dtype": watch.dtype,
+            "largest_vocab_tensor_op": watch.op,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- the loop
+def run_steps(bench: Bench, variants: list[str], steps: int, warmup: int) -> dict[str, dict[str, Any]]:
+    """Round-robin: each round, every variant loads its own adapter state, takes one step (timed:
+    cache lookup, forward, backward, optimizer step, zero_grad), and saves its state. The last warm-up
+    round runs under the memory probes (untimed); the first gives the step-0 losses."""
+    if warmup < 1:
+        raise ValueError("at least one warm-up round is needed (it carries the memory probes)")
+    states = {v: [t.clone() for t in bench.init_state] for v in variants}
+    opts = {v: torch.optim.AdamW(bench.params, lr=1e-4, weight_decay=0.0) for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu_times: dict[str, list[float]] = {v: [] for v in variants}
+    step0: dict[str, dict[str, float]] = {}
+    memory: dict[str, dict[str, Any]] = {v: {} for v in variants}
+    for r in range(warmup + steps):
+        batch = bench.batches[r % len(bench.batches)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate the order each round
+        for v in order:
+            with torch.no_grad():
+                for p, s in zip(bench.params, states[v]):
+                    p.copy_(s)
+            probes = memory_probes(bench, memory[v]) if r == warmup - 1 else contextlib.nullcontext()
+            with bench.checkpointing(v.endswith("_gc")), probes:
+                bench.sync()
+                t0, c0 = time.perf_counter(), time.process_time()
+                loss, terms = bench.loss(v, batch)
+                if v not in FORWARD_ONLY:
+                    loss.backward()
+                    opts[v].step()
+                    opts[v].zero_grad(set_to_none=True)
+                bench.sync()
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            if r == 0:
+                step0[v] = {"total": float(loss.detach()), **terms}
+            if r >= warmup:
+                times[v].append(dt)
+                cpu_times[v].append(dc)
+            del loss
+            with torch.no_grad():
+                for p, s in zip(bench.params, states[v]):
+                    s.copy_(p)
+    with torch.no_grad():
+        for p, s in zip(bench.params, bench.init_state):
+            p.copy_(s)
+    tokens = bench.shape["batch"] * bench.shape["seq"]
+    answer_tokens = int(
+        sum(int(b["labels"][:, 1:].ne(-100).sum()) for b in bench.batches) / len(bench.batches)
+    )
+    out = {}
+    for v in variants:
+        med = statistics.median(times[v])
+        out[v] = {
+            "ms_per_step": round(med * 1e3, 2),
+            "ms_min": round(min(times[v]) * 1e3, 2),
+            "ms_steps": [round(t * 1e3, 2) for t in times[v]],
+            # CPU time of this process per step (median): what the step costs when other work
+            # preempts it on a shared machine (all threads summed)
+            "cpu_ms_per_step": round(statistics.median(cpu_times[v]) * 1e3, 2),
+            "tokens_per_s": round(tokens / med, 1),
+            "answer_tokens_per_s": round(answer_tokens / med, 1),
+            "loss_step0": step0[v],
+            "memory": memory[v],
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+EVAL_SIZES = {
+    # quick: for tests (seconds); demo: the demo's model and data, memorized for 100 steps only, so that
+    # the scores are partial (neither all 0 nor all 1) and their agreement means something
+    "quick": {
+        "entities": 2,
+        "hidden": 32,
+        "layers": 1,
+        "mem_steps": 30,
+        "max_new_tokens": 8,
+        "vocab": 300,
+        "repeats": 1,
+    },
+    "demo": {
+        "entities": 8,
+        "hidden": 128,
+        "layers": 4,
+        "mem_steps": 100,
+        "max_new_tokens": 48,
+        "vocab": 1024,
+        "repeats": 3,
+    },
+}
+
+
+def _generations(path: Path) -> list[str]:
+    rows = [json.loads(x) for x in (path / "generations.jsonl").read_text().splitlines() if x.strip()]
+    return [r["model_output"] for r in sorted(rows, key=lambda r: r["id"])]
+
+
+def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int = 32) -> dict[str, Any]:
+    """Batched evaluation vs official-compat on the same items of a (partially) memorized model.
+
+    Items/s = items / wall time of `evaluate_semeval` (generation, answer NLL, scoring; no output
+    files), after a warm-up call that pays the one-time imports; median of `repeats` timed runs
+    (official-compat: repeats - 1, at least 1). One more untimed run per mode writes the outputs, whose
+    generations are compared."""
+    import types
+
+    from llm_unlearn.data.records import load_unlearning_data
+    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+    from llm_unlearn.demo import memorization_texts, train_target_model
+    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.modeling import train_bpe_tokenizer
+
+    sz = EVAL_SIZES[size]
+    ds = make_synthetic_dataset(n_entities_per_task=sz["entities"], seed=0)
+    write_synthetic_dataset(ds, workdir / "eval-data")
+    bundle = load_unlearning_data(workdir / "eval-data")
+    texts = memorization_texts(ds.forget + ds.retain, ds.documents)
+    tok = train_bpe_tokenizer(texts, vocab_size=sz["vocab"])
+    t0 = time.perf_counter()
+    model, info = train_target_model(
+        texts,
+        tok,
+        hidden_size=sz["hidden"],
+        num_layers=sz["layers"],
+        steps=sz["mem_steps"],
+        min_steps=sz["mem_steps"],
+        progress=False,
+    )
+    mem_seconds = time.perf_counter() - t0
+    model = model.to(device).eval()
+    n_items = len(bundle.forget) + len(bundle.retain)
+    kw = dict(max_new_tokens=sz["max_new_tokens"], batch_size=batch_size, progress=False)
+    warm = types.SimpleNamespace(forget=bundle.forget[:2], retain=bundle.retain[:2], files=[])
+    evaluate_semeval(model, tok, warm, **kw)
+    evaluate_semeval(model, tok, warm, official_compat=True, **kw)
+    out: dict[str, Any] = {
+        "model": {
+            "hidden": sz["hidden"],
+            "layers": sz["layers"],
+            "vocab": len(tok),
+            "memorize_steps": info["steps"],
+            "memorize_seconds": round(mem_seconds, 1),
+            "final_epoch_loss": round(info["final_epoch_loss"], 5),
+        },
+        "items": n_items,
+        "max_new_tokens": sz["max_new_tokens"],
+        "batch_size": batch_size,
+    }
+    res, gens = {}, {}
+    for name, compat in (("batched", False), ("official_compat", True)):
+        # one untimed run writes the outputs (generations.jsonl, report, plots); the timed runs write nothing
+        res[name] = evaluate_semeval(
+            model, tok, bundle, official_compat=compat, output_dir=workdir / f"eval-{name}", **kw
+        )
+        gens[name] = _generations(workdir / f"eval-{name}")
+        runs = []
+        for _ in range(sz["repeats"] if not compat else max(1, sz["repeats"] - 1)):
+            t0 = time.perf_counter()
+            res[name] = evaluate_semeval(model, tok, bundle, official_compat=compat, **kw)
+            runs.append(time.perf_counter() - t0)
+        dt = statistics.median(runs)
+        r = res[name]
+        out[name] = {
+            "seconds": round(dt, 3),
+            "seconds_runs": [round(x, 3) for x in runs],
+            "items_per_s": round(n_items / dt, 2),
+            "harmonic-mean-task-aggregate": r["harmonic-mean-task-aggregate"],
+            "aggregated-terms": [round(x, 4) for x in r["aggregated-terms"]],
+            "stages": {k: v for k, v in r["timing"].items() if isinstance(v, dict)},
+        }
+    out["speedup"] = round(out["batched"]["items_per_s"] / out["official_compat"]["items_per_s"], 2)
+    a, b = res["batched"], res["official_compat"]
+    agg_a, agg_b = a["harmonic-mean-task-aggregate"], b["harmonic-mean-task-aggregate"]
+    out["aggregate_abs_diff"] = None if agg_a is None or agg_b is None else abs(agg_a - agg_b)
+    terms_a, terms_b = a["aggregated-terms"], b["aggregated-terms"]
+    out["terms_max_abs_diff"] = (
+        max((abs(x - y) for x, y in zip(terms_a, terms_b)), default=0.0)
+        if len(terms_a) == len(terms_b)
+        else None
+    )
+    out["identical_generations"] = round(
+        sum(x == y for x, y in zip(gens["batched"], gens["official_compat"])) / max(len(gens["batched"]), 1),
+        4,
+    )
+    out["scores_agree"] = (
+        out["aggregate_abs_diff"] is not None
+        and out["aggregate_abs_diff"] <= 0.005
+        and out["terms_max_abs_diff"] is not None
+        and out["terms_max_abs_diff"] <= 0.005
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _ratio(variants: dict[str, Any], a: str, b: str, key: str = "ms_per_step") -> float | None:
+    if a in variants and b in variants:
+        return round(variants[a][key] / variants[b][key], 3)
+    return None
+
+
+def target_status(result: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, (op, bound) in TARGETS.items():
+        value = (
+            result["eval"].get("speedup")
+            if name == "eval.speedup" and result.get("eval")
+            else result["ratios"].get(name)
+        )
+        met = None if value is None else (value <= bound if op == "<=" else value >= bound)
+        if name == "eval.speedup" and met is not None:
+            met = met and bool(result["eval"].get("scores_agree"))
+        out[name] = {"value": value, "target": f"{op} {bound}", "met": met}
+    return out
+
+
+def _mib(x: int | None) -> str:
+    return "-" if x is None else f"{x / 2**20:8.1f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    v = result["variants"]
+    lines = [
+        f"shape {result['shape']} on {result['device']} ({result['device_name']}), {result['dtype']}, "
+        f"{result['threads']} thread(s), median of {result['steps']} steps",
+        f"{'variant':<20}{'ms/step':>10}{'tokens/s':>11}{'saved MiB':>11}{'vocab-max MiB':>15}"
+        + ("{:>13}".format("cuda MiB") if result["device"] == "cuda" else "")
+        + "   step-0 loss",
+    ]
+    for name, row in v.items():
+        mem = row.get("memory", {})
+        cuda = (
+            "{:>13}".format(_mib(mem.get("cuda_max_allocated_bytes"))) if result["device"] == "cuda" else ""
+        )
+        lines.append(
+            f"{name:<20}{row['ms_per_step']:>10.1f}{row['tokens_per_s']:>11.0f}"
+            f"{_mib(mem.get('saved_for_backward_bytes')):>11}{_mib(mem.get('largest_vocab_tensor_bytes')):>15}"
+            f"{cuda}   {row['loss_step0']['total']:.6f}"
+        )
+    lines.append("ratios (time: median wall, fastest wall, median process CPU):")
+    for name, value in result["ratios"].items():
+        if value is None:
+            continue
+        t = result["targets"].get(name)
+        tgt = (
+            f"   target {t['target']}: {'met' if t['met'] else 'MISSED'}"
+            if t and t["met"] is not None
+            else ""
+        )
+        lines.append(
+            f"  {name:<30}{value:>7.3f}{result['ratios_min'][name]:>8.3f}{result['ratios_cpu'][name]:>8.3f}{tgt}"
+        )
+    ev = result.get("eval")
+    if ev:
+        t = result["targets"]["eval.speedup"]
+        lines.append(
+            f"eval: batched {ev['batched']['items_per_s']} items/s, official-compat "
+            f"{ev['official_compat']['items_per_s']} items/s, speedup {ev['speedup']} "
+            f"(target {t['target']}: {'met' if t['met'] else 'MISSED'}); aggregate "
+            f"{ev['batched']['harmonic-mean-task-aggregate']} vs "
+            f"{ev['official_compat']['harmonic-mean-task-aggregate']}, max term diff "
+            f"{ev['terms_max_abs_diff']}, identical generations {ev['identical_generations']} "
+            f"(agree: {ev['scores_agree']})"
+        )
+    c = result["checks"]
+    lines.append(
+        f"checks: |ours - ours_no_cache| at step 0 = {c.get('ours_vs_ours_no_cache')}, "
+        f"|seed_style - ours_no_cache| = {c.get('seed_style_vs_ours_no_cache')}"
+    )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="model dtype (default: float32 on cpu, bfloat16 on cuda)",
+    )
+    p.add_argument("--steps", type=int, default=10, help="measured steps per variant (median; default 10)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest and steadiest "
+        "for this size when other work shares the CPU)",
+    )
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated, from " + ",".join(VARIANTS + DIAGNOSTICS) + " (default: the first six)",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include the *_gc variants (default on)",
+    )
+    p.add_argument(
+        "--cache-dtype",
+        choices=["float16", "bfloat16", "float32"],
+        default="float16",
+        help="reference cache dtype (default float16, the config default)",
+    )
+    p.add_argument(
+        "--eval",
+        choices=["demo", "quick", "none"],
+        default="demo",
+        help="evaluation speed check: demo-size model (default), quick (tests), none",
+    )
+    p.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=32,
+        help="batched evaluation's batch size (default 32, the demo's)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<shape>-<device>.json)")
+    p.add_argument(
+        "--device-name", default=None, help="override the recorded device name (e.g. nvidia-smi's)"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    t_start = time.time()
+    load_start = os.getloadavg()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is available")
+    dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    dtype = getattr(torch, dtype_name)
+    shape = dict(SHAPES[args.shape])
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS + DIAGNOSTICS]
+    if bad:
+        raise SystemExit(f"error: unknown variant(s) {bad}; known: {', '.join(VARIANTS + DIAGNOSTICS)}")
+    if not args.gradient_checkpointing:
+        variants = [v for v in variants if not v.endswith("_gc")]
+
+    import peft
+    import transformers
+
+    with tempfile.TemporaryDirectory(prefix="llm-unlearn-bench-") as tmp:
+        workdir = Path(tmp)
+        bench = Bench(shape, device, dtype, args.seed, args.cache_dtype, workdir, variants)
+        results = run_steps(bench, variants, args.steps, args.warmup)
+        cache_info = {
+            "mode": bench.cache.header["retain"],
+            "dtype": bench.cache.dtype,
+            "bytes": bench.cache.nbytes(),
+            "topk_bytes": bench.cache_topk.nbytes() if bench.cache_topk else None,
+            "build_seconds_all_caches": round(bench.cache_seconds, 3),
+        }
+        ev = eval_bench(device, args.eval, workdir, args.eval_batch_size) if args.eval != "none" else None
+
+    step0 = {v: r["loss_step0"]["total"] for v, r in results.items()}
+    checks = {}
+    if "ours" in step0 and "ours_no_cache" in step0:
+        checks["ours_vs_ours_no_cache"] = abs(step0["ours"] - step0["ours_no_cache"])
+    if "seed_style" in step0 and "ours_no_cache" in step0:
+        checks["seed_style_vs_ours_no_cache"] = abs(step0["seed_style"] - step0["ours_no_cache"])
+    if "ours_gc" in step0 and "ours" in step0:
+        checks["ours_gc_vs_ours"] = abs(step0["ours_gc"] - step0["ours"])
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "shape": args.shape,
+        "shape_config": shape,
+        "device": device.type,
+        "device_name": args.device_name or device_name(device),
+        "dtype": dtype_name,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "answer_tokens_per_batch": int(bench.batches[0]["labels"][:, 1:].ne(-100).sum()),
+        "objective": {
+            "npo_level": bench.obj.npo_level,
+            "retain_divergence": bench.obj.retain_divergence,
+            "renyi_alpha": bench.obj.renyi_alpha,
+            "npo_beta": bench.obj.npo_beta,
+        },
+        "lora": {"r": 16, "alpha": 64, "targets": LORA_TARGETS},
+        "reference_cache": cache_info,
+        "variants": results,
+        "ratios": {name: _ratio(results, a, b) for name, (a, b) in RATIOS.items()},
+        # the same from each variant's fastest step, and from the process CPU time per step: less
+        # sensitive to other work on a shared machine
+        "ratios_min": {name: _ratio(results, a, b, "ms_min") for name, (a, b) in RATIOS.items()},
+        "ratios_cpu": {name: _ratio(results, a, b, "cpu_ms_per_step") for name, (a, b) in RATIOS.items()},
+        "checks": checks,
+        "eval": ev,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+        "platform": platform.platform(),
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
+        "seconds": round(time.time() - t_start, 1),
+    }
+    if "ours_gc" in results and "ours" in results:
+        m0, m1 = results["ours"]["memory"], results["ours_gc"]["memory"]
+        key = "cuda_max_allocated_bytes" if device.type == "cuda" else "saved_for_backward_bytes"
+        result["gradient_checkpointing"] = {
+            "memory_metric": key,
+            "ours_bytes": m0[key],
+            "ours_gc_bytes": m1[key],
+            "memory_saved_fraction": round(1 - m1[key] / m0[key], 3) if m0[key] else None,
+            "time_ratio": result["ratios"]["ours_gc/ours"],
+        }
+    result["targets"] = target_status(result)
+    out = Path(args.out) if args.out else ROOT / "results" / f"{args.shape}-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_out, out)
+    print(format_table(result))
+    print(f"written to {out} ({result['seconds']:.0f}s)")
+    return result
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT.parent / "src"))  # run from a checkout without installing
+    main()
