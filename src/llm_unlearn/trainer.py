@@ -215,9 +215,8 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
             total = total + obj.rt_mult * sc("retain_nll") * terms["retain_nll"]
     elif obj.method == "sugd":
         B = labels.shape[0]
-        per_tok_mask = torch.ones_like(logp, dtype=torch.bool)
-        sums = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, -logp * per_tok_mask)
-        counts = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, per_tok_mask.to(logp.dtype))
+        sums = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, -logp)
+        counts = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, torch.ones_like(logp))
         per_sample = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
         factors = torch.where(is_forget, torch.full_like(per_sample, obj.sugd_forget_factor),
                               torch.full_like(per_sample, obj.sugd_retain_factor))
