@@ -54,6 +54,16 @@ TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--lora-alpha", "lora.alpha", {"type": int}),
     ("--lora-dropout", "lora.dropout", {"type": float}),
     ("--lora-targets", "lora.target_modules", {"help": "comma-separated module names"}),
+    ("--eval-every", "calibration.eval_every",
+     {"help": "evaluate during training: auto (4 per chunk with a holdout) | off | chunk | N steps"}),
+    ("--holdout", "calibration.holdout", {"help": "never-trained documents/records the forget data should resemble"}),
+    ("--forget-documents", "calibration.forget_documents",
+     {"help": "documents of the forget records (e.g. mia/member.jsonl), for the MIA check and the gate"}),
+    ("--calibration", "calibration.mode", {"choices": ["gate", "stop", "off"],
+                                           "help": "gate (default) | stop (stop/select only) | off"}),
+    ("--calibration-tolerance", "calibration.tolerance", {"type": float, "help": "|AUC - 0.5| to stop at (0.05)"}),
+    ("--select", "calibration.select", {"choices": ["best", "last"], "help": "which checkpoint to keep"}),
+    ("--eval-items", "calibration.eval_items", {"type": int, "help": "forget and retain items per evaluation (32)"}),
 ]
 TRAIN_SWITCHES = [
     ("--add-eos", "data.add_eos", True, "append EOS after each answer"),

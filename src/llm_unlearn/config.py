@@ -107,6 +107,24 @@ class TrainOptions:
 
 
 @dataclass
+class CalibrationOptions:
+    """Evaluation during training, the calibration gate, stopping and checkpoint selection
+    (see calibration.py). Without a holdout there is nothing to calibrate against: `auto` then
+    evaluates nothing and the run is uncalibrated (one warning says so)."""
+
+    mode: str = "gate"  # gate (stop pushing forget units that look unseen) | stop (stop/select only) | off
+    eval_every: str = "auto"  # auto (4 per chunk when a holdout is given) | off | chunk | N steps
+    holdout: str | None = None  # never-trained documents / records (see data/holdout.py)
+    forget_documents: str | None = None  # the forget side's documents (e.g. SemEval mia/member.jsonl)
+    tolerance: float = 0.05  # stop when |MIA AUC - 0.5| <= tolerance (last chunk)
+    gate_quantile: float = 0.5  # tau = this quantile of the holdout losses
+    select: str = "best"  # best (highest proxy of the final score) | last
+    eval_items: int = 32  # sampled forget and retain records per evaluation
+    eval_max_new_tokens: int = 64
+    eval_batch_size: int = 16
+
+
+@dataclass
 class UnlearnConfig:
     preset: str = "default"
     model: ModelOptions = field(default_factory=ModelOptions)
@@ -115,6 +133,7 @@ class UnlearnConfig:
     objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     training_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,14 +177,16 @@ SECTIONS = {
     "objective": ObjectiveOptions,
     "schedule": ScheduleOptions,
     "train": TrainOptions,
+    "calibration": CalibrationOptions,
 }
 
 # Presets are partial dicts applied over the defaults. They reproduce the upstream systems.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Clausen (2025) with the retain term replaced by a true Rényi divergence (our default).
     "default": {},
-    # Clausen (2025) exactly: the seed's token-level "Rényi" term (not a divergence).
-    "clausen2025": {"objective": {"retain_divergence": "token_renyi_legacy"}},
+    # Clausen (2025) exactly: the seed's token-level "Rényi" term (not a divergence), uncalibrated.
+    "clausen2025": {"objective": {"retain_divergence": "token_renyi_legacy"},
+                    "calibration": {"mode": "off", "eval_every": "off", "select": "last"}},
     # Atyaephyra (SemEval-2025 Task 4): token NPO + retain NLL + 0.5 x token-level F.kl_div,
     # LoRA r=5 alpha=5 on q/v, Adam without schedule, 20 epochs, no chunking.
     "atyaephyra": {
@@ -179,6 +200,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lora": {"r": 5, "alpha": 5, "target_modules": ["q_proj", "v_proj"]},
         "schedule": {"sequential": False, "positive_ratio": 1, "epochs": 20},
         "train": {"learning_rate": 1e-4, "batch_size": 4, "optimizer": "adam", "lr_scheduler": "constant", "seed": 42},
+        "calibration": {"mode": "off", "eval_every": "off", "select": "last"},
     },
     # AILS-NTUA (SemEval-2025 Task 4): SUGD = per-sample CE x factor (-1 forget, +0.5 retain), chunked.
     "ails-ntua": {
@@ -186,6 +208,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lora": {"r": 16, "alpha": 64},
         "schedule": {"chunk_size": 32, "positive_ratio": 7, "split_retain": True, "epochs": 7},
         "train": {"learning_rate": 1e-5, "batch_size": 1},
+        "calibration": {"mode": "off", "eval_every": "off", "select": "last"},
     },
 }
 
@@ -329,6 +352,7 @@ def validate(cfg: UnlearnConfig) -> None:
         raise ConfigError(f"lora.dropout must be in [0, 1), got {lo.dropout}")
     if cfg.data.max_length is not None and cfg.data.max_length <= 0:
         raise ConfigError(f"data.max_length must be > 0, got {cfg.data.max_length}")
+    _validate_calibration(cfg.calibration)
     bad = set(cfg.training_args) & {"output_dir", "learning_rate", "per_device_train_batch_size", "seed"}
     if bad:
         raise ConfigError(
@@ -338,3 +362,43 @@ def validate(cfg: UnlearnConfig) -> None:
 
 def section_field_names() -> dict[str, list[str]]:
     return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in SECTIONS.items()}
+
+
+CALIBRATION_MODES = ("gate", "stop", "off")
+SELECTIONS = ("best", "last")
+
+
+def eval_interval(value: Any) -> str | int:
+    """`calibration.eval_every` as "auto" | "off" | "chunk" | a positive number of steps."""
+    if isinstance(value, bool):
+        raise ConfigError(f"calibration.eval_every must be auto, off, chunk or a positive integer, got {value!r}")
+    text = str(value).strip().lower()
+    if text in ("auto", "off", "chunk"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0 or str(n) != text:
+        raise ConfigError(f"calibration.eval_every must be auto, off, chunk or a positive integer, got {value!r}")
+    return n
+
+
+def _validate_calibration(c: CalibrationOptions) -> None:
+    if c.mode not in CALIBRATION_MODES:
+        raise ConfigError(f"calibration.mode must be one of {CALIBRATION_MODES}, got {c.mode!r}")
+    if c.select not in SELECTIONS:
+        raise ConfigError(f"calibration.select must be one of {SELECTIONS}, got {c.select!r}")
+    eval_interval(c.eval_every)
+    for name, lo, hi in (("tolerance", 0.0, 0.5), ("gate_quantile", 0.0, 1.0)):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise ConfigError(f"calibration.{name} must be a number in [{lo}, {hi}], got {v!r}")
+    for name in ("eval_items", "eval_max_new_tokens", "eval_batch_size"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"calibration.{name} must be a positive integer, got {v!r}")
+    for name in ("holdout", "forget_documents"):
+        v = getattr(c, name)
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"calibration.{name} must be a file path, got {v!r}")

@@ -111,12 +111,17 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
     torch.set_num_threads(threads)
 
     # 1. data
+    holdout_docs: list[dict] = []
     if data is None:
         ds = make_synthetic_dataset(seed=seed)
         write_synthetic_dataset(ds, data_dir)
         documents = ds.documents
         bundle = load_unlearning_data(data_dir)
         mia_dir = data_dir / "mia"
+        # the calibration holdout: documents about other fictitious people (another seed), never trained
+        # on and distinct from the evaluation's non-members, so that calibration cannot tune to them
+        extra = make_synthetic_dataset(seed=seed + 1000)
+        holdout_docs = [{"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs]
     else:
         bundle = load_unlearning_data(data, split=split)
         if limit:
@@ -133,7 +138,7 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
 
     # 2-3. tokenizer and target model
     texts = memorization_texts(records, documents)
-    tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in nonmembers], vocab_size=1024)
+    tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in nonmembers + holdout_docs], vocab_size=1024)
     steps = 160 if data is None else 1500
     model, mem = train_target_model(texts, tokenizer, steps=steps, min_steps=steps, lr=3e-3, seed=seed,
                                    progress=progress)
@@ -167,6 +172,12 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         "schedule.epochs": 8,
         "lora.alpha": 32,
     }
+    if holdout_docs and members:  # calibrated unlearning (the default preset's gate, stop and selection)
+        from llm_unlearn.io_utils import atomic_write_jsonl
+
+        atomic_write_jsonl(data_dir / "holdout.jsonl", holdout_docs)
+        overrides["calibration.holdout"] = str(data_dir / "holdout.jsonl")
+        overrides["calibration.forget_documents"] = str(mia_dir / "member.jsonl")
     overrides.update(unlearn_overrides or {})
     cfg = build_config(overrides=overrides)
     t_un = time.time()

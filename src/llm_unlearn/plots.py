@@ -14,7 +14,17 @@ TERM_STYLE = {
     "divergence": ("retain divergence", "tab:green"),
     "forget_nll": ("forget NLL", "tab:orange"),
     "sugd": ("SUGD", "tab:purple"),
+    "forget_active": ("forget rows pushed (gate)", "tab:brown"),
 }
+
+EVAL_PANELS = (
+    ("MIA AUC (0.5 = unseen)", (("mia_auc", "forget vs holdout", "tab:red"),), 0.5),
+    ("knowledge (EM)", (("forget_em", "forget", "tab:red"), ("retain_em", "retain", "tab:blue")), None),
+    ("regurgitation (ROUGE-L)", (("forget_rougeL", "forget", "tab:red"), ("retain_rougeL", "retain", "tab:blue")), None),
+    ("answer NLL", (("forget_nll", "forget", "tab:red"), ("retain_nll", "retain", "tab:blue")), None),
+    ("scores", (("task_aggregate", "task aggregate", "black"), ("proxy", "proxy of final score", "tab:green"),
+                ("active_fraction", "forget rows pushed", "tab:brown")), None),
+)
 
 
 def plot_losses(history: list[dict], path: str | Path) -> Path:
@@ -38,6 +48,42 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
             ax.axvline(b - 0.5, color="grey", ls=":", lw=0.8)
     axes[-1, 0].set_xlabel("optimizer step (dotted lines: chunk boundaries)")
     fig.suptitle("llm-unlearn: loss terms")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_evaluations(evaluations: list[dict], chunks: list[dict], path: str | Path,
+                     selected_step: int | None = None) -> Path:
+    """Each evaluation metric over steps (one panel per metric family), chunk boundaries dotted, the
+    selected checkpoint as a solid green line, 0.5 marked on the MIA AUC panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in EVAL_PANELS if any(e.get(k) is not None for e in evaluations for k, _, _ in p[1])]
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n + 0.6), sharex=True, squeeze=False)
+    boundaries = [e["step"] for prev, e in zip(evaluations, evaluations[1:]) if e["chunk"] != prev["chunk"]]
+    for ax, (title, series, ref) in zip(axes[:, 0], panels):
+        for key, label, color in series:
+            pts = [(e["step"], e[key]) for e in evaluations if e.get(key) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, lw=1.2, label=label)
+        if ref is not None:
+            ax.axhline(ref, color="grey", lw=0.8)
+        for b in boundaries:
+            ax.axvline(b, color="grey", ls=":", lw=0.8)
+        if selected_step is not None:
+            ax.axvline(selected_step, color="tab:green", lw=1.0)
+        ax.set_ylabel(title, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("optimizer step (dotted: chunk boundaries; green: selected checkpoint)")
+    fig.suptitle("llm-unlearn: evaluation during training")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

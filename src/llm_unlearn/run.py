@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from llm_unlearn import __version__
+from llm_unlearn.calibrated import Calibrator
 from llm_unlearn.config import UnlearnConfig, config_from_dict
 from llm_unlearn.errors import ConfigError, UserError
 from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl, recover_dir, sha256_file
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 STATE = "state.json"
+BEST_STATE = "best_state.safetensors"  # the calibration's best weights so far (trainable parameters)
 OUTPUT_NAMES = ("adapter", "model", "run.json", "log_history.jsonl", "plots", CHECKPOINT, "resolved_config.yaml")
 
 
@@ -238,14 +240,29 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         cfg, peft_model, forget_rows + retain_rows, out, selector=trainer.selector,
         pad_token_id=tokenizer.pad_token_id, data_files=bundle.files)
     progress = _Progress(total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process())
+    # evaluation during training, the calibration gate, stopping and selection (calibrated.py)
+    calib = Calibrator.build(cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps)
+    if calib is not None and saved is not None and saved.get("calibration"):
+        calib.restore(saved["calibration"], _load_best_state(out / CHECKPOINT))
+    calib_action: dict[str, str | None] = {"action": None}
+
+    def evaluate_now(step: int, c: int) -> str | None:
+        action = calib.evaluate(trainer.model, step=step, chunk=c,
+                                chunk_rows=[i for kind, i in plan[c] if kind == "forget"])
+        trainer.forget_active = calib.active
+        ev = calib.evaluations[-1]
+        history.append({"step": step, "chunk": c + 1, **{f"eval_{k}": v for k, v in ev.items()
+                                                         if k not in ("step", "chunk")}})
+        progress.postfix_eval(ev)
+        return action
 
     class _LogToHistory(TrainerCallback):
         def on_log(self, a, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 row = {"step": offset + state.global_step, "chunk": trainer.chunk_index + 1,
                        "epoch": round(float(logs.get("epoch", state.epoch or 0.0)), 4)}
-                for k in ("loss", "npo", "retain_nll", "divergence", "forget_nll", "sugd", "learning_rate",
-                          "grad_norm"):
+                for k in ("loss", "npo", "retain_nll", "divergence", "forget_nll", "sugd", "forget_active",
+                          "learning_rate", "grad_norm"):
                     if k in logs:
                         row["lr" if k == "learning_rate" else k] = float(logs[k])
                 history.append(row)
@@ -255,6 +272,10 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
             progress.update()
             if _any_process(stop_flag):  # every process stops after the same step
                 control.should_training_stop = True
+            elif calib is not None and calib.due(state.global_step, trainer.chunk_index):
+                calib_action["action"] = evaluate_now(offset + state.global_step, trainer.chunk_index)
+                if calib_action["action"]:
+                    control.should_training_stop = True
 
     trainer.add_callback(_LogToHistory())
     trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
@@ -274,9 +295,15 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
 
     stop_flag = {"stop": False}
     old_handlers = _install_signal_handlers(stop_flag)
-    offset = sum(per_chunk_steps[:start_chunk])
+    offset = saved.get("steps_done", sum(per_chunk_steps[:start_chunk])) if saved else 0
+    if calib is not None:
+        trainer.forget_active = calib.active
+        if start_chunk == 0 and not calib.evaluations:
+            evaluate_now(0, 0)  # the starting point (and the first gate)
     try:
         for c in range(start_chunk, len(plan)):
+            if calib is not None and calib.stop_reason:
+                break
             chunk_t0 = time.time()
             rows = [forget_rows[i] if kind == "forget" else retain_rows[i] for kind, i in plan[c]]
             trainer.train_dataset = _RowsDataset(rows)
@@ -287,21 +314,28 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
             else:
                 trainer.optimizer, trainer.lr_scheduler = None, None
             n_hist = len(history)
+            calib_action["action"] = None
             trainer.train()
-            if stop_flag["stop"] and trainer.state.global_step < per_chunk_steps[c]:
+            if stop_flag["stop"] and trainer.state.global_step < per_chunk_steps[c] and not calib_action["action"]:
                 del history[n_hist:]
                 raise TrainingInterrupted(
                     f"interrupted in chunk {c + 1}/{len(plan)}; chunks 1..{c} are saved in {out}. "
                     "Run the same command again to resume."
                 )
-            offset += per_chunk_steps[c]
+            offset += trainer.state.global_step
+            if calib is not None and not calib_action["action"]:
+                calib_action["action"] = evaluate_now(offset, c)  # the end of every chunk
             summ = _chunk_summary(c, plan[c], history[n_hist:], time.time() - chunk_t0)
             chunk_summaries.append(summ)
             full_state = _sharded_state_dict(trainer)  # a collective under ZeRO-3 / FSDP, else None
             if is_main_process():
                 _save_checkpoint(out, peft_model, cfg, c + 1, history, chunk_summaries, run_opt, run_sched,
-                                 state_dict=full_state)
+                                 state_dict=full_state, extra={"steps_done": offset},
+                                 calib=calib)
                 atomic_write_jsonl(out / "log_history.jsonl", history)
+            if calib_action["action"] == "stop":
+                log.info("calibration: %s", calib.stop_reason)
+                break
             if _any_process(stop_flag) and c + 1 < len(plan):
                 raise TrainingInterrupted(
                     f"interrupted after chunk {c + 1}/{len(plan)} (saved in {out}). Run the same command again to resume."
@@ -311,6 +345,9 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         progress.close()
         trainer.selector.remove() if trainer.selector is not None else None
 
+    calibration = calib.finish(peft_model) if calib is not None else None
+    if calibration is not None:
+        log.info("calibration: kept %s (%s)", calibration["selected"], calibration["selection_reason"])
     summary = {
         "config": cfg.to_dict(),
         "versions": package_versions(),
@@ -321,6 +358,8 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         "plan": summarize_plan(plan),
         "chunks": chunk_summaries,
         "total_steps": total_steps,
+        "steps_done": offset,
+        "calibration": calibration,
         "lora_modules": getattr(peft_model, "targeted_module_names_short", None),
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
@@ -340,6 +379,12 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
                 from llm_unlearn.plots import plot_losses
 
                 plot_losses(history, out / "plots" / "losses.png")
+                if calibration and calibration["evaluations"]:
+                    from llm_unlearn.plots import plot_evaluations
+
+                    idx = calibration["selected_index"]
+                    plot_evaluations(calibration["evaluations"], chunk_summaries, out / "plots" / "evaluation.png",
+                                     selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None)
             except Exception as exc:  # a plot must never lose a finished run
                 log.warning("could not draw plots/losses.png: %s", exc)
         atomic_write_json(out / "run.json", summary)
@@ -367,15 +412,30 @@ def _save_adapter(peft_model, path: Path, state_dict: dict | None = None) -> Non
     atomic_dir(path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict))
 
 
-def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched, state_dict=None) -> None:
+def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched, state_dict=None,
+                     extra: dict | None = None, calib=None) -> None:
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if run_opt is not None:
             torch.save({"optimizer": run_opt.state_dict(), "scheduler": run_sched.state_dict()}, tmp / "optimizer.pt")
-        state = {"config": cfg.to_dict(), "completed_chunks": completed, "log_history": history, "chunks": chunks}
+        state = {"config": cfg.to_dict(), "completed_chunks": completed, "log_history": history, "chunks": chunks,
+                 **(extra or {})}
+        if calib is not None:
+            state["calibration"] = calib.state()
+            if calib.best_state is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in calib.best_state.items()}, str(tmp / BEST_STATE))
         (tmp / STATE).write_text(json.dumps(state))
 
     atomic_dir(out / CHECKPOINT, fill)
+
+
+def _load_best_state(ckpt: Path) -> dict | None:
+    from safetensors.torch import load_file
+
+    f = ckpt / BEST_STATE
+    return load_file(str(f)) if f.is_file() else None
 
 
 def _load_adapter_weights(peft_model, ckpt: Path) -> None:
@@ -393,6 +453,7 @@ def _chunk_summary(c: int, chunk, rows: list[dict], seconds: float) -> dict:
         vals = [r[key] for r in rows if key in r]
         return round(sum(vals) / len(vals), 6) if vals else None
 
+    rows = [r for r in rows if "loss" in r]  # training rows (evaluations are logged beside them)
     last = rows[-1] if rows else {}
     return {"chunk": c + 1, "n_forget": sum(1 for k, _ in chunk if k == "forget"),
             "n_retain": sum(1 for k, _ in chunk if k == "retain"), "seconds": round(seconds, 2),
@@ -441,6 +502,11 @@ class _Progress:
                 if k in row and not math.isnan(row[k]):
                     fields[k] = f"{row[k]:.3f}"
             self.bar.set_postfix(fields, refresh=False)
+
+    def postfix_eval(self, ev: dict) -> None:
+        if self.bar is not None and ev.get("mia_auc") is not None:
+            self.bar.set_postfix({"auc": f"{ev['mia_auc']:.2f}", "proxy": f"{ev.get('proxy') or 0:.2f}"},
+                                 refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -26,7 +26,7 @@ from llm_unlearn import losses
 from llm_unlearn.config import ObjectiveOptions
 from llm_unlearn.errors import NonFiniteLossError
 
-TERMS = ("npo", "retain_nll", "divergence", "forget_nll", "sugd")
+TERMS = ("npo", "retain_nll", "divergence", "forget_nll", "sugd", "forget_active")
 
 
 # ----------------------------------------------------------------------------- answer-only head
@@ -175,23 +175,31 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     logp = token_log_probs(logits, pos.targets)
     tok_forget = is_forget.index_select(0, pos.rows)
     tok_retain = ~tok_forget
+    # the calibration gate (calibration.py): forget rows marked inactive stay in the batch but leave
+    # the forget term; `push` = the forget rows (and their tokens) that the forget term still pushes
+    push = _pushed_rows(batch, is_forget)
+    tok_push = push.index_select(0, pos.rows)
     zero = logits.sum() * 0.0  # keeps the graph connected when a term is absent
     sc = (lambda name: term_scale.get(name, 1.0)) if term_scale else (lambda name: 1.0)
     terms: dict[str, torch.Tensor] = {}
-    has_f, has_r = bool(tok_forget.any()), bool(tok_retain.any())
+    has_f, has_r = bool(tok_push.any()), bool(tok_retain.any())
+    if "forget_active" in batch and bool(is_forget.any()):
+        terms["forget_active"] = (push.sum() / is_forget.sum()).detach().to(logp.dtype)
 
     if obj.method == "npo_rt_div":
         if reference is None and any(needs_reference(obj)):
             reference = compute_reference(model, selector, batch, obj, pos)
         total = zero
         if obj.npo_mult > 0 and has_f:
-            f_logp, f_ref = logp[tok_forget], reference.forget_logp
+            f_logp, f_ref = logp[tok_push], reference.forget_logp  # the reference covers every forget token
+            if f_ref.shape[0] != f_logp.shape[0]:
+                f_ref = f_ref[tok_push[tok_forget]]
             if obj.npo_level == "sequence":
                 B = labels.shape[0]
-                f_rows = pos.rows[tok_forget]
+                f_rows = pos.rows[tok_push]
                 f_logp = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, f_rows, f_logp)
                 f_ref = torch.zeros(B, device=logp.device, dtype=f_ref.dtype).index_add(0, f_rows, f_ref.float())
-                f_logp, f_ref = f_logp[is_forget], f_ref[is_forget]
+                f_logp, f_ref = f_logp[push], f_ref[push]
             terms["npo"] = losses.npo_loss(f_logp, f_ref.to(f_logp.dtype), obj.npo_beta)
             total = total + obj.npo_mult * sc("npo") * terms["npo"]
         if has_r:
@@ -203,12 +211,12 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     elif obj.method == "gradient_ascent":
         total = zero
         if has_f:
-            terms["forget_nll"] = losses.nll_loss(logp[tok_forget])
+            terms["forget_nll"] = losses.nll_loss(logp[tok_push])
             total = total - obj.npo_mult * sc("forget_nll") * terms["forget_nll"]
     elif obj.method == "gradient_difference":
         total = zero
         if has_f:
-            terms["forget_nll"] = losses.nll_loss(logp[tok_forget])
+            terms["forget_nll"] = losses.nll_loss(logp[tok_push])
             total = total - obj.npo_mult * sc("forget_nll") * terms["forget_nll"]
         if has_r:
             terms["retain_nll"] = losses.nll_loss(logp[tok_retain])
@@ -220,9 +228,10 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
         per_sample = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
         factors = torch.where(is_forget, torch.full_like(per_sample, obj.sugd_forget_factor),
                               torch.full_like(per_sample, obj.sugd_retain_factor))
+        factors = torch.where(is_forget & ~push, torch.zeros_like(factors), factors)  # gated-off rows
         terms["sugd"] = losses.sugd_loss(per_sample, factors)
         total = zero + sc("sugd") * terms["sugd"]
-        if has_f:
+        if bool(tok_forget.any()):
             terms["forget_nll"] = losses.nll_loss(logp[tok_forget]).detach()
         if has_r:
             terms["retain_nll"] = losses.nll_loss(logp[tok_retain]).detach()
@@ -233,6 +242,12 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
         losses.check_finite(name, value)
     losses.check_finite("loss", total)
     return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _pushed_rows(batch, is_forget: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the forget rows that the forget term pushes (all forget rows without a gate)."""
+    active = batch.get("forget_active")
+    return is_forget if active is None else is_forget & active.bool().to(is_forget.device)
 
 
 def _retain_divergence(obj: ObjectiveOptions, logits_r, logp_r, reference: ReferenceOutputs):
@@ -265,8 +280,9 @@ def global_term_scale(batch, obj: ObjectiveOptions) -> dict[str, float] | None:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return None
     labels, is_forget = batch["labels"], batch["is_forget"].bool()
+    push = _pushed_rows(batch, is_forget)  # the forget term counts only the rows it pushes
     answer = labels[:, 1:].ne(-100)  # positions that predict a labelled token
-    counts = torch.stack([answer[is_forget].sum(), answer[~is_forget].sum(), is_forget.sum(),
+    counts = torch.stack([answer[push].sum(), answer[~is_forget].sum(), push.sum(),
                           torch.tensor(labels.shape[0], device=labels.device)]).to(torch.float64)
     total = counts.clone()
     dist.all_reduce(total)
@@ -288,6 +304,7 @@ class UnlearnTrainer(Trainer):
         self.selector = AnswerHeadSelector(self.model) if answer_only else None
         self.reference_cache = reference_cache
         self.chunk_index = 0
+        self.forget_active: dict[int, bool] | None = None  # row_key -> pushed? (calibration gate)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
@@ -303,6 +320,10 @@ class UnlearnTrainer(Trainer):
         if self.reference_cache is not None and "row_key" in inputs:
             reference = self.reference_cache.lookup(inputs, self.objective)
         batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "labels", "is_forget")}
+        if self.forget_active is not None and "row_key" in inputs:  # the calibration gate
+            keys = inputs["row_key"].tolist()
+            batch["forget_active"] = torch.tensor([self.forget_active.get(k, True) for k in keys],
+                                                  dtype=torch.bool, device=inputs["is_forget"].device)
         scale = global_term_scale(batch, self.objective)  # None on one process
         try:
             loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale)

@@ -1,0 +1,161 @@
+"""The calibration of one unlearning run: evaluates on schedule, applies the gate, decides when to end a
+chunk or the run, and keeps the best adapter weights. `run.py` calls it; the rules it applies are the
+pure functions of `calibration.py`, the measurements those of `evaluation/monitor.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from llm_unlearn import calibration as cal
+from llm_unlearn.config import UnlearnConfig, eval_interval
+
+log = logging.getLogger(__name__)
+
+
+class Calibrator:
+    def __init__(self, cfg: UnlearnConfig, monitor, per_chunk_steps: list[int], interval: str | int):
+        self.c = cfg.calibration
+        self.monitor = monitor
+        self.per_chunk_steps = per_chunk_steps
+        self.interval = interval
+        self.evaluations: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_index: int | None = None
+        self.active: dict[int, bool] | None = None
+        self.stop_reason: str | None = None
+        self.chunk_ends: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls, cfg: UnlearnConfig, tokenizer, forget, retain, per_chunk_steps: list[int]
+    ) -> Calibrator | None:
+        from llm_unlearn.data.holdout import read_forget_documents, read_holdout
+        from llm_unlearn.evaluation.monitor import TrainingMonitor
+
+        c = cfg.calibration
+        interval = eval_interval(c.eval_every)
+        holdout = read_holdout(c.holdout) if c.holdout else None
+        docs = read_forget_documents(c.forget_documents) if c.forget_documents else None
+        if interval == "auto":
+            interval = "auto" if holdout is not None else "off"
+            if holdout is None and c.mode != "off":
+                log.warning(
+                    "no holdout given (--holdout FILE): the run is not calibrated (no evaluation during "
+                    "training, no gate, the last state is kept); see README 'Calibrated unlearning'"
+                )
+        if interval == "off":
+            return None
+        if holdout is None and c.mode != "off":
+            log.warning(
+                "no holdout given (--holdout FILE): evaluations measure knowledge and regurgitation only; "
+                "no MIA AUC, no gate, no calibrated stop"
+            )
+        monitor = TrainingMonitor(
+            tokenizer,
+            forget,
+            retain,
+            holdout=holdout,
+            forget_documents=docs,
+            items=c.eval_items,
+            max_new_tokens=c.eval_max_new_tokens,
+            batch_size=c.eval_batch_size,
+            quantile=c.gate_quantile,
+            gate=c.mode == "gate" and holdout is not None,
+            seed=cfg.train.seed,
+        )
+        return cls(cfg, monitor, per_chunk_steps, interval)
+
+    # ------------------------------------------------------------------ schedule
+    def every(self, chunk: int) -> int | None:
+        """Steps between evaluations inside chunk `chunk` (None: only at its end)."""
+        if self.interval == "chunk":
+            return None
+        if self.interval == "auto":
+            return max(1, math.ceil(self.per_chunk_steps[chunk] / 4))
+        return int(self.interval)
+
+    def due(self, step_in_chunk: int, chunk: int) -> bool:
+        n = self.every(chunk)
+        return n is not None and step_in_chunk % n == 0 and step_in_chunk < self.per_chunk_steps[chunk]
+
+    # ------------------------------------------------------------------ one evaluation
+    def evaluate(self, model, *, step: int, chunk: int, chunk_rows: list[int] | None = None) -> str | None:
+        """Evaluate now; returns "stop" (end the run), "end_chunk" (this chunk's forget rows all look
+        unseen) or None."""
+        ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1)
+        active = ev.pop("_active", None)
+        if active is not None:
+            self.active = active
+        self.evaluations.append(ev)
+        if ev.get("proxy") is not None and (
+            self.best_index is None or ev["proxy"] >= self.evaluations[self.best_index]["proxy"]
+        ):
+            self.best_index = len(self.evaluations) - 1
+            self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        if self.c.mode == "off":
+            return None
+        last = chunk == len(self.per_chunk_steps) - 1
+        reason = cal.should_stop(
+            ev.get("mia_auc"),
+            tolerance=self.c.tolerance,
+            last_chunk=last,
+            active_fraction=ev.get("active_fraction"),
+        )
+        if reason:
+            self.stop_reason = f"step {step}: {reason}"
+            return "stop"
+        if self.active is not None and chunk_rows and not any(self.active.get(i, True) for i in chunk_rows):
+            self.chunk_ends.append(
+                {"chunk": chunk + 1, "step": step, "reason": "every forget row of the chunk is gated off"}
+            )
+            return "end_chunk"
+        return None
+
+    # ------------------------------------------------------------------ end of run
+    def finish(self, model) -> dict[str, Any]:
+        """Load the selected weights into `model`; returns run.json's `calibration` entry."""
+        if self.c.select == "best":
+            idx, reason = cal.select_best(self.evaluations)
+        else:
+            idx, reason = None, "calibration.select = last: the last state is kept"
+        chosen = "last"
+        if idx is not None and idx == self.best_index and self.best_state is not None:
+            with torch.no_grad():
+                params = dict(model.named_parameters())
+                for n, v in self.best_state.items():
+                    params[n].copy_(v)
+            chosen = f"evaluation {idx + 1} (step {self.evaluations[idx]['step']})"
+        return {
+            "mode": self.c.mode,
+            "tolerance": self.c.tolerance,
+            "gate_quantile": self.c.gate_quantile,
+            "evaluations": self.evaluations,
+            "selected": chosen,
+            "selected_index": idx,
+            "selection_reason": reason,
+            "stop_reason": self.stop_reason,
+            "chunks_ended_early": self.chunk_ends,
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "evaluations": self.evaluations,
+            "best_index": self.best_index,
+            "active": self.active,
+            "stop_reason": self.stop_reason,
+            "chunk_ends": self.chunk_ends,
+        }
+
+    def restore(self, st: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+        self.evaluations = list(st.get("evaluations", []))
+        self.best_index = st.get("best_index")
+        self.active = {int(k): v for k, v in st["active"].items()} if st.get("active") else None
+        self.stop_reason = st.get("stop_reason")
+        self.chunk_ends = list(st.get("chunk_ends", []))
+        self.best_state = best_state

@@ -1,0 +1,133 @@
+"""Calibrated unlearning: which forget rows to keep pushing, when to stop, which checkpoint to keep.
+
+Pure functions of evaluation results (no torch), so that the rules can be tested on synthetic metric
+trajectories. The evaluation itself lives in `evaluation/monitor.py`; `run.py` applies the rules.
+
+The problem they solve: NPO pushes the forget data's likelihood down without a floor. Left alone it
+goes *past* the point where the forget data looks like data the model never saw, and a loss-based
+membership-inference attack then finds the forgotten documents by their *high* loss (AUC well below
+0.5; the SemEval MIA score `1 - 2|AUC - 0.5|` punishes both directions alike).
+
+**Per-unit gate** (`calibration.mode: gate`, the default preset). A *unit* is what the attack sees:
+a forget row's member document when one is given (`--forget-documents`, matched by id: a record id is
+its document's id plus `sc<k>`/`qa<k>`), else the row's own answer. At every evaluation the current
+model's loss of each unit is compared with the holdout's typical loss of the same kind of text:
+
+    tau_doc = quantile_q(NLL of the holdout documents)        (current model)
+    tau_rec = quantile_q(answer NLL of the holdout records)   (current model)
+    row active  <=>  loss(unit of row) < tau(kind of unit)
+
+An inactive row keeps its place in the schedule but contributes nothing to the forget term (its
+tokens leave the NPO mean; a batch with no active forget row has a forget term of exactly 0), so a
+row stops being pushed once its unit already looks never-seen. A unit whose kind has no holdout
+(e.g. records when the holdout has only documents) is never gated. q defaults to 0.5 (the median).
+
+**Stopping** (`should_stop`). Only in the last chunk (earlier chunks hold forget rows that later
+chunks have not reached yet, so an early global AUC says nothing about them): stop when the MIA AUC
+is within `tolerance` of 0.5 ("calibrated"), when it has gone below `0.5 - tolerance` ("overshoot":
+more steps only make the forget data *less* familiar than unseen data), or when every forget row is
+gated off ("all forget units look unseen"). In an earlier chunk, a chunk whose forget rows are all
+gated off ends early.
+
+**Selection** (`select_best`). Every evaluation is a candidate checkpoint, scored by a proxy of the
+official final score `mean(task aggregate, MMLU, MIA score)`:
+
+    proxy = mean(task_aggregate, 1 - 2|AUC - 0.5| [, mmlu])
+
+where the task aggregate is the official harmonic mean of the 12 terms measured on the sampled
+items, and MMLU enters only when a budget for it is given. The highest proxy wins; among equal
+proxies the later evaluation wins (it has seen more of the schedule). Without any evaluation the
+last state is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llm_unlearn.evaluation.scoring import mia_score
+
+MODES = ("off", "stop", "gate")
+
+
+def proxy_score(
+    task_aggregate: float | None, mia_auc: float | None, mmlu: float | None = None
+) -> float | None:
+    """``mean`` of the available parts among (task aggregate, MIA score, MMLU); None when the task
+    aggregate or the AUC is missing (an evaluation that cannot be compared)."""
+    if task_aggregate is None or mia_auc is None:
+        return None
+    if not (math.isfinite(task_aggregate) and math.isfinite(mia_auc)):
+        return None
+    parts = [float(task_aggregate), mia_score(mia_auc)]
+    if mmlu is not None and math.isfinite(mmlu):
+        parts.append(float(mmlu))
+    return sum(parts) / len(parts)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile with linear interpolation between order statistics (numpy's default rule):
+    position ``q * (n - 1)`` in the sorted values. Raises ValueError on an empty input."""
+    xs = sorted(float(v) for v in values if v is not None and math.isfinite(v))
+    if not xs:
+        raise ValueError("quantile of no finite values")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def gate(
+    unit_loss: Mapping[Any, float | None],
+    unit_kind: Mapping[Any, str],
+    thresholds: Mapping[str, float | None],
+) -> dict[Any, bool]:
+    """``{key: active}``: a unit is active while its loss is below the threshold of its kind; a unit
+    whose kind has no threshold, or whose loss is unknown, stays active."""
+    out = {}
+    for key, loss in unit_loss.items():
+        tau = thresholds.get(unit_kind[key])
+        out[key] = not (tau is not None and loss is not None and math.isfinite(loss) and loss >= tau)
+    return out
+
+
+def should_stop(
+    mia_auc: float | None, *, tolerance: float, last_chunk: bool, active_fraction: float | None = None
+) -> str | None:
+    """The reason to stop the run now, or None (see the module docstring)."""
+    if not last_chunk:
+        return None
+    if active_fraction is not None and active_fraction <= 0.0:
+        return "all forget units look unseen (every forget row is gated off)"
+    if mia_auc is None or not math.isfinite(mia_auc):
+        return None
+    if abs(mia_auc - 0.5) <= tolerance:
+        return f"calibrated: MIA AUC {mia_auc:.3f} is within {tolerance} of 0.5"
+    if mia_auc < 0.5 - tolerance:
+        return f"overshoot: MIA AUC {mia_auc:.3f} < {0.5 - tolerance:.3f} (the forget data looks less familiar than unseen data)"
+    return None
+
+
+def select_best(evaluations: Sequence[Mapping[str, Any]]) -> tuple[int | None, str]:
+    """Index of the evaluation with the highest ``proxy`` (later wins ties) and a sentence saying why;
+    ``(None, reason)`` when no evaluation has a proxy (then the caller keeps the last state)."""
+    best, best_value = None, -math.inf
+    for i, ev in enumerate(evaluations):
+        value = ev.get("proxy")
+        if value is None or not math.isfinite(value):
+            continue
+        if value >= best_value:
+            best, best_value = i, value
+    if best is None:
+        return None, "no evaluation with a proxy score: the last state is kept"
+    ev = evaluations[best]
+    auc = ev.get("mia_auc")
+    auc_text = f", MIA AUC {auc:.3f}" if auc is not None else ""
+    return best, (
+        f"highest proxy of the final score ({best_value:.4f}: task aggregate "
+        f"{ev.get('task_aggregate', float('nan')):.4f}{auc_text}) at step {ev.get('step')} "
+        f"of {len(evaluations)} evaluations"
+    )

@@ -1,0 +1,190 @@
+"""Evaluation during training: a small, budgeted SemEval-style evaluation run every N steps.
+
+Each evaluation measures, on the current model (adapter on), batched and greedy:
+- knowledge (exact match) and regurgitation (ROUGE-L recall) on K sampled forget and K sampled retain
+  records (sampled once, seeded, spread over tasks and sc/qa kinds), and from them the official task
+  aggregate (harmonic mean of the 12 terms, `evaluation/scoring.py`);
+- the mean answer NLL of the sampled forget and retain records;
+- the loss-based MIA AUC between the forget side and the holdout: forget documents against holdout
+  documents when both exist, else forget answers against holdout record answers;
+- for the gate (`calibration.py`): each forget unit's loss and the holdout thresholds.
+
+The rules that use these numbers (gate, stop, selection) are in `llm_unlearn.calibration`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from llm_unlearn import calibration as cal
+from llm_unlearn.data.holdout import Holdout, base_id
+from llm_unlearn.data.records import record_kind
+
+
+def sample_items(records: Sequence[Any], k: int, seed: int) -> list[int]:
+    """Indices of up to ``k`` records, seeded, taken round-robin over (task, kind) groups so that every
+    group is represented before any group gets a second item; returned in ascending order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((str(r.task), str(record_kind(r.id))), []).append(i)
+    rng = random.Random(seed)
+    order = sorted(groups)
+    for key in order:
+        rng.shuffle(groups[key])
+    picked: list[int] = []
+    while len(picked) < min(k, len(records)):
+        for key in order:
+            if groups[key] and len(picked) < k:
+                picked.append(groups[key].pop())
+    return sorted(picked)
+
+
+class TrainingMonitor:
+    """Budgeted evaluation of a model under unlearning (see the module docstring).
+
+    forget / retain: the training records (forget row i has row key i, as in run.py);
+    holdout: never-seen documents and/or records; forget_documents: the forget side's documents.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        forget: Sequence[Any],
+        retain: Sequence[Any],
+        *,
+        holdout: Holdout | None,
+        forget_documents: Sequence[dict] | None,
+        items: int = 32,
+        max_new_tokens: int = 64,
+        batch_size: int = 16,
+        quantile: float = 0.5,
+        gate: bool = True,
+        seed: int = 0,
+    ):
+        self.tokenizer = tokenizer
+        self.forget, self.retain = list(forget), list(retain)
+        self.holdout = holdout or Holdout()
+        self.max_new_tokens, self.batch_size, self.q, self.use_gate = (
+            max_new_tokens,
+            batch_size,
+            quantile,
+            gate,
+        )
+        self.forget_sample = sample_items(self.forget, items, seed)
+        self.retain_sample = sample_items(self.retain, items, seed + 1)
+        docs = list(forget_documents or [])
+        by_id = {d["id"].strip('"'): j for j, d in enumerate(docs)}
+        self.documents = docs
+        # unit of each forget row: ("document", j) when its document is known, else ("record", i)
+        self.unit_of = {
+            i: ("document", by_id[base_id(r.id)]) if base_id(r.id) in by_id else ("record", i)
+            for i, r in enumerate(self.forget)
+        }
+
+    @property
+    def has_auc(self) -> bool:
+        return bool((self.documents and self.holdout.documents) or self.holdout.records)
+
+    def evaluate(self, model, *, step: int, chunk: int) -> dict[str, Any]:
+        from llm_unlearn.evaluation.inference import answer_nll, document_statistics, greedy_generate
+        from llm_unlearn.evaluation.mia import loss_auc
+        from llm_unlearn.evaluation.scoring import aggregated_terms, harmonic_aggregate, split_scores
+        from llm_unlearn.evaluation.semeval import generation_rows
+
+        t0 = time.time()
+        kw = {"batch_size": self.batch_size, "progress": False}
+        row: dict[str, Any] = {"step": step, "chunk": chunk}
+        split_objs = {}
+        for split, recs, idx in (
+            ("forget", self.forget, self.forget_sample),
+            ("retain", self.retain, self.retain_sample),
+        ):
+            items = [recs[i] for i in idx]
+            if not items:
+                continue
+            gens = greedy_generate(
+                model, self.tokenizer, [r.input for r in items], max_new_tokens=self.max_new_tokens, **kw
+            )
+            nlls = answer_nll(
+                model, self.tokenizer, [r.input for r in items], [r.output for r in items], **kw
+            )
+            scored = generation_rows(items, gens, nlls)
+            split_objs[split] = split_scores(scored)
+            row[f"{split}_em"] = split_objs[split]["overall-knowledge-score"]
+            row[f"{split}_rougeL"] = split_objs[split]["overall-regurgitation-score"]
+            row[f"{split}_nll"] = _mean(nlls)
+        row["task_aggregate"] = harmonic_aggregate(aggregated_terms(split_objs))
+
+        doc_nll = hold_doc = rec_nll = hold_rec = None
+        if self.documents and self.holdout.documents:
+            doc_nll = [
+                s["nll"]
+                for s in document_statistics(
+                    model, self.tokenizer, [d["document"] for d in self.documents], **kw
+                )
+            ]
+            hold_doc = [
+                s["nll"]
+                for s in document_statistics(
+                    model, self.tokenizer, [d["document"] for d in self.holdout.documents], **kw
+                )
+            ]
+        need_rec = [i for i, (kind, _) in self.unit_of.items() if kind == "record"]
+        if self.holdout.records and (need_rec or doc_nll is None):
+            hold_rec = answer_nll(
+                model,
+                self.tokenizer,
+                [r["input"] for r in self.holdout.records],
+                [r["output"] for r in self.holdout.records],
+                **kw,
+            )
+            rec_ids = need_rec if doc_nll is not None else list(range(len(self.forget)))
+            vals = answer_nll(
+                model,
+                self.tokenizer,
+                [self.forget[i].input for i in rec_ids],
+                [self.forget[i].output for i in rec_ids],
+                **kw,
+            )
+            rec_nll = dict(zip(rec_ids, vals))
+        row["mia_auc"] = None
+        if doc_nll is not None:
+            row["mia_auc"], row["mia_on"] = _auc(loss_auc, doc_nll, hold_doc), "documents"
+        elif rec_nll is not None:
+            row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
+        row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
+        row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"])
+        if self.use_gate:
+            row["_active"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)
+            row["active_fraction"] = sum(row["_active"].values()) / max(len(row["_active"]), 1)
+        row["seconds"] = round(time.time() - t0, 3)
+        return row
+
+    def _gate(self, doc_nll, hold_doc, rec_nll, hold_rec, row) -> dict[int, bool]:
+        thresholds = {"document": _quantile(hold_doc, self.q), "record": _quantile(hold_rec, self.q)}
+        row["tau_document"], row["tau_record"] = thresholds["document"], thresholds["record"]
+        loss, kind = {}, {}
+        for i, (k, j) in self.unit_of.items():
+            kind[i] = k
+            loss[i] = doc_nll[j] if k == "document" and doc_nll is not None else (rec_nll or {}).get(i)
+        return cal.gate(loss, kind, thresholds)
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _quantile(values, q: float) -> float | None:
+    vals = [v for v in (values or []) if v is not None and math.isfinite(v)]
+    return cal.quantile(vals, q) if vals else None
+
+
+def _auc(fn, member, nonmember) -> float | None:
+    m = [v for v in member if v is not None and math.isfinite(v)]
+    n = [v for v in nonmember if v is not None and math.isfinite(v)]
+    return fn(m, n) if m and n else None

@@ -1,0 +1,218 @@
+"""Calibrated unlearning: the gate inside the loss, the holdout reader, and a calibrated run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llm_unlearn.config import ObjectiveOptions, build_config
+from llm_unlearn.data.holdout import base_id, read_holdout
+from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
+from llm_unlearn.errors import ConfigError, DataError
+from llm_unlearn.modeling import apply_lora
+from llm_unlearn.run import run_unlearning
+from llm_unlearn.trainer import AnswerHeadSelector, unlearning_loss
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _lora(world):
+    torch.manual_seed(0)
+    pm = apply_lora(world["make_model"](), r=4, alpha=8, target_modules=["q_proj", "v_proj"])
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return pm
+
+
+def _rows(world, forget, retain):
+    tok = world["tokenizer"]
+    return tokenize_records(tok, forget + retain, add_eos=True)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_gate_equals_the_loss_of_the_active_rows_only(tiny_world, level):
+    """A batch with forget rows f0 (active), f1 (gated off), f2 (active) and two retain rows must give
+    the NPO of the batch made of f0, f2 and the retain rows, and the same retain terms."""
+    ds, tok = tiny_world["ds"], tiny_world["tokenizer"]
+    pm = _lora(tiny_world)
+    sel = AnswerHeadSelector(pm)
+    obj = ObjectiveOptions(npo_level=level)
+    collate = UnlearnCollator(tok.pad_token_id)
+    full = collate(_rows(tiny_world, ds.forget[:3], ds.retain[:2]))
+    full["forget_active"] = torch.tensor([True, False, True, False, False])
+    sub = collate(_rows(tiny_world, [ds.forget[0], ds.forget[2]], ds.retain[:2]))
+    _, t_full = unlearning_loss(pm, full, obj, sel)
+    _, t_sub = unlearning_loss(pm, sub, obj, sel)
+    # float32 forward of the same rows, only padded to other lengths: rounding of a few ulps
+    for k in ("npo", "retain_nll", "divergence"):
+        assert t_full[k] == pytest.approx(t_sub[k], rel=1e-5, abs=1e-6), k
+    assert t_full["forget_active"] == pytest.approx(2 / 3)
+
+
+def test_gate_all_off_leaves_no_forget_term_and_no_gradient_from_it(tiny_world):
+    ds, tok = tiny_world["ds"], tiny_world["tokenizer"]
+    pm = _lora(tiny_world)
+    sel = AnswerHeadSelector(pm)
+    batch = UnlearnCollator(tok.pad_token_id)(_rows(tiny_world, ds.forget[:2], []))
+    batch["forget_active"] = torch.tensor([False, False])
+    loss, terms = unlearning_loss(pm, batch, ObjectiveOptions(), sel)
+    assert "npo" not in terms and float(loss) == 0.0
+    loss.backward()
+    grads = [p.grad for p in pm.parameters() if p.requires_grad and p.grad is not None]
+    assert all(float(g.abs().max()) == 0.0 for g in grads)
+    # gradient ascent and SUGD honour the gate too
+    for method in ("gradient_ascent", "sugd"):
+        loss, terms = unlearning_loss(pm, batch, ObjectiveOptions(method=method), sel)
+        assert float(loss) == 0.0, method
+
+
+def test_holdout_reader_reads_documents_records_and_semeval_tasks(tmp_path):
+    p = tmp_path / "h.jsonl"
+    p.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "id": "d1",
+                    "document": "A doc.",
+                    "question_answering_task": {"Question": "Q?", "Answer": "A"},
+                    "sentence_completion_task": {"input": "In", "output": "out"},
+                },
+                {"id": "r1", "question": "Who?", "answer": "Me"},
+                {"text": "plain text"},
+            ]
+        )
+        + "\n"
+    )
+    h = read_holdout(p)
+    assert [d["document"] for d in h.documents] == ["A doc.", "plain text"]
+    assert [(r["id"], r["input"], r["output"]) for r in h.records] == [
+        ("d1qa0", "Q?", "A"),
+        ("d1sc0", "In", "out"),
+        ("r1", "Who?", "Me"),
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "question_answering_task": {"Question": 3}}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl, line 1, field 'question_answering_task'"):
+        read_holdout(bad)
+    (tmp_path / "empty.jsonl").write_text('{"id": "x"}\n')
+    with pytest.raises(DataError, match="no documents"):
+        read_holdout(tmp_path / "empty.jsonl")
+
+
+def test_base_id_strips_the_item_suffix_and_quotes():
+    assert base_id("12762334sc1") == "12762334"
+    assert base_id('"2ebb"qa0') == "2ebb"
+    assert base_id("abc") == "abc"
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("calibration.mode", "bogus"),
+        ("calibration.eval_every", "0"),
+        ("calibration.eval_every", "sometimes"),
+        ("calibration.tolerance", 0.7),
+        ("calibration.gate_quantile", -0.1),
+        ("calibration.eval_items", 0),
+        ("calibration.select", "first"),
+    ],
+)
+def test_bad_calibration_values_are_refused(key, value):
+    with pytest.raises(ConfigError, match=key.split(".")[1]):
+        build_config(overrides={key: value})
+
+
+def test_presets_reproducing_upstream_are_uncalibrated():
+    for name in ("clausen2025", "atyaephyra", "ails-ntua"):
+        c = build_config(preset=name).calibration
+        assert (c.mode, c.eval_every, c.select) == ("off", "off", "last"), name
+    c = build_config().calibration
+    assert (c.mode, c.eval_every, c.select, c.tolerance) == ("gate", "auto", "best", 0.05)
+
+
+def _holdout_file(tiny_world, tmp_path):
+    """The tiny world's non-member documents: never trained on (its tokenizer has seen them, as it has
+    seen the rest)."""
+    path = tmp_path / "holdout.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in tiny_world["ds"].nonmember_docs))
+    return path
+
+
+def _run(tiny_world, out, **extra):
+    overrides = {
+        "model.name_or_path": str(tiny_world["model_dir"]),
+        "data.data": str(tiny_world["data_dir"]),
+        "data.add_eos": True,
+        "train.output_dir": str(out),
+        "train.progress": False,
+        "train.merge": False,
+        "train.learning_rate": 5e-3,
+        "schedule.chunk_size": 3,
+        "schedule.positive_ratio": 2,
+        "schedule.epochs": 8,
+        "lora.alpha": 32,
+        "train.batch_size": 4,
+    }
+    overrides.update(extra)
+    cfg = build_config(overrides=overrides)
+    return run_unlearning(cfg, model=tiny_world["make_model"](), tokenizer=tiny_world["tokenizer"])
+
+
+def test_calibrated_run_moves_the_auc_toward_one_half_and_records_its_choice(tiny_world, tmp_path):
+    out = tmp_path / "cal"
+    summary = _run(
+        tiny_world,
+        out,
+        **{
+            "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
+            "schedule.chunk_size": 15,
+            "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+            "calibration.eval_every": 4,
+            "calibration.eval_items": 12,
+        },
+    )
+    cal = summary["calibration"]
+    evs = cal["evaluations"]
+    assert evs[0]["step"] == 0 and evs[0]["mia_on"] == "documents"
+    # the memorized model: its forget documents are clearly members
+    assert evs[0]["mia_auc"] >= 0.9
+    chosen = evs[cal["selected_index"]]
+    assert abs(chosen["mia_auc"] - 0.5) < abs(evs[0]["mia_auc"] - 0.5)
+    assert chosen["proxy"] == max(e["proxy"] for e in evs if e["proxy"] is not None)
+    assert cal["selection_reason"].startswith("highest proxy")
+    # the written run says what it kept and why; every evaluation is in the log and the plot
+    run = json.loads((out / "run.json").read_text())
+    assert run["calibration"]["selected"] == cal["selected"]
+    logged = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
+    assert sum("eval_mia_auc" in r for r in logged) == len(evs)
+    assert (out / "plots" / "evaluation.png").stat().st_size > 1000
+    # the kept adapter is the selected state: re-evaluating it gives the selected evaluation's AUC
+    from llm_unlearn.data.holdout import read_forget_documents
+    from llm_unlearn.evaluation.inference import document_statistics
+    from llm_unlearn.evaluation.mia import loss_auc
+
+    m = summary["model"].eval()
+    tok = tiny_world["tokenizer"]
+    mem = read_forget_documents(tiny_world["data_dir"] / "mia" / "member.jsonl")
+    hold = read_holdout(tmp_path / "holdout.jsonl").documents
+    nll = [s["nll"] for s in document_statistics(m, tok, [d["document"] for d in mem], progress=False)]
+    hnll = [s["nll"] for s in document_statistics(m, tok, [d["document"] for d in hold], progress=False)]
+    assert loss_auc(nll, hnll) == pytest.approx(chosen["mia_auc"], abs=1e-9)
+
+
+def test_without_a_holdout_the_default_run_is_uncalibrated_and_says_so(tiny_world, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        summary = _run(tiny_world, tmp_path / "plain", **{"schedule.epochs": 1})
+    assert summary["calibration"] is None
+    assert any("no holdout" in r.getMessage() for r in caplog.records)
