@@ -25,7 +25,6 @@ MMLU is not measured on CPU (the tiny model has no general knowledge to keep); t
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -36,9 +35,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from llm_unlearn.data.slices import document_key, slice_data  # noqa: E402
+
 from llm_unlearn.config import build_config  # noqa: E402
 from llm_unlearn.data.records import load_unlearning_data, read_mia_documents  # noqa: E402
-from llm_unlearn.data.slices import document_key, slice_data  # noqa: E402
 from llm_unlearn.evaluation.semeval import evaluate_semeval  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl  # noqa: E402
 
@@ -93,6 +93,7 @@ def entry(name: str, preset: str, model_name: str, res: dict, seconds: float, pa
 
 def run_model(model_name: str, sl: dict, work: Path, results_dir: Path, ft_kwargs: dict, runs: list[str]) -> list[dict]:
     from llm_unlearn.finetune import finetune
+
     from llm_unlearn.run import run_unlearning
 
     entries = []
