@@ -302,11 +302,12 @@ def test_cli_evaluate(tiny, tmp_path, capsys, caplog):
     assert rc == 0, cap.err
     res = json.loads((out / "evaluation_results.json").read_text())
     assert res["mmlu_average"] == 0.30 and res["aggregate-score"] != -1
-    assert res["config"]["limit"] == 4 and res["config"]["n_forget"] == 4 and res["config"]["n_members"] == 3
+    # --limit 4 takes whole units (data/slices.py): one forget unit of 5 records and its 1 member document
+    assert res["config"]["limit"] == 4 and res["config"]["n_forget"] == 5 and res["config"]["n_members"] == 1
     assert any("below the threshold 0.371" in w for w in res["warnings"])  # a warning, not a failure
     assert "below the threshold 0.371" in caplog.text
     assert "aggregate score" in cap.out
-    assert len(_jsonl(out / "generations.jsonl")) == 8
+    assert len(_jsonl(out / "generations.jsonl")) == 10
 
     # the same model with a fresh LoRA adapter (B = 0: a no-op), evaluated without merging
     from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer

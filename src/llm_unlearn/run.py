@@ -184,8 +184,10 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     d = cfg.data
     bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
     forget_recs, retain_recs = bundle.forget, bundle.retain
-    if d.limit:
-        forget_recs, retain_recs = forget_recs[: d.limit], retain_recs[: d.limit]
+    if d.limit:  # whole SemEval units, round-robin over tasks (data/slices.py)
+        from llm_unlearn.data.slices import slice_records
+
+        forget_recs, retain_recs = slice_records(forget_recs, d.limit), slice_records(retain_recs, d.limit)
     if not forget_recs:
         raise UserError("the forget set is empty")
 

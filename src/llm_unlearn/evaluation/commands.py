@@ -72,10 +72,6 @@ def _load(args, name: str | None = None, adapter: str | None = None):
     )
 
 
-def _limit(items: list, limit: int | None) -> list:
-    return items[:limit] if limit else items
-
-
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
@@ -104,7 +100,8 @@ def add_evaluate_parser(sub) -> None:
         "--limit",
         type=_positive_int,
         default=None,
-        help="only the first N forget, N retain, N member and N non-member items",
+        help="at most N forget and N retain records in whole units, the member documents of the taken "
+        "forget units and as many non-members (see README)",
     )
     o = p.add_argument_group("evaluation")
     o.add_argument("--output-dir", required=True)
@@ -142,6 +139,7 @@ def add_evaluate_parser(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
+    from llm_unlearn.data.slices import slice_data
     from llm_unlearn.evaluation.mmlu import evaluate_mmlu, load_mmlu, read_mmlu_metrics
     from llm_unlearn.evaluation.semeval import evaluate_semeval
 
@@ -150,11 +148,11 @@ def cmd_evaluate(args) -> int:
     progress = not args.no_progress
     # everything that can fail on the user's input is checked before the model is loaded
     bundle = load_unlearning_data(args.data, split=args.split)
-    bundle.forget, bundle.retain = _limit(bundle.forget, args.limit), _limit(bundle.retain, args.limit)
-    mia = None
-    if args.mia_data:
-        members, nonmembers = read_mia_documents(args.mia_data)
-        mia = (_limit(members, args.limit), _limit(nonmembers, args.limit))
+    members, nonmembers = read_mia_documents(args.mia_data) if args.mia_data else ([], [])
+    # --limit: whole SemEval units, members with their forget records (data/slices.py)
+    part = slice_data(bundle.forget, bundle.retain, args.limit, members, nonmembers)
+    bundle.forget, bundle.retain = part.forget, part.retain
+    mia = (part.members, part.nonmembers) if args.mia_data else None
     mmlu_average = read_mmlu_metrics(args.mmlu_metrics) if args.mmlu_metrics else None
     mmlu_loaded = load_mmlu(args.mmlu_data) if args.mmlu_data else None
 
