@@ -456,6 +456,7 @@ def finetune(
         batches = bucket_batches(lengths, batch_size, max_tokens=max_batch_tokens, seed=seed * 100003 + epoch)
         pad_fracs.append(padding_fraction(lengths, batches))
         train_net.train()
+        t_epoch = time.time()
         losses, weights = [], []
         for b in batches:
             batch = _collate([examples[i] for i in b], pad_id, dev)
@@ -480,11 +481,14 @@ def finetune(
             "step": step,
             "mean_loss": sum(x * w for x, w in zip(losses, weights)) / max(sum(weights), 1),
             "seconds": round(time.time() - t0, 1),
+            "train_seconds": round(time.time() - t_epoch, 2),
         }
         last = step >= step_cap or epoch == epoch_cap
         if sample and (epoch % eval_every == 0 or last):
+            t_eval = time.time()
             scores = memorization_scores(train_net, tok, sample, batch_size=max(batch_size, 16))
-            row.update(em=scores["em"], rougeL=scores["rougeL"])
+            row.update(em=scores["em"], rougeL=scores["rougeL"], eval_seconds=round(time.time() - t_eval, 2))
+            row["seconds"] = round(time.time() - t0, 1)
             bar.set_postfix(
                 epoch=epoch,
                 loss=f"{row['mean_loss']:.3f}",
