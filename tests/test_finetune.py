@@ -223,3 +223,11 @@ def test_gguf_marker_is_cleared_so_the_trainer_accepts_the_model(tiny_tokenizer_
     assert getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config")
     assert model.is_quantized is False and getattr(model, "quantization_method", None) is None
     assert not getattr(model.config, "_is_quantized", False)
+
+
+def test_demo_has_no_progress_and_refuses_a_bad_limit(capsys):
+    args = cli.build_parser().parse_args(["demo", "--no-progress", "--data", "d", "--limit", "40"])
+    assert args.no_progress is True and args.limit == 40
+    assert cli.build_parser().parse_args(["demo"]).no_progress is False
+    assert cli.main(["demo", "--data", "d", "--limit", "0", "--no-progress"]) == 2
+    assert _err(capsys) == "error: --limit must be positive, got 0"

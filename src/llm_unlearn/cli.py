@@ -28,7 +28,7 @@ TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--retain", "data.retain", {"help": "retain file"}),
     ("--joiner", "data.joiner", {"help": "text between input and output (default: one space)"}),
     ("--max-length", "data.max_length", {"type": int, "help": "truncate rows to this many tokens (default 512)"}),
-    ("--limit", "data.limit", {"type": int, "help": "use only the first N forget and N retain rows"}),
+    ("--limit", "data.limit", {"type": int, "help": "at most N forget and N retain rows, whole units (README)"}),
     ("--output-dir", "train.output_dir", {"help": "where the run writes everything"}),
     ("--lr", "train.learning_rate", {"type": float, "help": "learning rate (default 1e-4)"}),
     ("--batch-size", "train.batch_size", {"type": int, "help": "global batch size (default 8)"}),
@@ -155,8 +155,10 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--output-dir", default="runs/demo")
     p.add_argument("--data", help="run on real SemEval-format data instead of the synthetic set")
     p.add_argument("--split", default=None, help="split sub-directory of --data, e.g. train")
-    p.add_argument("--limit", type=int, default=None, help="first N forget and N retain rows of --data")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most N forget and N retain records of --data, whole units (see README)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
 
@@ -164,7 +166,10 @@ def add_demo_parser(sub) -> None:
 def cmd_demo(args) -> int:
     from llm_unlearn.demo import run_demo
 
-    run_demo(args.output_dir, data=args.data, split=args.split, limit=args.limit, seed=args.seed)
+    if args.limit is not None and args.limit <= 0:
+        raise UserError(f"--limit must be positive, got {args.limit}")
+    run_demo(args.output_dir, data=args.data, split=args.split, limit=args.limit, seed=args.seed,
+             progress=not args.no_progress)
     return 0
 
 

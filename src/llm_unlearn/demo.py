@@ -20,6 +20,11 @@ import torch
 
 from llm_unlearn.io_utils import atomic_dir, atomic_write_json
 
+# `demo --data`: memorize until exact match (qa) and ROUGE-L recall (sc) on a sample of 32 reach this.
+# A 4096-token vocabulary (texts ~30% shorter than at 1024) and batches of 8 memorized the --limit 40 slice
+# in 44 epochs / 119 s here, against 62 epochs / 251 s with 1024 tokens (same criterion).
+DATA_UNTIL_EM = 0.9
+
 log = logging.getLogger(__name__)
 
 
@@ -98,8 +103,10 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
     """Run the demo; returns the demo.json content."""
     from llm_unlearn.config import build_config
     from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
+    from llm_unlearn.data.slices import slice_data
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.finetune import finetune
     from llm_unlearn.modeling import train_bpe_tokenizer
     from llm_unlearn.run import run_unlearning
 
@@ -124,31 +131,42 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         holdout_docs = [{"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs]
     else:
         bundle = load_unlearning_data(data, split=split)
-        if limit:
-            bundle.forget, bundle.retain = bundle.forget[:limit], bundle.retain[:limit]
-        documents = []
         cand = Path(data) / "mia"
         mia_dir = cand if (cand / "member.jsonl").is_file() else (Path(data).parent / "mia")
-        _write_records(bundle, data_dir)
     members, nonmembers = read_mia_documents(mia_dir) if (mia_dir / "member.jsonl").is_file() else ([], [])
-    if data is not None and limit:
-        members, nonmembers = members[:limit], nonmembers[:limit]
-        documents = [d["document"] for d in members]
-    records = [r.__dict__ for r in bundle.forget + bundle.retain]
-
-    # 2-3. tokenizer and target model
-    texts = memorization_texts(records, documents)
-    tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in nonmembers + holdout_docs], vocab_size=1024)
-    steps = 160 if data is None else 1500
-    model, mem = train_target_model(texts, tokenizer, steps=steps, min_steps=steps, lr=3e-3, seed=seed,
-                                   progress=progress)
     target_dir = out / "target-model"
+    if data is None:
+        records = [r.__dict__ for r in bundle.forget + bundle.retain]
 
-    def save_target(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        # 2-3. tokenizer and target model
+        texts = memorization_texts(records, documents)
+        tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in nonmembers + holdout_docs],
+                                        vocab_size=1024)
+        model, mem = train_target_model(texts, tokenizer, steps=160, min_steps=160, lr=3e-3, seed=seed,
+                                       progress=progress)
 
-    atomic_dir(target_dir, save_target)
+        def save_target(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+
+        atomic_dir(target_dir, save_target)
+    else:
+        # a slice keeps SemEval's ties: whole units, members with their forget records (data/slices.py)
+        part = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
+        bundle.forget, bundle.retain, members, nonmembers = part.forget, part.retain, part.members, part.nonmembers
+        _write_records(bundle, data_dir)
+        if members:
+            from llm_unlearn.io_utils import atomic_write_jsonl
+
+            atomic_write_jsonl(data_dir / "mia" / "member.jsonl", members)
+            atomic_write_jsonl(data_dir / "mia" / "nonmember.jsonl", nonmembers)
+        # 2-3. tokenizer and target model: bucketed fine-tuning until the sample is memorized
+        ft = finetune(model="tiny", data=data_dir, documents=[data_dir / "mia" / "member.jsonl"] if members else [],
+                      output_dir=target_dir, until_em=DATA_UNTIL_EM, eval_items=32, eval_every=2, lr=3e-3,
+                      batch_size=8, vocab_size=4096, seed=seed, overwrite=True, progress=progress,
+                      extra_tokenizer_texts=[d["document"] for d in nonmembers], return_model=True)
+        model, tokenizer = ft.pop("model_object"), ft.pop("tokenizer_object")
+        mem = {"steps": ft["steps"], "epochs": ft["epochs"], "stopped": ft["stopped"], "final": ft["final"]}
     t_mem = time.time() - t0
 
     # 5a. before
@@ -195,6 +213,7 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         "seconds": round(time.time() - t0, 1),
         "timing": {"memorize_seconds": round(t_mem, 1), "unlearn_seconds": round(t_un, 1),
                    "memorize_steps": mem["steps"], "unlearn_steps": summary["total_steps"]},
+        **({"memorization": mem} if data is not None else {}),
         "unlearning_config": cfg.to_dict(),
         "data": str(data_dir),
     }
