@@ -45,12 +45,12 @@ from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl  # noqa: 
 
 # name -> (preset, extra overrides)
 RUNS = {
+    "default-calibrated": ("default", {}),
     "default-uncalibrated": ("default", {"calibration.mode": "off", "calibration.eval_every": "off",
                                          "calibration.select": "last"}),
     "clausen2025": ("clausen2025", {}),
     "atyaephyra": ("atyaephyra", {}),
     "ails-ntua": ("ails-ntua", {}),
-    "default-calibrated": ("default", {}),
 }
 SCALE = {"train.learning_rate": 5e-3, "lora.alpha": 32}
 KEEP = ("generations.jsonl", "mia.jsonl", "evaluation_results.json")
@@ -61,8 +61,9 @@ def prepare(data: Path, limit: int, work: Path) -> dict:
     members, nonmembers = read_mia_documents(data / "mia")
     sl = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
     used = {document_key(d["id"]) for d in sl.nonmembers}
-    rest = [d for d in nonmembers if document_key(d["id"]) not in used]
-    holdout = rest[: len(sl.members)]
+    # the holdout keeps the non-members' own qa / sc records (the raw rows), for the record-level gate
+    raw = [json.loads(x) for x in (data / "mia" / "nonmember.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    holdout = [r for r in raw if document_key(str(r["id"])) not in used][: len(sl.members)]
     d = work / "data"
     atomic_write_jsonl(d / "forget.jsonl", [r.__dict__ for r in sl.forget])
     atomic_write_jsonl(d / "retain.jsonl", [r.__dict__ for r in sl.retain])
@@ -143,7 +144,7 @@ def run_model(model_name: str, sl: dict, work: Path, results_dir: Path, ft_kwarg
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "semeval25"))
-    ap.add_argument("--limit", type=int, default=24, help="forget and retain records in the slice (whole units)")
+    ap.add_argument("--limit", type=int, default=48, help="forget and retain records in the slice (whole units)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default=str(REPO / "runs" / "quality"))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))

@@ -136,7 +136,7 @@ def test_bad_calibration_values_are_refused(key, value):
 def test_presets_reproducing_upstream_are_uncalibrated():
     for name in ("clausen2025", "atyaephyra", "ails-ntua"):
         c = build_config(preset=name).calibration
-        assert (c.mode, c.eval_every, c.select) == ("off", "off", "last"), name
+        assert (c.mode, c.eval_every, c.select, c.unlearn_documents) == ("off", "off", "last", False), name
     c = build_config().calibration
     assert (c.mode, c.eval_every, c.select, c.tolerance) == ("gate", "auto", "best", 0.05)
 
@@ -216,3 +216,17 @@ def test_without_a_holdout_the_default_run_is_uncalibrated_and_says_so(tiny_worl
         summary = _run(tiny_world, tmp_path / "plain", **{"schedule.epochs": 1})
     assert summary["calibration"] is None
     assert any("no holdout" in r.getMessage() for r in caplog.records)
+
+
+def test_document_records_follow_the_forget_units():
+    from llm_unlearn.data.holdout import document_records
+    from llm_unlearn.data.records import Record
+
+    recs = [Record("12sc1", "a", "b", "Task3", "forget"), Record('"7"qa0', "q", "a", "Task3", "forget")]
+    docs = [{"id": "12", "document": "doc twelve"}, {"id": "7", "document": "doc seven"},
+            {"id": "99", "document": "not in the slice"}]
+    rows = document_records(docs, recs)
+    assert [(r.id, r.input, r.output, r.split) for r in rows] == [
+        ("12", "", "doc twelve", "forget"), ("7", "", "doc seven", "forget")]
+    # documents that match no record (generic data) are all taken
+    assert len(document_records(docs[2:], recs)) == 1

@@ -33,7 +33,7 @@ class Calibrator:
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(
-        cls, cfg: UnlearnConfig, tokenizer, forget, retain, per_chunk_steps: list[int]
+        cls, cfg: UnlearnConfig, tokenizer, forget, retain, per_chunk_steps: list[int], n_sampled: int | None = None
     ) -> Calibrator | None:
         from llm_unlearn.data.holdout import read_forget_documents, read_holdout
         from llm_unlearn.evaluation.monitor import TrainingMonitor
@@ -68,6 +68,7 @@ class Calibrator:
             quantile=c.gate_quantile,
             gate=c.mode == "gate" and holdout is not None,
             seed=cfg.train.seed,
+            n_sampled=n_sampled,
         )
         return cls(cfg, monitor, per_chunk_steps, interval)
 

@@ -116,6 +116,7 @@ class CalibrationOptions:
     eval_every: str = "auto"  # auto (4 per chunk when a holdout is given) | off | chunk | N steps
     holdout: str | None = None  # never-trained documents / records (see data/holdout.py)
     forget_documents: str | None = None  # the forget side's documents (e.g. SemEval mia/member.jsonl)
+    unlearn_documents: bool = True  # the forget documents are unlearned too (one forget row each, all labelled)
     tolerance: float = 0.05  # stop when |MIA AUC - 0.5| <= tolerance (last chunk)
     gate_quantile: float = 0.5  # tau = this quantile of the holdout losses
     select: str = "best"  # best (highest proxy of the final score) | last
@@ -186,7 +187,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     # Clausen (2025) exactly: the seed's token-level "Rényi" term (not a divergence), uncalibrated.
     "clausen2025": {"objective": {"retain_divergence": "token_renyi_legacy"},
-                    "calibration": {"mode": "off", "eval_every": "off", "select": "last"}},
+                    "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False}},
     # Atyaephyra (SemEval-2025 Task 4): token NPO + retain NLL + 0.5 x token-level F.kl_div,
     # LoRA r=5 alpha=5 on q/v, Adam without schedule, 20 epochs, no chunking.
     "atyaephyra": {
@@ -200,7 +201,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lora": {"r": 5, "alpha": 5, "target_modules": ["q_proj", "v_proj"]},
         "schedule": {"sequential": False, "positive_ratio": 1, "epochs": 20},
         "train": {"learning_rate": 1e-4, "batch_size": 4, "optimizer": "adam", "lr_scheduler": "constant", "seed": 42},
-        "calibration": {"mode": "off", "eval_every": "off", "select": "last"},
+        "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False},
     },
     # AILS-NTUA (SemEval-2025 Task 4): SUGD = per-sample CE x factor (-1 forget, +0.5 retain), chunked.
     "ails-ntua": {
@@ -208,7 +209,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lora": {"r": 16, "alpha": 64},
         "schedule": {"chunk_size": 32, "positive_ratio": 7, "split_retain": True, "epochs": 7},
         "train": {"learning_rate": 1e-5, "batch_size": 1},
-        "calibration": {"mode": "off", "eval_every": "off", "select": "last"},
+        "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False},
     },
 }
 

@@ -190,6 +190,12 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         forget_recs, retain_recs = slice_records(forget_recs, d.limit), slice_records(retain_recs, d.limit)
     if not forget_recs:
         raise UserError("the forget set is empty")
+    n_record_rows = len(forget_recs)
+    c = cfg.calibration
+    if c.forget_documents and c.unlearn_documents:  # the documents are forget data too (row keys after the records)
+        from llm_unlearn.data.holdout import document_records, read_forget_documents
+
+        forget_recs = forget_recs + document_records(read_forget_documents(c.forget_documents), forget_recs)
 
     # model
     set_seed(cfg.train.seed)
@@ -243,7 +249,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         pad_token_id=tokenizer.pad_token_id, data_files=bundle.files)
     progress = _Progress(total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process())
     # evaluation during training, the calibration gate, stopping and selection (calibrated.py)
-    calib = Calibrator.build(cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps)
+    calib = Calibrator.build(cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps, n_sampled=n_record_rows)
     if calib is not None and saved is not None and saved.get("calibration"):
         calib.restore(saved["calibration"], _load_best_state(out / CHECKPOINT))
     calib_action: dict[str, str | None] = {"action": None}
@@ -355,6 +361,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         "versions": package_versions(),
         "data_files": {str(p): sha256_file(p) for p in bundle.files},
         "n_forget": len(forget_rows),
+        "n_forget_documents": len(forget_rows) - n_record_rows,
         "n_retain": len(retain_rows),
         "chunk_count": len(plan),
         "plan": summarize_plan(plan),

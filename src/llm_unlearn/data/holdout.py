@@ -106,6 +106,17 @@ def read_holdout(path: str | Path) -> Holdout:
     return out
 
 
+def document_records(documents: list[dict], forget_records) -> list:
+    """Forget rows for the forget documents (``--unlearn-documents``): one Record per document whose id
+    is the unit id of a forget record (all of them when none matches, e.g. generic data without SemEval
+    ids), with an empty prompt, so that the whole document is labelled."""
+    from llm_unlearn.data.records import Record
+
+    units = {base_id(r.id) for r in forget_records}
+    matched = [d for d in documents if d["id"].strip('"') in units] or list(documents)
+    return [Record(id=d["id"], input="", output=d["document"], task=None, split="forget") for d in matched]
+
+
 def read_forget_documents(path: str | Path) -> list[dict]:
     """The documents of a file read as a holdout is; at least one is required."""
     docs = read_holdout(path).documents

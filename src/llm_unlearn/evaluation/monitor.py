@@ -64,6 +64,7 @@ class TrainingMonitor:
         quantile: float = 0.5,
         gate: bool = True,
         seed: int = 0,
+        n_sampled: int | None = None,
     ):
         self.tokenizer = tokenizer
         self.forget, self.retain = list(forget), list(retain)
@@ -74,7 +75,8 @@ class TrainingMonitor:
             quantile,
             gate,
         )
-        self.forget_sample = sample_items(self.forget, items, seed)
+        # items are sampled from the first n_sampled forget rows (the records; document rows follow them)
+        self.forget_sample = sample_items(self.forget[:n_sampled], items, seed)
         self.retain_sample = sample_items(self.retain, items, seed + 1)
         docs = list(forget_documents or [])
         by_id = {d["id"].strip('"'): j for j, d in enumerate(docs)}
