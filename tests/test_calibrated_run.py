@@ -230,3 +230,48 @@ def test_document_records_follow_the_forget_units():
         ("12", "", "doc twelve", "forget"), ("7", "", "doc seven", "forget")]
     # documents that match no record (generic data) are all taken
     assert len(document_records(docs[2:], recs)) == 1
+
+
+def test_per_step_cap_drops_a_row_whose_loss_already_reached_it(tiny_world):
+    """forget_nll_cap: a row whose mean answer NLL in this forward pass is >= its cap leaves the forget
+    term at once; the others are pushed as without a cap."""
+    from llm_unlearn.trainer import row_mean_nll, token_log_probs  # noqa: F401
+
+    ds, tok = tiny_world["ds"], tiny_world["tokenizer"]
+    pm = _lora(tiny_world)
+    sel = AnswerHeadSelector(pm)
+    collate = UnlearnCollator(tok.pad_token_id)
+    full = collate(_rows(tiny_world, ds.forget[:3], ds.retain[:2]))
+    with torch.no_grad():
+        out = pm(input_ids=full["input_ids"], attention_mask=full["attention_mask"]).logits.double()
+    lab = full["labels"][:, 1:]
+    lp = out[:, :-1].log_softmax(-1).gather(-1, lab.clamp_min(0)[..., None])[..., 0]
+    nll = [float(-(lp[i][lab[i] != -100]).mean()) for i in range(3)]
+    # cap row 1 just below its loss (dropped), rows 0 and 2 far above theirs (kept)
+    full["forget_nll_cap"] = torch.tensor([nll[0] + 5, nll[1] - 1e-3, nll[2] + 5, float("inf"), float("inf")])
+    sub = collate(_rows(tiny_world, [ds.forget[0], ds.forget[2]], ds.retain[:2]))
+    _, t_full = unlearning_loss(pm, full, ObjectiveOptions(), sel)
+    _, t_sub = unlearning_loss(pm, sub, ObjectiveOptions(), sel)
+    assert t_full["npo"] == pytest.approx(t_sub["npo"], rel=1e-5, abs=1e-6)
+    assert t_full["forget_active"] == pytest.approx(2 / 3)
+
+
+def test_row_mean_nll_is_the_per_row_mean_and_inf_without_tokens():
+    from llm_unlearn.trainer import row_mean_nll
+
+    logp = torch.tensor([-1.0, -3.0, -2.0, -0.5], dtype=torch.float64)
+    rows = torch.tensor([0, 0, 2, 2])
+    got = row_mean_nll(logp, rows, 3)
+    assert got[0] == 2.0 and got[2] == 1.25 and torch.isinf(got[1])
+
+
+def test_documents_are_placed_after_their_units_records():
+    from llm_unlearn.data.holdout import with_documents
+    from llm_unlearn.data.records import Record
+
+    recs = [Record("1sc1", "a", "b", "Task3", "forget"), Record("1qa0", "q", "a", "Task3", "forget"),
+            Record("2qa0", "q", "a", "Task2", "forget"), Record("3sc1", "a", "b", "Task3", "forget")]
+    docs = [{"id": "3", "document": "three"}, {"id": "1", "document": "one"}]
+    rows, doc_rows = with_documents(recs, docs)
+    assert [r.id for r in rows] == ["1sc1", "1qa0", "1", "2qa0", "3sc1", "3"]
+    assert doc_rows == {2, 5}

@@ -27,13 +27,15 @@ class Calibrator:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_index: int | None = None
         self.active: dict[int, bool] | None = None
+        self.caps: dict[int, float] | None = None  # per-step answer-NLL caps of the rows that are their own unit
         self.stop_reason: str | None = None
         self.chunk_ends: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(
-        cls, cfg: UnlearnConfig, tokenizer, forget, retain, per_chunk_steps: list[int], n_sampled: int | None = None
+        cls, cfg: UnlearnConfig, tokenizer, forget, retain, per_chunk_steps: list[int],
+        document_rows: set[int] | None = None,
     ) -> Calibrator | None:
         from llm_unlearn.data.holdout import read_forget_documents, read_holdout
         from llm_unlearn.evaluation.monitor import TrainingMonitor
@@ -68,7 +70,7 @@ class Calibrator:
             quantile=c.gate_quantile,
             gate=c.mode == "gate" and holdout is not None,
             seed=cfg.train.seed,
-            n_sampled=n_sampled,
+            document_rows=document_rows,
         )
         return cls(cfg, monitor, per_chunk_steps, interval)
 
@@ -90,9 +92,9 @@ class Calibrator:
         """Evaluate now; returns "stop" (end the run), "end_chunk" (this chunk's forget rows all look
         unseen) or None."""
         ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1)
-        active = ev.pop("_active", None)
+        active, caps = ev.pop("_active", None), ev.pop("_caps", None)
         if active is not None:
-            self.active = active
+            self.active, self.caps = active, caps
         self.evaluations.append(ev)
         if ev.get("proxy") is not None and (
             self.best_index is None or ev["proxy"] >= self.evaluations[self.best_index]["proxy"]
@@ -149,6 +151,7 @@ class Calibrator:
             "evaluations": self.evaluations,
             "best_index": self.best_index,
             "active": self.active,
+            "caps": self.caps,
             "stop_reason": self.stop_reason,
             "chunk_ends": self.chunk_ends,
         }
@@ -157,6 +160,7 @@ class Calibrator:
         self.evaluations = list(st.get("evaluations", []))
         self.best_index = st.get("best_index")
         self.active = {int(k): v for k, v in st["active"].items()} if st.get("active") else None
+        self.caps = {int(k): v for k, v in st["caps"].items()} if st.get("caps") else None
         self.stop_reason = st.get("stop_reason")
         self.chunk_ends = list(st.get("chunk_ends", []))
         self.best_state = best_state

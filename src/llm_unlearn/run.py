@@ -190,12 +190,12 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         forget_recs, retain_recs = slice_records(forget_recs, d.limit), slice_records(retain_recs, d.limit)
     if not forget_recs:
         raise UserError("the forget set is empty")
-    n_record_rows = len(forget_recs)
+    document_rows: set[int] = set()
     c = cfg.calibration
-    if c.forget_documents and c.unlearn_documents:  # the documents are forget data too (row keys after the records)
-        from llm_unlearn.data.holdout import document_records, read_forget_documents
+    if c.forget_documents and c.unlearn_documents:  # the documents are forget data too, next to their records
+        from llm_unlearn.data.holdout import read_forget_documents, with_documents
 
-        forget_recs = forget_recs + document_records(read_forget_documents(c.forget_documents), forget_recs)
+        forget_recs, document_rows = with_documents(forget_recs, read_forget_documents(c.forget_documents))
 
     # model
     set_seed(cfg.train.seed)
@@ -249,7 +249,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         pad_token_id=tokenizer.pad_token_id, data_files=bundle.files)
     progress = _Progress(total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process())
     # evaluation during training, the calibration gate, stopping and selection (calibrated.py)
-    calib = Calibrator.build(cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps, n_sampled=n_record_rows)
+    calib = Calibrator.build(cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps, document_rows=document_rows)
     if calib is not None and saved is not None and saved.get("calibration"):
         calib.restore(saved["calibration"], _load_best_state(out / CHECKPOINT))
     calib_action: dict[str, str | None] = {"action": None}
@@ -257,7 +257,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     def evaluate_now(step: int, c: int) -> str | None:
         action = calib.evaluate(trainer.model, step=step, chunk=c,
                                 chunk_rows=[i for kind, i in plan[c] if kind == "forget"])
-        trainer.forget_active = calib.active
+        trainer.forget_active, trainer.forget_caps = calib.active, calib.caps
         ev = calib.evaluations[-1]
         history.append({"step": step, "chunk": c + 1, **{f"eval_{k}": v for k, v in ev.items()
                                                          if k not in ("step", "chunk")}})
@@ -305,7 +305,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     old_handlers = _install_signal_handlers(stop_flag)
     offset = saved.get("steps_done", sum(per_chunk_steps[:start_chunk])) if saved else 0
     if calib is not None:
-        trainer.forget_active = calib.active
+        trainer.forget_active, trainer.forget_caps = calib.active, calib.caps
         if start_chunk == 0 and not calib.evaluations:
             evaluate_now(0, 0)  # the starting point (and the first gate)
     try:
@@ -361,7 +361,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         "versions": package_versions(),
         "data_files": {str(p): sha256_file(p) for p in bundle.files},
         "n_forget": len(forget_rows),
-        "n_forget_documents": len(forget_rows) - n_record_rows,
+        "n_forget_documents": len(document_rows),
         "n_retain": len(retain_rows),
         "chunk_count": len(plan),
         "plan": summarize_plan(plan),

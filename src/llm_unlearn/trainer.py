@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -162,7 +163,13 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     """The loss of one batch and its terms (detached floats for logging).
 
     `term_scale` multiplies each term where it enters the total (not the logged values): see
-    `global_term_scale` (data parallelism).
+    `global_term_scale` (data parallelism). It may be a function of the pushed forget rows [B] (the
+    gate and the caps below decide them here), returning that dict.
+
+    Calibration (calibration.py): `forget_active` [B] bool drops forget rows from the forget term;
+    `forget_nll_cap` [B] float drops a forget row whose mean answer NLL in this very forward pass is
+    already >= its cap (inf: no cap), so a row stops being pushed at the step it reaches the holdout's
+    typical loss, not only at the next evaluation.
 
     batch: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on prompt and padding),
     is_forget [B] bool. `reference` may come from a cache; otherwise it is computed here.
@@ -178,12 +185,17 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     # the calibration gate (calibration.py): forget rows marked inactive stay in the batch but leave
     # the forget term; `push` = the forget rows (and their tokens) that the forget term still pushes
     push = _pushed_rows(batch, is_forget)
+    caps = batch.get("forget_nll_cap")
+    if caps is not None:
+        push = push & (row_mean_nll(logp.detach(), pos.rows, labels.shape[0]) < caps.to(logp.device, logp.dtype))
     tok_push = push.index_select(0, pos.rows)
     zero = logits.sum() * 0.0  # keeps the graph connected when a term is absent
+    if callable(term_scale):
+        term_scale = term_scale(push)
     sc = (lambda name: term_scale.get(name, 1.0)) if term_scale else (lambda name: 1.0)
     terms: dict[str, torch.Tensor] = {}
     has_f, has_r = bool(tok_push.any()), bool(tok_retain.any())
-    if "forget_active" in batch and bool(is_forget.any()):
+    if ("forget_active" in batch or caps is not None) and bool(is_forget.any()):
         terms["forget_active"] = (push.sum() / is_forget.sum()).detach().to(logp.dtype)
 
     if obj.method == "npo_rt_div":
@@ -244,6 +256,14 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
+def row_mean_nll(logp: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """[n_rows] mean of -logp over each row's answer tokens (`rows` [N] gives each token's row); inf for
+    a row without answer tokens (never below a cap)."""
+    sums = torch.zeros(n_rows, device=logp.device, dtype=logp.dtype).index_add(0, rows, -logp)
+    counts = torch.zeros(n_rows, device=logp.device, dtype=logp.dtype).index_add(0, rows, torch.ones_like(logp))
+    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("inf")))
+
+
 def _pushed_rows(batch, is_forget: torch.Tensor) -> torch.Tensor:
     """[B] bool: the forget rows that the forget term pushes (all forget rows without a gate)."""
     active = batch.get("forget_active")
@@ -265,7 +285,7 @@ def _retain_divergence(obj: ObjectiveOptions, logits_r, logp_r, reference: Refer
     return losses.renyi_divergence(logits_r, ref, mask, alpha)
 
 
-def global_term_scale(batch, obj: ObjectiveOptions) -> dict[str, float] | None:
+def global_term_scale(batch, obj: ObjectiveOptions, push: torch.Tensor | None = None) -> dict[str, float] | None:
     """Per-term weights that make data-parallel training compute the loss of the global batch.
 
     Each process averages a term over its own tokens (or rows), and DDP / FSDP / DeepSpeed then
@@ -280,7 +300,7 @@ def global_term_scale(batch, obj: ObjectiveOptions) -> dict[str, float] | None:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return None
     labels, is_forget = batch["labels"], batch["is_forget"].bool()
-    push = _pushed_rows(batch, is_forget)  # the forget term counts only the rows it pushes
+    push = _pushed_rows(batch, is_forget) if push is None else push  # the forget term counts only pushed rows
     answer = labels[:, 1:].ne(-100)  # positions that predict a labelled token
     counts = torch.stack([answer[push].sum(), answer[~is_forget].sum(), push.sum(),
                           torch.tensor(labels.shape[0], device=labels.device)]).to(torch.float64)
@@ -305,6 +325,7 @@ class UnlearnTrainer(Trainer):
         self.reference_cache = reference_cache
         self.chunk_index = 0
         self.forget_active: dict[int, bool] | None = None  # row_key -> pushed? (calibration gate)
+        self.forget_caps: dict[int, float] | None = None  # row_key -> answer-NLL cap (calibration gate)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
@@ -320,18 +341,28 @@ class UnlearnTrainer(Trainer):
         if self.reference_cache is not None and "row_key" in inputs:
             reference = self.reference_cache.lookup(inputs, self.objective)
         batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "labels", "is_forget")}
-        if self.forget_active is not None and "row_key" in inputs:  # the calibration gate
-            keys = inputs["row_key"].tolist()
-            batch["forget_active"] = torch.tensor([self.forget_active.get(k, True) for k in keys],
-                                                  dtype=torch.bool, device=inputs["is_forget"].device)
-        scale = global_term_scale(batch, self.objective)  # None on one process
+        if "row_key" in inputs and (self.forget_active is not None or self.forget_caps is not None):
+            keys, dev = inputs["row_key"].tolist(), inputs["is_forget"].device  # the calibration gate
+            if self.forget_active is not None:
+                batch["forget_active"] = torch.tensor([self.forget_active.get(k, True) for k in keys],
+                                                      dtype=torch.bool, device=dev)
+            if self.forget_caps is not None:
+                batch["forget_nll_cap"] = torch.tensor([self.forget_caps.get(k, float("inf")) for k in keys],
+                                                       dtype=torch.float32, device=dev)
+        realized: dict[str, Any] = {}
+
+        def scale_of(push):  # None on one process; a collective under data parallelism
+            realized["scale"] = global_term_scale(batch, self.objective, push)
+            return realized["scale"]
+
         try:
-            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale)
+            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale_of)
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
                 f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
                 "the last good checkpoint is kept"
             ) from None
+        scale = realized.get("scale")
         if scale is not None:  # log the terms of the global batch, not this process's share
             terms = _global_terms(terms, scale, loss.device)
         for k, v in terms.items():

@@ -117,6 +117,32 @@ def document_records(documents: list[dict], forget_records) -> list:
     return [Record(id=d["id"], input="", output=d["document"], task=None, split="forget") for d in matched]
 
 
+def with_documents(forget_records: list, documents: list[dict]) -> tuple[list, set[int]]:
+    """The forget records with the document rows of :func:`document_records` placed right after the last
+    record of their unit (at the end when none matches), so that a chunk unlearns a unit's records and its
+    document together; returns ``(rows, indices of the document rows)``."""
+    docs = document_records(documents, forget_records)
+    by_unit = {d.id.strip('"'): d for d in docs}
+    last = {base_id(r.id): i for i, r in enumerate(forget_records)}
+    after: dict[int, list] = {}
+    placed = set()
+    for unit, doc in by_unit.items():
+        if unit in last:
+            after.setdefault(last[unit], []).append(doc)
+            placed.add(unit)
+    rows, doc_rows = [], set()
+    for i, r in enumerate(forget_records):
+        rows.append(r)
+        for doc in after.get(i, []):
+            doc_rows.add(len(rows))
+            rows.append(doc)
+    for doc in docs:
+        if doc.id.strip('"') not in placed:
+            doc_rows.add(len(rows))
+            rows.append(doc)
+    return rows, doc_rows
+
+
 def read_forget_documents(path: str | Path) -> list[dict]:
     """The documents of a file read as a holdout is; at least one is required."""
     docs = read_holdout(path).documents

@@ -64,7 +64,7 @@ class TrainingMonitor:
         quantile: float = 0.5,
         gate: bool = True,
         seed: int = 0,
-        n_sampled: int | None = None,
+        document_rows: set[int] | None = None,
     ):
         self.tokenizer = tokenizer
         self.forget, self.retain = list(forget), list(retain)
@@ -75,8 +75,10 @@ class TrainingMonitor:
             quantile,
             gate,
         )
-        # items are sampled from the first n_sampled forget rows (the records; document rows follow them)
-        self.forget_sample = sample_items(self.forget[:n_sampled], items, seed)
+        # items are sampled from the records, not from the document rows (--unlearn-documents)
+        self.document_rows = set(document_rows or ())
+        records = [i for i in range(len(self.forget)) if i not in self.document_rows]
+        self.forget_sample = [records[j] for j in sample_items([self.forget[i] for i in records], items, seed)]
         self.retain_sample = sample_items(self.retain, items, seed + 1)
         docs = list(forget_documents or [])
         by_id = {d["id"].strip('"'): j for j, d in enumerate(docs)}
@@ -161,19 +163,24 @@ class TrainingMonitor:
         row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
         row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"])
         if self.use_gate:
-            row["_active"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)
+            row["_active"], row["_caps"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)
             row["active_fraction"] = sum(row["_active"].values()) / max(len(row["_active"]), 1)
         row["seconds"] = round(time.time() - t0, 3)
         return row
 
-    def _gate(self, doc_nll, hold_doc, rec_nll, hold_rec, row) -> dict[int, bool]:
+    def _gate(self, doc_nll, hold_doc, rec_nll, hold_rec, row) -> tuple[dict[int, bool], dict[int, float]]:
+        """``(active, caps)``: the gate of every forget row, and the per-step caps of the rows that are
+        their own unit (a document row's loss is its document's; a record unit's is its answer's)."""
         thresholds = {"document": _quantile(hold_doc, self.q), "record": _quantile(hold_rec, self.q)}
         row["tau_document"], row["tau_record"] = thresholds["document"], thresholds["record"]
-        loss, kind = {}, {}
+        loss, kind, caps = {}, {}, {}
         for i, (k, j) in self.unit_of.items():
             kind[i] = k
             loss[i] = doc_nll[j] if k == "document" and doc_nll is not None else (rec_nll or {}).get(i)
-        return cal.gate(loss, kind, thresholds)
+            own = (k == "document" and i in self.document_rows) or k == "record"
+            if own and thresholds[k] is not None:
+                caps[i] = thresholds[k]
+        return cal.gate(loss, kind, thresholds), caps
 
 
 def _mean(values) -> float | None:
