@@ -191,7 +191,7 @@ def output_dir_with_a_different_run(world, tmp):
     out = tmp / "out"
     assert cli.main(_train(world, tmp)) == 0
     keep = _tree(out)
-    return Case(_train(world, tmp, "--lr", "3e-4"), out, "different configuration", keep=keep)
+    return Case(_train(world, tmp, "--lr", "3e-4"), out, "train.learning_rate: 0.0001 -> 0.0003", keep=keep)
 
 
 def mmlu_malformed_row(world, tmp):
