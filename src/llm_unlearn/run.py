@@ -227,8 +227,10 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     tokenizer, data) and is locked for the whole run (`io_utils.DirectoryLock`); temporary files of
     killed writes are removed first. A signal (SIGTERM / Ctrl-C) at any point ends the run with
     `TrainingInterrupted` (during training: after the current step and the last chunk's checkpoint)."""
+    from llm_unlearn.config import validate
     from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
 
+    validate(cfg)  # every option, before anything is loaded
     if not cfg.train.output_dir:
         raise UserError("no output directory given (use --output-dir DIR)")
     out = Path(cfg.train.output_dir)
@@ -288,6 +290,11 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
         from llm_unlearn.data.holdout import document_records, read_forget_documents
 
         forget_recs = forget_recs + document_records(read_forget_documents(c.forget_documents), forget_recs)
+
+    # training arguments as transformers checks them, on this machine's devices, before the model loads
+    from llm_unlearn.modeling import default_device
+
+    build_training_args(cfg, out, resolve_dtype(cfg.model.dtype, default_device()))
 
     # model
     set_seed(cfg.train.seed)
