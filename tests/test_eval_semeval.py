@@ -402,4 +402,5 @@ def test_real_semeval_records_end_to_end(tiny, semeval_dir, tmp_path):
     rows = _jsonl(tmp_path / "generations.jsonl")
     assert rows[0]["id"].startswith('"2ebbbb06') and rows[0]["kind"] == "sc" and rows[1]["kind"] == "qa"
     assert all(r["kind"] in ("sc", "qa") for r in rows)
-    assert res["warnings"] == [] and res["aggregate-score"] == -1
+    # a slice of the real data: only the small-count warnings of the sanity checks
+    assert all("fewer than" in w for w in res["warnings"]) and res["aggregate-score"] == -1
