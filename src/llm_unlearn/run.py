@@ -64,7 +64,11 @@ def _any_process(flag: dict) -> bool:
         t = torch.tensor([float(flag["stop"])], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu
                          else torch.device("cpu"))
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        flag["stop"] = bool(t.item() > 0)
+        agreed = bool(t.item() > 0)
+        # a signal handled while the collective ran set flag["stop"] after t was read: keep it pending
+        # for the next call (never clear it), but decide by what every process agreed on
+        flag["stop"] = flag["stop"] or agreed
+        return agreed
     return flag["stop"]
 
 
@@ -454,7 +458,7 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     # the final outputs: a signal now stops at once (every write is atomic; the checkpoint holding all
     # chunks stays until run.json is written, so the same command finishes the job)
     stop_flag["raise"] = True
-    if stop_flag["stop"]:
+    if _any_process(stop_flag):  # a collective: every process decides the same
         raise TrainingInterrupted(f"interrupted before the final outputs; every chunk is saved in {out}. "
                                   "Run the same command again to finish.")
 
