@@ -206,9 +206,11 @@ def _assert_same_adam_trajectory(world, single: list[dict], other: list[dict]) -
     assert other[0]["npo"] == pytest.approx(single[0]["npo"], rel=n_fwd * U32)
     for hist in (single, other):
         assert all(math.isfinite(r["loss"]) for r in hist)
-        for chunk in sorted({r["chunk"] for r in hist}):  # unlearning progresses in every chunk
-            rows = [r["npo"] for r in hist if r["chunk"] == chunk]
-            assert rows[-1] < rows[0], (chunk, rows)
+        # unlearning progresses: the second pass over each chunk's batches has a lower NPO term than the
+        # first (the check of the SGD test, here for both Adam runs)
+        first = [r["npo"] for r in hist if r["epoch"] <= 1.0]
+        second = [r["npo"] for r in hist if r["epoch"] > 1.0]
+        assert sum(second) / len(second) < sum(first) / len(first) - 0.05, (first, second)
 
 
 def _children(pid: int) -> list[int]:
