@@ -609,3 +609,65 @@ def test_small_tasks_and_missing_splits_are_warned_in_report_md(tiny_world, tmp_
     for needle in ("retain split is missing", "fewer than 5 items", "fewer than 10 a side"):
         assert any(needle in w for w in res["warnings"]), (needle, res["warnings"])
         assert needle in text
+
+
+def test_cuda_asked_for_on_a_machine_without_it_is_one_line(tiny_world, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert (
+        cli.main(
+            [
+                "--quiet",
+                "evaluate",
+                "--model",
+                str(tiny_world["model_dir"]),
+                "--device",
+                "cuda",
+                "--data",
+                str(tiny_world["data_dir"]),
+                "--output-dir",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 2
+    )
+    (line,) = _err(capsys)
+    assert "CUDA is not usable here" in line and "--device cpu" in line
+
+
+def test_sigterm_during_merge_exits_3_and_leaves_no_output(
+    tiny_world, finished, tmp_path, monkeypatch, capsys
+):
+    import llm_unlearn.io_utils as io_utils
+
+    real = io_utils.atomic_dir
+
+    def signalled(path, fill):  # the signal arrives while the merged model is being written
+        def fill_then_signal(tmp):
+            fill(tmp)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return real(path, fill_then_signal)
+
+    monkeypatch.setattr(io_utils, "atomic_dir", signalled)
+    out = tmp_path / "merged"
+    assert (
+        cli.main(
+            [
+                "--quiet",
+                "merge",
+                "--model",
+                str(tiny_world["model_dir"]),
+                "--adapter",
+                str(finished / "adapter"),
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 3
+    )
+    (line,) = _err(capsys)
+    assert line.startswith("stopped: interrupted by signal 15") and "Run the same command again" in line
+    assert not out.exists() and not list(tmp_path.glob(".*"))  # no half model, no tmp, no lock left

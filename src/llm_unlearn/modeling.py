@@ -108,7 +108,13 @@ def load_model(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _check_model_path(name_or_path)
-    device = torch.device(device) if device is not None else default_device()
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {device!r}: {_first_line(exc)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} was asked for, but CUDA is not usable here (no GPU or driver, or a "
+                        "CPU-only torch); use --device cpu or a machine with a GPU")
     torch_dtype = resolve_dtype(dtype, device)
     kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
     if gguf_file:
