@@ -387,7 +387,9 @@ def test_demo_size_model_batched_matches_official(tmp_path):
     b = _jsonl(tmp_path / "off" / "generations.jsonl")
     same = sum(x["model_output"] == y["model_output"] for x, y in zip(a, b))
     assert same / len(a) >= 0.99
-    assert abs(fast["aggregate-score"] - official["aggregate-score"]) <= 0.005  # as in test_batched_matches_...
+    assert (
+        abs(fast["aggregate-score"] - official["aggregate-score"]) <= 0.005
+    )  # as in test_batched_matches_...
     print(
         f"\n[demo-size OLMo-2, {len(a)} items, 48 new tokens] generation items/s: "
         f"batched {fast['timing']['generation']['items_per_s']}, "

@@ -307,7 +307,9 @@ def test_a_run_with_an_fp32_cache_gives_the_adapter_of_a_run_without(tiny_world,
     assert not (tmp_path / "on" / rc.CACHE_DIRNAME).exists()  # a finished run removes it
     a, b = _adapter(tmp_path / "off"), _adapter(tmp_path / "on")
     assert a.keys() == b.keys()
-    assert max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k) > 100 * SGD_ADAPTER_ATOL  # it trained
+    assert (
+        max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k) > 100 * SGD_ADAPTER_ATOL
+    )  # it trained
     h_off = [json.loads(x) for x in (tmp_path / "off" / "log_history.jsonl").read_text().splitlines()]
     h_on = [json.loads(x) for x in (tmp_path / "on" / "log_history.jsonl").read_text().splitlines()]
     assert len(h_on) == len(h_off)

@@ -104,7 +104,9 @@ def test_every_option_and_probe_is_accepted_as_documented_or_refused():
                 continue
             sec, key = name.split(".")
             got = getattr(getattr(cfg, sec), key)
-            if name in OWN_CHECK:  # a word or a number (calibration.eval_every): accepted values kept as given
+            if (
+                name in OWN_CHECK
+            ):  # a word or a number (calibration.eval_every): accepted values kept as given
                 assert got == value, (name, value, got)
                 outcomes["accepted"] += 1
                 continue
