@@ -239,7 +239,9 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         raise UserError("no output directory given (use --output-dir DIR)")
     out = Path(cfg.train.output_dir)
     d, m = cfg.data, cfg.model
-    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain]
+    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain,
+              getattr(getattr(cfg, "calibration", None), "holdout", None),
+              getattr(getattr(cfg, "calibration", None), "forget_documents", None)]
     prepare_output_dir(out, "train", inputs, overwrite=cfg.train.overwrite, own_names=TRAIN_OWN_NAMES, create=False)
     stop_flag = {"stop": False, "raise": True}  # before and after training a signal ends the run at once
     old_handlers = _install_signal_handlers(stop_flag)
