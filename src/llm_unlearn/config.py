@@ -427,11 +427,11 @@ def validate(cfg: UnlearnConfig) -> None:
                 lo, hi, lo_open, hi_open = RANGES[name]
                 bad = (lo is not None and (value < lo or (lo_open and value == lo))) or \
                     (hi is not None and (value > hi or (hi_open and value == hi)))
+                if bad and hi is None:
+                    raise ConfigError(f"option {name} must be {'>' if lo_open else '>='} {lo:g}, got {value}")
                 if bad:
-                    left = "(" if lo_open else "["
-                    right = ")" if hi_open else "]"
-                    raise ConfigError(f"option {name} must be in {left}{lo if lo is not None else '-inf'}, "
-                                      f"{hi if hi is not None else 'inf'}{right}, got {value}")
+                    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+                    raise ConfigError(f"option {name} must be in {left}{lo:g}, {hi:g}{right}, got {value}")
     if cfg.lora.target_modules is not None and (not cfg.lora.target_modules or "" in cfg.lora.target_modules):
         raise ConfigError("option lora.target_modules must be null (the architecture's default) or non-empty names")
     _validate_calibration(cfg.calibration)
