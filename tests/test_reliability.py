@@ -537,27 +537,6 @@ def test_stale_tmp_dirs_are_removed_at_the_next_start(tiny_world, tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
-def test_sigterm_while_loading_exits_3_with_the_resume_message(tiny_world, tmp_path):
-    """A signal before training (here: while the data is being read) ends the run at once with exit 3."""
-    out = tmp_path / "out"
-    code = textwrap.dedent(f"""
-        import os, signal, sys
-        import llm_unlearn.data.records as records
-        real = records.load_unlearning_data
-        def slow(*a, **k):
-            os.kill(os.getpid(), signal.SIGTERM)
-            return real(*a, **k)
-        records.load_unlearning_data = slow
-        from llm_unlearn import cli
-        sys.exit(cli.main({_train(tiny_world, out)!r}))
-    """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 3, proc.stderr[-2000:]
-    assert "stopped: interrupted by signal 15" in proc.stderr and "Traceback" not in proc.stderr
-    assert not out.exists()
-
-
 # ----------------------------------------------------------------------------- evaluation sanity
 def test_overlapping_or_one_sided_mia_sets_are_refused_before_the_model_loads(tiny_world, tmp_path, capsys):
     mia = tmp_path / "mia"

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from llm_unlearn import __version__
-from llm_unlearn.errors import NonFiniteLossError, UserError
+from llm_unlearn.errors import NonFiniteLossError, TrainingInterrupted, UserError
 
 # flag -> dotted config key (only flags the user gave are applied, over preset and YAML)
 TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
@@ -268,8 +268,6 @@ def known_failure(exc: BaseException) -> tuple[str, int] | None:
 
 
 def _interrupt_handler(signum, frame):
-    from llm_unlearn.run import TrainingInterrupted
-
     raise TrainingInterrupted(f"interrupted by signal {signum}; every output is written atomically, nothing is "
                               "half-written. Run the same command again to resume.")
 
@@ -290,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     import signal
-
-    from llm_unlearn.run import TrainingInterrupted
 
     try:  # SIGTERM anywhere: exit 3 with the resume message (train installs its own, finer handler)
         old_term = signal.signal(signal.SIGTERM, _interrupt_handler)

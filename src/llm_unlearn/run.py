@@ -29,7 +29,7 @@ import torch
 from llm_unlearn import __version__
 from llm_unlearn.calibrated import Calibrator
 from llm_unlearn.config import UnlearnConfig, config_from_dict
-from llm_unlearn.errors import ConfigError, UserError
+from llm_unlearn.errors import ConfigError, TrainingInterrupted, UserError
 from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl, recover_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,7 @@ BEST_STATE = "best_state.safetensors"  # the calibration's best weights so far (
 OUTPUT_NAMES = ("adapter", "model", "run.json", "log_history.jsonl", "plots", CHECKPOINT, "resolved_config.yaml")
 
 
-class TrainingInterrupted(BaseException):
-    """SIGTERM / Ctrl-C: the current step finished, the last complete chunk is saved. A BaseException
-    (like KeyboardInterrupt): raised from a signal handler, no `except Exception` may swallow it."""
+# TrainingInterrupted lives in errors.py (the CLI catches it without importing torch); re-exported here
 
 
 # ----------------------------------------------------------------------------- helpers
