@@ -276,7 +276,10 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     # data
     d = cfg.data
     bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
-    data_sha = data_fingerprint(bundle.files, d.data)
+    calib_opts = getattr(cfg, "calibration", None)
+    calib_files = [Path(p) for p in (getattr(calib_opts, "holdout", None), getattr(calib_opts, "forget_documents", None))
+                   if p and Path(p).is_file()]
+    data_sha = data_fingerprint([*bundle.files, *calib_files], d.data)  # what a resume must find unchanged
     saved = check_output_dir(out, cfg, data_sha)
     if saved and saved.get("finished"):
         log.info("%s already holds this finished run (same options and data); nothing to do", out)
