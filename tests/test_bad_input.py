@@ -150,15 +150,15 @@ def prompt_longer_than_max_length(world, tmp):
 
 
 def chunk_size_zero(world, tmp):
-    return Case(_train(world, tmp, "--chunk-size", "0"), tmp / "out", "chunk_size must be > 0")
+    return Case(_train(world, tmp, "--chunk-size", "0"), tmp / "out", "chunk_size must be >= 1")
 
 
 def chunk_size_negative(world, tmp):
-    return Case(_train(world, tmp, "--chunk-size", "-3"), tmp / "out", "chunk_size must be > 0")
+    return Case(_train(world, tmp, "--chunk-size", "-3"), tmp / "out", "chunk_size must be >= 1")
 
 
 def negative_positive_ratio(world, tmp):
-    return Case(_train(world, tmp, "--positive-ratio", "-1"), tmp / "out", "positive_ratio must be >= 0")
+    return Case(_train(world, tmp, "--positive-ratio", "-1"), tmp / "out", "positive_ratio must be in [0, 1e+06]")
 
 
 def alpha_zero(world, tmp):
@@ -191,7 +191,7 @@ def output_dir_with_a_different_run(world, tmp):
     out = tmp / "out"
     assert cli.main(_train(world, tmp)) == 0
     keep = _tree(out)
-    return Case(_train(world, tmp, "--lr", "3e-4"), out, "different configuration", keep=keep)
+    return Case(_train(world, tmp, "--lr", "3e-4"), out, "train.learning_rate: 0.0001 -> 0.0003", keep=keep)
 
 
 def mmlu_malformed_row(world, tmp):
@@ -260,7 +260,7 @@ def test_bad_input(name, tiny_world, tmp_path, capsys, caplog):
 
 
 def test_debug_shows_the_traceback(tiny_world, tmp_path):
-    with pytest.raises(Exception, match="chunk_size must be > 0"):
+    with pytest.raises(Exception, match="chunk_size must be >= 1"):
         cli.main(["--debug", *_train(tiny_world, tmp_path, "--chunk-size", "0")[1:]])
 
 

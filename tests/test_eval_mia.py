@@ -97,6 +97,7 @@ def test_min_k_plus_plus_brute_force():
     targets = torch.tensor([0, 1, 1, 2, 2])
     got = min_k_plus_plus_token_scores(logits, targets)
     want = [_brute_mink_pp_token(logits[i].tolist(), int(targets[i])) for i in range(5)]
+    # computed in float64 from exactly representable float32 logits (V = 3): a few u64: 1e-9
     assert got.tolist() == pytest.approx(want, rel=1e-9, abs=1e-9)
     # k = 40 % of 5 = the 2 lowest per-token scores
     assert min_k_plus_plus_score(logits, targets, 40) == pytest.approx(sum(sorted(want)[:2]) / 2)
@@ -117,6 +118,8 @@ def test_token_statistics_brute_force():
         lse = math.log(sum(math.exp(v) for v in row))
         logps.append(row[int(ids[t + 1])] - lse)
     assert st["n_tokens"] == 5
+    # float32 log-softmax over V = 5 and a mean of 5: ~10 u32 ~ 6e-7 relative: 1e-6; Min-K%++ divides by
+    # a standard deviation (a difference of squares: cancellation ~10x): 1e-5
     assert st["nll"] == pytest.approx(-sum(logps) / 5, rel=1e-6)
     assert st["min_k"] == pytest.approx(sum(sorted(logps)[:2]) / 2, rel=1e-6)
     pp = [_brute_mink_pp_token(logits[t].tolist(), int(ids[t + 1])) for t in range(5)]

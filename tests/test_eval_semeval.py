@@ -119,9 +119,16 @@ def test_batched_matches_official_compat(both_modes):
     assert same / len(gen_fast) >= 0.99, [
         (a["model_output"], b["model_output"]) for a, b in zip(gen_fast, gen_off)
     ]
+    # The scores are functions of the generations (and the MIA AUC of the NLLs checked below): identical
+    # generations give identical scores. Greedy decoding of a padded batch can flip a near-tied argmax
+    # (float32 logits differ by ~sqrt(V) * u * |logit| ~ 1e-5 with left padding), so up to 1 % of outputs
+    # may differ; an item's score is in [0, 1] and each task term averages >= 3 items of the 12, so
+    # 1 % of items moves the aggregates by at most ~0.01 / 2: 0.005.
     assert abs(fast["aggregate-score"] - official["aggregate-score"]) <= 0.005
     assert abs(fast["harmonic-mean-task-aggregate"] - official["harmonic-mean-task-aggregate"]) <= 0.005
     for a, b in zip(gen_fast, gen_off):
+        # a mean token NLL, float32, padded batch vs one at a time: ~sqrt(V) * u * |logit| ~ 1e-5 per
+        # token (V = 512); 1e-4 absolute
         assert a["nll"] == pytest.approx(b["nll"], abs=1e-4)
     mia_fast = _jsonl(out / "fast" / "mia.jsonl")
     mia_off = _jsonl(out / "official" / "mia.jsonl")
@@ -232,6 +239,7 @@ def test_nll_passes_match_official_definitions(tiny):
         labels = qa.clone()
         labels[:, : q.shape[1]] = -100
         with torch.no_grad():
+            # the same float32 forward, batched (padding) vs alone: ~sqrt(V) * u * |logit| ~ 1e-5 per token
             assert v == pytest.approx(tiny.model(qa, labels=labels).loss.item(), abs=1e-5)
     docs = [d["document"] for d in tiny.mia[0]]
     stats = document_statistics(tiny.model, tiny.tokenizer, docs, batch_size=2, progress=False)
@@ -379,7 +387,9 @@ def test_demo_size_model_batched_matches_official(tmp_path):
     b = _jsonl(tmp_path / "off" / "generations.jsonl")
     same = sum(x["model_output"] == y["model_output"] for x, y in zip(a, b))
     assert same / len(a) >= 0.99
-    assert abs(fast["aggregate-score"] - official["aggregate-score"]) <= 0.005
+    assert (
+        abs(fast["aggregate-score"] - official["aggregate-score"]) <= 0.005
+    )  # as in test_batched_matches_...
     print(
         f"\n[demo-size OLMo-2, {len(a)} items, 48 new tokens] generation items/s: "
         f"batched {fast['timing']['generation']['items_per_s']}, "
@@ -402,4 +412,5 @@ def test_real_semeval_records_end_to_end(tiny, semeval_dir, tmp_path):
     rows = _jsonl(tmp_path / "generations.jsonl")
     assert rows[0]["id"].startswith('"2ebbbb06') and rows[0]["kind"] == "sc" and rows[1]["kind"] == "qa"
     assert all(r["kind"] in ("sc", "qa") for r in rows)
-    assert res["warnings"] == [] and res["aggregate-score"] == -1
+    # a slice of the real data: only the small-count warnings of the sanity checks
+    assert all("fewer than" in w for w in res["warnings"]) and res["aggregate-score"] == -1

@@ -1,6 +1,18 @@
 """Tests for llm_unlearn.losses: every loss against a brute-force float64 reference written with
 explicit Python loops (math module, no torch reductions), plus properties (masking, empty input,
-gradients, non-negativity, alpha -> 1 continuity, monotonicity in alpha, large logits)."""
+gradients, non-negativity, alpha -> 1 continuity, monotonicity in alpha, large logits).
+
+Tolerances (u = unit roundoff: 2**-53 ~ 1.1e-16 in float64, 2**-24 ~ 6e-8 in float32; V <= 50 and at
+most a few dozen positions in these tests, so every reduction has n <= ~10**3 terms):
+- TIGHT (float64 vs the float64 brute force): n * u ~ 1e-13 for the sums; a Renyi divergence divides
+  by (alpha - 1), which multiplies that by 1 / |alpha - 1| <= 1e3 for ALPHAS (1 +- 1e-3): ~1e-10 at
+  worst, so 1e-9 relative (1e-10 absolute for values near 0). Tests at 1 +- 1e-6 state their own.
+- F32 (float32 vs float64): n * u ~ 50 * 6e-8 ~ 3e-6 for a V=50 log-softmax, plus the masked mean:
+  1e-5 relative and absolute.
+- Same-dtype comparisons of two float32 code paths (chunked vs unchunked, bf16 inputs upcast): the
+  same math in another order, sqrt(n) * u * |value| ~ 1e-6: rtol = atol = 1e-6.
+- rtol = atol = 0 where the two sides are the same operations (the KL branch of renyi at alpha = 1,
+  an all-absent term, F.kl_div's identical reduction)."""
 
 from __future__ import annotations
 
@@ -510,6 +522,8 @@ def test_renyi_large_logits_are_safe(alpha, dtype):
     out.backward()
     assert torch.isfinite(logits.grad).all()
     expected = bf_mean_divergence(logits.detach().double(), ref_logits.double(), mask, alpha)
+    # logits of scale 1e4 in float32: each logit carries u * 1e4 ~ 6e-4 of rounding, and the divergence
+    # (a difference of such log-probs) inherits it: rtol 1e-3, atol 1e-2 (a few such roundings summed)
     assert_close(out.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-3, atol=1e-2)
     same = renyi_divergence(logits.detach(), logits.detach(), mask, alpha)
     zero_exactly(same)
@@ -908,6 +922,7 @@ def test_chunked_matches_unchunked_values_and_grads(chunk_size, with_bias):
         for i in range(h):
             s += hidden[row, i].item() * weight[j, i].item()
         z.append(s + (bias[j].item() if with_bias else 0.0))
+    # float32 matmul over h terms then a V-term log-softmax vs Python floats: (h + V) * u * |z| ~ 1e-5
     assert abs(out[row].item() - bf_log_softmax(z)[int(targets[row])]) < 1e-5
 
 
@@ -940,6 +955,8 @@ def test_chunked_never_saves_full_logits_and_handles_bf16_and_partial_grads():
     assert (n, v) not in saved and all(math.prod(s) < n * v for s in saved)
     (grad_h,) = torch.autograd.grad(out.sum(), hidden)
     (want,) = torch.autograd.grad(unchunked(hidden, weight, targets).sum(), hidden)
+    # float32 gradients of the same sum in another chunking: the backward sums over V (n * u ~ 1e-6 per
+    # entry relative to the summed magnitudes, entries cancel): 1e-5
     assert_close(grad_h, want, rtol=1e-5, atol=1e-5)
     hb, wb = hidden.detach().bfloat16().requires_grad_(), weight.bfloat16().requires_grad_()
     out_bf = chunked_target_log_probs(hb, wb, targets, chunk_size=5)

@@ -58,7 +58,7 @@ def test_custom_code_is_refused_without_trust_remote_code(tiny_world, tmp_path, 
     assert "--trust-remote-code" in line and "Traceback" not in line
     assert not marker.exists() and not out.exists()
     # the other commands refuse it the same way
-    assert cli.main(["--quiet", "merge", "--model", str(model), "--adapter", str(tmp_path),
+    assert cli.main(["--quiet", "merge", "--model", str(model), "--adapter", str(tmp_path / "adapter"),
                      "--output-dir", str(tmp_path / "merged")]) == 2
     assert "--trust-remote-code" in _error_line(capsys)
     assert not marker.exists()

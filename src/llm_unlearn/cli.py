@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from llm_unlearn import __version__
-from llm_unlearn.errors import NonFiniteLossError, UserError
+from llm_unlearn.errors import NonFiniteLossError, TrainingInterrupted, UserError
 
 # flag -> dotted config key (only flags the user gave are applied, over preset and YAML)
 TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
@@ -126,7 +126,7 @@ def train_overrides(args) -> dict[str, Any]:
 def cmd_train(args) -> int:
     from llm_unlearn.config import build_config
     from llm_unlearn.io_utils import atomic_write_text
-    from llm_unlearn.run import TrainingInterrupted, is_main_process, run_unlearning
+    from llm_unlearn.run import is_main_process, run_unlearning
 
     cfg = build_config(args.config, train_overrides(args), preset=args.preset)
     if not cfg.model.name_or_path:
@@ -135,11 +135,7 @@ def cmd_train(args) -> int:
         raise UserError("no data given (use --data DIR or --forget FILE [--retain FILE])")
     if not cfg.train.output_dir:
         raise UserError("no output directory given (use --output-dir DIR)")
-    try:
-        summary = run_unlearning(cfg)
-    except TrainingInterrupted as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
-        return 3
+    summary = run_unlearning(cfg)  # TrainingInterrupted -> "stopped: ...", exit 3 (main)
     if is_main_process():
         from pathlib import Path
 
@@ -163,13 +159,20 @@ def add_demo_parser(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+DEMO_OWN_NAMES = ("data", "target-model", "eval-before", "unlearned", "eval-after", "demo.json", "plots")
+
+
 def cmd_demo(args) -> int:
     from llm_unlearn.demo import run_demo
+    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir
 
     if args.limit is not None and args.limit <= 0:
         raise UserError(f"--limit must be positive, got {args.limit}")
-    run_demo(args.output_dir, data=args.data, split=args.split, limit=args.limit, seed=args.seed,
-             progress=not args.no_progress)
+    # the demo's own earlier output is reused/replaced; any other non-empty directory is refused
+    prepare_output_dir(args.output_dir, "demo", [args.data], overwrite=False, own_names=DEMO_OWN_NAMES)
+    with DirectoryLock(args.output_dir):
+        run_demo(args.output_dir, data=args.data, split=args.split, limit=args.limit, seed=args.seed,
+                 progress=not args.no_progress)
     return 0
 
 
@@ -181,16 +184,28 @@ def add_merge_parser(sub) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (.bin) if no safetensors")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a directory holding other files (they are kept; same-named files are replaced)")
     p.set_defaults(func=cmd_merge)
 
 
 def cmd_merge(args) -> int:
+    from pathlib import Path
+
+    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, read_marker
     from llm_unlearn.modeling import attach_adapter, load_model, load_tokenizer, merge_and_save
 
-    tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                       allow_pickle=args.allow_pickle)
-    merge_and_save(attach_adapter(model, args.adapter, allow_pickle=args.allow_pickle), tok, args.output_dir)
+    out = Path(args.output_dir)
+    prepare_output_dir(out, "merge", [args.model, args.adapter], overwrite=args.overwrite, create=False)
+    # the lock lives beside the directory: a merge replaces the directory as a whole
+    with DirectoryLock(out, sibling=True):
+        prepare_output_dir(out, "merge", [args.model, args.adapter], overwrite=args.overwrite, create=False)
+        ours = not out.exists() or not any(out.iterdir()) or (read_marker(out) or {}).get("kind") == "merge"
+        tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+        model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                           allow_pickle=args.allow_pickle)
+        merge_and_save(attach_adapter(model, args.adapter, allow_pickle=args.allow_pickle), tok, out,
+                       marker_kind="merge", replace_dir=ours)
     print(f"merged model written to {args.output_dir}")
     return 0
 
@@ -220,6 +235,43 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
+_OOM_HINT = ("lower --batch-size (--grad-accum keeps the global batch), or --training-arg "
+             "gradient_checkpointing=true, or a smaller --max-length")
+
+
+def known_failure(exc: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for a failure of the machine or of a file rather than of llm-unlearn:
+    disk full, permission denied, corrupt or truncated safetensors, CUDA asked for but absent, out of
+    memory. None for anything else (a bug: its traceback is kept)."""
+    import errno
+
+    text = _one_line(exc)
+    low = text.lower()
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or "out of memory" in low \
+            or "can't allocate memory" in low or "cannot allocate memory" in low:
+        return f"out of memory ({text[:200]}): {_OOM_HINT}", 1
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "no space left on device" in low:
+        return f"disk full: {text[:300]} (free space or use another --output-dir)", 1
+    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EACCES) \
+            or "permission denied" in low:
+        return f"permission denied: {text[:300]}", 1
+    if name == "SafetensorError" or "deserializing header" in low or "safetensors" in low and (
+            "invalid" in low or "incomplete" in low or "truncat" in low or "metadata" in low):
+        return f"a safetensors file is corrupt or truncated: {text[:300]} (rewrite it, e.g. rerun what produced it)", 1
+    if ("cuda" in low or "nvidia" in low) and ("not compiled" in low or "no cuda gpus" in low
+                                               or "driver" in low or "not available" in low):
+        return f"CUDA was asked for but is not usable here: {text[:200]} (use --device cpu, or a machine with a GPU)", 1
+    if isinstance(exc, OSError):
+        return f"{text} (--debug shows where)", 1
+    return None
+
+
+def _interrupt_handler(signum, frame):
+    raise TrainingInterrupted(f"interrupted by signal {signum}; every output is written atomically, nothing is "
+                              "half-written. Run the same command again to resume.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -235,21 +287,34 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
+    import signal
+
+    try:  # SIGTERM anywhere: exit 3 with the resume message (train installs its own, finer handler)
+        old_term = signal.signal(signal.SIGTERM, _interrupt_handler)
+    except ValueError:  # not the main thread
+        old_term = None
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as exc:
+        print(f"stopped: {_one_line(exc)}", file=sys.stderr)
+        return 3
     except (UserError, NonFiniteLossError) as exc:
         if debug:
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the machine's side (disk full, permission denied): no traceback either
-        if debug:
-            raise
-        print(f"error: {_one_line(exc)} (--debug shows where)", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the machine's side (disk full, permission denied, OOM, ...): one line too
+        known = known_failure(exc)
+        if debug or known is None:
+            raise
+        print(f"error: {known[0]}", file=sys.stderr)
+        return known[1]
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -316,49 +317,170 @@ def config_from_dict(d: dict[str, Any]) -> UnlearnConfig:
     return cfg
 
 
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+REFERENCE_CACHE_DTYPES = ("float16", "bfloat16", "float32")
+PATH_OPTIONS = {"model.name_or_path", "model.tokenizer", "model.gguf_file", "data.data", "data.split", "data.forget",
+                "data.retain", "train.output_dir", "calibration.holdout", "calibration.forget_documents"}
+OWN_CHECK = {"calibration.eval_every"}  # a word or a number of steps: eval_interval() checks it
+# Every option's domain, checked by validate() before anything is loaded. Numbers must be finite; a
+# bool is never a number; an int option takes no fraction. (low, high, low_open, high_open); None = no bound.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.max_length": (1, None, False, False),  # null = no truncation
+    "data.limit": (1, None, False, False),  # null = all rows (0 is refused: it would mean "no rows")
+    "lora.r": (1, 65536, False, False),
+    "lora.alpha": (1, None, False, False),
+    "lora.dropout": (0, 1, False, True),
+    "objective.npo_mult": (0, None, False, False),
+    "objective.rt_mult": (0, None, False, False),
+    "objective.renyi_mult": (0, None, False, False),
+    "objective.npo_beta": (0, None, True, False),
+    "objective.renyi_alpha": (0, None, True, False),
+    "schedule.chunk_size": (1, None, False, False),
+    "schedule.positive_ratio": (0, 1e6, False, False),
+    "schedule.epochs": (0, 1e6, True, False),
+    "train.learning_rate": (0, None, True, False),
+    "train.batch_size": (1, None, False, False),
+    "train.gradient_accumulation_steps": (1, None, False, False),
+    "train.seed": (0, 2**32 - 1, False, False),  # numpy's seed range
+    "train.weight_decay": (0, None, False, False),
+    "train.warmup_ratio": (0, 1, False, True),
+    "train.max_grad_norm": (0, None, False, False),  # 0 = no clipping
+    "train.logging_steps": (1, None, False, False),
+    "train.reference_cache_budget_gib": (0, None, True, False),
+    "train.reference_cache_topk": (1, 2**31 - 1, False, False),
+    "calibration.tolerance": (0, 0.5, False, False),
+    "calibration.gate_quantile": (0, 1, False, False),
+    "calibration.eval_items": (1, None, False, False),
+    "calibration.eval_max_new_tokens": (1, None, False, False),
+    "calibration.eval_batch_size": (1, None, False, False),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": DTYPES,
+    "objective.method": OBJECTIVES,
+    "objective.retain_divergence": RETAIN_DIVERGENCES,
+    "objective.npo_level": NPO_LEVELS,
+    "schedule.optimizer_scope": OPTIMIZER_SCOPES,
+    "train.optimizer": ("adamw", "adam"),
+    "train.reference_cache": REFERENCE_CACHE_MODES,
+    "train.reference_cache_dtype": REFERENCE_CACHE_DTYPES,
+}
+
+
+def _type_error(name: str, value: Any, hint: Any) -> str | None:
+    """Why `value` does not have the declared type `hint` of option `name` (None if it does)."""
+    import types
+    import typing
+
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None:
+        return None if type(None) in args else f"option {name} may not be null"
+    kinds = [a for a in args if a is not type(None)]
+    for kind in kinds:
+        origin = typing.get_origin(kind)
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None if math.isfinite(value) else f"option {name} must be a finite number, got {value}"
+        if kind is str and isinstance(value, str):
+            return None
+        if origin is list and isinstance(value, list):
+            (item,) = typing.get_args(kind)
+            if all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+                return None
+            return f"option {name} must be a list of {item.__name__}, got {value!r}"
+        if origin is dict and isinstance(value, dict):
+            return None
+    want = " or ".join("a list" if typing.get_origin(k) is list else {bool: "true/false", int: "an integer",
+                                                                       float: "a number", str: "a string"}.get(k, str(k))
+                       for k in kinds)
+    return f"option {name} must be {want}{' or null' if type(None) in args else ''}, got {value!r}"
+
+
 def validate(cfg: UnlearnConfig) -> None:
-    o, s, t, lo = cfg.objective, cfg.schedule, cfg.train, cfg.lora
-    if o.method not in OBJECTIVES:
-        raise ConfigError(f"objective.method must be one of {OBJECTIVES}, got {o.method!r}")
-    if o.retain_divergence not in RETAIN_DIVERGENCES:
-        raise ConfigError(f"objective.retain_divergence must be one of {RETAIN_DIVERGENCES}, got {o.retain_divergence!r}")
-    if o.npo_level not in NPO_LEVELS:
-        raise ConfigError(f"objective.npo_level must be one of {NPO_LEVELS}, got {o.npo_level!r}")
-    if o.npo_beta <= 0:
-        raise ConfigError(f"objective.npo_beta must be > 0, got {o.npo_beta}")
-    if o.renyi_alpha <= 0:
-        raise ConfigError(f"objective.renyi_alpha must be > 0, got {o.renyi_alpha}")
-    for name in ("npo_mult", "rt_mult", "renyi_mult"):
-        if getattr(o, name) < 0:
-            raise ConfigError(f"objective.{name} must be >= 0, got {getattr(o, name)}")
-    if s.chunk_size <= 0:
-        raise ConfigError(f"schedule.chunk_size must be > 0, got {s.chunk_size}")
-    if s.positive_ratio < 0:
-        raise ConfigError(f"schedule.positive_ratio must be >= 0, got {s.positive_ratio}")
-    if s.epochs <= 0:
-        raise ConfigError(f"schedule.epochs must be > 0, got {s.epochs}")
-    if s.optimizer_scope not in OPTIMIZER_SCOPES:
-        raise ConfigError(f"schedule.optimizer_scope must be one of {OPTIMIZER_SCOPES}, got {s.optimizer_scope!r}")
-    if t.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate must be > 0, got {t.learning_rate}")
-    if t.batch_size <= 0:
-        raise ConfigError(f"train.batch_size must be > 0, got {t.batch_size}")
-    if t.optimizer not in ("adamw", "adam"):
-        raise ConfigError(f"train.optimizer must be adamw or adam, got {t.optimizer!r}")
-    if t.reference_cache not in REFERENCE_CACHE_MODES:
-        raise ConfigError(f"train.reference_cache must be one of {REFERENCE_CACHE_MODES}, got {t.reference_cache!r}")
-    if lo.r <= 0 or lo.alpha <= 0:
-        raise ConfigError(f"lora.r and lora.alpha must be > 0, got r={lo.r} alpha={lo.alpha}")
-    if not 0 <= lo.dropout < 1:
-        raise ConfigError(f"lora.dropout must be in [0, 1), got {lo.dropout}")
-    if cfg.data.max_length is not None and cfg.data.max_length <= 0:
-        raise ConfigError(f"data.max_length must be > 0, got {cfg.data.max_length}")
+    """Every option against its declared type and domain (RANGES, CHOICES), and training_args against
+    transformers.TrainingArguments; raises ConfigError (one line) on the first bad value. Called by
+    build_config and again by run_unlearning, before any data or model is loaded."""
+    import typing
+
+    if not isinstance(cfg.preset, str) or cfg.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {cfg.preset!r} (known: {', '.join(PRESETS)})")
+    for section, cls in SECTIONS.items():
+        obj = getattr(cfg, section)
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            name, value = f"{section}.{f.name}", getattr(obj, f.name)
+            if name in OWN_CHECK:
+                continue
+            err = _type_error(name, value, hints[f.name])
+            if err:
+                raise ConfigError(err)
+            if value is None:
+                continue
+            if name in PATH_OPTIONS and value == "":
+                raise ConfigError(f"option {name} is an empty string; leave it out (null) or give a path")
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ConfigError(f"option {name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+            if name in RANGES:
+                lo, hi, lo_open, hi_open = RANGES[name]
+                bad = (lo is not None and (value < lo or (lo_open and value == lo))) or \
+                    (hi is not None and (value > hi or (hi_open and value == hi)))
+                if bad and hi is None:
+                    raise ConfigError(f"option {name} must be {'>' if lo_open else '>='} {lo:g}, got {value}")
+                if bad:
+                    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+                    raise ConfigError(f"option {name} must be in {left}{lo:g}, {hi:g}{right}, got {value}")
+    if cfg.lora.target_modules is not None and (not cfg.lora.target_modules or "" in cfg.lora.target_modules):
+        raise ConfigError("option lora.target_modules must be null (the architecture's default) or non-empty names")
     _validate_calibration(cfg.calibration)
-    bad = set(cfg.training_args) & {"output_dir", "learning_rate", "per_device_train_batch_size", "seed"}
+    _validate_training_args(cfg)
+
+
+_TRAINING_ARGS_OWN = {"output_dir", "learning_rate", "per_device_train_batch_size", "seed"}
+
+
+def _validate_training_args(cfg: UnlearnConfig) -> None:
+    ta = cfg.training_args
+    if not isinstance(ta, dict):
+        raise ConfigError("training_args must be a mapping of transformers.TrainingArguments fields")
+    bad = set(ta) & _TRAINING_ARGS_OWN
     if bad:
         raise ConfigError(
             f"training_args: set {', '.join(sorted(bad))} through the train section / flags, not training_args"
         )
+    if not ta:
+        return
+    from transformers import TrainingArguments
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    unknown = sorted(k for k in ta if k not in known)
+    if unknown:
+        raise ConfigError(f"training_args: unknown field(s) {', '.join(map(str, unknown))} of "
+                          "transformers.TrainingArguments")
+    for k, v in ta.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"training_args.{k} must be a finite number, got {v}")
+    if "gradient_accumulation_steps" in ta and (isinstance(ta["gradient_accumulation_steps"], bool) or
+                                                 not isinstance(ta["gradient_accumulation_steps"], int) or
+                                                 ta["gradient_accumulation_steps"] < 1):
+        raise ConfigError(f"training_args.gradient_accumulation_steps must be an integer >= 1, "
+                          f"got {ta['gradient_accumulation_steps']!r}")
+    if "report_to" in ta:
+        from transformers.integrations import get_available_reporting_integrations
+
+        wanted = ta["report_to"]
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+            raise ConfigError(f"training_args.report_to must be a name or a list of names, got {ta['report_to']!r}")
+        available = set(get_available_reporting_integrations())
+        missing = [w for w in wanted if w not in available | {"none", "all"}]
+        if missing:
+            raise ConfigError(f"training_args.report_to: {', '.join(missing)} is not an installed reporting "
+                              f"integration (installed: {', '.join(sorted(available)) or 'none'})")
+    # the values themselves are checked by TrainingArguments on this machine's devices, still before the
+    # model loads (run.build_training_args, called first thing by run_unlearning)
 
 
 def section_field_names() -> dict[str, list[str]]:
@@ -367,6 +489,7 @@ def section_field_names() -> dict[str, list[str]]:
 
 CALIBRATION_MODES = ("gate", "stop", "off")
 SELECTIONS = ("best", "last")
+CHOICES.update({"calibration.mode": CALIBRATION_MODES, "calibration.select": SELECTIONS})
 
 
 def eval_interval(value: Any) -> str | int:

@@ -28,3 +28,9 @@ class ConfigError(UserError):
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or inf. Raised with the step, chunk and term named."""
+
+
+class TrainingInterrupted(BaseException):
+    """SIGTERM / Ctrl-C: the work stops at a safe point (in training: after the current step, the last
+    complete chunk saved); the CLI exits 3 with the message. A BaseException, like KeyboardInterrupt:
+    it is raised from a signal handler, and no `except Exception` may swallow it."""

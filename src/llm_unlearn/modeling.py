@@ -108,7 +108,13 @@ def load_model(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _check_model_path(name_or_path)
-    device = torch.device(device) if device is not None else default_device()
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {device!r}: {_first_line(exc)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} was asked for, but CUDA is not usable here (no GPU or driver, or a "
+                        "CPU-only torch); use --device cpu or a machine with a GPU")
     torch_dtype = resolve_dtype(dtype, device)
     kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
     if gguf_file:
@@ -215,7 +221,51 @@ def attach_adapter(model, adapter_dir: str, is_trainable: bool = False, allow_pi
     if not Path(adapter_dir, "adapter_model.safetensors").is_file() and not allow_pickle:
         raise UserError(f"{adapter_dir} has no adapter_model.safetensors (pickle adapter weights are loaded only "
                         "with --allow-pickle)")
+    check_adapter_fits(model, adapter_dir)
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
+
+
+def check_adapter_fits(model, adapter_dir: str | Path) -> None:
+    """Refuse (one line) an adapter that was not made for `model`'s architecture: every LoRA weight
+    must name a linear (or embedding) module of the model, with matching shapes (lora_A [r, in],
+    lora_B [out, r]); an adapter for a deeper model names layers this one lacks. Reads only the
+    safetensors header; a corrupt file is reported as such."""
+    import re
+
+    from safetensors import safe_open
+
+    f = Path(adapter_dir, "adapter_model.safetensors")
+    if not f.is_file():
+        return  # pickle adapter (--allow-pickle): PEFT checks what it can
+    try:
+        with safe_open(str(f), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # SafetensorError and friends
+        raise UserError(f"{f} is not a readable safetensors file (corrupt or truncated?): {exc}") from None
+    modules = dict(model.named_modules())
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for key, shape in shapes.items():
+        m = re.match(r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?\.weight$",
+                     key)
+        if not m:
+            continue
+        name, part = m.group(1), m.group(2)
+        mod = modules.get(name)
+        if mod is None:
+            layer = re.search(r"\.layers\.(\d+)\.", key)
+            deeper = f" (the adapter has layer {layer.group(1)}, the model {n_layers} layers)" \
+                if layer and n_layers is not None and int(layer.group(1)) >= n_layers else ""
+            raise UserError(f"the adapter {adapter_dir} does not fit the model: it adapts {name}, which the model "
+                            f"does not have{deeper}; was it trained on another base model?")
+        base = getattr(mod, "base_layer", mod)
+        in_f, out_f = getattr(base, "in_features", None), getattr(base, "out_features", None)
+        if in_f is None and isinstance(base, torch.nn.Embedding):
+            in_f, out_f = base.num_embeddings, base.embedding_dim
+        want = {"lora_A": (None, in_f), "lora_B": (out_f, None),
+                "lora_embedding_A": (None, in_f), "lora_embedding_B": (out_f, None)}[part]
+        if len(shape) != 2 or any(w is not None and w != g for w, g in zip(want, shape)):
+            raise UserError(f"the adapter {adapter_dir} does not fit the model: {key} has shape {list(shape)}, the "
+                            f"model's {name} is {in_f} -> {out_f}; was it trained on another base model?")
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -258,19 +308,40 @@ def apply_lora(model, r: int = 16, alpha: int = 64, dropout: float = 0.0, target
     return peft_model
 
 
-def merge_and_save(peft_model, tokenizer, out_dir: str | Path) -> Path:
-    """Merge the adapter into a copy of the weights and save model + tokenizer (safetensors)."""
+def merge_and_save(peft_model, tokenizer, out_dir: str | Path, marker_kind: str | None = None,
+                   replace_dir: bool = True) -> Path:
+    """Merge the adapter into a copy of the weights and save model + tokenizer (safetensors).
+    `replace_dir`: `out_dir` is replaced as a whole (atomically); False: the files are moved into it
+    one by one (each atomically) and no other file in it is touched. `marker_kind`: also write the
+    output-directory marker (io_utils.write_marker)."""
     import copy
+    import shutil
+    import tempfile
 
-    from llm_unlearn.io_utils import atomic_dir
+    from llm_unlearn.io_utils import MARKER, atomic_dir, write_marker
 
     merged = copy.deepcopy(peft_model).merge_and_unload()
 
     def fill(tmp: Path) -> None:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if marker_kind:
+            write_marker(tmp, marker_kind)
 
-    return atomic_dir(out_dir, fill)
+    out_dir = Path(out_dir)
+    if replace_dir or not out_dir.is_dir():
+        return atomic_dir(out_dir, fill)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        fill(tmp)
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file() and f.name != MARKER:  # a directory holding other files is never marked ours
+                dest = out_dir / f.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
 
 
 # ----------------------------------------------------------------------------- the tiny demo model

@@ -29,7 +29,7 @@ import torch
 from llm_unlearn import __version__
 from llm_unlearn.calibrated import Calibrator
 from llm_unlearn.config import UnlearnConfig, config_from_dict
-from llm_unlearn.errors import ConfigError, UserError
+from llm_unlearn.errors import ConfigError, TrainingInterrupted, UserError
 from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl, recover_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ BEST_STATE = "best_state.safetensors"  # the calibration's best weights so far (
 OUTPUT_NAMES = ("adapter", "model", "run.json", "log_history.jsonl", "plots", CHECKPOINT, "resolved_config.yaml")
 
 
-class TrainingInterrupted(Exception):
-    """SIGTERM / Ctrl-C: the current step finished, the last complete chunk is saved."""
+# TrainingInterrupted lives in errors.py (the CLI catches it without importing torch); re-exported here
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -63,7 +62,11 @@ def _any_process(flag: dict) -> bool:
         t = torch.tensor([float(flag["stop"])], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu
                          else torch.device("cpu"))
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        flag["stop"] = bool(t.item() > 0)
+        agreed = bool(t.item() > 0)
+        # a signal handled while the collective ran set flag["stop"] after t was read: keep it pending
+        # for the next call (never clear it), but decide by what every process agreed on
+        flag["stop"] = flag["stop"] or agreed
+        return agreed
     return flag["stop"]
 
 
@@ -76,39 +79,95 @@ def package_versions() -> dict[str, str]:
             "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__}
 
 
-def check_output_dir(out: Path, cfg: UnlearnConfig) -> dict | None:
-    """Return the saved state to resume from, None for a fresh run. Refuse a directory holding a
-    different run unless `overwrite` (then our outputs in it are removed)."""
+def check_output_dir(out: Path, cfg: UnlearnConfig, data_sha: dict[str, str] | None = None) -> dict | None:
+    """Return the saved state to resume from, None for a fresh run. A run saved with another
+    configuration or other data (fingerprint: `cfg.fingerprint()` + the data files' sha256) is refused
+    with one line saying what changed, unless `overwrite` (then our outputs in it are removed, no
+    other file). A finished run with the same fingerprint returns {"finished": True, ...}."""
     state_path = out / CHECKPOINT / STATE
     run_json = out / "run.json"
     recover_dir(out / CHECKPOINT, clean=is_main_process())  # a kill during a checkpoint swap
     saved = None
-    if state_path.is_file():
-        saved = json.loads(state_path.read_text())
-    elif run_json.is_file():
-        saved = json.loads(run_json.read_text())
+    try:
+        if state_path.is_file():
+            saved = json.loads(state_path.read_text())
+        elif run_json.is_file():
+            saved = json.loads(run_json.read_text())
+    except (OSError, ValueError) as exc:
+        if not cfg.train.overwrite:
+            raise UserError(f"{out} holds an unreadable run state ({exc}); pass --overwrite to start over") from None
+        saved = None
     if saved is None:
         if out.exists() and any(p for p in out.iterdir() if p.name in OUTPUT_NAMES) and not cfg.train.overwrite:
             raise UserError(f"{out} holds outputs of an unknown run; use --overwrite or another --output-dir")
+        if cfg.train.overwrite:
+            _remove_outputs(out)
         return None
-    same = config_from_dict(saved["config"]).fingerprint() == cfg.fingerprint()
-    if cfg.train.overwrite or not same:
+    changes = fingerprint_changes(saved, cfg, data_sha)
+    if cfg.train.overwrite or changes:
         if not cfg.train.overwrite:
+            what = "finished run" if not state_path.is_file() else "run"
             raise UserError(
-                f"{out} holds a run with a different configuration; rerun with the same options to resume, "
-                "or pass --overwrite to start over"
+                f"{out} holds a {what} with other inputs ({'; '.join(changes)}); rerun with the same options and "
+                "data to resume, or pass --overwrite to start over (this run's outputs there are replaced)"
             )
-        if is_main_process():
-            for name in OUTPUT_NAMES:
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+        _remove_outputs(out)
         return None
-    if not state_path.is_file():  # finished run with the same config
+    if not state_path.is_file():  # finished run with the same config and data
         return {"finished": True, **saved}
     return saved
+
+
+def _remove_outputs(out: Path) -> None:
+    """Remove this tool's train outputs from `out` (never any other file)."""
+    if not is_main_process() or not out.is_dir():
+        return
+    for name in OUTPUT_NAMES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def data_fingerprint(files, data_dir: str | None) -> dict[str, str]:
+    """{file name (relative to the data directory when inside it): sha256} of the data files read."""
+    base = Path(data_dir).resolve() if data_dir else None
+    out = {}
+    for f in files:
+        f = Path(f).resolve()
+        name = str(f.relative_to(base)) if base is not None and base in f.parents else f.name
+        out[name] = sha256_file(f)
+    return out
+
+
+def fingerprint_changes(saved: dict, cfg: UnlearnConfig, data_sha: dict[str, str] | None) -> list[str]:
+    """What differs between a saved run (checkpoint state or run.json) and this one: config options
+    (`section.key: old -> new`) and data files (`data file X changed` / `added` / `removed`)."""
+    changes = []
+    try:
+        old = config_from_dict(saved.get("config", {})).fingerprint()
+    except (UserError, AttributeError, TypeError):
+        return ["an unreadable saved configuration"]
+    new = cfg.fingerprint()
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    changes.append(f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
+        elif a != b:
+            changes.append(f"{section}: {a!r} -> {b!r}")
+    old_data = saved.get("data_sha256")
+    if data_sha is not None and old_data is not None and old_data != data_sha:
+        for name in sorted(set(old_data) | set(data_sha)):
+            if name not in data_sha:
+                changes.append(f"data file {name} removed")
+            elif name not in old_data:
+                changes.append(f"data file {name} added")
+            elif old_data[name] != data_sha[name]:
+                changes.append(f"data file {name} changed")
+    return changes
 
 
 def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):
@@ -160,29 +219,71 @@ class _RowsDataset(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------- the run
+TRAIN_OWN_NAMES = (*OUTPUT_NAMES, ".trainer", "reference_cache")
+
+
 def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
-    """Run (or resume) an unlearning job described by `cfg`; returns the run summary (run.json)."""
+    """Run (or resume) an unlearning job described by `cfg`; returns the run summary (run.json).
+
+    The output directory follows `io_utils.prepare_output_dir` (kind "train"; inputs: model,
+    tokenizer, data) and is locked for the whole run (`io_utils.DirectoryLock`); temporary files of
+    killed writes are removed first. A signal (SIGTERM / Ctrl-C) at any point ends the run with
+    `TrainingInterrupted` (during training: after the current step and the last chunk's checkpoint)."""
+    from llm_unlearn.config import validate
+    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+
+    validate(cfg)  # every option, before anything is loaded
+    if not cfg.train.output_dir:
+        raise UserError("no output directory given (use --output-dir DIR)")
+    out = Path(cfg.train.output_dir)
+    d, m = cfg.data, cfg.model
+    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain,
+              getattr(getattr(cfg, "calibration", None), "holdout", None),
+              getattr(getattr(cfg, "calibration", None), "forget_documents", None)]
+    prepare_output_dir(out, "train", inputs, overwrite=cfg.train.overwrite, own_names=TRAIN_OWN_NAMES, create=False)
+    stop_flag = {"stop": False, "raise": True}  # before and after training a signal ends the run at once
+    old_handlers = _install_signal_handlers(stop_flag)
+    existed = out.exists()
+    lock = None
+    try:
+        if is_main_process():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            lock = DirectoryLock(out).acquire()
+            remove_stale_tmp(out)
+        return _run_unlearning(cfg, model=model, tokenizer=tokenizer, stop_flag=stop_flag)
+    finally:
+        _restore_signal_handlers(old_handlers)
+        if lock is not None:
+            lock.release()
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # nothing was written: leave no directory behind
+
+
+def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag: dict) -> dict:
     from transformers import PrinterCallback, TrainerCallback, set_seed
 
     from llm_unlearn import reference_cache
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.schedule import plan_chunks, summarize_plan
     from llm_unlearn.data.tokenize import UnlearnCollator, ensure_pad_token, tokenize_records
+    from llm_unlearn.io_utils import write_marker
     from llm_unlearn.modeling import apply_lora, load_model, load_tokenizer, merge_and_save, resolve_dtype
     from llm_unlearn.trainer import UnlearnTrainer, steps_per_chunk
 
     t0 = time.time()
-    if not cfg.train.output_dir:
-        raise UserError("no output directory given (use --output-dir DIR)")
     out = Path(cfg.train.output_dir)
-    saved = check_output_dir(out, cfg)
-    if saved and saved.get("finished"):
-        log.info("%s already holds this finished run; nothing to do", out)
-        return saved
 
     # data
     d = cfg.data
     bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
+    calib_opts = getattr(cfg, "calibration", None)
+    calib_files = [Path(p) for p in (getattr(calib_opts, "holdout", None), getattr(calib_opts, "forget_documents", None))
+                   if p and Path(p).is_file()]
+    data_sha = data_fingerprint([*bundle.files, *calib_files], d.data)  # what a resume must find unchanged
+    saved = check_output_dir(out, cfg, data_sha)
+    if saved and saved.get("finished"):
+        log.info("%s already holds this finished run (same options and data); nothing to do", out)
+        return saved
     forget_recs, retain_recs = bundle.forget, bundle.retain
     if d.limit:  # whole SemEval units, round-robin over tasks (data/slices.py)
         from llm_unlearn.data.slices import slice_records
@@ -196,6 +297,11 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         from llm_unlearn.data.holdout import read_forget_documents, with_documents
 
         forget_recs, document_rows = with_documents(forget_recs, read_forget_documents(c.forget_documents))
+
+    # training arguments as transformers checks them, on this machine's devices, before the model loads
+    from llm_unlearn.modeling import default_device
+
+    build_training_args(cfg, out, resolve_dtype(cfg.model.dtype, default_device()))
 
     # model
     set_seed(cfg.train.seed)
@@ -235,6 +341,8 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     chunk_summaries: list[dict] = list(saved.get("chunks", [])) if saved else []
 
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data, options or model leave no directory behind
+    if is_main_process():
+        write_marker(out, "train")
     trainer = UnlearnTrainer(
         model=peft_model,
         args=args,
@@ -301,13 +409,12 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
             run_opt.load_state_dict(st["optimizer"])
             run_sched.load_state_dict(st["scheduler"])
 
-    stop_flag = {"stop": False}
-    old_handlers = _install_signal_handlers(stop_flag)
     offset = saved.get("steps_done", sum(per_chunk_steps[:start_chunk])) if saved else 0
     if calib is not None:
         trainer.forget_active, trainer.forget_caps = calib.active, calib.caps
         if start_chunk == 0 and not calib.evaluations:
             evaluate_now(0, 0)  # the starting point (and the first gate)
+    stop_flag["raise"] = False  # during training: finish the step, save the last complete chunk, stop
     try:
         for c in range(start_chunk, len(plan)):
             if calib is not None and calib.stop_reason:
@@ -339,7 +446,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
             if is_main_process():
                 _save_checkpoint(out, peft_model, cfg, c + 1, history, chunk_summaries, run_opt, run_sched,
                                  state_dict=full_state, extra={"steps_done": offset},
-                                 calib=calib)
+                                 calib=calib, data_sha=data_sha)
                 atomic_write_jsonl(out / "log_history.jsonl", history)
             if calib_action["action"] == "stop":
                 log.info("calibration: %s", calib.stop_reason)
@@ -349,9 +456,14 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
                     f"interrupted after chunk {c + 1}/{len(plan)} (saved in {out}). Run the same command again to resume."
                 )
     finally:
-        _restore_signal_handlers(old_handlers)
         progress.close()
         trainer.selector.remove() if trainer.selector is not None else None
+    # the final outputs: a signal now stops at once (every write is atomic; the checkpoint holding all
+    # chunks stays until run.json is written, so the same command finishes the job)
+    stop_flag["raise"] = True
+    if _any_process(stop_flag):  # a collective: every process decides the same
+        raise TrainingInterrupted(f"interrupted before the final outputs; every chunk is saved in {out}. "
+                                  "Run the same command again to finish.")
 
     calibration = calib.finish(peft_model) if calib is not None else None
     if calibration is not None:
@@ -360,6 +472,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         "config": cfg.to_dict(),
         "versions": package_versions(),
         "data_files": {str(p): sha256_file(p) for p in bundle.files},
+        "data_sha256": data_sha,
         "n_forget": len(forget_rows),
         "n_forget_documents": len(document_rows),
         "n_retain": len(retain_rows),
@@ -396,10 +509,13 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
                                      selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None)
             except Exception as exc:  # a plot must never lose a finished run
                 log.warning("could not draw plots/losses.png: %s", exc)
-        atomic_write_json(out / "run.json", summary)
         atomic_write_jsonl(out / "log_history.jsonl", history)
-        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-        shutil.rmtree(out / ".trainer", ignore_errors=True)
+        atomic_write_json(out / "run.json", summary)  # from here on the run is finished
+        for name in (CHECKPOINT, ".trainer"):  # renamed first: a kill while deleting leaves only a .tmp
+            if (out / name).exists():
+                gone = out / f".{name}.done.tmp"
+                os.replace(out / name, gone)
+                shutil.rmtree(gone, ignore_errors=True)
         reference_cache.remove_cache_dirs(out)  # only a resume needs it
     summary["model"] = peft_model
     return summary
@@ -422,13 +538,13 @@ def _save_adapter(peft_model, path: Path, state_dict: dict | None = None) -> Non
 
 
 def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched, state_dict=None,
-                     extra: dict | None = None, calib=None) -> None:
+                     extra: dict | None = None, calib=None, data_sha=None) -> None:
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if run_opt is not None:
             torch.save({"optimizer": run_opt.state_dict(), "scheduler": run_sched.state_dict()}, tmp / "optimizer.pt")
-        state = {"config": cfg.to_dict(), "completed_chunks": completed, "log_history": history, "chunks": chunks,
-                 **(extra or {})}
+        state = {"config": cfg.to_dict(), "data_sha256": data_sha, "completed_chunks": completed,
+                 "log_history": history, "chunks": chunks, **(extra or {})}
         if calib is not None:
             state["calibration"] = calib.state()
             if calib.best_state is not None:
@@ -473,6 +589,10 @@ def _chunk_summary(c: int, chunk, rows: list[dict], seconds: float) -> dict:
 # ----------------------------------------------------------------------------- signals, progress
 def _install_signal_handlers(flag: dict):
     def handler(signum, frame):
+        if flag.get("raise"):  # outside training (loading, final outputs): stop at once
+            flag["stop"] = True
+            raise TrainingInterrupted(f"interrupted by signal {signum} before the run was complete; nothing is "
+                                      "half-written. Run the same command again to resume.")
         if flag["stop"]:  # second signal: stop now
             raise KeyboardInterrupt
         flag["stop"] = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,34 @@ def _load(args, name: str | None = None, adapter: str | None = None):
     )
 
 
+EVALUATE_OWN_NAMES = ("evaluation_results.json", "evaluation_results.jsonl", "generations.jsonl", "mia.jsonl",
+                      "report.md", "plots", "mmlu", ".stages")
+MMLU_OWN_NAMES = ("metrics.json", "predictions.jsonl")
+SAMPLE_SIGNATURE = "# Sample generations\n\nGreedy generations for randomly drawn items"  # sampling.render_markdown
+
+
+def _inputs(args) -> list:
+    return [getattr(args, k, None) for k in ("model", "adapter", "tokenizer", "base_model", "data", "mia_data",
+                                             "mmlu_data", "mmlu_metrics")]
+
+
+@contextlib.contextmanager
+def _output_dir(args, kind: str, own_names):
+    """The output-directory policy (io_utils.prepare_output_dir) and its lock, for evaluate / mmlu;
+    temporary files of killed writes are removed once the lock is held."""
+    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+
+    prepare_output_dir(args.output_dir, kind, _inputs(args), overwrite=args.overwrite, own_names=own_names)
+    with DirectoryLock(args.output_dir):
+        remove_stale_tmp(args.output_dir)
+        yield Path(args.output_dir)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an output path holding other files (they are kept; ours are replaced)")
+
+
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
@@ -105,6 +134,7 @@ def add_evaluate_parser(sub) -> None:
     )
     o = p.add_argument_group("evaluation")
     o.add_argument("--output-dir", required=True)
+    _add_overwrite(o)
     o.add_argument(
         "--max-new-tokens", type=_positive_int, default=256, help="generation length (default 256)"
     )
@@ -140,8 +170,7 @@ def add_evaluate_parser(sub) -> None:
 def cmd_evaluate(args) -> int:
     from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
     from llm_unlearn.data.slices import slice_data
-    from llm_unlearn.evaluation.mmlu import evaluate_mmlu, load_mmlu, read_mmlu_metrics
-    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.evaluation.mmlu import load_mmlu, read_mmlu_metrics
 
     if not 0 < args.min_k_percent <= 100:
         raise UserError(f"--min-k-percent must be in (0, 100], got {args.min_k_percent}")
@@ -153,8 +182,20 @@ def cmd_evaluate(args) -> int:
     part = slice_data(bundle.forget, bundle.retain, args.limit, members, nonmembers)
     bundle.forget, bundle.retain = part.forget, part.retain
     mia = (part.members, part.nonmembers) if args.mia_data else None
+    if mia is not None:
+        from llm_unlearn.evaluation.semeval import check_mia_sets
+
+        check_mia_sets(*mia)  # before the model loads
     mmlu_average = read_mmlu_metrics(args.mmlu_metrics) if args.mmlu_metrics else None
     mmlu_loaded = load_mmlu(args.mmlu_data) if args.mmlu_data else None
+
+    with _output_dir(args, "evaluate", EVALUATE_OWN_NAMES):
+        return _evaluate(args, bundle, mia, mmlu_average, mmlu_loaded, progress)
+
+
+def _evaluate(args, bundle, mia, mmlu_average, mmlu_loaded, progress) -> int:
+    from llm_unlearn.evaluation.mmlu import evaluate_mmlu
+    from llm_unlearn.evaluation.semeval import evaluate_semeval
 
     model, tokenizer = _load(args, adapter=args.adapter)
     out = Path(args.output_dir)
@@ -258,6 +299,7 @@ def add_mmlu_parser(sub) -> None:
         help="MMLU directory: dev/ + test/ CSVs (Hendrycks) or cais/mmlu parquet/jsonl; a hub id only online",
     )
     p.add_argument("--output-dir", required=True)
+    _add_overwrite(p)
     p.add_argument(
         "--ntrain", type=_non_negative_int, default=5, help="dev examples in the prompt (default 5)"
     )
@@ -276,7 +318,7 @@ def add_mmlu_parser(sub) -> None:
 
 
 def cmd_mmlu(args) -> int:
-    from llm_unlearn.evaluation.mmlu import evaluate_mmlu, load_mmlu, run_lm_eval
+    from llm_unlearn.evaluation.mmlu import load_mmlu
 
     if not args.data and not args.lm_eval_tasks:
         raise UserError("no MMLU data given (use --data DIR)")
@@ -288,6 +330,13 @@ def cmd_mmlu(args) -> int:
                 "--lm-eval-tasks needs lm-evaluation-harness, which is not installed: pip install llm-unlearn[lm-eval]"
             ) from None
     loaded = load_mmlu(args.data, args.subjects) if args.data else None
+    with _output_dir(args, "mmlu", MMLU_OWN_NAMES):
+        return _mmlu(args, loaded)
+
+
+def _mmlu(args, loaded) -> int:
+    from llm_unlearn.evaluation.mmlu import evaluate_mmlu, run_lm_eval
+
     model, tokenizer = _load(args, adapter=args.adapter)
     out = Path(args.output_dir)
     if loaded is None:
@@ -337,6 +386,7 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=_positive_int, default=512)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--output", required=True, help="Markdown file to write (OUT.jsonl is written beside it)")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_sample)
 
 
@@ -349,8 +399,14 @@ def _same_path(a: str, b: str) -> bool:
 
 def cmd_sample(args) -> int:
     from llm_unlearn.data.records import load_unlearning_data
+    from llm_unlearn.io_utils import check_output_file
     from llm_unlearn.sampling import jsonl_path_for, render_text_table, run_sample
 
+    # never over an input, nor over a user's file: OUT.md is ours when it starts with our header, and
+    # OUT.jsonl is replaced only beside an OUT.md of ours
+    check_output_file(args.output, _inputs(args), overwrite=args.overwrite, signature=SAMPLE_SIGNATURE)
+    ours = Path(args.output).is_file()
+    check_output_file(jsonl_path_for(args.output), _inputs(args), overwrite=args.overwrite or ours)
     bundle = load_unlearning_data(args.data, split=args.split)
     model, tokenizer = _load(args, adapter=args.adapter)
     base_model = base_tokenizer = None
