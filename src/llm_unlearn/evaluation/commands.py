@@ -106,7 +106,10 @@ def add_evaluate_parser(sub) -> None:
     o = p.add_argument_group("evaluation")
     o.add_argument("--output-dir", required=True)
     o.add_argument(
-        "--max-new-tokens", type=_positive_int, default=256, help="generation length (default 256)"
+        "--max-new-tokens",
+        type=_positive_int,
+        default=None,
+        help="generation length (default 256; TOFU 200, MUSE VerbMem 128)",
     )
     o.add_argument(
         "--batch-size", type=_positive_int, default=16, help="batch size of the fast mode (default 16)"
@@ -134,6 +137,9 @@ def add_evaluate_parser(sub) -> None:
     o.add_argument(
         "--min-k-percent", type=float, default=20, help="k of the Min-K%% and Min-K%%++ attacks (default 20)"
     )
+    from llm_unlearn.evaluation.bench_commands import add_benchmark_flags
+
+    add_benchmark_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -143,6 +149,11 @@ def cmd_evaluate(args) -> int:
     from llm_unlearn.evaluation.mmlu import evaluate_mmlu, load_mmlu, read_mmlu_metrics
     from llm_unlearn.evaluation.semeval import evaluate_semeval
 
+    if getattr(args, "benchmark", "semeval") != "semeval":  # TOFU / MUSE: evaluation/bench_commands.py
+        from llm_unlearn.evaluation.bench_commands import run_benchmark
+
+        return run_benchmark(args, lambda a: _load(a, adapter=a.adapter))
+    args.max_new_tokens = args.max_new_tokens or 256
     if not 0 < args.min_k_percent <= 100:
         raise UserError(f"--min-k-percent must be in (0, 100], got {args.min_k_percent}")
     progress = not args.no_progress
@@ -198,6 +209,9 @@ def cmd_evaluate(args) -> int:
         config=config,
         stages=stages,
     )
+    from llm_unlearn.evaluation.bench_report import semeval_summary, write_summary
+
+    write_summary(out, semeval_summary(results))  # the summary shape shared with TOFU and MUSE
     print(summary_text(results))
     print(f"results in {out}/ (evaluation_results.json, report.md, generations.jsonl, plots/)")
     return 0
