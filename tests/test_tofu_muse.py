@@ -483,3 +483,40 @@ def test_muse_end_to_end_twice_identical(tmp_path, tiny_lm):
     assert cli.main(base + ["--output-dir", str(tmp_path / "c"), "--retain-reference", ref]) == 0
     s = json.loads((tmp_path / "c" / "muse_summary.json").read_text())
     assert s["headline"]["privleak"] == 0.0
+
+
+def test_train_reads_a_tofu_directory(tmp_path, tiny_lm):
+    """`train --data TOFU_DIR --split forget01`: forget01 as forget, retain99 as retain."""
+    d = make_tofu_dir(tmp_path / "tofu")
+    out = tmp_path / "run"
+    argv = [
+        "--quiet",
+        "train",
+        "--model",
+        str(tiny_lm["dir"]),
+        "--data",
+        str(d),
+        "--split",
+        "forget01",
+        "--output-dir",
+        str(out),
+        "--chunk-size",
+        "2",
+        "--positive-ratio",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--lora-r",
+        "2",
+        "--lora-alpha",
+        "4",
+        "--no-plots",
+        "--no-progress",
+        "--no-merge",
+    ]
+    assert cli.main(argv) == 0
+    run = json.loads((out / "run.json").read_text())
+    text = json.dumps(run)
+    assert "forget01.jsonl" in text and "retain99.jsonl" in text
