@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if work.exists():
         shutil.rmtree(work)
-    t_start = time.time()
+    t_start, cpu_start = time.time(), time.process_time()
+    load_start = round(os.getloadavg()[0], 2)  # the machine is shared: other processes' load, for context
     timing: dict[str, float] = {}
     subset = build_subset(tofu, work / "data")
 
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "npo_raises_forget_quality": fq["unlearned_npo"] > fq["target"],
     }
     timing["total_s"] = round(time.time() - t_start, 1)
+    timing["process_cpu_s"] = round(time.process_time() - cpu_start, 1)  # this process, all threads
+    timing["load_average_1min_start_end"] = [load_start, round(os.getloadavg()[0], 2)]
     out = {
         "what": "TOFU example run on CPU: tiny OLMo-2 from scratch on a TOFU author subset (see benchmarks/tofu.py)",
         "subset": {
