@@ -520,3 +520,28 @@ def test_train_reads_a_tofu_directory(tmp_path, tiny_lm):
     run = json.loads((out / "run.json").read_text())
     text = json.dumps(run)
     assert "forget01.jsonl" in text and "retain99.jsonl" in text
+
+
+def test_semeval_summary_has_the_common_shape():
+    from llm_unlearn.evaluation.bench_report import semeval_summary
+
+    results = {
+        "forget-set": {"overall-regurgitation-score": 0.2},
+        "retain-set": {},
+        "aggregated-terms": [0.5],
+        "harmonic-mean-task-aggregate": 0.5,
+        "mia_loss_acc": 0.6,
+        "mia_final_score": 0.8,
+        "aggregate-score": float("nan"),
+        "timing": {"generate": 1.0},
+        "config": {"model": "m"},
+    }
+    s = semeval_summary(results, {"forget": 3, "retain": 4})
+    assert set(s) == {"benchmark", "headline", "metrics", "n_items", "reference", "config"}
+    assert s["benchmark"] == "semeval" and s["n_items"] == {"forget": 3, "retain": 4}
+    assert s["headline"] == {
+        "aggregate-score": None,
+        "harmonic-mean-task-aggregate": 0.5,
+        "mia_final_score": 0.8,
+    }
+    assert "timing" not in s["metrics"] and s["metrics"]["forget-set"] == {"overall-regurgitation-score": 0.2}

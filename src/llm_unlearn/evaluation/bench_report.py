@@ -65,19 +65,15 @@ def make_summary(
     )
 
 
-def semeval_summary(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The SemEval ``evaluation_results.json`` in the common shape (its keys kept as they are)."""
+def semeval_summary(results: Mapping[str, Any], n_items: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The SemEval ``evaluation_results.json`` in the common shape: its scalar results and the two
+    split objects under their official key names (timing left out: it differs between runs)."""
     metrics = {k: v for k, v in results.items() if not isinstance(v, (dict, list)) or k.endswith("-set")}
-    n_items = {}
-    for split in ("forget", "retain"):
-        n = (results.get("n_items") or {}).get(split) if isinstance(results.get("n_items"), dict) else None
-        if n is not None:
-            n_items[split] = n
     return make_summary(
         "semeval",
         {k: results.get(k) for k in SEMEVAL_HEADLINE if k in results},
         metrics,
-        n_items,
+        dict(n_items or {}),
         config=results.get("config") if isinstance(results.get("config"), dict) else None,
     )
 

@@ -211,7 +211,10 @@ def cmd_evaluate(args) -> int:
     )
     from llm_unlearn.evaluation.bench_report import semeval_summary, write_summary
 
-    write_summary(out, semeval_summary(results))  # the summary shape shared with TOFU and MUSE
+    n_items = {"forget": len(bundle.forget), "retain": len(bundle.retain)}
+    if mia is not None:
+        n_items.update(member=len(mia[0]), nonmember=len(mia[1]))
+    write_summary(out, semeval_summary(results, n_items))  # the summary shape shared with TOFU and MUSE
     print(summary_text(results))
     print(f"results in {out}/ (evaluation_results.json, report.md, generations.jsonl, plots/)")
     return 0
