@@ -545,3 +545,15 @@ def test_semeval_summary_has_the_common_shape():
         "mia_final_score": 0.8,
     }
     assert "timing" not in s["metrics"] and s["metrics"]["forget-set"] == {"overall-regurgitation-score": 0.2}
+
+
+def test_finetune_reads_a_tofu_directory(tmp_path):
+    """`finetune --data TOFU_DIR --split retain99`: the retain model's training set (question -> input)."""
+    from llm_unlearn.finetune import finetune
+
+    d = make_tofu_dir(tmp_path / "tofu")
+    tiny = {"tiny_hidden": 32, "tiny_layers": 1, "vocab_size": 300, "lr": 5e-3, "progress": False}
+    s = finetune(model="tiny", data=d, split="retain99", output_dir=tmp_path / "ft", max_steps=1, **tiny)
+    assert s["records"] == 3 and s["steps"] == 1
+    s = finetune(model="tiny", data=d, split="full", output_dir=tmp_path / "ft2", max_steps=1, **tiny)
+    assert s["records"] == 5
