@@ -316,6 +316,9 @@ def test_cli_evaluate(tiny, tmp_path, capsys, caplog):
     assert "below the threshold 0.371" in caplog.text
     assert "aggregate score" in cap.out
     assert len(_jsonl(out / "generations.jsonl")) == 10
+    summary = json.loads((out / "semeval_summary.json").read_text())  # the shape shared with TOFU / MUSE
+    assert summary["headline"]["aggregate-score"] == res["aggregate-score"]
+    assert summary["n_items"]["forget"] == res["config"]["n_forget"]
 
     # the same model with a fresh LoRA adapter (B = 0: a no-op), evaluated without merging
     from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer

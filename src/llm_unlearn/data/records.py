@@ -379,7 +379,8 @@ def load_unlearning_data(
     * a directory with ``<split>/forget.<ext>`` when ``split`` is given (e.g. ``split="train"``);
     * a directory with the organizers' parquet files ``forget_<split>-00000-of-00001.parquet`` /
       ``retain_<split>-...`` (``split`` picks train or validation; without it train is preferred);
-    * a single data file whose rows carry a ``split`` field ("forget" / "retain").
+    * a single data file whose rows carry a ``split`` field ("forget" / "retain");
+    * a TOFU directory with ``split`` forgetNN / retainNN / full (see :mod:`llm_unlearn.data.benchmarks`).
 
     ``forget=`` / ``retain=`` name files explicitly and replace what ``data`` would give. Retain data is
     optional unless ``require_retain``. Raises UserError for a missing path or a directory without the
@@ -387,6 +388,11 @@ def load_unlearning_data(
     """
     if data is None and forget is None:
         raise UserError("no data given: pass a data directory (or file), or forget=FILE")
+    if data is not None and split is not None and forget is None and retain is None:
+        from llm_unlearn.data.benchmarks import is_tofu_dir, tofu_training_bundle
+
+        if is_tofu_dir(data):  # TOFU layout: --split forgetNN (forget + retainNN), full, retainNN, ...
+            return tofu_training_bundle(data, split)
     forget_paths: list[Path] = []
     retain_paths: list[Path] = []
     combined: Path | None = None

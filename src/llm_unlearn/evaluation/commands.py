@@ -136,7 +136,10 @@ def add_evaluate_parser(sub) -> None:
     o.add_argument("--output-dir", required=True)
     _add_overwrite(o)
     o.add_argument(
-        "--max-new-tokens", type=_positive_int, default=256, help="generation length (default 256)"
+        "--max-new-tokens",
+        type=_positive_int,
+        default=None,
+        help="generation length (default 256; TOFU 200, MUSE VerbMem 128)",
     )
     o.add_argument(
         "--batch-size", type=_positive_int, default=16, help="batch size of the fast mode (default 16)"
@@ -164,6 +167,9 @@ def add_evaluate_parser(sub) -> None:
     o.add_argument(
         "--min-k-percent", type=float, default=20, help="k of the Min-K%% and Min-K%%++ attacks (default 20)"
     )
+    from llm_unlearn.evaluation.bench_commands import add_benchmark_flags
+
+    add_benchmark_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -172,6 +178,11 @@ def cmd_evaluate(args) -> int:
     from llm_unlearn.data.slices import slice_data
     from llm_unlearn.evaluation.mmlu import load_mmlu, read_mmlu_metrics
 
+    if getattr(args, "benchmark", "semeval") != "semeval":  # TOFU / MUSE: evaluation/bench_commands.py
+        from llm_unlearn.evaluation.bench_commands import run_benchmark
+
+        return run_benchmark(args, lambda a: _load(a, adapter=a.adapter))
+    args.max_new_tokens = args.max_new_tokens or 256
     if not 0 < args.min_k_percent <= 100:
         raise UserError(f"--min-k-percent must be in (0, 100], got {args.min_k_percent}")
     progress = not args.no_progress
@@ -239,6 +250,12 @@ def _evaluate(args, bundle, mia, mmlu_average, mmlu_loaded, progress) -> int:
         config=config,
         stages=stages,
     )
+    from llm_unlearn.evaluation.bench_report import semeval_summary, write_summary
+
+    n_items = {"forget": len(bundle.forget), "retain": len(bundle.retain)}
+    if mia is not None:
+        n_items.update(member=len(mia[0]), nonmember=len(mia[1]))
+    write_summary(out, semeval_summary(results, n_items))  # the summary shape shared with TOFU and MUSE
     print(summary_text(results))
     print(f"results in {out}/ (evaluation_results.json, report.md, generations.jsonl, plots/)")
     return 0

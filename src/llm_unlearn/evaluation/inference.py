@@ -193,10 +193,16 @@ def greedy_generate(
     official_compat: bool = False,
     progress: bool = True,
     desc: str = "generate",
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[str]:
-    """Greedy continuation of every prompt (the decoded new tokens), in the order of ``prompts``."""
+    """Greedy continuation of every prompt (the decoded new tokens), in the order of ``prompts``.
+    ``prompt_ids`` (token ids, e.g. a rendered chat template) replaces encoding ``prompts``."""
     device = model_device(model)
-    encoded = [encode(tokenizer, p) for p in prompts]
+    if prompt_ids is not None:
+        prompts = [""] * len(prompt_ids)
+        encoded = [list(e) for e in prompt_ids]
+    else:
+        encoded = [encode(tokenizer, p) for p in prompts]
     # a prompt that encodes to nothing (empty input, tokenizer without BOS) starts from BOS/EOS
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     encoded = [e if e else ([start] if start is not None else []) for e in encoded]

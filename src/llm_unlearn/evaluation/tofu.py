@@ -1,0 +1,304 @@
+"""TOFU evaluation (Maini et al. 2024), offline, with the peer framework's metric definitions.
+
+Sets (see :func:`llm_unlearn.data.benchmarks.load_tofu`): ``forget`` (forgetNN_perturbed),
+``retain`` (retain_perturbed), ``real_authors``, ``world_facts`` (their ``_perturbed`` files) and
+``holdout`` (holdoutNN; only for privleak). Per item and set, ``tofu_items.jsonl`` holds:
+
+* ``prob``: ``exp(-mean NLL)`` of the answer (forget, retain, holdout); for real_authors and
+  world_facts the answer's share against the perturbed answers (``probability_with_options``);
+* ``rouge``: ROUGE-L recall of the greedy generation against the answer;
+* ``truth_ratio``: ``R = geomean p(perturbed) / p(paraphrased answer)`` (forget, retain); for
+  real_authors / world_facts ``p(answer)`` takes the paraphrase's place (they have none);
+* ``em``, ``es``: exact memorization and extraction strength (forget);
+* ``min_k``: Min-40% log-probability of the answer tokens (forget, holdout), for privleak;
+* the NLLs the numbers come from, and the generation.
+
+The formulas are in :mod:`llm_unlearn.evaluation.bench_metrics`; which aggregate is used where:
+forget truth ratio ``mean(min(R, 1/R))``, others ``mean(max(0, 1 - R))`` (the framework's
+``closer_to_1_better`` / ``true_better``); forget quality = KS p-value of the forget ``R`` of this model
+vs the retain model's (from its ``tofu_items.jsonl``, ``--retain-reference``); model utility = harmonic
+mean of the 9 retain / real_authors / world_facts numbers; privleak = MUSE's relative AUC difference with
+Min-40% on forget vs holdout, against the retain model's AUC (0.5 without one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llm_unlearn.data.benchmarks import TofuData, read_objects
+from llm_unlearn.errors import DataError, UserError
+from llm_unlearn.evaluation import bench_metrics as bm
+from llm_unlearn.evaluation.bench_report import (
+    make_summary,
+    plot_headline,
+    plot_histograms,
+    write_benchmark_report,
+    write_summary,
+)
+from llm_unlearn.io_utils import atomic_write_jsonl
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate_tofu", "read_retain_reference", "tofu_metrics", "GENERATION_SETS", "MIN_K_PERCENT"]
+
+SETS = ("forget", "retain", "real_authors", "world_facts", "holdout")
+GENERATION_SETS = ("forget", "retain", "real_authors", "world_facts")
+MIN_K_PERCENT = 40  # the framework's privleak attack (mia_min_k, k = 0.4)
+_PREFIX = {"retain": "retain", "real_authors": "ra", "world_facts": "wf"}
+
+
+def read_retain_reference(path: str | Path) -> dict[str, Any]:
+    """The retain model's ``tofu_items.jsonl``: its forget truth ratios (and questions, to check that
+    both were evaluated on the same forget set) and Min-K scores of forget and holdout."""
+    path = Path(path)
+    out: dict[str, Any] = {"path": str(path), "forget": {}, "holdout": {}}
+    for line, row in read_objects(path):
+        if not isinstance(row, dict):
+            raise DataError(path, "expected a JSON object", line=line)
+        s = row.get("set")
+        if s not in SETS:
+            raise DataError(path, f"expected one of {', '.join(SETS)}, got {s!r}", line=line, field="set")
+        if s not in ("forget", "holdout"):
+            continue
+        index = row.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise DataError(path, "expected a non-negative integer", line=line, field="index")
+        fields = ("truth_ratio", "min_k") if s == "forget" else ("min_k",)
+        entry = {"question": row.get("question")}
+        for f in fields:
+            v = row.get(f)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise DataError(path, "expected a number", line=line, field=f)
+            entry[f] = float(v)
+        out[s][index] = entry
+    if not out["forget"]:
+        raise DataError(path, "no forget rows (set = forget) with a truth_ratio")
+    return out
+
+
+def _check_reference(reference: Mapping[str, Any], data: TofuData) -> None:
+    forget = reference["forget"]
+    if sorted(forget) != list(range(len(data.forget))):
+        raise UserError(
+            f"{reference['path']}: the retain reference has {len(forget)} forget items, this evaluation "
+            f"{len(data.forget)}; evaluate the retain model on the same --forget-split"
+        )
+    for i, item in enumerate(data.forget):
+        q = forget[i].get("question")
+        if q is not None and q != item.question:
+            raise UserError(
+                f"{reference['path']}: forget item {i} is a different question; same --forget-split needed"
+            )
+
+
+def tofu_metrics(
+    rows: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None
+) -> tuple[dict, dict, dict]:
+    """``(metrics, headline, reference_info)`` from the per-item rows (pure; tested on hand-made rows)."""
+    by_set: dict[str, list[Mapping[str, Any]]] = {s: [r for r in rows if r["set"] == s] for s in SETS}
+    m: dict[str, Any] = {}
+    forget = by_set["forget"]
+    m["forget_Q_A_Prob"] = bm.mean([r["prob"] for r in forget])
+    m["forget_Q_A_ROUGE"] = bm.mean([r["rouge"] for r in forget])
+    forget_tr = [r["truth_ratio"] for r in forget if r.get("truth_ratio") is not None]
+    m["forget_truth_ratio"] = bm.forget_truth_ratio_score(forget_tr)
+    m["extraction_strength"] = bm.mean([r.get("es") for r in forget])
+    m["exact_memorization"] = bm.mean([r.get("em") for r in forget])
+    utility = []
+    for s in ("retain", "real_authors", "world_facts"):
+        p = _PREFIX[s]
+        prob_key = "retain_Q_A_Prob" if s == "retain" else f"{p}_Q_A_Prob_normalised"
+        m[prob_key] = bm.mean([r["prob"] for r in by_set[s]])
+        m[f"{p}_Q_A_ROUGE"] = bm.mean([r["rouge"] for r in by_set[s]])
+        m[f"{p}_Truth_Ratio"] = bm.retain_truth_ratio_score([r["truth_ratio"] for r in by_set[s]])
+        utility += [m[prob_key], m[f"{p}_Q_A_ROUGE"], m[f"{p}_Truth_Ratio"]]
+    m["model_utility"] = bm.harmonic_mean(utility) if all(v is not None for v in utility) else None
+    info: dict[str, Any] = {}
+    holdout = by_set["holdout"]
+    m["mia_min_k_auc"] = None
+    if holdout:
+        m["mia_min_k_auc"] = bm.muse_auc([r["min_k"] for r in forget], [r["min_k"] for r in holdout])
+    m["forget_quality"] = None
+    ref_auc = 0.5
+    info["privleak_reference_auc"] = 0.5
+    info["privleak_reference"] = "default 0.5 (no retain reference)"
+    if reference is not None:
+        info["retain_reference"] = reference["path"]
+        ref_tr = [reference["forget"][i]["truth_ratio"] for i in sorted(reference["forget"])]
+        m["forget_quality"] = bm.forget_quality(forget_tr, ref_tr)
+        if reference["holdout"]:
+            ref_auc = bm.muse_auc(
+                [reference["forget"][i]["min_k"] for i in sorted(reference["forget"])],
+                [reference["holdout"][i]["min_k"] for i in sorted(reference["holdout"])],
+            )
+            info["privleak_reference_auc"] = ref_auc
+            info["privleak_reference"] = "retain model (Min-40% AUC, forget vs holdout)"
+    m["privleak"] = bm.privleak(m["mia_min_k_auc"], ref_auc) if m["mia_min_k_auc"] is not None else None
+    headline_keys = (
+        "forget_quality",
+        "model_utility",
+        "forget_truth_ratio",
+        "forget_Q_A_Prob",
+        "forget_Q_A_ROUGE",
+        "privleak",
+        "extraction_strength",
+        "exact_memorization",
+    )
+    return m, {k: m[k] for k in headline_keys}, info
+
+
+def evaluate_tofu(
+    model,
+    tokenizer,
+    data: TofuData,
+    *,
+    output_dir: str | Path,
+    prompt_format: str = "auto",
+    system_prompt: str | None = None,
+    retain_reference: str | Path | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 200,
+    progress: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score every set, write ``tofu_items.jsonl``, ``tofu_summary.json``, ``report.md`` and ``plots/``;
+    return the summary."""
+    from llm_unlearn.evaluation.inference import _pad_id, greedy_generate
+    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder, answer_token_stats
+
+    reference = read_retain_reference(retain_reference) if retain_reference else None
+    if reference is not None:
+        _check_reference(reference, data)
+    enc = QAEncoder(
+        tokenizer, prompt_format, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+    )
+    sets = {
+        "forget": data.forget,
+        "retain": data.retain,
+        "real_authors": data.real_authors,
+        "world_facts": data.world_facts,
+        "holdout": data.holdout,
+    }
+    # every (question, answer) sequence to score, in one batched pass
+    seqs: list[tuple[list[int], int]] = []
+    slots: dict[tuple[str, int, str], Any] = {}
+
+    def add(key, question, answer):
+        slots[key] = len(seqs)
+        seqs.append(enc.pair(question, answer))
+
+    for s, items in sets.items():
+        for i, it in enumerate(items):
+            add((s, i, "answer"), it.question, it.answer)
+            if it.paraphrased_answer is not None:
+                add((s, i, "para"), it.question, it.paraphrased_answer)
+            for j, w in enumerate(it.perturbed_answers if s != "holdout" else ()):
+                add((s, i, f"pert{j}"), it.question, w)
+    stats = answer_token_stats(
+        model, seqs, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
+    )
+    gen_keys = [(s, i) for s in GENERATION_SETS for i in range(len(sets[s]))]
+    generations = greedy_generate(
+        model,
+        tokenizer,
+        [],
+        prompt_ids=[enc.prompt(sets[s][i].question) for s, i in gen_keys],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        desc="TOFU generations",
+    )
+    gen = dict(zip(gen_keys, generations))
+
+    rows: list[dict[str, Any]] = []
+    for s, items in sets.items():
+        for i, it in enumerate(items):
+            a = stats[slots[(s, i, "answer")]]
+            row: dict[str, Any] = {"set": s, "index": i, "question": it.question, "answer": it.answer}
+            pert = (
+                [stats[slots[(s, i, f"pert{j}")]].nll for j in range(len(it.perturbed_answers))]
+                if s != "holdout"
+                else []
+            )
+            row["answer_nll"] = a.nll
+            row["prob"] = None if a.nll is None else bm.normalized_probability(a.nll)
+            if (
+                s in ("real_authors", "world_facts")
+                and a.nll is not None
+                and all(x is not None for x in pert)
+            ):
+                row["prob"] = bm.probability_with_options(a.nll, pert)
+            true_nll = stats[slots[(s, i, "para")]].nll if it.paraphrased_answer is not None else a.nll
+            if s != "holdout":
+                row["paraphrased_nll"] = true_nll if it.paraphrased_answer is not None else None
+                row["perturbed_nll"] = pert
+                ok = true_nll is not None and pert and all(x is not None for x in pert)
+                row["truth_ratio"] = bm.truth_ratio(true_nll, pert) if ok else None
+                row["generation"] = gen[(s, i)]
+                row["rouge"] = bm.rouge_l_recall(it.answer, gen[(s, i)])
+            if s in ("forget", "holdout"):
+                body = a.without_eos
+                row["min_k"] = bm.min_k_logprob(body.logprobs, MIN_K_PERCENT) if body.logprobs else None
+            if s == "forget":
+                body = a.without_eos
+                row["em"] = bm.exact_memorization(body.correct)
+                row["es"] = bm.extraction_strength(body.correct)
+            rows.append(row)
+    if data.holdout and any(r.get("min_k") is None for r in rows if r["set"] in ("forget", "holdout")):
+        raise UserError("some forget/holdout answers have no token to score (check the tokenizer)")
+
+    metrics, headline, info = tofu_metrics(rows, reference)
+    out = Path(output_dir)
+    atomic_write_jsonl(out / "tofu_items.jsonl", rows)
+    summary = make_summary(
+        "tofu",
+        headline,
+        metrics,
+        {s: len(v) for s, v in sets.items()},
+        reference=info,
+        config={
+            **dict(config or {}),
+            "forget_split": data.forget_split,
+            "prompt_format": enc.format,
+            "system_prompt": enc.system_prompt if enc.format == "chat" else None,
+            "max_new_tokens": max_new_tokens,
+            "min_k_percent": MIN_K_PERCENT,
+        },
+    )
+    write_summary(out, summary)
+    plots = [str(plot_headline(summary, out / "plots" / "tofu_headline.png").relative_to(out))]
+    series = {"model": [r["truth_ratio"] for r in rows if r["set"] == "forget"]}
+    if reference is not None:
+        series["retain model"] = [reference["forget"][i]["truth_ratio"] for i in sorted(reference["forget"])]
+    plots.append(
+        str(
+            plot_histograms(
+                series,
+                out / "plots" / "tofu_truth_ratio.png",
+                "truth ratio R (forget set)",
+                "Forget-set truth ratios",
+                log_x=True,
+            ).relative_to(out)
+        )
+    )
+    examples = [
+        {
+            "set": s,
+            "prompt": r["question"],
+            "expected": r["answer"],
+            "generation": r["generation"],
+            "score": r["rouge"],
+        }
+        for s in GENERATION_SETS
+        for r in [x for x in rows if x["set"] == s][:2]
+    ]
+    notes = []
+    if reference is None:
+        notes.append(
+            "no --retain-reference: forget quality is not computed and privleak uses the reference AUC 0.5"
+        )
+    write_benchmark_report(out, summary, examples, plots, notes)
+    return summary
