@@ -231,3 +231,28 @@ def test_demo_has_no_progress_and_refuses_a_bad_limit(capsys):
     assert cli.build_parser().parse_args(["demo"]).no_progress is False
     assert cli.main(["demo", "--data", "d", "--limit", "0", "--no-progress"]) == 2
     assert _err(capsys) == "error: --limit must be positive, got 0"
+
+
+def test_finetune_follows_the_output_directory_policy(tmp_path):
+    """A directory with someone else's file is refused before anything loads; with --overwrite the file
+    is kept; an input is never an output."""
+    import subprocess
+    import sys
+
+    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(make_synthetic_dataset(n_entities_per_task=2, seed=3), data)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    base = [sys.executable, "-m", "llm_unlearn", "finetune", "--model", "tiny", "--data", str(data),
+            "--max-steps", "2", "--tiny-hidden", "32", "--tiny-layers", "1", "--vocab-size", "300", "--no-progress"]
+    r = subprocess.run(base + ["--output-dir", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "not empty" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run(base + ["--output-dir", str(out), "--overwrite"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "finetune.json").is_file()
+    r = subprocess.run(base + ["--output-dir", str(data / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "input" in r.stderr

@@ -227,14 +227,19 @@ def _criterion_met(scores: dict, threshold: float) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ output dir
-def _check_output_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output-dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not (out / SUMMARY_FILE).is_file() and not overwrite:
-        raise UserError(
-            f"--output-dir {out} is not empty and holds no earlier finetune output: choose another "
-            "directory, or pass --overwrite to replace it"
-        )
+def _check_output_dir(out: Path, overwrite: bool, inputs: list) -> bool:
+    """The output-directory policy (io_utils.prepare_output_dir), checked before anything is loaded;
+    returns whether OUT may be replaced as a whole (False: it holds other files, kept with --overwrite)."""
+    from llm_unlearn.io_utils import LOCK, MARKER, prepare_output_dir, read_marker
+
+    prepare_output_dir(
+        out, "finetune", inputs=inputs, overwrite=overwrite, own_names=(SUMMARY_FILE,), create=False
+    )
+    if not out.is_dir():
+        return True
+    marker = read_marker(out)
+    others = [p for p in out.iterdir() if p.name not in (MARKER, LOCK)]
+    return (marker is not None and marker.get("kind") == "finetune") or not others
 
 
 def _validate(
@@ -321,7 +326,7 @@ def finetune(
     trained on (not trained on by the model), e.g. holdout documents that must tokenize well."""
     from tqdm.auto import tqdm
 
-    from llm_unlearn.io_utils import atomic_dir
+    from llm_unlearn.io_utils import DirectoryLock, fill_output_dir
     from llm_unlearn.modeling import default_device
 
     t0 = time.time()
@@ -343,225 +348,235 @@ def finetune(
     if not output_dir:
         raise UserError("no output directory given (use --output-dir DIR)")
     out = Path(output_dir)
-    _check_output_dir(out, overwrite)
-    recs, docs = _gather(data, split, forget, retain, records, documents, limit)
-    if until_em is not None and not recs:
-        raise UserError("--until-em needs records to test memorization on (only documents were given)")
-    texts = [(r.input + joiner + r.output) if r.input else r.output for r in recs] + [
-        d["document"] for d in docs
-    ]
+    inputs = [data, forget, retain, *records, *documents] + ([] if model == "tiny" else [model, tokenizer])
+    replace_dir = _check_output_dir(out, overwrite, inputs)
+    # the lock lives beside OUT (OUT itself is replaced as a whole); released however the run ends
+    with DirectoryLock(out, sibling=True):
+        recs, docs = _gather(data, split, forget, retain, records, documents, limit)
+        if until_em is not None and not recs:
+            raise UserError("--until-em needs records to test memorization on (only documents were given)")
+        texts = [(r.input + joiner + r.output) if r.input else r.output for r in recs] + [
+            d["document"] for d in docs
+        ]
 
-    # model and tokenizer
-    dev = torch.device(device) if device else default_device()
-    torch.manual_seed(seed)
-    is_tiny = model == "tiny"
-    if is_tiny:
-        from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+        # model and tokenizer
+        dev = torch.device(device) if device else default_device()
+        torch.manual_seed(seed)
+        is_tiny = model == "tiny"
+        if is_tiny:
+            from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
 
-        tok = train_bpe_tokenizer(texts + list(extra_tokenizer_texts), vocab_size=vocab_size)
-        net = build_tiny_olmo2(
-            tok,
-            hidden_size=tiny_hidden,
-            num_layers=tiny_layers,
-            intermediate_size=4 * tiny_hidden,
-            max_position_embeddings=max(512, max_length),
-            seed=seed,
-        )
-        net.to(dev)
-    else:
-        from llm_unlearn.modeling import load_model, load_tokenizer
-
-        tok = load_tokenizer(tokenizer or model, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
-        # master weights in float32; bf16 compute comes from autocast on a capable GPU
-        net = load_model(
-            model,
-            dtype="float32" if dtype == "auto" else dtype,
-            device=dev,
-            trust_remote_code=trust_remote_code,
-            gguf_file=gguf_file,
-            allow_pickle=allow_pickle,
-        )
-    if tok.eos_token_id is None:
-        raise UserError(f"the tokenizer of {model} has no EOS token")
-    if lr is None:
-        lr = 3e-3 if is_tiny else (2e-4 if method == "lora" else 2e-5)
-    train_net = net
-    if method == "lora":
-        from llm_unlearn.modeling import apply_lora
-
-        train_net = apply_lora(net, r=lora_r, alpha=lora_alpha)
-
-    # examples (loss on every token) and length buckets
-    eos = tok.eos_token_id
-    examples, n_truncated = [], 0
-    for t in texts:
-        ids = list(tok(t).input_ids)
-        if not ids or ids[-1] != eos:
-            ids.append(eos)
-        if len(ids) > max_length:
-            ids, n_truncated = ids[:max_length], n_truncated + 1
-        examples.append(ids)
-    if n_truncated:
-        log.warning(
-            "%d of %d text(s) were longer than --max-length %d tokens and were cut from the right",
-            n_truncated,
-            len(examples),
-            max_length,
-        )
-    lengths = [len(e) for e in examples]
-    steps_per_epoch = len(bucket_batches(lengths, batch_size, max_tokens=max_batch_tokens, seed=seed))
-    if max_steps is None and epochs is None:
-        epoch_cap = DEFAULT_EPOCH_CAP if until_em is not None else DEFAULT_EPOCHS
-    else:
-        epoch_cap = epochs if epochs is not None else math.ceil(max_steps / steps_per_epoch)
-    step_cap = min(max_steps or epoch_cap * steps_per_epoch, epoch_cap * steps_per_epoch)
-
-    # memorization sample
-    rng = random.Random(seed)
-    sample = rng.sample(recs, min(eval_items, len(recs))) if recs else []
-
-    params = [p for p in train_net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = min(20, max(1, step_cap // 10))
-    fixed_budget = until_em is None
-
-    def lr_factor(
-        s: int,
-    ) -> float:  # warm-up, then constant (criterion) or linear decay to 10% (fixed budget)
-        w = min(1.0, (s + 1) / warmup)
-        return w * (max(0.1, 1 - s / step_cap) if fixed_budget else 1.0)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    autocast = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos
-    log.info(
-        "finetune: %d records + %d documents, %d steps/epoch (batch %d%s), up to %d epochs / %d steps, "
-        "lr %g, %s on %s",
-        len(recs),
-        len(docs),
-        steps_per_epoch,
-        batch_size,
-        f", <= {max_batch_tokens} tokens" if max_batch_tokens else "",
-        epoch_cap,
-        step_cap,
-        lr,
-        method,
-        dev,
-    )
-    bar = tqdm(total=step_cap, desc="finetune", unit="step", dynamic_ncols=True, disable=not progress)
-    history: list[dict] = []
-    step, stopped = 0, None
-    pad_fracs = []
-    for epoch in range(1, epoch_cap + 1):
-        batches = bucket_batches(lengths, batch_size, max_tokens=max_batch_tokens, seed=seed * 100003 + epoch)
-        pad_fracs.append(padding_fraction(lengths, batches))
-        train_net.train()
-        t_epoch = time.time()
-        losses, weights = [], []
-        for b in batches:
-            batch = _collate([examples[i] for i in b], pad_id, dev)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss = train_net(**batch).loss
-            if not torch.isfinite(loss):
-                raise UserError(f"the fine-tuning loss became {loss.item()} at step {step + 1}: lower --lr")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(loss.item())
-            weights.append(sum(lengths[i] - 1 for i in b))
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
-            if step >= step_cap:
-                break
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "mean_loss": sum(x * w for x, w in zip(losses, weights)) / max(sum(weights), 1),
-            "seconds": round(time.time() - t0, 1),
-            "train_seconds": round(time.time() - t_epoch, 2),
-        }
-        last = step >= step_cap or epoch == epoch_cap
-        if sample and (epoch % eval_every == 0 or last):
-            t_eval = time.time()
-            scores = memorization_scores(train_net, tok, sample, batch_size=max(batch_size, 16))
-            row.update(em=scores["em"], rougeL=scores["rougeL"], eval_seconds=round(time.time() - t_eval, 2))
-            row["seconds"] = round(time.time() - t0, 1)
-            bar.set_postfix(
-                epoch=epoch,
-                loss=f"{row['mean_loss']:.3f}",
-                em="-" if scores["em"] is None else f"{scores['em']:.2f}",
-                rougeL="-" if scores["rougeL"] is None else f"{scores['rougeL']:.2f}",
+            tok = train_bpe_tokenizer(texts + list(extra_tokenizer_texts), vocab_size=vocab_size)
+            net = build_tiny_olmo2(
+                tok,
+                hidden_size=tiny_hidden,
+                num_layers=tiny_layers,
+                intermediate_size=4 * tiny_hidden,
+                max_position_embeddings=max(512, max_length),
+                seed=seed,
             )
-            if until_em is not None and _criterion_met(scores, until_em):
-                stopped = "criterion"
-        history.append(row)
-        log.debug("finetune epoch %s", row)
-        if stopped:
-            break
-        if step >= step_cap:
-            stopped = "max_steps" if max_steps is not None and step >= max_steps else "epochs"
-            break
-    else:
-        stopped = "epochs"
-    bar.close()
-    if until_em is not None and stopped != "criterion":
-        log.warning(
-            "finetune stopped after %d epochs without reaching --until-em %g (last: EM %s, ROUGE-L %s)",
-            history[-1]["epoch"],
-            until_em,
-            history[-1].get("em"),
-            history[-1].get("rougeL"),
+            net.to(dev)
+        else:
+            from llm_unlearn.modeling import load_model, load_tokenizer
+
+            tok = load_tokenizer(tokenizer or model, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
+            # master weights in float32; bf16 compute comes from autocast on a capable GPU
+            net = load_model(
+                model,
+                dtype="float32" if dtype == "auto" else dtype,
+                device=dev,
+                trust_remote_code=trust_remote_code,
+                gguf_file=gguf_file,
+                allow_pickle=allow_pickle,
+            )
+        if tok.eos_token_id is None:
+            raise UserError(f"the tokenizer of {model} has no EOS token")
+        if lr is None:
+            lr = 3e-3 if is_tiny else (2e-4 if method == "lora" else 2e-5)
+        train_net = net
+        if method == "lora":
+            from llm_unlearn.modeling import apply_lora
+
+            train_net = apply_lora(net, r=lora_r, alpha=lora_alpha)
+
+        # examples (loss on every token) and length buckets
+        eos = tok.eos_token_id
+        examples, n_truncated = [], 0
+        for t in texts:
+            ids = list(tok(t).input_ids)
+            if not ids or ids[-1] != eos:
+                ids.append(eos)
+            if len(ids) > max_length:
+                ids, n_truncated = ids[:max_length], n_truncated + 1
+            examples.append(ids)
+        if n_truncated:
+            log.warning(
+                "%d of %d text(s) were longer than --max-length %d tokens and were cut from the right",
+                n_truncated,
+                len(examples),
+                max_length,
+            )
+        lengths = [len(e) for e in examples]
+        steps_per_epoch = len(bucket_batches(lengths, batch_size, max_tokens=max_batch_tokens, seed=seed))
+        if max_steps is None and epochs is None:
+            epoch_cap = DEFAULT_EPOCH_CAP if until_em is not None else DEFAULT_EPOCHS
+        else:
+            epoch_cap = epochs if epochs is not None else math.ceil(max_steps / steps_per_epoch)
+        step_cap = min(max_steps or epoch_cap * steps_per_epoch, epoch_cap * steps_per_epoch)
+
+        # memorization sample
+        rng = random.Random(seed)
+        sample = rng.sample(recs, min(eval_items, len(recs))) if recs else []
+
+        params = [p for p in train_net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        warmup = min(20, max(1, step_cap // 10))
+        fixed_budget = until_em is None
+
+        def lr_factor(
+            s: int,
+        ) -> float:  # warm-up, then constant (criterion) or linear decay to 10% (fixed budget)
+            w = min(1.0, (s + 1) / warmup)
+            return w * (max(0.1, 1 - s / step_cap) if fixed_budget else 1.0)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+        autocast = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos
+        log.info(
+            "finetune: %d records + %d documents, %d steps/epoch (batch %d%s), up to %d epochs / %d steps, "
+            "lr %g, %s on %s",
+            len(recs),
+            len(docs),
+            steps_per_epoch,
+            batch_size,
+            f", <= {max_batch_tokens} tokens" if max_batch_tokens else "",
+            epoch_cap,
+            step_cap,
+            lr,
+            method,
+            dev,
         )
+        bar = tqdm(total=step_cap, desc="finetune", unit="step", dynamic_ncols=True, disable=not progress)
+        history: list[dict] = []
+        step, stopped = 0, None
+        pad_fracs = []
+        for epoch in range(1, epoch_cap + 1):
+            batches = bucket_batches(
+                lengths, batch_size, max_tokens=max_batch_tokens, seed=seed * 100003 + epoch
+            )
+            pad_fracs.append(padding_fraction(lengths, batches))
+            train_net.train()
+            t_epoch = time.time()
+            losses, weights = [], []
+            for b in batches:
+                batch = _collate([examples[i] for i in b], pad_id, dev)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    loss = train_net(**batch).loss
+                if not torch.isfinite(loss):
+                    raise UserError(
+                        f"the fine-tuning loss became {loss.item()} at step {step + 1}: lower --lr"
+                    )
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                losses.append(loss.item())
+                weights.append(sum(lengths[i] - 1 for i in b))
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+                if step >= step_cap:
+                    break
+            row = {
+                "epoch": epoch,
+                "step": step,
+                "mean_loss": sum(x * w for x, w in zip(losses, weights)) / max(sum(weights), 1),
+                "seconds": round(time.time() - t0, 1),
+                "train_seconds": round(time.time() - t_epoch, 2),
+            }
+            last = step >= step_cap or epoch == epoch_cap
+            if sample and (epoch % eval_every == 0 or last):
+                t_eval = time.time()
+                scores = memorization_scores(train_net, tok, sample, batch_size=max(batch_size, 16))
+                row.update(
+                    em=scores["em"], rougeL=scores["rougeL"], eval_seconds=round(time.time() - t_eval, 2)
+                )
+                row["seconds"] = round(time.time() - t0, 1)
+                bar.set_postfix(
+                    epoch=epoch,
+                    loss=f"{row['mean_loss']:.3f}",
+                    em="-" if scores["em"] is None else f"{scores['em']:.2f}",
+                    rougeL="-" if scores["rougeL"] is None else f"{scores['rougeL']:.2f}",
+                )
+                if until_em is not None and _criterion_met(scores, until_em):
+                    stopped = "criterion"
+            history.append(row)
+            log.debug("finetune epoch %s", row)
+            if stopped:
+                break
+            if step >= step_cap:
+                stopped = "max_steps" if max_steps is not None and step >= max_steps else "epochs"
+                break
+        else:
+            stopped = "epochs"
+        bar.close()
+        if until_em is not None and stopped != "criterion":
+            log.warning(
+                "finetune stopped after %d epochs without reaching --until-em %g (last: EM %s, ROUGE-L %s)",
+                history[-1]["epoch"],
+                until_em,
+                history[-1].get("em"),
+                history[-1].get("rougeL"),
+            )
 
-    final = train_net.merge_and_unload() if method == "lora" else train_net
-    final.eval()
-    summary = {
-        "model": "tiny" if is_tiny else str(model),
-        "gguf_file": gguf_file,
-        "method": method,
-        "records": len(recs),
-        "documents": len(docs),
-        "limit": limit,
-        "until_em": until_em,
-        "eval_items": len(sample),
-        "eval_ids": [r.id for r in sample],
-        "stopped": stopped,
-        "criterion_met": None if until_em is None else stopped == "criterion",
-        "epochs": history[-1]["epoch"] if history else 0,
-        "steps": step,
-        "steps_per_epoch": steps_per_epoch,
-        "learning_rate": lr,
-        "batch_size": batch_size,
-        "max_batch_tokens": max_batch_tokens,
-        "max_length": max_length,
-        "truncated": n_truncated,
-        "padding_fraction": round(sum(pad_fracs) / len(pad_fracs), 4) if pad_fracs else None,
-        "seed": seed,
-        "device": str(dev),
-        "bf16_autocast": autocast,
-        "history": history,
-        "final": history[-1] if history else {},
-        "seconds": round(time.time() - t0, 1),
-    }
-    if is_tiny:
-        summary["tiny"] = {"hidden_size": tiny_hidden, "num_layers": tiny_layers, "vocab_size": len(tok)}
+        final = train_net.merge_and_unload() if method == "lora" else train_net
+        final.eval()
+        summary = {
+            "model": "tiny" if is_tiny else str(model),
+            "gguf_file": gguf_file,
+            "method": method,
+            "records": len(recs),
+            "documents": len(docs),
+            "limit": limit,
+            "until_em": until_em,
+            "eval_items": len(sample),
+            "eval_ids": [r.id for r in sample],
+            "stopped": stopped,
+            "criterion_met": None if until_em is None else stopped == "criterion",
+            "epochs": history[-1]["epoch"] if history else 0,
+            "steps": step,
+            "steps_per_epoch": steps_per_epoch,
+            "learning_rate": lr,
+            "batch_size": batch_size,
+            "max_batch_tokens": max_batch_tokens,
+            "max_length": max_length,
+            "truncated": n_truncated,
+            "padding_fraction": round(sum(pad_fracs) / len(pad_fracs), 4) if pad_fracs else None,
+            "seed": seed,
+            "device": str(dev),
+            "bf16_autocast": autocast,
+            "history": history,
+            "final": history[-1] if history else {},
+            "seconds": round(time.time() - t0, 1),
+        }
+        if is_tiny:
+            summary["tiny"] = {"hidden_size": tiny_hidden, "num_layers": tiny_layers, "vocab_size": len(tok)}
 
-    def fill(tmp: Path) -> None:
-        final.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        def fill(tmp: Path) -> None:
+            final.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
-    atomic_dir(out, fill)
-    summary["output_dir"] = str(out)
-    if return_model:
-        return {**summary, "model_object": final, "tokenizer_object": tok}
-    return summary
+        fill_output_dir(out, fill, marker_kind="finetune", replace_dir=replace_dir)
+        summary["output_dir"] = str(out)
+        if return_model:
+            return {**summary, "model_object": final, "tokenizer_object": tok}
+        return summary
+
+    # ------------------------------------------------------------------------------------------ command line
 
 
-# ------------------------------------------------------------------------------------------ command line
 def add_finetune_parser(sub) -> None:
     p = sub.add_parser(
         "finetune",

@@ -371,3 +371,31 @@ class DirectoryLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def fill_output_dir(out_dir: str | os.PathLike, fill: Callable[[Path], None], marker_kind: str | None = None,
+                    replace_dir: bool = True) -> Path:
+    """Write a whole output directory with `fill(tmp)`. `replace_dir`: `out_dir` is replaced as a whole
+    (atomically, with the marker of `marker_kind`); False: the files are moved into it one by one (each
+    atomically), no other file in it is touched, and no marker is written (a directory that also holds
+    other files is never marked as ours)."""
+    out_dir = Path(out_dir)
+
+    def fill_marked(tmp: Path) -> None:
+        fill(tmp)
+        if marker_kind:
+            write_marker(tmp, marker_kind)
+
+    if replace_dir or not out_dir.is_dir():
+        return atomic_dir(out_dir, fill_marked)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        fill(tmp)
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                dest = out_dir / f.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -315,33 +315,16 @@ def merge_and_save(peft_model, tokenizer, out_dir: str | Path, marker_kind: str 
     one by one (each atomically) and no other file in it is touched. `marker_kind`: also write the
     output-directory marker (io_utils.write_marker)."""
     import copy
-    import shutil
-    import tempfile
 
-    from llm_unlearn.io_utils import MARKER, atomic_dir, write_marker
+    from llm_unlearn.io_utils import fill_output_dir
 
     merged = copy.deepcopy(peft_model).merge_and_unload()
 
     def fill(tmp: Path) -> None:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if marker_kind:
-            write_marker(tmp, marker_kind)
 
-    out_dir = Path(out_dir)
-    if replace_dir or not out_dir.is_dir():
-        return atomic_dir(out_dir, fill)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        fill(tmp)
-        for f in sorted(tmp.rglob("*")):
-            if f.is_file() and f.name != MARKER:  # a directory holding other files is never marked ours
-                dest = out_dir / f.relative_to(tmp)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return fill_output_dir(out_dir, fill, marker_kind=marker_kind, replace_dir=replace_dir)
 
 
 # ----------------------------------------------------------------------------- the tiny demo model
