@@ -275,3 +275,18 @@ def test_documents_are_placed_after_their_units_records():
     rows, doc_rows = with_documents(recs, docs)
     assert [r.id for r in rows] == ["1sc1", "1qa0", "1", "2qa0", "3sc1", "3"]
     assert doc_rows == {2, 5}
+
+
+def test_a_record_follows_its_documents_latest_loss_between_evaluations():
+    from types import SimpleNamespace
+
+    from llm_unlearn.trainer import UnlearnTrainer
+
+    t = SimpleNamespace(forget_active={0: True, 1: True, 2: False, 5: True}, forget_caps={5: 3.0},
+                        unit_row={0: 5, 1: 5, 2: 5}, last_row_nll={})
+    act = lambda k: UnlearnTrainer._active(t, k)  # noqa: E731
+    assert [act(k) for k in (0, 1, 2, 5, 9)] == [True, True, False, True, True]  # no in-batch loss yet
+    t.last_row_nll[5] = 3.5  # the document reached its cap in its latest batch: its records stop
+    assert [act(k) for k in (0, 1, 2, 5)] == [False, False, False, True]
+    t.last_row_nll[5] = 2.0  # fell back below (retain training pulled it back): they resume
+    assert [act(k) for k in (0, 1, 2)] == [True, True, False]

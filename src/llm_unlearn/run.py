@@ -366,6 +366,7 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
         action = calib.evaluate(trainer.model, step=step, chunk=c,
                                 chunk_rows=[i for kind, i in plan[c] if kind == "forget"])
         trainer.forget_active, trainer.forget_caps = calib.active, calib.caps
+        trainer.last_row_nll = {}  # the evaluation measured every unit afresh
         ev = calib.evaluations[-1]
         history.append({"step": step, "chunk": c + 1, **{f"eval_{k}": v for k, v in ev.items()
                                                          if k not in ("step", "chunk")}})
@@ -412,6 +413,7 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     offset = saved.get("steps_done", sum(per_chunk_steps[:start_chunk])) if saved else 0
     if calib is not None:
         trainer.forget_active, trainer.forget_caps = calib.active, calib.caps
+        trainer.unit_row = calib.monitor.record_to_document_row()
         if start_chunk == 0 and not calib.evaluations:
             evaluate_now(0, 0)  # the starting point (and the first gate)
     stop_flag["raise"] = False  # during training: finish the step, save the last complete chunk, stop

@@ -159,7 +159,8 @@ def compute_reference(model, selector, batch, obj: ObjectiveOptions, pos: Answer
 
 
 def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSelector | None = None,
-                    reference: ReferenceOutputs | None = None, term_scale: dict[str, float] | None = None):
+                    reference: ReferenceOutputs | None = None, term_scale: dict[str, float] | None = None,
+                    row_nll_out: dict | None = None):
     """The loss of one batch and its terms (detached floats for logging).
 
     `term_scale` multiplies each term where it enters the total (not the logged values): see
@@ -187,7 +188,10 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     push = _pushed_rows(batch, is_forget)
     caps = batch.get("forget_nll_cap")
     if caps is not None:
-        push = push & (row_mean_nll(logp.detach(), pos.rows, labels.shape[0]) < caps.to(logp.device, logp.dtype))
+        row_nll = row_mean_nll(logp.detach(), pos.rows, labels.shape[0])
+        push = push & (row_nll < caps.to(logp.device, logp.dtype))
+        if row_nll_out is not None:  # the caller follows the units' losses between evaluations
+            row_nll_out["row_nll"] = row_nll
     tok_push = push.index_select(0, pos.rows)
     zero = logits.sum() * 0.0  # keeps the graph connected when a term is absent
     if callable(term_scale):
@@ -326,11 +330,23 @@ class UnlearnTrainer(Trainer):
         self.chunk_index = 0
         self.forget_active: dict[int, bool] | None = None  # row_key -> pushed? (calibration gate)
         self.forget_caps: dict[int, float] | None = None  # row_key -> answer-NLL cap (calibration gate)
+        self.unit_row: dict[int, int] = {}  # record row_key -> the row_key of its document row
+        self.last_row_nll: dict[int, float] = {}  # capped row_key -> its loss in its latest batch
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
         # (with True it expects a loss summed over `num_items_in_batch`, which this one is not)
         self.model_accepts_loss_kwargs = False
+
+    def _active(self, key: int) -> bool:
+        """The gate of a forget row: as the last evaluation decided, and, for a record whose document is
+        a forget row too, off as soon as that document's latest in-batch loss has reached its cap."""
+        if not self.forget_active.get(key, True):
+            return False
+        doc = self.unit_row.get(key)
+        if doc is None or self.forget_caps is None or doc not in self.forget_caps or doc not in self.last_row_nll:
+            return True
+        return self.last_row_nll[doc] < self.forget_caps[doc]
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -344,8 +360,7 @@ class UnlearnTrainer(Trainer):
         if "row_key" in inputs and (self.forget_active is not None or self.forget_caps is not None):
             keys, dev = inputs["row_key"].tolist(), inputs["is_forget"].device  # the calibration gate
             if self.forget_active is not None:
-                batch["forget_active"] = torch.tensor([self.forget_active.get(k, True) for k in keys],
-                                                      dtype=torch.bool, device=dev)
+                batch["forget_active"] = torch.tensor([self._active(k) for k in keys], dtype=torch.bool, device=dev)
             if self.forget_caps is not None:
                 batch["forget_nll_cap"] = torch.tensor([self.forget_caps.get(k, float("inf")) for k in keys],
                                                        dtype=torch.float32, device=dev)
@@ -356,12 +371,16 @@ class UnlearnTrainer(Trainer):
             return realized["scale"]
 
         try:
-            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale_of)
+            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale_of, realized)
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
                 f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
                 "the last good checkpoint is kept"
             ) from None
+        if "row_nll" in realized and self.forget_caps is not None:  # the latest loss of each capped row
+            for k, v in zip(inputs["row_key"].tolist(), realized["row_nll"].tolist()):
+                if k in self.forget_caps:
+                    self.last_row_nll[k] = v
         scale = realized.get("scale")
         if scale is not None:  # log the terms of the global batch, not this process's share
             terms = _global_terms(terms, scale, loss.device)

@@ -168,6 +168,13 @@ class TrainingMonitor:
         row["seconds"] = round(time.time() - t0, 3)
         return row
 
+    def record_to_document_row(self) -> dict[int, int]:
+        """{forget row of a record: forget row of its document}, for the records whose document is a
+        forget row too (--unlearn-documents)."""
+        doc_row = {self.unit_of[i][1]: i for i in self.document_rows if self.unit_of[i][0] == "document"}
+        return {i: doc_row[j] for i, (k, j) in self.unit_of.items()
+                if k == "document" and i not in self.document_rows and j in doc_row}
+
     def _gate(self, doc_nll, hold_doc, rec_nll, hold_rec, row) -> tuple[dict[int, bool], dict[int, float]]:
         """``(active, caps)``: the gate of every forget row, and the per-step caps of the rows that are
         their own unit (a document row's loss is its document's; a record unit's is its answer's)."""
