@@ -383,7 +383,7 @@ def answer_nll(
     batch_size: int = 16,
     official_compat: bool = False,
     progress: bool = True,
-    max_tokens_per_batch: int = 16384,
+    max_tokens_per_batch: int = 4096,
     desc: str = "answer NLL",
 ) -> list[float | None]:
     """Mean NLL of each expected output given its input, as the organizers compute it: encode
@@ -434,7 +434,7 @@ def document_statistics(
     official_compat: bool = False,
     k_percent: float = 20,
     progress: bool = True,
-    max_tokens_per_batch: int = 16384,
+    max_tokens_per_batch: int = 4096,
     desc: str = "MIA",
 ) -> list[dict]:
     """Per document: ``nll`` (mean token NLL of the whole document, labels = input ids, as the
