@@ -662,7 +662,7 @@ def _load_sibling(name: str):
 
 
 MMLU_SIZES = {
-    "small": {"n_subjects": 2, "n_test": 8, "repeats": 3},
+    "small": {"n_subjects": 2, "n_test": 6, "repeats": 3},
     "quick": {
         "n_subjects": 2,
         "n_test": 3,

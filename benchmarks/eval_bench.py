@@ -26,6 +26,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SEMEVAL = REPO.parent / "shared" / "data" / "semeval25"
+MEMORIZE_BATCH = 4  # 6 steps per epoch on the 24-item slice
 SMALL = {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 2048, "vocab": 8192}
 
 _FALLBACK_WORDS = (
@@ -306,9 +307,9 @@ def prepare_semeval(
     device: torch.device,
     workdir: Path,
     *,
-    n_per_split: int = 16,
+    n_per_split: int = 12,
     n_mia: int = 8,
-    epochs: int = 16,
+    epochs: int = 14,
     lr: float = 3e-3,
     small: dict[str, int] | None = None,
     seed: int = 0,
@@ -337,14 +338,16 @@ def prepare_semeval(
     ]
     tok = train_bpe_tokenizer(texts, vocab_size=min(shape["vocab"], 4096))
     model = _small_model(shape, len(tok), torch.float32, device, seed, tokenizer=tok)
-    key = json.dumps([n_per_split, epochs, lr, shape, seed, len(tok)], sort_keys=True)
+    key = json.dumps([n_per_split, epochs, lr, MEMORIZE_BATCH, shape, seed, len(tok)], sort_keys=True)
     saved = model_cache / "memorized.pt" if model_cache else None
     if saved is not None and saved.is_file() and torch.load(saved)["key"] == key:
         blob = torch.load(saved)
         model.load_state_dict(blob["state"])
         mem = dict(blob["info"], reused_from=str(saved))
     else:
-        mem = memorize(model, tok, forget + retain, epochs=epochs, lr=lr, batch_size=8, seed=seed)
+        mem = memorize(
+            model, tok, forget + retain, epochs=epochs, lr=lr, batch_size=MEMORIZE_BATCH, seed=seed
+        )
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"key": key, "state": model.state_dict(), "info": mem}, saved)
