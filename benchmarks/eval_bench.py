@@ -26,7 +26,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SEMEVAL = REPO.parent / "shared" / "data" / "semeval25"
-MEMORIZE_BATCH = 4  # 6 steps per epoch on the 24-item slice
+MEMORIZE_BATCH = 8
 SMALL = {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 2048, "vocab": 8192}
 
 _FALLBACK_WORDS = (
@@ -307,10 +307,10 @@ def prepare_semeval(
     device: torch.device,
     workdir: Path,
     *,
-    n_per_split: int = 12,
+    n_per_split: int = 16,
     n_mia: int = 8,
-    epochs: int = 14,
-    lr: float = 3e-3,
+    epochs: int = 20,
+    lr: float = 2e-3,
     small: dict[str, int] | None = None,
     seed: int = 0,
     model_cache: Path | None = None,
