@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -453,3 +454,53 @@ def semeval_bench(
 def _generations(path: Path) -> list[str]:
     rows = [json.loads(x) for x in (path / "generations.jsonl").read_text().splitlines() if x.strip()]
     return [r["model_output"] for r in sorted(rows, key=lambda r: r["id"])]
+
+
+def main(argv=None) -> dict[str, Any] | None:
+    """``python benchmarks/eval_bench.py``: the realistic SemEval check alone (as in ``make bench``),
+    written to ``benchmarks/results/eval-realistic-<device>.json``."""
+    import argparse
+    import os
+    import platform
+    import tempfile
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model-cache", default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0, load0 = time.time(), os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="llm-unlearn-eval-") as tmp:
+        cache = Path(args.model_cache) if args.model_cache else None
+        res = semeval_bench(torch.device(args.device), Path(tmp), model_cache=cache)
+    if res is None:
+        raise SystemExit("error: ../shared/data/semeval25 not found")
+    res.update(
+        threads=args.threads,
+        torch=torch.__version__,
+        platform=platform.platform(),
+        loadavg_start=[round(x, 2) for x in load0],
+        loadavg_end=[round(x, 2) for x in os.getloadavg()],
+        seconds=round(time.time() - t0, 1),
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(__file__).resolve().parent / "results" / f"eval-realistic-{args.device}.json"
+    )
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(res, indent=2) + "\n")
+    os.replace(tmp_out, out)
+    print(
+        json.dumps(
+            {k: res[k] for k in ("speedup", "stage_speedups", "scores_agree", "identical_generations")}
+        )
+    )
+    return res
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "src"))
+    main()
