@@ -21,8 +21,10 @@ from llm_unlearn.evaluation.mmlu import (
     gen_prompt,
     load_mmlu,
     predict,
+    predict_with_prefix,
     read_mmlu_metrics,
     select_instances,
+    shared_prefix_length,
 )
 from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, SUBJECTS
 from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
@@ -174,6 +176,103 @@ def test_batched_predictions_equal_one_at_a_time(csv_dir, tok, model):
     assert one[1] == int(torch.argmax(logits[answer_token_ids(tok)]))
 
 
+# ------------------------------------------------------------------------------------------ shared prefix
+# float32 probabilities of the same tokens at the same positions, computed once from a key/value cache and
+# once whole: the sums differ only in order (attention over <= 2048 keys of width <= 16 per head, 1 layer),
+# so the relative error is bounded by ~n*eps = 2048 * 1.2e-7 ~ 2.4e-4; the predictions must be equal.
+PROB_RTOL = 2.5e-4
+
+
+def _mmlu_rows(n_dev: int, n_test: int, subject: str, long_every: int = 0) -> dict:
+    """Synthetic questions of varying length; every ``long_every``-th question is long enough to force
+    the shot fallback at a small token budget."""
+    dev = [
+        MMLUQuestion(
+            subject, f"Dev question {i} about {subject}?", ("one", "two", "three", "four"), "ABCD"[i % 4]
+        )
+        for i in range(n_dev)
+    ]
+    test = []
+    for i in range(n_test):
+        words = " and more" * (i % 5) + (" lorem ipsum" * 40 if long_every and i % long_every == 0 else "")
+        test.append(
+            MMLUQuestion(
+                subject, f"Is {i} the answer{words}?", ("yes", "no", "maybe", "never"), "ABCD"[i % 4]
+            )
+        )
+    return {"dev": dev, "test": test}
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]], [1, 2, 3, 9]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]], [1, 2, 3]) == 2  # each row keeps one token
+    assert shared_prefix_length([[7, 2], [1, 2]], [1, 2]) == 0
+    assert shared_prefix_length([[1, 2, 3, 4]], [1, 2, 8]) == 2  # a merged boundary token moves the split
+
+
+def test_prefix_cache_with_a_merge_across_the_boundary(tok, model):
+    """The test tokenizer encodes the prefix's trailing "\n\n" as one token alone but as two before a
+    question ("\n", "\n", "What"): the split moves one token earlier and the predictions are unchanged."""
+    rows = FIXTURE["abstract_algebra"]
+    dev, test = (
+        [MMLUQuestion("abstract_algebra", r[0], tuple(r[1:5]), r[5]) for r in rows[s]]
+        for s in ("dev", "test")
+    )
+    prefix = gen_prompt(dev, "abstract_algebra", 2)
+    prompts = [build_prompt(tok, dev, q, 5)[0] for q in test]
+    rest = prompts[0][len(prefix) :]
+    separate = list(tok(prefix).input_ids) + list(tok(rest, add_special_tokens=False).input_ids)
+    assert separate != list(tok(prompts[0]).input_ids)  # the case this test is about does occur
+    whole, p_whole = predict(model, tok, prompts, batch_size=2)
+    cached, p_cached, shared = predict_with_prefix(model, tok, prefix, prompts, batch_size=2)
+    assert shared == len(tok(prefix).input_ids) - 1
+    assert cached == whole
+    for a, b in zip(p_whole, p_cached):
+        assert b == pytest.approx(a, rel=PROB_RTOL)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 64])
+def test_prefix_cache_predictions_equal_uncached(tok, model, batch_size):
+    """Across subjects (different prefixes), shot fallbacks (a small token budget: long questions drop
+    shots, so one subject has several k and prefixes), and batch edges (1, a size that leaves a partial last
+    batch, one that divides, one larger than any group)."""
+    data = {
+        "abstract_algebra": _mmlu_rows(5, 9, "abstract_algebra", long_every=4),
+        "marketing": _mmlu_rows(3, 4, "marketing"),
+        "high_school_us_history": _mmlu_rows(0, 2, "high_school_us_history"),
+    }
+    kw = dict(ntrain=5, batch_size=batch_size, progress=False, max_prompt_tokens=360)
+    whole = evaluate_mmlu(model, tok, data, prefix_cache=False, **kw)
+    cached = evaluate_mmlu(model, tok, data, prefix_cache=True, **kw)
+    ks = whole["subjects"]["abstract_algebra"]
+    assert ks["k_shots_min"] == 3 and ks["k_shots_max"] == 5  # shots dropped: three prefixes
+    assert whole["subject_acc"] == cached["subject_acc"]
+    assert (
+        cached["config"]["mean_shared_prefix_tokens"] > 50
+        and whole["config"]["mean_shared_prefix_tokens"] == 0
+    )
+    # the per-question rows (predictions, shots, probabilities)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        evaluate_mmlu(model, tok, data, prefix_cache=False, output_dir=Path(d) / "a", **kw)
+        evaluate_mmlu(model, tok, data, prefix_cache=True, output_dir=Path(d) / "b", **kw)
+        rows = [
+            [json.loads(x) for x in (Path(d) / n / "predictions.jsonl").read_text().splitlines()]
+            for n in "ab"
+        ]
+    assert len(rows[0]) == len(rows[1]) == 15
+    for a, b in zip(*rows):
+        assert (a["subject"], a["index"], a["k_shots"], a["prediction"]) == (
+            b["subject"],
+            b["index"],
+            b["k_shots"],
+            b["prediction"],
+        )
+        for c in "ABCD":
+            assert b["probs"][c] == pytest.approx(a["probs"][c], rel=PROB_RTOL)
+
+
 def test_compute_metrics_micro_average():
     correct = {"abstract_algebra": [True, False], "marketing": [True, True, True], "anatomy": [False]}
     m = compute_metrics(correct)
@@ -305,35 +404,38 @@ def test_cli_mmlu(csv_dir, tok, model, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model", safe_serialization=True)
     tok.save_pretrained(tmp_path / "model")
     out = tmp_path / "out"
-    rc = main(
-        [
-            "mmlu",
-            "--model",
-            str(tmp_path / "model"),
-            "--data",
-            str(csv_dir),
-            "--output-dir",
-            str(out),
-            "--ntrain",
-            "1",
-            "--subjects",
-            "abstract_algebra",
-            "marketing",
-            "--n-instances",
-            "2",
-            "--batch-size",
-            "2",
-            "--no-progress",
-            "--device",
-            "cpu",
-        ]
-    )
+    cap_argv = [
+        "mmlu",
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        str(csv_dir),
+        "--output-dir",
+        str(out),
+        "--ntrain",
+        "1",
+        "--subjects",
+        "abstract_algebra",
+        "marketing",
+        "--n-instances",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    rc = main(cap_argv)
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["n_questions"] == 4 and set(saved["subject_acc"]) == {"abstract_algebra", "marketing"}
-    assert saved["config"]["ntrain"] == 1
+    assert saved["config"]["ntrain"] == 1 and saved["config"]["prefix_cache"] is True
     assert "MMLU average accuracy" in cap.out
+    argv = [a if a != str(out) else str(tmp_path / "whole") for a in cap_argv] + ["--no-prefix-cache"]
+    assert main(argv) == 0, capsys.readouterr().err
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert whole["config"]["prefix_cache"] is False and whole["subject_acc"] == saved["subject_acc"]
     rc = main(
         [
             "mmlu",

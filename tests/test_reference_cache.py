@@ -180,13 +180,15 @@ def test_topk_with_small_k_is_a_bounded_lower_approximation(tiny_world, tmp_path
     assert all(errors[k] < bounds[k] for k in ks), errors
 
 
-def test_auto_mode_picks_full_within_the_budget_and_topk_beyond(tiny_world, tmp_path):
+def test_auto_mode_picks_full_within_the_budget_and_no_cache_beyond(tiny_world, tmp_path):
     obj = ObjectiveOptions()
     pm = _lora_model(tiny_world)
     rows = _rows(tiny_world)
     big = _build(pm, rows, obj, tmp_path / "a", mode="auto", dtype="float16", budget_gib=1.0)
     assert big.header["retain"] == "full" and big.vocab.dtype.itemsize == 2
-    small = _build(pm, rows, obj, tmp_path / "b", mode="auto", budget_gib=1e-6, topk=32)
+    with pytest.raises(ValueError, match="exceed the budget"):  # top-k is never chosen for the user
+        _build(pm, rows, obj, tmp_path / "b", mode="auto", budget_gib=1e-6, topk=32)
+    small = _build(pm, rows, obj, tmp_path / "b", mode="topk", budget_gib=1e-6, topk=32)
     assert small.header["retain"] == "topk" and small.header["topk"] == 32
     assert small.nbytes() < big.nbytes()
     legacy = _build(
@@ -194,7 +196,7 @@ def test_auto_mode_picks_full_within_the_budget_and_topk_beyond(tiny_world, tmp_
     )
     assert legacy.header["retain"] == "logp" and not (tmp_path / "l" / "vocab.bin").exists()
     assert rc.resolve_mode("auto", 10, 100, "float32", 4000 / 2**30) == "full"
-    assert rc.resolve_mode("auto", 11, 100, "float32", 4000 / 2**30) == "topk"
+    assert rc.resolve_mode("auto", 11, 100, "float32", 4000 / 2**30) == "off"
 
 
 def test_lookup_refuses_what_it_does_not_hold(tiny_world, tmp_path):
@@ -261,6 +263,7 @@ def _cfg(world, out, **over):
         "schedule.epochs": 2,
         "lora.r": 4,
         "lora.alpha": 16,
+        "train.reference_cache": "off",  # the default is auto; each test names the mode it runs
     }
     base.update(over)
     return build_config(overrides=base)

@@ -99,7 +99,7 @@ class TrainOptions:
     logging_steps: int = 1
     merge: bool = True  # also write DIR/model (merged weights + tokenizer)
     overwrite: bool = False
-    reference_cache: str = "off"  # off | auto | full | topk (reference log-probs computed once per run)
+    reference_cache: str = "auto"  # auto (full if it fits the budget, else off) | off | full | topk
     reference_cache_budget_gib: float = 8.0
     reference_cache_topk: int = 256
     reference_cache_dtype: str = "float16"  # float16 | bfloat16 | float32

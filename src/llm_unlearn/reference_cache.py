@@ -12,8 +12,11 @@ over all training rows stores what the loss needs:
 * ``retain_divergence == "none"`` (or ``renyi_mult == 0``): nothing for retain rows.
 
 Modes (``train.reference_cache``): ``off`` (no cache, the reference runs every step), ``full``,
-``topk``, and ``auto`` = ``full`` when ``N_r * V * itemsize`` fits the budget
-(``reference_cache_budget_gib``, default 8 GiB), else ``topk``.
+``topk``, and ``auto`` (the default) = ``full`` when ``N_r * V * itemsize`` fits the budget
+(``reference_cache_budget_gib``, default 8 GiB), else ``off``: the default never changes the loss
+(the full cache holds the exact distributions, rounded to the cache dtype), and the top-k
+approximation, which does change it, is used only when asked for. :func:`choose_mode` makes the
+choice for a run and says why in one line.
 
 Top-k: per retain answer token, the k (default 256) largest reference log-probs, their token ids and
 the log of the remaining mass ``tail = log sum_{v not in top-k} Q(v)``, computed exactly in log-space
@@ -83,6 +86,7 @@ __all__ = [
     "ReferenceCache",
     "cache_fingerprint",
     "model_signature",
+    "choose_mode",
     "open_or_build",
     "resolve_mode",
     "retain_kind",
@@ -113,7 +117,8 @@ def retain_kind(obj: ObjectiveOptions, mode: str) -> str | None:
 
 
 def resolve_mode(mode: str, n_retain_tokens: int, vocab: int, dtype: str, budget_gib: float) -> str:
-    """'auto' -> 'full' when n_retain_tokens * vocab * itemsize <= budget, else 'topk'."""
+    """'auto' -> 'full' when n_retain_tokens * vocab * itemsize <= budget, else 'off' (no cache: the
+    top-k approximation changes the loss, so it is never chosen for the user)."""
     if mode not in ("auto", "full", "topk"):
         raise ValueError(f"reference cache mode must be auto, full or topk, got {mode!r}")
     if dtype not in DTYPES:
@@ -121,7 +126,43 @@ def resolve_mode(mode: str, n_retain_tokens: int, vocab: int, dtype: str, budget
     if mode != "auto":
         return mode
     need = n_retain_tokens * vocab * _ITEMSIZE[dtype]
-    return "full" if need <= budget_gib * 2**30 else "topk"
+    return "full" if need <= budget_gib * 2**30 else "off"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def choose_mode(
+    mode: str,
+    obj: ObjectiveOptions,
+    rows: Sequence[Mapping[str, Any]],
+    vocab: int,
+    dtype: str,
+    budget_gib: float,
+) -> tuple[str, str]:
+    """``(mode, reason)`` for a run: ``off`` (no cache), ``full`` or ``topk``; ``reason`` is one line
+    for the user. ``auto`` gives ``full`` when the retain rows' full reference distributions
+    (answer tokens x V x itemsize of ``dtype``) fit ``budget_gib`` or none are needed, else ``off``."""
+    need_f, need_r = needs_reference(obj)
+    if not (need_f or need_r):
+        return "off", "the objective uses no reference model"
+    if mode == "off":
+        return "off", "train.reference_cache = off: the reference runs on every step"
+    if mode in ("full", "topk"):
+        return mode, f"train.reference_cache = {mode}"
+    if retain_kind(obj, "full") != "full":
+        return "full", "auto: the objective needs no vocabulary distributions (one float per answer token)"
+    n = sum(_n_answer_tokens(r["labels"]) for r in rows if not bool(r.get("is_forget", False)))
+    need = n * vocab * _ITEMSIZE[dtype]
+    size = f"{n} retain answer tokens x V {vocab} x {dtype} = {_gib(need)}"
+    if resolve_mode("auto", n, vocab, dtype, budget_gib) == "full":
+        return "full", f"auto: the exact distributions fit the budget ({size} <= {budget_gib:g} GiB)"
+    return "off", (
+        f"auto: the exact distributions do not fit the budget ({size} > {budget_gib:g} GiB); the reference "
+        "runs on every step (raise train.reference_cache_budget_gib, or opt into the approximate "
+        "train.reference_cache = topk)"
+    )
 
 
 def _n_answer_tokens(labels: Sequence[int]) -> int:
@@ -304,6 +345,11 @@ class ReferenceCache:
         if need_r:
             resolved = resolve_mode(mode, n_retain_tokens, vocab, dtype, budget_gib)
             kind = retain_kind(obj, resolved)
+            if kind == "off":
+                raise ValueError(
+                    f"reference cache mode auto: {n_retain_tokens} retain answer tokens x V {vocab} in {dtype} "
+                    f"exceed the budget of {budget_gib:g} GiB (choose topk explicitly, or no cache)"
+                )
         elif dtype not in DTYPES:
             raise ValueError(f"reference cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if kind == "topk" and not 1 <= int(topk) <= vocab:
@@ -633,7 +679,13 @@ def for_run(
     from llm_unlearn.io_utils import sha256_file
 
     t = cfg.train
-    if t.reference_cache == "off" or not any(needs_reference(cfg.objective)):
+    vocab = int(_peft_model(model).get_output_embeddings().weight.shape[0])
+    mode, reason = choose_mode(
+        t.reference_cache, cfg.objective, rows, vocab, t.reference_cache_dtype, t.reference_cache_budget_gib
+    )
+    if int(os.environ.get("RANK", "0")) == 0:  # one line, on stdout like the run's summary
+        print(f"reference cache: {mode} ({reason})", flush=True)
+    if mode == "off":
         return None
     d = cfg.data
     extra = {
@@ -651,7 +703,7 @@ def for_run(
         rows,
         cfg.objective,
         Path(out_dir) / CACHE_DIRNAME,
-        mode=t.reference_cache,
+        mode=mode,
         dtype=t.reference_cache_dtype,
         budget_gib=t.reference_cache_budget_gib,
         topk=t.reference_cache_topk,

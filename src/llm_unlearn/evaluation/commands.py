@@ -165,6 +165,12 @@ def add_evaluate_parser(sub) -> None:
         help="at most N MMLU test questions per subject with --mmlu-data",
     )
     o.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        help="MMLU: score every prompt whole instead of from its subject's shared few-shot prefix",
+    )
+    o.add_argument(
         "--min-k-percent", type=float, default=20, help="k of the Min-K%% and Min-K%%++ attacks (default 20)"
     )
     from llm_unlearn.evaluation.bench_commands import add_benchmark_flags
@@ -221,6 +227,7 @@ def _evaluate(args, bundle, mia, mmlu_average, mmlu_loaded, progress) -> int:
             batch_size=args.batch_size,
             output_dir=out / "mmlu",
             progress=progress,
+            prefix_cache=args.prefix_cache,
         )["average_acc"], data=path_fingerprint(args.mmlu_data), ntrain=args.mmlu_ntrain,
             n_instances=args.mmlu_n_instances, batch_size=args.batch_size)
     config = {
@@ -326,6 +333,13 @@ def add_mmlu_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default 8)")
     p.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        help="score every prompt whole (the previous path) instead of running each subject's shared "
+        "few-shot prefix once and scoring the questions from its key/value cache",
+    )
+    p.add_argument(
         "--lm-eval-tasks",
         nargs="+",
         default=None,
@@ -373,6 +387,7 @@ def _mmlu(args, loaded) -> int:
         output_dir=out,
         progress=not args.no_progress,
         lm_eval_tasks=args.lm_eval_tasks,
+        prefix_cache=args.prefix_cache,
     )
     for cat, acc in metrics["cat_acc"].items():
         print(f"{acc:.4f}  {cat}")

@@ -2,9 +2,12 @@
 
 Every function has two modes:
 
-* default (fast): prompts sorted by length and batched; generation with LEFT padding and an attention
-  mask (``generate`` derives position ids from the mask and stops each sequence at EOS); NLL passes
-  with RIGHT padding (positions of the real tokens are unchanged);
+* default (fast): prompts sorted by length and batched (at most ``batch_size`` rows and, for the
+  forward passes, ``max_tokens_per_batch`` padded tokens: rows of similar length together); generation
+  with LEFT padding, an attention mask and position ids from the mask, greedy, one token per step from
+  the key/value cache, and a row that has produced EOS leaves the batch at once (its cache rows are
+  dropped), so a batch costs what its unfinished rows need, not ``batch x longest``; NLL passes with
+  RIGHT padding (positions of the real tokens are unchanged);
 * ``official_compat=True``: one example at a time, no padding, exactly as the SemEval-2025 Task 4
   organizers' script (``model.generate(input_ids, max_new_tokens, do_sample=False, use_cache=True,
   pad_token_id=eos)``; ``model(ids, labels=...).loss``).
@@ -182,6 +185,97 @@ def decode_new_tokens(tokenizer, ids: Sequence[int]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ generation
+def _forward_params(model) -> set[str]:
+    target = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    try:
+        return set(inspect.signature(target.forward).parameters)
+    except (TypeError, ValueError):  # pragma: no cover
+        return set()
+
+
+def _plain_greedy(model) -> bool:
+    """True when ``model.generate(do_sample=False)`` is a plain argmax: the generation config adds no
+    logits processor (repetition penalty, n-gram ban, forced or suppressed tokens, minimum length)."""
+    cfg = getattr(model, "generation_config", None)
+    if cfg is None:
+        return True
+    neutral = {
+        "repetition_penalty": (None, 1.0),
+        "encoder_repetition_penalty": (None, 1.0),
+        "no_repeat_ngram_size": (None, 0),
+        "bad_words_ids": (None,),
+        "forced_bos_token_id": (None,),
+        "forced_eos_token_id": (None,),
+        "suppress_tokens": (None,),
+        "begin_suppress_tokens": (None,),
+        "sequence_bias": (None,),
+        "min_new_tokens": (None, 0),
+        "min_length": (None, 0),
+        "renormalize_logits": (None, False),
+    }
+    return all(getattr(cfg, k, None) in v for k, v in neutral.items())
+
+
+def _prunable_cache(cache) -> bool:
+    """True for a transformers cache whose rows can be dropped exactly (plain dynamic layers)."""
+    from transformers import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    return (
+        type(cache) is DynamicCache
+        and layers is not None
+        and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+    )
+
+
+def _greedy_batch(
+    model, seqs: Sequence[Sequence[int]], max_new_tokens: int, eos: set[int], pad_id: int, device
+) -> list[list[int]] | None:
+    """Greedy decoding of one left-padded batch, one token per step from the key/value cache; a row
+    that emits an EOS id (kept as its last token) or reaches ``max_new_tokens`` leaves the batch: its
+    rows of the cache, mask and positions are dropped. Returns the new tokens per row, or None when the
+    model's cache cannot be pruned this way (the caller then uses ``model.generate``)."""
+    params = _forward_params(model)
+    cache_arg = "cache" if "cache" in params else "past_key_values"
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    ids, mask = _left_pad(seqs, pad_id, device)
+    pos = _position_ids(mask)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not _prunable_cache(cache):
+        return None
+    generated: list[list[int]] = [[] for _ in seqs]
+    rows = torch.arange(len(seqs), device=device)  # the original row of each live row
+    last_pos = pos[:, -1]
+    eos_t = torch.tensor(sorted(eos), dtype=torch.long, device=device) if eos else None
+    nxt = out.logits[:, -1, :].argmax(-1)
+    for step in range(max_new_tokens):
+        for r, t in zip(rows.tolist(), nxt.tolist()):
+            generated[r].append(int(t))
+        if step == max_new_tokens - 1:
+            break
+        live = ~torch.isin(nxt, eos_t) if eos_t is not None else torch.ones_like(nxt, dtype=torch.bool)
+        if not bool(live.any()):
+            break
+        if not bool(live.all()):
+            sel = live.nonzero().flatten()
+            cache.batch_select_indices(sel)
+            rows, nxt, mask, last_pos = rows[sel], nxt[sel], mask[sel], last_pos[sel]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        last_pos = last_pos + 1
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=last_pos[:, None],
+            use_cache=True,
+            **{cache_arg: cache},
+            **keep,
+        )
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache
+        nxt = out.logits[:, -1, :].argmax(-1)
+    return generated
+
+
 @torch.no_grad()
 def greedy_generate(
     model,
@@ -194,9 +288,13 @@ def greedy_generate(
     progress: bool = True,
     desc: str = "generate",
     prompt_ids: Sequence[Sequence[int]] | None = None,
+    max_tokens_per_batch: int | None = 8192,
+    early_stop: bool = True,
 ) -> list[str]:
     """Greedy continuation of every prompt (the decoded new tokens), in the order of ``prompts``.
-    ``prompt_ids`` (token ids, e.g. a rendered chat template) replaces encoding ``prompts``."""
+    ``prompt_ids`` (token ids, e.g. a rendered chat template) replaces encoding ``prompts``.
+    ``early_stop``: finished rows leave their batch (:func:`_greedy_batch`); False runs
+    ``model.generate`` on the whole batch until its last row finishes."""
     device = model_device(model)
     if prompt_ids is not None:
         prompts = [""] * len(prompt_ids)
@@ -228,18 +326,24 @@ def greedy_generate(
         pad_id = _pad_id(tokenizer)
         todo = [i for i, e in enumerate(encoded) if e]
         bar.update(len(prompts) - len(todo))
-        for batch in length_batches([len(encoded[i]) for i in todo], batch_size):
+        own_loop = early_stop and _accepts_position_ids(model) and _plain_greedy(model)
+        for batch in length_batches([len(encoded[i]) for i in todo], batch_size, max_tokens_per_batch):
             idx = [todo[b] for b in batch]
-            input_ids, mask = _left_pad([encoded[i] for i in idx], pad_id, device)
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=pad_id,
-            )
-            new = out[:, input_ids.shape[1] :].tolist()
+            new = None
+            if own_loop:
+                new = _greedy_batch(model, [encoded[i] for i in idx], max_new_tokens, eos, pad_id, device)
+                own_loop = new is not None  # a model whose cache this loop cannot prune: generate()
+            if new is None:
+                input_ids, mask = _left_pad([encoded[i] for i in idx], pad_id, device)
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=pad_id,
+                )
+                new = out[:, input_ids.shape[1] :].tolist()
             for row, i in zip(new, idx):
                 for pos, tid in enumerate(row):  # everything after the first EOS is padding
                     if tid in eos:
@@ -279,7 +383,7 @@ def answer_nll(
     batch_size: int = 16,
     official_compat: bool = False,
     progress: bool = True,
-    max_tokens_per_batch: int = 16384,
+    max_tokens_per_batch: int = 4096,
     desc: str = "answer NLL",
 ) -> list[float | None]:
     """Mean NLL of each expected output given its input, as the organizers compute it: encode
@@ -330,7 +434,7 @@ def document_statistics(
     official_compat: bool = False,
     k_percent: float = 20,
     progress: bool = True,
-    max_tokens_per_batch: int = 16384,
+    max_tokens_per_batch: int = 4096,
     desc: str = "MIA",
 ) -> list[dict]:
     """Per document: ``nll`` (mean token NLL of the whole document, labels = input ids, as the

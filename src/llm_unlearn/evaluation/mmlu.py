@@ -14,6 +14,14 @@ prompt is encoded with the tokenizer's default special tokens and scored in left
 ``average_acc`` is the micro average over all questions; ``subcat_acc`` and ``cat_acc`` pool the
 questions of the subjects in each subcategory / category.
 
+Shared prefix (default; ``prefix_cache=False`` / ``--no-prefix-cache`` scores every prompt whole): all
+prompts of one subject with the same k start with the same header and k dev examples. That prefix is run
+through the model once, and the questions are scored in batches from its key/value cache (expanded to the
+batch). The split point is a TOKEN boundary of the real encodings: the longest run of tokens that every
+prompt's own encoding (``tokenizer(prompt).input_ids``) shares with the prefix's encoding. A BPE merge across
+the text boundary (``"\n\n" + "Who"`` encoding differently from the two parts) only moves the split to an
+earlier token; the model always sees exactly the tokens of the uncached path, at the same positions.
+
 Data layouts (a local directory; a hub id only when online, via ``datasets``):
 
 * Hendrycks CSV: ``dev/<subject>_dev.csv`` and ``test/<subject>_test.csv`` (also under ``data/``), no
@@ -42,7 +50,15 @@ import torch
 from tqdm.auto import tqdm
 
 from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation.inference import forward_last_logits
+from llm_unlearn.evaluation.inference import (
+    _accepts_position_ids,
+    _pad_id,
+    _position_ids,
+    eval_mode,
+    forward_last_logits,
+    length_batches,
+    model_device,
+)
 from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, subject_categories
 
 log = logging.getLogger(__name__)
@@ -59,6 +75,8 @@ __all__ = [
     "load_mmlu",
     "select_instances",
     "predict",
+    "shared_prefix_length",
+    "predict_with_prefix",
     "compute_metrics",
     "evaluate_mmlu",
     "read_mmlu_metrics",
@@ -353,12 +371,135 @@ def predict(
     candidate_ids = list(candidate_ids) if candidate_ids is not None else answer_token_ids(tokenizer)
     encoded = [list(tokenizer(p).input_ids) for p in prompts]
     logits = forward_last_logits(model, tokenizer, encoded, batch_size=batch_size)
+    return _probs_from_logits(logits, candidate_ids)
+
+
+def _probs_from_logits(logits: Sequence[torch.Tensor], candidate_ids: Sequence[int]):
     preds, probs = [], []
     for row in logits:
-        p = torch.softmax(row.float(), dim=-1)[candidate_ids]
+        p = torch.softmax(row.float(), dim=-1)[list(candidate_ids)]
         preds.append(int(torch.argmax(p)))
         probs.append([float(x) for x in p])
     return preds, probs
+
+
+def shared_prefix_length(encoded: Sequence[Sequence[int]], prefix_ids: Sequence[int]) -> int:
+    """The number of leading tokens that ``prefix_ids`` and every sequence of ``encoded`` share, at most
+    ``len(shortest) - 1`` (each sequence keeps at least one token of its own to score)."""
+    n = len(prefix_ids)
+    for seq in encoded:
+        n = min(n, len(seq) - 1)
+        i = 0
+        while i < n and seq[i] == prefix_ids[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``[(keys, values)]`` per layer of a transformers key/value cache ([1, heads, T, head_dim] each),
+    or None for a cache this module cannot expand exactly (sliding windows, other layouts)."""
+    from transformers import DynamicCache
+
+    if type(cache) is not DynamicCache:
+        return None
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return None
+    out = []
+    for layer in layers:
+        if type(layer).__name__ != "DynamicLayer":
+            return None
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or values is None:
+            return None
+        out.append((keys, values))
+    return out
+
+
+def _forward_params(model) -> set[str]:
+    import inspect
+
+    target = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    try:
+        return set(inspect.signature(target.forward).parameters)
+    except (TypeError, ValueError):  # pragma: no cover
+        return set()
+
+
+@torch.no_grad()
+def predict_with_prefix(
+    model,
+    tokenizer,
+    prefix: str,
+    prompts: Sequence[str],
+    batch_size: int = 8,
+    candidate_ids: Sequence[int] | None = None,
+    min_shared_tokens: int = 1,
+) -> tuple[list[int], list[list[float]], int]:
+    """:func:`predict` for prompts that all start with the text ``prefix``, running the shared tokens
+    once: ``(predictions, probabilities, shared tokens)``.
+
+    Each prompt is encoded whole, as :func:`predict` does; the shared part is the longest token prefix
+    common to every encoding and to ``tokenizer(prefix).input_ids`` (see :func:`shared_prefix_length`),
+    so a merge across the text boundary moves the split, never the tokens. Its key/value cache is
+    computed once (batch 1) and expanded to each batch; each batch holds the rest of the prompts,
+    left-padded after the prefix (attention mask ``[1]*L + [0]*pad + [1]*n``, positions continuing from
+    L), so every row's last position is its next-token prediction. With fewer than ``min_shared_tokens``
+    shared tokens, or a cache layout that cannot be expanded exactly, the prompts are scored whole."""
+    from transformers import DynamicCache
+
+    candidate_ids = list(candidate_ids) if candidate_ids is not None else answer_token_ids(tokenizer)
+    encoded = [list(tokenizer(p).input_ids) for p in prompts]
+    if not encoded:
+        return [], [], 0
+    shared = shared_prefix_length(encoded, list(tokenizer(prefix).input_ids))
+    with_pos = _accepts_position_ids(model)
+    if shared < max(min_shared_tokens, 1) or not with_pos:
+        logits = forward_last_logits(model, tokenizer, encoded, batch_size=batch_size)
+        return (*_probs_from_logits(logits, candidate_ids), 0)
+    device = model_device(model)
+    pad_id = _pad_id(tokenizer)
+    params = _forward_params(model)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.2x: "cache"
+    out: list[torch.Tensor | None] = [None] * len(encoded)
+    with eval_mode(model):
+        prefix_ids = torch.tensor([encoded[0][:shared]], dtype=torch.long, device=device)
+        first = model(input_ids=prefix_ids, use_cache=True, **keep)
+        cache = getattr(first, "cache", None) or getattr(first, "past_key_values", None)
+        layers = _cache_layers(cache) if cache is not None else None
+        if layers is None:
+            logits = forward_last_logits(model, tokenizer, encoded, batch_size=batch_size)
+            return (*_probs_from_logits(logits, candidate_ids), 0)
+        rests = [e[shared:] for e in encoded]
+        for batch in length_batches([len(r) for r in rests], batch_size):
+            b, width = len(batch), max(len(rests[i]) for i in batch)
+            ids = torch.full((b, width), pad_id, dtype=torch.long)
+            mask = torch.zeros((b, shared + width), dtype=torch.long)
+            mask[:, :shared] = 1
+            for r, i in enumerate(batch):
+                n = len(rests[i])
+                ids[r, width - n :] = torch.tensor(rests[i], dtype=torch.long)
+                mask[r, shared + width - n :] = 1
+            mask = mask.to(device)
+            expanded = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in layers])
+            logits = (
+                model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask,
+                    position_ids=_position_ids(mask)[:, shared:],
+                    use_cache=True,
+                    **{cache_arg: expanded},
+                    **keep,
+                )
+                .logits[:, -1, :]
+                .float()
+                .cpu()
+            )
+            for r, i in enumerate(batch):
+                out[i] = logits[r]
+    return (*_probs_from_logits(out, candidate_ids), shared)  # type: ignore[arg-type]
 
 
 def compute_metrics(correct: dict[str, Sequence[bool]]) -> dict[str, Any]:
@@ -401,10 +542,13 @@ def evaluate_mmlu(
     progress: bool = True,
     max_prompt_tokens: int = MAX_PROMPT_TOKENS,
     lm_eval_tasks: Sequence[str] | None = None,
+    prefix_cache: bool = True,
 ) -> dict[str, Any]:
     """Run the MMLU evaluation; returns the ``metrics.json`` object (written, with
     ``predictions.jsonl``, to ``output_dir`` when given). ``data``: a directory / hub id, or what
-    :func:`load_mmlu` returns."""
+    :func:`load_mmlu` returns. ``prefix_cache``: score each subject's questions with the same k from the
+    key/value cache of their shared prefix (:func:`predict_with_prefix`); False scores every prompt whole
+    (:func:`predict`). Both give the same predictions up to floating-point rounding."""
     import time
 
     from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl
@@ -417,13 +561,30 @@ def evaluate_mmlu(
     correct: dict[str, list[bool]] = {}
     pred_rows: list[dict] = []
     k_used: dict[str, list[int]] = {}
+    shared_tokens = 0
     for subject in tqdm(
         list(loaded), desc="MMLU subjects", disable=not progress, leave=False, dynamic_ncols=True
     ):
         dev = loaded[subject]["dev"][:ntrain]
         test = select_instances(loaded[subject]["test"], n_instances)
         built = [build_prompt(tokenizer, dev, q, ntrain, max_prompt_tokens) for q in test]
-        preds, probs = predict(model, tokenizer, [p for p, _ in built], batch_size, candidate_ids)
+        if prefix_cache:
+            preds, probs = [0] * len(built), [[]] * len(built)
+            for k in sorted({k for _, k in built}, reverse=True):
+                idx = [i for i, (_, kk) in enumerate(built) if kk == k]
+                pr, pb, shared = predict_with_prefix(
+                    model,
+                    tokenizer,
+                    gen_prompt(dev, subject, k),
+                    [built[i][0] for i in idx],
+                    batch_size,
+                    candidate_ids,
+                )
+                shared_tokens += shared * len(idx)
+                for j, i in enumerate(idx):
+                    preds[i], probs[i] = pr[j], pb[j]
+        else:
+            preds, probs = predict(model, tokenizer, [p for p, _ in built], batch_size, candidate_ids)
         correct[subject] = [CHOICES[p] == q.answer for p, q in zip(preds, test)]
         k_used[subject] = [k for _, k in built]
         for i, (q, (_, k), p, pr) in enumerate(zip(test, built, preds, probs)):
@@ -462,6 +623,8 @@ def evaluate_mmlu(
         "batch_size": batch_size,
         "max_prompt_tokens": max_prompt_tokens,
         "answer_token_ids": candidate_ids,
+        "prefix_cache": prefix_cache,
+        "mean_shared_prefix_tokens": round(shared_tokens / metrics["n_questions"], 1),
         "seconds": round(elapsed, 3),
         "questions_per_s": round(metrics["n_questions"] / elapsed, 3) if elapsed > 0 else None,
     }
