@@ -152,8 +152,13 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         atomic_dir(target_dir, save_target)
     else:
         # a slice keeps SemEval's ties: whole units, members with their forget records (data/slices.py)
+        all_nonmembers = nonmembers
         part = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
         bundle.forget, bundle.retain, members, nonmembers = part.forget, part.retain, part.members, part.nonmembers
+        # the calibration holdout: up to 48 non-members after the evaluation's (never trained on, and not
+        # the documents that grade the run)
+        used = {d["id"] for d in nonmembers}
+        holdout_docs = [d for d in all_nonmembers if d["id"] not in used][:48] if members else []
         _write_records(bundle, data_dir)
         if members:
             from llm_unlearn.io_utils import atomic_write_jsonl
@@ -164,7 +169,7 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         ft = finetune(model="tiny", data=data_dir, documents=[data_dir / "mia" / "member.jsonl"] if members else [],
                       output_dir=target_dir, until_em=DATA_UNTIL_EM, eval_items=32, eval_every=2, lr=3e-3,
                       batch_size=8, vocab_size=4096, seed=seed, overwrite=True, progress=progress,
-                      extra_tokenizer_texts=[d["document"] for d in nonmembers], return_model=True)
+                      extra_tokenizer_texts=[d["document"] for d in nonmembers + holdout_docs], return_model=True)
         model, tokenizer = ft.pop("model_object"), ft.pop("tokenizer_object")
         mem = {"steps": ft["steps"], "epochs": ft["epochs"], "stopped": ft["stopped"], "final": ft["final"]}
     t_mem = time.time() - t0
