@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         key, value = kv.split("=", 1)
         RUNS["default-calibrated"][1][key] = yaml.safe_load(value)
     work, out = Path(args.work), Path(args.out)
-    results_dir = out / "quality-cpu"
+    results_dir = out / ("quality-gpu" if args.model else "quality-cpu")
     t0 = time.time()
     sl = prepare(data, args.limit, work, args.holdout)
     print(f"slice: {len(sl['bundle'].forget)} forget, {len(sl['bundle'].retain)} retain records, "
