@@ -200,7 +200,8 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
 
         atomic_write_jsonl(data_dir / "holdout.jsonl", holdout_docs)
         overrides["calibration.holdout"] = str(data_dir / "holdout.jsonl")
-        overrides["calibration.forget_documents"] = str(mia_dir / "member.jsonl")
+        # the members of the data the target was trained on (with --data: the slice's, in OUT/data/mia/)
+        overrides["calibration.forget_documents"] = str(data_dir / "mia" / "member.jsonl")
     overrides.update(unlearn_overrides or {})
     cfg = build_config(overrides=overrides)
     t_un = time.time()
