@@ -27,9 +27,17 @@ from llm_unlearn.demo import run_demo  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 
 VARIANTS = {
-    "records-only-uncalibrated": {"calibration.mode": "off", "calibration.eval_every": "off",
-                                  "calibration.select": "last", "calibration.unlearn_documents": False},
-    "uncalibrated": {"calibration.mode": "off", "calibration.eval_every": "off", "calibration.select": "last"},
+    "records-only-uncalibrated": {
+        "calibration.mode": "off",
+        "calibration.eval_every": "off",
+        "calibration.select": "last",
+        "calibration.unlearn_documents": False,
+    },
+    "uncalibrated": {
+        "calibration.mode": "off",
+        "calibration.eval_every": "off",
+        "calibration.select": "last",
+    },
     "select": {"calibration.mode": "off"},
     "stop": {"calibration.mode": "stop"},
     "gate": {},
@@ -59,12 +67,23 @@ def one(out: Path, name: str, seed: int) -> dict:
     run = json.loads((out / "unlearned" / "run.json").read_text())
     cal = run.get("calibration") or {}
     a = r["after"]
-    print(f"{name:13s} seed {seed} forget EM {a['forget']['knowledge_em']:.3f} "
-          f"R-L {a['forget']['regurgitation_rougeL']:.3f} retain EM {a['retain']['knowledge_em']:.3f} "
-          f"R-L {a['retain']['regurgitation_rougeL']:.3f} AUC {a['mia_auc']:.3f} ({r['seconds']:.0f}s)", flush=True)
-    return {"variant": name, "seed": seed, "overrides": VARIANTS[name], "after": r["after"],
-            "before": r["before"], "unlearn_steps": run["steps_done"], "seconds": r["seconds"],
-            "selected": cal.get("selected"), "stop_reason": cal.get("stop_reason")}
+    print(
+        f"{name:13s} seed {seed} forget EM {a['forget']['knowledge_em']:.3f} "
+        f"R-L {a['forget']['regurgitation_rougeL']:.3f} retain EM {a['retain']['knowledge_em']:.3f} "
+        f"R-L {a['retain']['regurgitation_rougeL']:.3f} AUC {a['mia_auc']:.3f} ({r['seconds']:.0f}s)",
+        flush=True,
+    )
+    return {
+        "variant": name,
+        "seed": seed,
+        "overrides": VARIANTS[name],
+        "after": r["after"],
+        "before": r["before"],
+        "unlearn_steps": run["steps_done"],
+        "seconds": r["seconds"],
+        "selected": cal.get("selected"),
+        "stop_reason": cal.get("stop_reason"),
+    }
 
 
 if __name__ == "__main__":

@@ -102,8 +102,17 @@ def tiny_world(tmp_path_factory):
     texts = memorization_texts(ds.forget + ds.retain, ds.documents)
     tok = train_bpe_tokenizer(texts + [d["document"] for d in ds.nonmember_docs], vocab_size=512)
     torch.manual_seed(0)
-    model, info = train_target_model(texts, tok, hidden_size=64, num_layers=2, steps=260, min_steps=260,
-                                     batch_size=32, lr=5e-3, progress=False)
+    model, info = train_target_model(
+        texts,
+        tok,
+        hidden_size=64,
+        num_layers=2,
+        steps=260,
+        min_steps=260,
+        batch_size=32,
+        lr=5e-3,
+        progress=False,
+    )
     model.save_pretrained(root / "model", safe_serialization=True)
     tok.save_pretrained(root / "model")
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -114,8 +123,15 @@ def tiny_world(tmp_path_factory):
         m.eval()
         return m
 
-    return {"data_dir": root / "data", "ds": ds, "tokenizer": tok, "model_dir": root / "model",
-            "make_model": make_model, "train_info": info, "root": root}
+    return {
+        "data_dir": root / "data",
+        "ds": ds,
+        "tokenizer": tok,
+        "model_dir": root / "model",
+        "make_model": make_model,
+        "train_info": info,
+        "root": root,
+    }
 
 
 def greedy_exact_match(model, tokenizer, records, max_new_tokens: int = 16) -> float:
@@ -128,11 +144,16 @@ def greedy_exact_match(model, tokenizer, records, max_new_tokens: int = 16) -> f
     try:
         enc = tokenizer([r["input"] for r in qa], return_tensors="pt", padding=True)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
     finally:
         tokenizer.padding_side = side
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(t.strip().lower() == r["output"].strip().lower() for t, r in zip(texts, qa)) / len(qa)
 
 

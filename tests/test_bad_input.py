@@ -17,8 +17,25 @@ import pytest
 
 from llm_unlearn import cli
 
-FAST = ["--limit", "4", "--chunk-size", "4", "--positive-ratio", "1", "--epochs", "1", "--batch-size", "4",
-        "--lora-r", "2", "--lora-alpha", "4", "--no-merge", "--no-plots", "--no-progress"]
+FAST = [
+    "--limit",
+    "4",
+    "--chunk-size",
+    "4",
+    "--positive-ratio",
+    "1",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--lora-r",
+    "2",
+    "--lora-alpha",
+    "4",
+    "--no-merge",
+    "--no-plots",
+    "--no-progress",
+]
 
 
 @dataclass
@@ -32,22 +49,38 @@ class Case:
 
 def _jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
 def _rows(world, split: str, n: int = 4) -> list[dict]:
     recs = world["ds"].forget if split == "forget" else world["ds"].retain
-    return [{"id": r["id"], "input": r["input"], "output": r["output"], "task": r["task"], "split": split}
-            for r in recs[:n]]
+    return [
+        {"id": r["id"], "input": r["input"], "output": r["output"], "task": r["task"], "split": split}
+        for r in recs[:n]
+    ]
 
 
 def _train(world, tmp: Path, *extra: str, data: Path | None = None, model: Path | None = None) -> list[str]:
-    return ["--quiet", "train", "--model", str(model or world["model_dir"]),
-            "--data", str(data or world["data_dir"]), "--output-dir", str(tmp / "out"), *FAST, *extra]
+    return [
+        "--quiet",
+        "train",
+        "--model",
+        str(model or world["model_dir"]),
+        "--data",
+        str(data or world["data_dir"]),
+        "--output-dir",
+        str(tmp / "out"),
+        *FAST,
+        *extra,
+    ]
 
 
-def _data(world, tmp: Path, forget: list | None = None, retain: list | None = None, name: str = "data") -> Path:
+def _data(
+    world, tmp: Path, forget: list | None = None, retain: list | None = None, name: str = "data"
+) -> Path:
     d = tmp / name
     _jsonl(d / "forget.jsonl", forget if forget is not None else _rows(world, "forget"))
     _jsonl(d / "retain.jsonl", retain if retain is not None else _rows(world, "retain"))
@@ -68,7 +101,9 @@ def malformed_json(world, tmp):
 def missing_field(world, tmp):
     rows = _rows(world, "forget")
     del rows[1]["output"]
-    return Case(_train(world, tmp, data=_data(world, tmp, forget=rows)), tmp / "out", "missing field 'output'")
+    return Case(
+        _train(world, tmp, data=_data(world, tmp, forget=rows)), tmp / "out", "missing field 'output'"
+    )
 
 
 def non_string_field(world, tmp):
@@ -100,15 +135,27 @@ def non_utf8_bytes(world, tmp):
 def id_in_both_sets(world, tmp):
     forget, retain = _rows(world, "forget"), _rows(world, "retain")
     retain[1]["id"] = forget[2]["id"]
-    return Case(_train(world, tmp, data=_data(world, tmp, forget=forget, retain=retain)), tmp / "out",
-                "in both the forget set")
+    return Case(
+        _train(world, tmp, data=_data(world, tmp, forget=forget, retain=retain)),
+        tmp / "out",
+        "in both the forget set",
+    )
 
 
 def unknown_extension(world, tmp):
     f = tmp / "forget.txt"
     f.write_text(json.dumps(_rows(world, "forget")[0]) + "\n")
-    argv = ["--quiet", "train", "--model", str(world["model_dir"]), "--forget", str(f),
-            "--output-dir", str(tmp / "out"), *FAST]
+    argv = [
+        "--quiet",
+        "train",
+        "--model",
+        str(world["model_dir"]),
+        "--forget",
+        str(f),
+        "--output-dir",
+        str(tmp / "out"),
+        *FAST,
+    ]
     return Case(argv, tmp / "out", "unsupported data file type '.txt'")
 
 
@@ -146,7 +193,9 @@ def tokenizer_without_pad_token(world, tmp):
 
 
 def prompt_longer_than_max_length(world, tmp):
-    return Case(_train(world, tmp, "--max-length", "12"), tmp / "out", "were longer than max_length=12", ok=True)
+    return Case(
+        _train(world, tmp, "--max-length", "12"), tmp / "out", "were longer than max_length=12", ok=True
+    )
 
 
 def chunk_size_zero(world, tmp):
@@ -158,7 +207,9 @@ def chunk_size_negative(world, tmp):
 
 
 def negative_positive_ratio(world, tmp):
-    return Case(_train(world, tmp, "--positive-ratio", "-1"), tmp / "out", "positive_ratio must be in [0, 1e+06]")
+    return Case(
+        _train(world, tmp, "--positive-ratio", "-1"), tmp / "out", "positive_ratio must be in [0, 1e+06]"
+    )
 
 
 def alpha_zero(world, tmp):
@@ -184,7 +235,9 @@ def negative_multiplier_in_yaml(world, tmp):
 
 
 def unknown_preset(world, tmp):
-    return Case(_train(world, tmp, "--preset", "no-such-preset"), tmp / "out", "unknown preset 'no-such-preset'")
+    return Case(
+        _train(world, tmp, "--preset", "no-such-preset"), tmp / "out", "unknown preset 'no-such-preset'"
+    )
 
 
 def output_dir_with_a_different_run(world, tmp):
@@ -200,8 +253,17 @@ def mmlu_malformed_row(world, tmp):
     (d / "test").mkdir()
     (d / "dev" / "anatomy_dev.csv").write_text("What is 1+1?,1,2,3,4,B\n")
     (d / "test" / "anatomy_test.csv").write_text("What is 2+2?,1,2,3,4,D\nWhat is 3+3?,6,7,8\n")
-    argv = ["--quiet", "mmlu", "--model", str(world["model_dir"]), "--data", str(d), "--output-dir",
-            str(tmp / "out"), "--no-progress"]
+    argv = [
+        "--quiet",
+        "mmlu",
+        "--model",
+        str(world["model_dir"]),
+        "--data",
+        str(d),
+        "--output-dir",
+        str(tmp / "out"),
+        "--no-progress",
+    ]
     return Case(argv, tmp / "out", "expected 6 fields")
 
 
@@ -209,8 +271,21 @@ def mia_without_documents(world, tmp):
     mia = tmp / "mia"
     shutil.copytree(world["data_dir"] / "mia", mia)
     (mia / "nonmember.jsonl").write_text("\n")
-    argv = ["--quiet", "evaluate", "--model", str(world["model_dir"]), "--data", str(world["data_dir"]),
-            "--mia-data", str(mia), "--output-dir", str(tmp / "out"), "--limit", "2", "--no-progress"]
+    argv = [
+        "--quiet",
+        "evaluate",
+        "--model",
+        str(world["model_dir"]),
+        "--data",
+        str(world["data_dir"]),
+        "--mia-data",
+        str(mia),
+        "--output-dir",
+        str(tmp / "out"),
+        "--limit",
+        "2",
+        "--no-progress",
+    ]
     return Case(argv, tmp / "out", "no documents")
 
 
@@ -226,14 +301,38 @@ def invalid_yaml(world, tmp):
     return Case(_train(world, tmp, "--config", str(y)), tmp / "out", "not valid YAML")
 
 
-CASES: dict[str, Callable] = {f.__name__: f for f in [
-    malformed_json, missing_field, non_string_field, empty_file, bom_is_accepted, non_utf8_bytes, id_in_both_sets,
-    unknown_extension, directory_without_data, missing_model_path, not_a_causal_lm, tokenizer_without_pad_token,
-    prompt_longer_than_max_length, chunk_size_zero, chunk_size_negative, negative_positive_ratio, alpha_zero,
-    alpha_negative, beta_zero, negative_multiplier, negative_multiplier_in_yaml, unknown_preset,
-    output_dir_with_a_different_run, mmlu_malformed_row, mia_without_documents, unknown_section_in_yaml,
-    invalid_yaml,
-]}
+CASES: dict[str, Callable] = {
+    f.__name__: f
+    for f in [
+        malformed_json,
+        missing_field,
+        non_string_field,
+        empty_file,
+        bom_is_accepted,
+        non_utf8_bytes,
+        id_in_both_sets,
+        unknown_extension,
+        directory_without_data,
+        missing_model_path,
+        not_a_causal_lm,
+        tokenizer_without_pad_token,
+        prompt_longer_than_max_length,
+        chunk_size_zero,
+        chunk_size_negative,
+        negative_positive_ratio,
+        alpha_zero,
+        alpha_negative,
+        beta_zero,
+        negative_multiplier,
+        negative_multiplier_in_yaml,
+        unknown_preset,
+        output_dir_with_a_different_run,
+        mmlu_malformed_row,
+        mia_without_documents,
+        unknown_section_in_yaml,
+        invalid_yaml,
+    ]
+}
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -223,11 +223,16 @@ def test_document_records_follow_the_forget_units():
     from llm_unlearn.data.records import Record
 
     recs = [Record("12sc1", "a", "b", "Task3", "forget"), Record('"7"qa0', "q", "a", "Task3", "forget")]
-    docs = [{"id": "12", "document": "doc twelve"}, {"id": "7", "document": "doc seven"},
-            {"id": "99", "document": "not in the slice"}]
+    docs = [
+        {"id": "12", "document": "doc twelve"},
+        {"id": "7", "document": "doc seven"},
+        {"id": "99", "document": "not in the slice"},
+    ]
     rows = document_records(docs, recs)
     assert [(r.id, r.input, r.output, r.split) for r in rows] == [
-        ("12", "", "doc twelve", "forget"), ("7", "", "doc seven", "forget")]
+        ("12", "", "doc twelve", "forget"),
+        ("7", "", "doc seven", "forget"),
+    ]
     # documents that match no record (generic data) are all taken
     assert len(document_records(docs[2:], recs)) == 1
 
@@ -269,8 +274,12 @@ def test_documents_are_placed_after_their_units_records():
     from llm_unlearn.data.holdout import with_documents
     from llm_unlearn.data.records import Record
 
-    recs = [Record("1sc1", "a", "b", "Task3", "forget"), Record("1qa0", "q", "a", "Task3", "forget"),
-            Record("2qa0", "q", "a", "Task2", "forget"), Record("3sc1", "a", "b", "Task3", "forget")]
+    recs = [
+        Record("1sc1", "a", "b", "Task3", "forget"),
+        Record("1qa0", "q", "a", "Task3", "forget"),
+        Record("2qa0", "q", "a", "Task2", "forget"),
+        Record("3sc1", "a", "b", "Task3", "forget"),
+    ]
     docs = [{"id": "3", "document": "three"}, {"id": "1", "document": "one"}]
     rows, doc_rows = with_documents(recs, docs)
     assert [r.id for r in rows] == ["1sc1", "1qa0", "1", "2qa0", "3sc1", "3"]
@@ -282,8 +291,12 @@ def test_a_record_follows_its_documents_latest_loss_between_evaluations():
 
     from llm_unlearn.trainer import UnlearnTrainer
 
-    t = SimpleNamespace(forget_active={0: True, 1: True, 2: False, 5: True}, forget_caps={5: 3.0},
-                        unit_row={0: 5, 1: 5, 2: 5}, last_row_nll={})
+    t = SimpleNamespace(
+        forget_active={0: True, 1: True, 2: False, 5: True},
+        forget_caps={5: 3.0},
+        unit_row={0: 5, 1: 5, 2: 5},
+        last_row_nll={},
+    )
     act = lambda k: UnlearnTrainer._active(t, k)  # noqa: E731
     assert [act(k) for k in (0, 1, 2, 5, 9)] == [True, True, False, True, True]  # no in-batch loss yet
     t.last_row_nll[5] = 3.5  # the document reached its cap in its latest batch: its records stop

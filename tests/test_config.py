@@ -33,8 +33,13 @@ def test_clausen2025_preset_is_the_seed_with_the_legacy_term():
     d["objective"].pop("retain_divergence")
     e.pop("preset"), d.pop("preset")
     # the seed was uncalibrated: no evaluation during training, the last state kept
-    assert e.pop("calibration") == {**d.pop("calibration"), "mode": "off", "eval_every": "off", "select": "last",
-                                         "unlearn_documents": False}
+    assert e.pop("calibration") == {
+        **d.pop("calibration"),
+        "mode": "off",
+        "eval_every": "off",
+        "select": "last",
+        "unlearn_documents": False,
+    }
     assert d == e
 
 
@@ -54,7 +59,11 @@ def test_ails_ntua_preset():
     assert c.objective.method == "sugd"
     assert (c.objective.sugd_forget_factor, c.objective.sugd_retain_factor) == (-1.0, 0.5)
     assert (c.schedule.chunk_size, c.schedule.positive_ratio, c.schedule.split_retain, c.schedule.epochs) == (
-        32, 7, True, 7)
+        32,
+        7,
+        True,
+        7,
+    )
     assert (c.train.learning_rate, c.train.batch_size, c.lora.r, c.lora.alpha) == (1e-5, 1, 16, 64)
 
 
@@ -66,26 +75,36 @@ def test_every_preset_validates_and_roundtrips():
 
 def test_yaml_then_flags_win(tmp_path):
     p = tmp_path / "run.yaml"
-    p.write_text(yaml.safe_dump({"preset": "clausen2025", "train": {"learning_rate": 2e-4, "batch_size": 4},
-                                 "training_args": {"logging_steps": 5}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "preset": "clausen2025",
+                "train": {"learning_rate": 2e-4, "batch_size": 4},
+                "training_args": {"logging_steps": 5},
+            }
+        )
+    )
     c = build_config(p, {"train.batch_size": "16", "schedule.split_retain": "false"})
     assert c.preset == "clausen2025" and c.objective.retain_divergence == "token_renyi_legacy"
     assert c.train.learning_rate == 2e-4 and c.train.batch_size == 16 and c.schedule.split_retain is False
     assert c.training_args == {"logging_steps": 5}
 
 
-@pytest.mark.parametrize("over, match", [
-    ({"schedule.chunk_size": 0}, "chunk_size"),
-    ({"schedule.positive_ratio": -1}, "positive_ratio"),
-    ({"objective.renyi_alpha": 0}, "renyi_alpha"),
-    ({"objective.npo_beta": -0.5}, "npo_beta"),
-    ({"objective.rt_mult": -1}, "rt_mult"),
-    ({"objective.retain_divergence": "js"}, "retain_divergence"),
-    ({"train.colour": 1}, "unknown option train.colour"),
-    ({"nosuch.x": 1}, "unknown section"),
-    ({"train.batch_size": "eight"}, "expected a number"),
-    ({"training_args": {"learning_rate": 1.0}}, "through the train section"),
-])
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"schedule.chunk_size": 0}, "chunk_size"),
+        ({"schedule.positive_ratio": -1}, "positive_ratio"),
+        ({"objective.renyi_alpha": 0}, "renyi_alpha"),
+        ({"objective.npo_beta": -0.5}, "npo_beta"),
+        ({"objective.rt_mult": -1}, "rt_mult"),
+        ({"objective.retain_divergence": "js"}, "retain_divergence"),
+        ({"train.colour": 1}, "unknown option train.colour"),
+        ({"nosuch.x": 1}, "unknown section"),
+        ({"train.batch_size": "eight"}, "expected a number"),
+        ({"training_args": {"learning_rate": 1.0}}, "through the train section"),
+    ],
+)
 def test_bad_options_raise_config_error(over, match):
     with pytest.raises(ConfigError, match=match):
         build_config(overrides=over)
@@ -99,9 +118,28 @@ def test_unknown_preset():
 def test_cli_flags_map_onto_config():
     from llm_unlearn.cli import build_parser
 
-    args = build_parser().parse_args(["train", "--model", "m", "--data", "d", "--output-dir", "o", "--lr", "3e-4",
-                                      "--no-split-retain", "--renyi-alpha", "0.7", "--lora-targets", "q_proj,k_proj",
-                                      "--set", "objective.npo_level=sequence", "--training-arg", "bf16=true"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--model",
+            "m",
+            "--data",
+            "d",
+            "--output-dir",
+            "o",
+            "--lr",
+            "3e-4",
+            "--no-split-retain",
+            "--renyi-alpha",
+            "0.7",
+            "--lora-targets",
+            "q_proj,k_proj",
+            "--set",
+            "objective.npo_level=sequence",
+            "--training-arg",
+            "bf16=true",
+        ]
+    )
     c = build_config(overrides=train_overrides(args))
     assert c.train.learning_rate == 3e-4 and c.schedule.split_retain is False
     assert c.objective.renyi_alpha == 0.7 and c.objective.npo_level == "sequence"
@@ -110,23 +148,72 @@ def test_cli_flags_map_onto_config():
 
 def test_cli_train_end_to_end_and_saved_config(tiny_world, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["--quiet", "train", "--model", str(tiny_world["model_dir"]), "--data", str(tiny_world["data_dir"]),
-               "--output-dir", str(out), "--epochs", "1", "--chunk-size", "15", "--positive-ratio", "1",
-               "--lr", "1e-3", "--no-progress", "--no-merge", "--add-eos"])
+    rc = main(
+        [
+            "--quiet",
+            "train",
+            "--model",
+            str(tiny_world["model_dir"]),
+            "--data",
+            str(tiny_world["data_dir"]),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--chunk-size",
+            "15",
+            "--positive-ratio",
+            "1",
+            "--lr",
+            "1e-3",
+            "--no-progress",
+            "--no-merge",
+            "--add-eos",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     saved = yaml.safe_load((out / "resolved_config.yaml").read_text())
     assert saved["schedule"]["chunk_size"] == 15 and saved["train"]["learning_rate"] == 1e-3
     run = json.loads((out / "run.json").read_text())
     assert run["config"] == saved and run["chunk_count"] == 2
     # same command again: the finished run is recognised, nothing is redone
-    rc = main(["--quiet", "train", "--model", str(tiny_world["model_dir"]), "--data", str(tiny_world["data_dir"]),
-               "--output-dir", str(out), "--epochs", "1", "--chunk-size", "15", "--positive-ratio", "1",
-               "--lr", "1e-3", "--no-progress", "--no-merge", "--add-eos"])
+    rc = main(
+        [
+            "--quiet",
+            "train",
+            "--model",
+            str(tiny_world["model_dir"]),
+            "--data",
+            str(tiny_world["data_dir"]),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--chunk-size",
+            "15",
+            "--positive-ratio",
+            "1",
+            "--lr",
+            "1e-3",
+            "--no-progress",
+            "--no-merge",
+            "--add-eos",
+        ]
+    )
     assert rc == 0
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
-    rc = main(["train", "--model", str(tmp_path / "nope"), "--data", str(tmp_path), "--output-dir",
-               str(tmp_path / "o")])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(tmp_path / "nope"),
+            "--data",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:")

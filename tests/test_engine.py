@@ -33,7 +33,9 @@ def _one_thread():
 
 def _lora_model(world, seed=0):
     torch.manual_seed(seed)
-    pm = apply_lora(world["make_model"](), r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"])
+    pm = apply_lora(
+        world["make_model"](), r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]
+    )
     with torch.no_grad():  # a non-zero adapter so that model and reference differ
         for n, p in pm.named_parameters():
             if "lora_B" in n:
@@ -139,7 +141,9 @@ def test_absent_rows_give_no_term(tiny_world):
     assert "npo" not in terms and {"retain_nll", "divergence"} <= set(terms)
     loss, terms = unlearning_loss(pm, _batch(tiny_world, n_forget=3, n_retain=0), obj)
     assert set(terms) == {"npo"}
-    assert float(loss) == pytest.approx(terms["npo"])  # the same float32 value summed with zeros: ~1 ulp (approx: rel 1e-6)
+    assert float(loss) == pytest.approx(
+        terms["npo"]
+    )  # the same float32 value summed with zeros: ~1 ulp (approx: rel 1e-6)
 
 
 def test_sequence_level_npo_uses_per_row_sums(tiny_world):
@@ -160,9 +164,13 @@ def test_sequence_level_npo_uses_per_row_sums(tiny_world):
 def test_legacy_and_kl_and_baselines_run(tiny_world):
     pm = _lora_model(tiny_world)
     batch = _batch(tiny_world)
-    for obj in (ObjectiveOptions(retain_divergence="token_renyi_legacy"), ObjectiveOptions(retain_divergence="kl"),
-                ObjectiveOptions(method="gradient_ascent"), ObjectiveOptions(method="gradient_difference"),
-                ObjectiveOptions(method="sugd")):
+    for obj in (
+        ObjectiveOptions(retain_divergence="token_renyi_legacy"),
+        ObjectiveOptions(retain_divergence="kl"),
+        ObjectiveOptions(method="gradient_ascent"),
+        ObjectiveOptions(method="gradient_difference"),
+        ObjectiveOptions(method="sugd"),
+    ):
         loss, terms = unlearning_loss(pm, batch, obj)
         assert torch.isfinite(loss) and terms
     # gradient difference = -forget NLL + retain NLL
@@ -205,8 +213,17 @@ def test_end_to_end_forget_drops_retain_holds(tiny_world, tmp_path):
     f0 = greedy_exact_match(model, tok, ds.forget)
     r0 = greedy_exact_match(model, tok, ds.retain)
     assert f0 >= 0.8 and r0 >= 0.8, (f0, r0)
-    cfg = _cfg(tiny_world, tmp_path / "run", **{"schedule.chunk_size": 10, "schedule.positive_ratio": 2,
-                                                 "schedule.epochs": 5, "train.merge": True, "train.plots": True})
+    cfg = _cfg(
+        tiny_world,
+        tmp_path / "run",
+        **{
+            "schedule.chunk_size": 10,
+            "schedule.positive_ratio": 2,
+            "schedule.epochs": 5,
+            "train.merge": True,
+            "train.plots": True,
+        },
+    )
     summary = run_unlearning(cfg, model=model, tokenizer=tok)
     m = summary["model"].eval()
     f1 = greedy_exact_match(m, tok, ds.forget)
@@ -219,7 +236,9 @@ def test_end_to_end_forget_drops_retain_holds(tiny_world, tmp_path):
     assert set(run["versions"]) >= {"torch", "transformers", "peft"}
     assert all(len(h) == 64 for h in run["data_files"].values())
     lines = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
-    assert {"step", "chunk", "epoch", "loss", "npo", "retain_nll", "divergence", "lr", "grad_norm"} <= set(lines[0])
+    assert {"step", "chunk", "epoch", "loss", "npo", "retain_nll", "divergence", "lr", "grad_norm"} <= set(
+        lines[0]
+    )
     assert [x["step"] for x in lines] == sorted(x["step"] for x in lines)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
@@ -234,8 +253,11 @@ class _Kill(Exception):
 def test_resume_after_a_chunk_gives_the_same_adapter(tiny_world, tmp_path, monkeypatch):
     import llm_unlearn.run as run_mod
 
-    full = run_unlearning(_cfg(tiny_world, tmp_path / "full"), model=tiny_world["make_model"](),
-                          tokenizer=tiny_world["tokenizer"])
+    full = run_unlearning(
+        _cfg(tiny_world, tmp_path / "full"),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
     assert full["chunk_count"] >= 3
     real_save = run_mod._save_checkpoint
 
@@ -246,13 +268,19 @@ def test_resume_after_a_chunk_gives_the_same_adapter(tiny_world, tmp_path, monke
 
     monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
-        run_unlearning(_cfg(tiny_world, tmp_path / "resumed"), model=tiny_world["make_model"](),
-                       tokenizer=tiny_world["tokenizer"])
+        run_unlearning(
+            _cfg(tiny_world, tmp_path / "resumed"),
+            model=tiny_world["make_model"](),
+            tokenizer=tiny_world["tokenizer"],
+        )
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
     assert state["completed_chunks"] == 2
     monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
-    run_unlearning(_cfg(tiny_world, tmp_path / "resumed"), model=tiny_world["make_model"](),
-                   tokenizer=tiny_world["tokenizer"])
+    run_unlearning(
+        _cfg(tiny_world, tmp_path / "resumed"),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
     a = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
@@ -270,8 +298,11 @@ def test_run_scope_optimizer_resumes_too(tiny_world, tmp_path, monkeypatch):
     import llm_unlearn.run as run_mod
 
     over = {"schedule.optimizer_scope": "run"}
-    run_unlearning(_cfg(tiny_world, tmp_path / "full", **over), model=tiny_world["make_model"](),
-                   tokenizer=tiny_world["tokenizer"])
+    run_unlearning(
+        _cfg(tiny_world, tmp_path / "full", **over),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
     real_save = run_mod._save_checkpoint
 
     def save_then_die(out, *a, **k):
@@ -281,11 +312,17 @@ def test_run_scope_optimizer_resumes_too(tiny_world, tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
-        run_unlearning(_cfg(tiny_world, tmp_path / "res", **over), model=tiny_world["make_model"](),
-                       tokenizer=tiny_world["tokenizer"])
+        run_unlearning(
+            _cfg(tiny_world, tmp_path / "res", **over),
+            model=tiny_world["make_model"](),
+            tokenizer=tiny_world["tokenizer"],
+        )
     monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
-    run_unlearning(_cfg(tiny_world, tmp_path / "res", **over), model=tiny_world["make_model"](),
-                   tokenizer=tiny_world["tokenizer"])
+    run_unlearning(
+        _cfg(tiny_world, tmp_path / "res", **over),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
     a = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "res" / "adapter" / "adapter_model.safetensors"))
     for k in a:
@@ -296,19 +333,35 @@ def test_run_scope_optimizer_resumes_too(tiny_world, tmp_path, monkeypatch):
 
 
 def test_a_different_config_is_refused_unless_overwrite(tiny_world, tmp_path):
-    run_unlearning(_cfg(tiny_world, tmp_path / "r", **{"schedule.epochs": 1}), model=tiny_world["make_model"](),
-                   tokenizer=tiny_world["tokenizer"])
+    run_unlearning(
+        _cfg(tiny_world, tmp_path / "r", **{"schedule.epochs": 1}),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
     with pytest.raises(UserError, match="with other inputs"):
-        run_unlearning(_cfg(tiny_world, tmp_path / "r", **{"schedule.epochs": 1, "train.learning_rate": 1e-3}),
-                       model=tiny_world["make_model"](), tokenizer=tiny_world["tokenizer"])
-    s = run_unlearning(_cfg(tiny_world, tmp_path / "r", **{"schedule.epochs": 1, "train.learning_rate": 1e-3,
-                                                          "train.overwrite": True}),
-                       model=tiny_world["make_model"](), tokenizer=tiny_world["tokenizer"])
+        run_unlearning(
+            _cfg(tiny_world, tmp_path / "r", **{"schedule.epochs": 1, "train.learning_rate": 1e-3}),
+            model=tiny_world["make_model"](),
+            tokenizer=tiny_world["tokenizer"],
+        )
+    s = run_unlearning(
+        _cfg(
+            tiny_world,
+            tmp_path / "r",
+            **{"schedule.epochs": 1, "train.learning_rate": 1e-3, "train.overwrite": True},
+        ),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
     assert s["config"]["train"]["learning_rate"] == 1e-3
 
 
 def test_gradient_checkpointing_still_trains_lora_b(tiny_world, tmp_path):
-    cfg = _cfg(tiny_world, tmp_path / "gc", **{"schedule.epochs": 1, "training_args": {"gradient_checkpointing": True}})
+    cfg = _cfg(
+        tiny_world,
+        tmp_path / "gc",
+        **{"schedule.epochs": 1, "training_args": {"gradient_checkpointing": True}},
+    )
     s = run_unlearning(cfg, model=tiny_world["make_model"](), tokenizer=tiny_world["tokenizer"])
     b = [p for n, p in s["model"].named_parameters() if "lora_B" in n]
     assert b and all(float(p.abs().sum()) > 0 for p in b)

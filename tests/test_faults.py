@@ -27,9 +27,32 @@ N_CHUNKS = 5
 
 
 def _train_args(world, out: Path) -> list[str]:
-    return ["--model", str(world["model_dir"]), "--data", str(world["data_dir"]), "--output-dir", str(out),
-            "--chunk-size", "6", "--positive-ratio", "1", "--epochs", "2", "--batch-size", "4", "--lr", "5e-3",
-            "--lora-r", "4", "--lora-alpha", "16", "--add-eos", "--no-progress", "--no-merge", "--no-plots"]
+    return [
+        "--model",
+        str(world["model_dir"]),
+        "--data",
+        str(world["data_dir"]),
+        "--output-dir",
+        str(out),
+        "--chunk-size",
+        "6",
+        "--positive-ratio",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "5e-3",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "16",
+        "--add-eos",
+        "--no-progress",
+        "--no-merge",
+        "--no-plots",
+    ]
 
 
 def _cli_cmd(*args: str) -> list[str]:
@@ -52,15 +75,22 @@ def _completed_chunks(out: Path) -> int:
 
 
 def _start(world, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(_cli_cmd("train", *_train_args(world, out)), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        _cli_cmd("train", *_train_args(world, out)),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_chunks(proc: subprocess.Popen, out: Path, n: int, timeout: float = 180) -> int:
     deadline = time.time() + timeout
     while (done := _completed_chunks(out)) < n:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before chunk {n}: {proc.communicate()[1][-2000:]}")
+            raise AssertionError(
+                f"the run ended (rc {proc.returncode}) before chunk {n}: {proc.communicate()[1][-2000:]}"
+            )
         assert time.time() < deadline, f"chunk {n} not completed within {timeout}s"
         time.sleep(0.01)
     return done
@@ -156,8 +186,9 @@ def test_sigterm_finishes_the_step_exits_3_and_says_how_to_resume(tiny_world, re
 
 
 # ----------------------------------------------------------------------------- failure while saving
-def test_failure_while_writing_a_checkpoint_keeps_the_previous_one(tiny_world, reference_run, tmp_path, monkeypatch,
-                                                                   capsys):
+def test_failure_while_writing_a_checkpoint_keeps_the_previous_one(
+    tiny_world, reference_run, tmp_path, monkeypatch, capsys
+):
     from peft import PeftModel
 
     out = tmp_path / "run"
@@ -262,8 +293,9 @@ def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_
 
 
 # ----------------------------------------------------------------------------- NaN / inf
-def test_a_non_finite_loss_stops_with_term_chunk_and_step_and_keeps_the_checkpoint(tiny_world, tmp_path,
-                                                                                   monkeypatch, capsys):
+def test_a_non_finite_loss_stops_with_term_chunk_and_step_and_keeps_the_checkpoint(
+    tiny_world, tmp_path, monkeypatch, capsys
+):
     import llm_unlearn.trainer as trainer_mod
 
     out = tmp_path / "run"
@@ -326,9 +358,29 @@ def test_evaluate_reuses_finished_stages_and_redoes_what_changed(tiny_world, tmp
     data = tmp_path / "data"
     shutil.copytree(tiny_world["data_dir"], data)
     out = tmp_path / "eval"
-    argv = ["--quiet", "evaluate", "--model", str(tiny_world["model_dir"]), "--data", str(data),
-            "--mia-data", str(data / "mia"), "--mmlu-data", str(_mmlu_dir(tmp_path)), "--mmlu-ntrain", "1",
-            "--output-dir", str(out), "--limit", "3", "--max-new-tokens", "6", "--batch-size", "4", "--no-progress"]
+    argv = [
+        "--quiet",
+        "evaluate",
+        "--model",
+        str(tiny_world["model_dir"]),
+        "--data",
+        str(data),
+        "--mia-data",
+        str(data / "mia"),
+        "--mmlu-data",
+        str(_mmlu_dir(tmp_path)),
+        "--mmlu-ntrain",
+        "1",
+        "--output-dir",
+        str(out),
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
 
     def run(*extra: str) -> dict:
         calls.clear()
@@ -349,7 +401,9 @@ def test_evaluate_reuses_finished_stages_and_redoes_what_changed(tiny_world, tmp
     again = run()
     assert calls == {}
     drop = ("timing",)
-    assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in first.items() if k not in drop}
+    assert {k: v for k, v in again.items() if k not in drop} == {
+        k: v for k, v in first.items() if k not in drop
+    }
     # another generation length: generations are redone, the rest is reused
     run("--max-new-tokens", "5")
     assert calls == {"generate": 1}

@@ -246,8 +246,25 @@ def test_finetune_follows_the_output_directory_policy(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    base = [sys.executable, "-m", "llm_unlearn", "finetune", "--model", "tiny", "--data", str(data),
-            "--max-steps", "2", "--tiny-hidden", "32", "--tiny-layers", "1", "--vocab-size", "300", "--no-progress"]
+    base = [
+        sys.executable,
+        "-m",
+        "llm_unlearn",
+        "finetune",
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--max-steps",
+        "2",
+        "--tiny-hidden",
+        "32",
+        "--tiny-layers",
+        "1",
+        "--vocab-size",
+        "300",
+        "--no-progress",
+    ]
     r = subprocess.run(base + ["--output-dir", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "not empty" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -26,25 +26,41 @@ def test_quality_entry_recomputes_from_its_evaluation_directory(entry):
     d = REPO / entry["evaluation_dir"]
     gens = [json.loads(x) for x in (d / "generations.jsonl").read_text().splitlines() if x.strip()]
     mia = [json.loads(x) for x in (d / "mia.jsonl").read_text().splitlines() if x.strip()]
-    auc = loss_auc([r["nll"] for r in mia if r["set"] == "member"], [r["nll"] for r in mia if r["set"] == "nonmember"])
+    auc = loss_auc(
+        [r["nll"] for r in mia if r["set"] == "member"], [r["nll"] for r in mia if r["set"] == "nonmember"]
+    )
     # the raw outputs only: scores are recomputed from expected and generated text
     raw = [{k: r[k] for k in ("id", "task", "split", "expected_output", "model_output")} for r in gens]
     res = semeval_results(raw, mia_auc=auc)
     f, r = res["forget-set"], res["retain-set"]
     # the same float operations on the same inputs as when the benchmark wrote them: equal to rounding
     # of a float64 mean over at most a few hundred items (1e-12 is far above it)
-    got = {"task_aggregate": res["harmonic-mean-task-aggregate"], "mia_auc": res["mia_loss_acc"],
-           "mia_score": res["mia_final_score"], "forget_em": f["overall-knowledge-score"],
-           "forget_rougeL": f["overall-regurgitation-score"], "retain_em": r["overall-knowledge-score"],
-           "retain_rougeL": r["overall-regurgitation-score"]}
+    got = {
+        "task_aggregate": res["harmonic-mean-task-aggregate"],
+        "mia_auc": res["mia_loss_acc"],
+        "mia_score": res["mia_final_score"],
+        "forget_em": f["overall-knowledge-score"],
+        "forget_rougeL": f["overall-regurgitation-score"],
+        "retain_em": r["overall-knowledge-score"],
+        "retain_rougeL": r["overall-regurgitation-score"],
+    }
     for key, value in got.items():
         assert entry[key] == pytest.approx(value, abs=1e-12), key
     stored = json.loads((d / "evaluation_results.json").read_text())
-    assert stored["harmonic-mean-task-aggregate"] == pytest.approx(res["harmonic-mean-task-aggregate"], abs=1e-12)
+    assert stored["harmonic-mean-task-aggregate"] == pytest.approx(
+        res["harmonic-mean-task-aggregate"], abs=1e-12
+    )
 
 
 def test_the_quality_file_has_every_preset_and_the_calibrated_default():
     runs = {e["run"] for e in _entries()}
     if not runs:
         pytest.skip(f"{RESULTS} not committed")
-    assert {"target", "default-uncalibrated", "clausen2025", "atyaephyra", "ails-ntua", "default-calibrated"} <= runs
+    assert {
+        "target",
+        "default-uncalibrated",
+        "clausen2025",
+        "atyaephyra",
+        "ails-ntua",
+        "default-calibrated",
+    } <= runs

@@ -13,14 +13,40 @@ import torch
 
 from llm_unlearn import cli
 
-FAST = ["--limit", "4", "--chunk-size", "2", "--positive-ratio", "1", "--epochs", "1", "--batch-size", "4",
-        "--lora-r", "2", "--lora-alpha", "4", "--no-plots", "--no-progress"]
+FAST = [
+    "--limit",
+    "4",
+    "--chunk-size",
+    "2",
+    "--positive-ratio",
+    "1",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--lora-r",
+    "2",
+    "--lora-alpha",
+    "4",
+    "--no-plots",
+    "--no-progress",
+]
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle"}
 
 
 def _train(world, out: Path, *extra: str, model: Path | None = None) -> list[str]:
-    return ["--quiet", "train", "--model", str(model or world["model_dir"]), "--data", str(world["data_dir"]),
-            "--output-dir", str(out), *FAST, *extra]
+    return [
+        "--quiet",
+        "train",
+        "--model",
+        str(model or world["model_dir"]),
+        "--data",
+        str(world["data_dir"]),
+        "--output-dir",
+        str(out),
+        *FAST,
+        *extra,
+    ]
 
 
 def _error_line(capsys) -> str:
@@ -45,7 +71,10 @@ def _model_with_custom_code(world, root: Path, model_type: str) -> tuple[Path, P
     )
     cfg = json.loads((m / "config.json").read_text())
     cfg["model_type"] = model_type
-    cfg["auto_map"] = {"AutoConfig": "custom_code.CustomConfig", "AutoModelForCausalLM": "custom_code.CustomModel"}
+    cfg["auto_map"] = {
+        "AutoConfig": "custom_code.CustomConfig",
+        "AutoModelForCausalLM": "custom_code.CustomModel",
+    }
     (m / "config.json").write_text(json.dumps(cfg))
     return m, marker
 
@@ -58,8 +87,21 @@ def test_custom_code_is_refused_without_trust_remote_code(tiny_world, tmp_path, 
     assert "--trust-remote-code" in line and "Traceback" not in line
     assert not marker.exists() and not out.exists()
     # the other commands refuse it the same way
-    assert cli.main(["--quiet", "merge", "--model", str(model), "--adapter", str(tmp_path / "adapter"),
-                     "--output-dir", str(tmp_path / "merged")]) == 2
+    assert (
+        cli.main(
+            [
+                "--quiet",
+                "merge",
+                "--model",
+                str(model),
+                "--adapter",
+                str(tmp_path / "adapter"),
+                "--output-dir",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 2
+    )
     assert "--trust-remote-code" in _error_line(capsys)
     assert not marker.exists()
 
@@ -102,8 +144,21 @@ def test_outputs_are_safetensors_only(tiny_world, tmp_path):
     assert (out / "model" / "model.safetensors").is_file()
     assert _files_with_suffix(out, PICKLE_SUFFIXES) == []
     merged = tmp_path / "merged"
-    assert cli.main(["--quiet", "merge", "--model", str(tiny_world["model_dir"]), "--adapter", str(out / "adapter"),
-                     "--output-dir", str(merged)]) == 0
+    assert (
+        cli.main(
+            [
+                "--quiet",
+                "merge",
+                "--model",
+                str(tiny_world["model_dir"]),
+                "--adapter",
+                str(out / "adapter"),
+                "--output-dir",
+                str(merged),
+            ]
+        )
+        == 0
+    )
     assert (merged / "model.safetensors").is_file() and _files_with_suffix(merged, PICKLE_SUFFIXES) == []
 
 
@@ -133,8 +188,21 @@ def test_a_pickle_adapter_is_refused_unless_allowed(tiny_world, tmp_path, capsys
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     (adapter / "adapter_model.bin").write_bytes(b"not really a pickle")
-    assert cli.main(["--quiet", "merge", "--model", str(tiny_world["model_dir"]), "--adapter", str(adapter),
-                     "--output-dir", str(tmp_path / "merged")]) == 2
+    assert (
+        cli.main(
+            [
+                "--quiet",
+                "merge",
+                "--model",
+                str(tiny_world["model_dir"]),
+                "--adapter",
+                str(adapter),
+                "--output-dir",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 2
+    )
     assert "--allow-pickle" in _error_line(capsys)
 
 

@@ -27,14 +27,21 @@ class Calibrator:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_index: int | None = None
         self.active: dict[int, bool] | None = None
-        self.caps: dict[int, float] | None = None  # per-step answer-NLL caps of the rows that are their own unit
+        self.caps: dict[int, float] | None = (
+            None  # per-step answer-NLL caps of the rows that are their own unit
+        )
         self.stop_reason: str | None = None
         self.chunk_ends: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(
-        cls, cfg: UnlearnConfig, tokenizer, forget, retain, per_chunk_steps: list[int],
+        cls,
+        cfg: UnlearnConfig,
+        tokenizer,
+        forget,
+        retain,
+        per_chunk_steps: list[int],
         document_rows: set[int] | None = None,
     ) -> Calibrator | None:
         from llm_unlearn.data.holdout import read_forget_documents, read_holdout

@@ -22,48 +22,96 @@ TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--tokenizer", "model.tokenizer", {"help": "tokenizer (default: the model's)"}),
     ("--gguf-file", "model.gguf_file", {"help": "GGUF file inside --model"}),
     ("--dtype", "model.dtype", {"help": "auto (bf16 on capable GPUs, else fp32) | float32 | bfloat16"}),
-    ("--data", "data.data", {"help": "data directory (forget.jsonl + retain.jsonl, <split>/..., or parquet)"}),
+    (
+        "--data",
+        "data.data",
+        {"help": "data directory (forget.jsonl + retain.jsonl, <split>/..., or parquet)"},
+    ),
     ("--split", "data.split", {"help": "sub-directory / parquet split, e.g. train"}),
     ("--forget", "data.forget", {"help": "forget file (.jsonl/.json/.parquet/.csv)"}),
     ("--retain", "data.retain", {"help": "retain file"}),
     ("--joiner", "data.joiner", {"help": "text between input and output (default: one space)"}),
-    ("--max-length", "data.max_length", {"type": int, "help": "truncate rows to this many tokens (default 512)"}),
-    ("--limit", "data.limit", {"type": int, "help": "at most N forget and N retain rows, whole units (README)"}),
+    (
+        "--max-length",
+        "data.max_length",
+        {"type": int, "help": "truncate rows to this many tokens (default 512)"},
+    ),
+    (
+        "--limit",
+        "data.limit",
+        {"type": int, "help": "at most N forget and N retain rows, whole units (README)"},
+    ),
     ("--output-dir", "train.output_dir", {"help": "where the run writes everything"}),
     ("--lr", "train.learning_rate", {"type": float, "help": "learning rate (default 1e-4)"}),
     ("--batch-size", "train.batch_size", {"type": int, "help": "global batch size (default 8)"}),
-    ("--grad-accum", "train.gradient_accumulation_steps", {"type": int, "help": "gradient accumulation steps"}),
+    (
+        "--grad-accum",
+        "train.gradient_accumulation_steps",
+        {"type": int, "help": "gradient accumulation steps"},
+    ),
     ("--seed", "train.seed", {"type": int, "help": "seed (default 9550)"}),
     ("--optimizer", "train.optimizer", {"choices": ["adamw", "adam"]}),
     ("--lr-scheduler", "train.lr_scheduler", {"help": "transformers scheduler name (default linear)"}),
     ("--reference-cache", "train.reference_cache", {"choices": ["auto", "off", "full", "topk"]}),
     ("--epochs", "schedule.epochs", {"type": float, "help": "passes over each chunk (default 5)"}),
     ("--chunk-size", "schedule.chunk_size", {"type": int, "help": "forget rows per chunk (default 32)"}),
-    ("--positive-ratio", "schedule.positive_ratio", {"type": float, "help": "retain rows per forget row (default 7)"}),
+    (
+        "--positive-ratio",
+        "schedule.positive_ratio",
+        {"type": float, "help": "retain rows per forget row (default 7)"},
+    ),
     ("--optimizer-scope", "schedule.optimizer_scope", {"choices": ["chunk", "run"]}),
-    ("--method", "objective.method", {"choices": ["npo_rt_div", "gradient_ascent", "gradient_difference", "sugd"]}),
+    (
+        "--method",
+        "objective.method",
+        {"choices": ["npo_rt_div", "gradient_ascent", "gradient_difference", "sugd"]},
+    ),
     ("--npo-beta", "objective.npo_beta", {"type": float, "help": "NPO beta (default 0.5)"}),
     ("--renyi-alpha", "objective.renyi_alpha", {"type": float, "help": "Rényi alpha (default 0.5)"}),
     ("--npo-mult", "objective.npo_mult", {"type": float}),
     ("--rt-mult", "objective.rt_mult", {"type": float}),
     ("--renyi-mult", "objective.renyi_mult", {"type": float}),
     ("--npo-level", "objective.npo_level", {"choices": ["token", "sequence"]}),
-    ("--retain-divergence", "objective.retain_divergence",
-     {"choices": ["renyi", "kl", "token_renyi_legacy", "none"]}),
+    (
+        "--retain-divergence",
+        "objective.retain_divergence",
+        {"choices": ["renyi", "kl", "token_renyi_legacy", "none"]},
+    ),
     ("--lora-r", "lora.r", {"type": int}),
     ("--lora-alpha", "lora.alpha", {"type": int}),
     ("--lora-dropout", "lora.dropout", {"type": float}),
     ("--lora-targets", "lora.target_modules", {"help": "comma-separated module names"}),
-    ("--eval-every", "calibration.eval_every",
-     {"help": "evaluate during training: auto (4 per chunk with a holdout) | off | chunk | N steps"}),
-    ("--holdout", "calibration.holdout", {"help": "never-trained documents/records the forget data should resemble"}),
-    ("--forget-documents", "calibration.forget_documents",
-     {"help": "documents of the forget records (e.g. mia/member.jsonl), for the MIA check and the gate"}),
-    ("--calibration", "calibration.mode", {"choices": ["gate", "stop", "off"],
-                                           "help": "gate (default) | stop (stop/select only) | off"}),
-    ("--calibration-tolerance", "calibration.tolerance", {"type": float, "help": "|AUC - 0.5| to stop at (0.05)"}),
+    (
+        "--eval-every",
+        "calibration.eval_every",
+        {"help": "evaluate during training: auto (4 per chunk with a holdout) | off | chunk | N steps"},
+    ),
+    (
+        "--holdout",
+        "calibration.holdout",
+        {"help": "never-trained documents/records the forget data should resemble"},
+    ),
+    (
+        "--forget-documents",
+        "calibration.forget_documents",
+        {"help": "documents of the forget records (e.g. mia/member.jsonl), for the MIA check and the gate"},
+    ),
+    (
+        "--calibration",
+        "calibration.mode",
+        {"choices": ["gate", "stop", "off"], "help": "gate (default) | stop (stop/select only) | off"},
+    ),
+    (
+        "--calibration-tolerance",
+        "calibration.tolerance",
+        {"type": float, "help": "|AUC - 0.5| to stop at (0.05)"},
+    ),
     ("--select", "calibration.select", {"choices": ["best", "last"], "help": "which checkpoint to keep"}),
-    ("--eval-items", "calibration.eval_items", {"type": int, "help": "forget and retain items per evaluation (32)"}),
+    (
+        "--eval-items",
+        "calibration.eval_items",
+        {"type": int, "help": "forget and retain items per evaluation (32)"},
+    ),
 ]
 TRAIN_SWITCHES = [
     ("--add-eos", "data.add_eos", True, "append EOS after each answer"),
@@ -74,7 +122,12 @@ TRAIN_SWITCHES = [
     ("--no-plots", "train.plots", False, "skip plots"),
     ("--no-progress", "train.progress", False, "no progress bar"),
     ("--trust-remote-code", "model.trust_remote_code", True, "allow the model repository's own code"),
-    ("--allow-pickle", "model.allow_pickle", True, "load pickle weights (.bin) of a model without safetensors"),
+    (
+        "--allow-pickle",
+        "model.allow_pickle",
+        True,
+        "load pickle weights (.bin) of a model without safetensors",
+    ),
 ]
 
 
@@ -92,17 +145,28 @@ def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="unlearn a forget set (LoRA + NPO + retain NLL + divergence, chunked)",
-                       description="Unlearn the forget set. Options: defaults < --preset < --config YAML < flags.")
-    p.add_argument("--config", help="YAML file with sections model/data/lora/objective/schedule/train/training_args")
+    p = sub.add_parser(
+        "train",
+        help="unlearn a forget set (LoRA + NPO + retain NLL + divergence, chunked)",
+        description="Unlearn the forget set. Options: defaults < --preset < --config YAML < flags.",
+    )
+    p.add_argument(
+        "--config", help="YAML file with sections model/data/lora/objective/schedule/train/training_args"
+    )
     p.add_argument("--preset", help="default | clausen2025 | atyaephyra | ails-ntua")
     for flag, key, kw in TRAIN_FLAGS:
         p.add_argument(flag, dest=key, default=None, **kw)
     for flag, key, value, helptext in TRAIN_SWITCHES:
         p.add_argument(flag, dest=key, action="store_const", const=value, default=None, help=helptext)
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="any config option (repeatable)")
-    p.add_argument("--training-arg", action="append", metavar="KEY=VALUE",
-                   help="any transformers.TrainingArguments field, e.g. bf16=true (repeatable)")
+    p.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="any config option (repeatable)"
+    )
+    p.add_argument(
+        "--training-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any transformers.TrainingArguments field, e.g. bf16=true (repeatable)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -139,10 +203,14 @@ def cmd_train(args) -> int:
     if is_main_process():
         from pathlib import Path
 
-        atomic_write_text(Path(cfg.train.output_dir) / "resolved_config.yaml",
-                          yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        print(f"done in {summary.get('wall_seconds', 0):.1f}s: {summary.get('chunk_count')} chunks, "
-              f"{summary.get('total_steps')} steps -> {cfg.train.output_dir}")
+        atomic_write_text(
+            Path(cfg.train.output_dir) / "resolved_config.yaml",
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+        )
+        print(
+            f"done in {summary.get('wall_seconds', 0):.1f}s: {summary.get('chunk_count')} chunks, "
+            f"{summary.get('total_steps')} steps -> {cfg.train.output_dir}"
+        )
     return 0
 
 
@@ -151,8 +219,12 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--output-dir", default="runs/demo")
     p.add_argument("--data", help="run on real SemEval-format data instead of the synthetic set")
     p.add_argument("--split", default=None, help="split sub-directory of --data, e.g. train")
-    p.add_argument("--limit", type=int, default=None,
-                   help="at most N forget and N retain records of --data, whole units (see README)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="at most N forget and N retain records of --data, whole units (see README)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
@@ -171,8 +243,14 @@ def cmd_demo(args) -> int:
     # the demo's own earlier output is reused/replaced; any other non-empty directory is refused
     prepare_output_dir(args.output_dir, "demo", [args.data], overwrite=False, own_names=DEMO_OWN_NAMES)
     with DirectoryLock(args.output_dir):
-        run_demo(args.output_dir, data=args.data, split=args.split, limit=args.limit, seed=args.seed,
-                 progress=not args.no_progress)
+        run_demo(
+            args.output_dir,
+            data=args.data,
+            split=args.split,
+            limit=args.limit,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     return 0
 
 
@@ -184,8 +262,11 @@ def add_merge_parser(sub) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (.bin) if no safetensors")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into a directory holding other files (they are kept; same-named files are replaced)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a directory holding other files (they are kept; same-named files are replaced)",
+    )
     p.set_defaults(func=cmd_merge)
 
 
@@ -202,10 +283,19 @@ def cmd_merge(args) -> int:
         prepare_output_dir(out, "merge", [args.model, args.adapter], overwrite=args.overwrite, create=False)
         ours = not out.exists() or not any(out.iterdir()) or (read_marker(out) or {}).get("kind") == "merge"
         tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-        model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                           allow_pickle=args.allow_pickle)
-        merge_and_save(attach_adapter(model, args.adapter, allow_pickle=args.allow_pickle), tok, out,
-                       marker_kind="merge", replace_dir=ours)
+        model = load_model(
+            args.model,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            allow_pickle=args.allow_pickle,
+        )
+        merge_and_save(
+            attach_adapter(model, args.adapter, allow_pickle=args.allow_pickle),
+            tok,
+            out,
+            marker_kind="merge",
+            replace_dir=ours,
+        )
     print(f"merged model written to {args.output_dir}")
     return 0
 
@@ -235,8 +325,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
-_OOM_HINT = ("lower --batch-size (--grad-accum keeps the global batch), or --training-arg "
-             "gradient_checkpointing=true, or a smaller --max-length")
+_OOM_HINT = (
+    "lower --batch-size (--grad-accum keeps the global batch), or --training-arg "
+    "gradient_checkpointing=true, or a smaller --max-length"
+)
 
 
 def known_failure(exc: BaseException) -> tuple[str, int] | None:
@@ -248,28 +340,49 @@ def known_failure(exc: BaseException) -> tuple[str, int] | None:
     text = _one_line(exc)
     low = text.lower()
     name = type(exc).__name__
-    if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or "out of memory" in low \
-            or "can't allocate memory" in low or "cannot allocate memory" in low:
+    if (
+        isinstance(exc, MemoryError)
+        or name == "OutOfMemoryError"
+        or "out of memory" in low
+        or "can't allocate memory" in low
+        or "cannot allocate memory" in low
+    ):
         return f"out of memory ({text[:200]}): {_OOM_HINT}", 1
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "no space left on device" in low:
         return f"disk full: {text[:300]} (free space or use another --output-dir)", 1
-    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EACCES) \
-            or "permission denied" in low:
+    if (
+        isinstance(exc, PermissionError)
+        or (isinstance(exc, OSError) and exc.errno == errno.EACCES)
+        or "permission denied" in low
+    ):
         return f"permission denied: {text[:300]}", 1
-    if name == "SafetensorError" or "deserializing header" in low or "safetensors" in low and (
-            "invalid" in low or "incomplete" in low or "truncat" in low or "metadata" in low):
-        return f"a safetensors file is corrupt or truncated: {text[:300]} (rewrite it, e.g. rerun what produced it)", 1
-    if ("cuda" in low or "nvidia" in low) and ("not compiled" in low or "no cuda gpus" in low
-                                               or "driver" in low or "not available" in low):
-        return f"CUDA was asked for but is not usable here: {text[:200]} (use --device cpu, or a machine with a GPU)", 1
+    if (
+        name == "SafetensorError"
+        or "deserializing header" in low
+        or "safetensors" in low
+        and ("invalid" in low or "incomplete" in low or "truncat" in low or "metadata" in low)
+    ):
+        return (
+            f"a safetensors file is corrupt or truncated: {text[:300]} (rewrite it, e.g. rerun what produced it)",
+            1,
+        )
+    if ("cuda" in low or "nvidia" in low) and (
+        "not compiled" in low or "no cuda gpus" in low or "driver" in low or "not available" in low
+    ):
+        return (
+            f"CUDA was asked for but is not usable here: {text[:200]} (use --device cpu, or a machine with a GPU)",
+            1,
+        )
     if isinstance(exc, OSError):
         return f"{text} (--debug shows where)", 1
     return None
 
 
 def _interrupt_handler(signum, frame):
-    raise TrainingInterrupted(f"interrupted by signal {signum}; every output is written atomically, nothing is "
-                              "half-written. Run the same command again to resume.")
+    raise TrainingInterrupted(
+        f"interrupted by signal {signum}; every output is written atomically, nothing is "
+        "half-written. Run the same command again to resume."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or getattr(args, "debug_sub", False)
-    logging.basicConfig(level=logging.DEBUG if debug else (logging.WARNING if args.quiet else logging.INFO),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else (logging.WARNING if args.quiet else logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "urllib3", "filelock", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.quiet:  # also transformers' own bars ("Loading weights")

@@ -117,7 +117,9 @@ class CalibrationOptions:
     eval_every: str = "auto"  # auto (4 per chunk when a holdout is given) | off | chunk | N steps
     holdout: str | None = None  # never-trained documents / records (see data/holdout.py)
     forget_documents: str | None = None  # the forget side's documents (e.g. SemEval mia/member.jsonl)
-    unlearn_documents: bool = True  # the forget documents are unlearned too (one forget row each, all labelled)
+    unlearn_documents: bool = (
+        True  # the forget documents are unlearned too (one forget row each, all labelled)
+    )
     tolerance: float = 0.05  # stop when |MIA AUC - 0.5| <= tolerance (last chunk)
     gate_quantile: float = 0.5  # tau = this quantile of the holdout losses
     select: str = "best"  # best (highest proxy of the final score) | last
@@ -151,7 +153,9 @@ class UnlearnConfig:
         return d
 
 
-_SECRET_KEY = re.compile(r"(?:^|_)(?:token|secret|password|passwd|api_?key|auth|credentials?)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(?:^|_)(?:token|secret|password|passwd|api_?key|auth|credentials?)$", re.IGNORECASE
+)
 _NOT_SECRET = {"pad_token", "bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
 _SECRET_VALUE = re.compile(r"^(?:hf_|api_|sk-)[A-Za-z0-9_\-]{20,}$")
 
@@ -187,8 +191,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Clausen (2025) with the retain term replaced by a true Rényi divergence (our default).
     "default": {},
     # Clausen (2025) exactly: the seed's token-level "Rényi" term (not a divergence), uncalibrated.
-    "clausen2025": {"objective": {"retain_divergence": "token_renyi_legacy"},
-                    "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False}},
+    "clausen2025": {
+        "objective": {"retain_divergence": "token_renyi_legacy"},
+        "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False},
+    },
     # Atyaephyra (SemEval-2025 Task 4): token NPO + retain NLL + 0.5 x token-level F.kl_div,
     # LoRA r=5 alpha=5 on q/v, Adam without schedule, 20 epochs, no chunking.
     "atyaephyra": {
@@ -201,7 +207,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "lora": {"r": 5, "alpha": 5, "target_modules": ["q_proj", "v_proj"]},
         "schedule": {"sequential": False, "positive_ratio": 1, "epochs": 20},
-        "train": {"learning_rate": 1e-4, "batch_size": 4, "optimizer": "adam", "lr_scheduler": "constant", "seed": 42},
+        "train": {
+            "learning_rate": 1e-4,
+            "batch_size": 4,
+            "optimizer": "adam",
+            "lr_scheduler": "constant",
+            "seed": 42,
+        },
         "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False},
     },
     # AILS-NTUA (SemEval-2025 Task 4): SUGD = per-sample CE x factor (-1 forget, +0.5 retain), chunked.
@@ -261,7 +273,9 @@ def apply_overrides(cfg: UnlearnConfig, overrides: dict[str, Any], source: str) 
             apply_overrides(cfg, {sec: {sub: value}}, source)
             continue
         if key not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section {key!r} (known: {', '.join([*SECTIONS, 'training_args', 'preset'])})")
+            raise ConfigError(
+                f"{source}: unknown section {key!r} (known: {', '.join([*SECTIONS, 'training_args', 'preset'])})"
+            )
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: section {key!r} must be a mapping")
         section = getattr(cfg, key)
@@ -313,14 +327,26 @@ def build_config(
 def config_from_dict(d: dict[str, Any]) -> UnlearnConfig:
     """Rebuild a config from its `to_dict()` form (e.g. run.json)."""
     cfg = UnlearnConfig(preset=d.get("preset", "default"))
-    apply_overrides(cfg, {k: v for k, v in d.items() if k in SECTIONS or k == "training_args"}, "saved config")
+    apply_overrides(
+        cfg, {k: v for k, v in d.items() if k in SECTIONS or k == "training_args"}, "saved config"
+    )
     return cfg
 
 
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 REFERENCE_CACHE_DTYPES = ("float16", "bfloat16", "float32")
-PATH_OPTIONS = {"model.name_or_path", "model.tokenizer", "model.gguf_file", "data.data", "data.split", "data.forget",
-                "data.retain", "train.output_dir", "calibration.holdout", "calibration.forget_documents"}
+PATH_OPTIONS = {
+    "model.name_or_path",
+    "model.tokenizer",
+    "model.gguf_file",
+    "data.data",
+    "data.split",
+    "data.forget",
+    "data.retain",
+    "train.output_dir",
+    "calibration.holdout",
+    "calibration.forget_documents",
+}
 OWN_CHECK = {"calibration.eval_every"}  # a word or a number of steps: eval_interval() checks it
 # Every option's domain, checked by validate() before anything is loaded. Numbers must be finite; a
 # bool is never a number; an int option takes no fraction. (low, high, low_open, high_open); None = no bound.
@@ -371,8 +397,11 @@ def _type_error(name: str, value: Any, hint: Any) -> str | None:
     import types
     import typing
 
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+    args = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
         else (hint,)
+    )
     if value is None:
         return None if type(None) in args else f"option {name} may not be null"
     kinds = [a for a in args if a is not type(None)]
@@ -393,9 +422,12 @@ def _type_error(name: str, value: Any, hint: Any) -> str | None:
             return f"option {name} must be a list of {item.__name__}, got {value!r}"
         if origin is dict and isinstance(value, dict):
             return None
-    want = " or ".join("a list" if typing.get_origin(k) is list else {bool: "true/false", int: "an integer",
-                                                                       float: "a number", str: "a string"}.get(k, str(k))
-                       for k in kinds)
+    want = " or ".join(
+        "a list"
+        if typing.get_origin(k) is list
+        else {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(k, str(k))
+        for k in kinds
+    )
     return f"option {name} must be {want}{' or null' if type(None) in args else ''}, got {value!r}"
 
 
@@ -425,15 +457,18 @@ def validate(cfg: UnlearnConfig) -> None:
                 raise ConfigError(f"option {name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
             if name in RANGES:
                 lo, hi, lo_open, hi_open = RANGES[name]
-                bad = (lo is not None and (value < lo or (lo_open and value == lo))) or \
-                    (hi is not None and (value > hi or (hi_open and value == hi)))
+                bad = (lo is not None and (value < lo or (lo_open and value == lo))) or (
+                    hi is not None and (value > hi or (hi_open and value == hi))
+                )
                 if bad and hi is None:
                     raise ConfigError(f"option {name} must be {'>' if lo_open else '>='} {lo:g}, got {value}")
                 if bad:
                     left, right = "(" if lo_open else "[", ")" if hi_open else "]"
                     raise ConfigError(f"option {name} must be in {left}{lo:g}, {hi:g}{right}, got {value}")
     if cfg.lora.target_modules is not None and (not cfg.lora.target_modules or "" in cfg.lora.target_modules):
-        raise ConfigError("option lora.target_modules must be null (the architecture's default) or non-empty names")
+        raise ConfigError(
+            "option lora.target_modules must be null (the architecture's default) or non-empty names"
+        )
     _validate_calibration(cfg.calibration)
     _validate_training_args(cfg)
 
@@ -457,28 +492,38 @@ def _validate_training_args(cfg: UnlearnConfig) -> None:
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     unknown = sorted(k for k in ta if k not in known)
     if unknown:
-        raise ConfigError(f"training_args: unknown field(s) {', '.join(map(str, unknown))} of "
-                          "transformers.TrainingArguments")
+        raise ConfigError(
+            f"training_args: unknown field(s) {', '.join(map(str, unknown))} of "
+            "transformers.TrainingArguments"
+        )
     for k, v in ta.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"training_args.{k} must be a finite number, got {v}")
-    if "gradient_accumulation_steps" in ta and (isinstance(ta["gradient_accumulation_steps"], bool) or
-                                                 not isinstance(ta["gradient_accumulation_steps"], int) or
-                                                 ta["gradient_accumulation_steps"] < 1):
-        raise ConfigError(f"training_args.gradient_accumulation_steps must be an integer >= 1, "
-                          f"got {ta['gradient_accumulation_steps']!r}")
+    if "gradient_accumulation_steps" in ta and (
+        isinstance(ta["gradient_accumulation_steps"], bool)
+        or not isinstance(ta["gradient_accumulation_steps"], int)
+        or ta["gradient_accumulation_steps"] < 1
+    ):
+        raise ConfigError(
+            f"training_args.gradient_accumulation_steps must be an integer >= 1, "
+            f"got {ta['gradient_accumulation_steps']!r}"
+        )
     if "report_to" in ta:
         from transformers.integrations import get_available_reporting_integrations
 
         wanted = ta["report_to"]
         wanted = [wanted] if isinstance(wanted, str) else wanted
         if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
-            raise ConfigError(f"training_args.report_to must be a name or a list of names, got {ta['report_to']!r}")
+            raise ConfigError(
+                f"training_args.report_to must be a name or a list of names, got {ta['report_to']!r}"
+            )
         available = set(get_available_reporting_integrations())
         missing = [w for w in wanted if w not in available | {"none", "all"}]
         if missing:
-            raise ConfigError(f"training_args.report_to: {', '.join(missing)} is not an installed reporting "
-                              f"integration (installed: {', '.join(sorted(available)) or 'none'})")
+            raise ConfigError(
+                f"training_args.report_to: {', '.join(missing)} is not an installed reporting "
+                f"integration (installed: {', '.join(sorted(available)) or 'none'})"
+            )
     # the values themselves are checked by TrainingArguments on this machine's devices, still before the
     # model loads (run.build_training_args, called first thing by run_unlearning)
 
@@ -495,7 +540,9 @@ CHOICES.update({"calibration.mode": CALIBRATION_MODES, "calibration.select": SEL
 def eval_interval(value: Any) -> str | int:
     """`calibration.eval_every` as "auto" | "off" | "chunk" | a positive number of steps."""
     if isinstance(value, bool):
-        raise ConfigError(f"calibration.eval_every must be auto, off, chunk or a positive integer, got {value!r}")
+        raise ConfigError(
+            f"calibration.eval_every must be auto, off, chunk or a positive integer, got {value!r}"
+        )
     text = str(value).strip().lower()
     if text in ("auto", "off", "chunk"):
         return text
@@ -504,7 +551,9 @@ def eval_interval(value: Any) -> str | int:
     except ValueError:
         n = 0
     if n <= 0 or str(n) != text:
-        raise ConfigError(f"calibration.eval_every must be auto, off, chunk or a positive integer, got {value!r}")
+        raise ConfigError(
+            f"calibration.eval_every must be auto, off, chunk or a positive integer, got {value!r}"
+        )
     return n
 
 

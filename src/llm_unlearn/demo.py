@@ -33,9 +33,20 @@ def memorization_texts(records: list[dict], documents: list[str], joiner: str = 
     return [r["input"] + joiner + r["output"] for r in records] + list(documents)
 
 
-def train_target_model(texts: list[str], tokenizer, *, hidden_size: int = 128, num_layers: int = 4,
-                       steps: int = 600, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
-                       min_steps: int = 200, target_loss: float = 0.02, progress: bool = True):
+def train_target_model(
+    texts: list[str],
+    tokenizer,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    steps: int = 600,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    min_steps: int = 200,
+    target_loss: float = 0.02,
+    progress: bool = True,
+):
     """Train a tiny OLMo-2 on `texts` (each + EOS, loss on every token) until it has memorized them:
     stop at `steps`, or earlier once the mean loss over an epoch falls under `target_loss`."""
     from llm_unlearn.modeling import build_tiny_olmo2
@@ -51,7 +62,9 @@ def train_target_model(texts: list[str], tokenizer, *, hidden_size: int = 128, n
         mask[i, : len(e)] = 1
     labels = ids.masked_fill(mask == 0, -100)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps)
+    )
     g = torch.Generator().manual_seed(seed)
     n_batches = math.ceil(len(enc) / batch_size)
     bar = None
@@ -65,7 +78,7 @@ def train_target_model(texts: list[str], tokenizer, *, hidden_size: int = 128, n
         perm = torch.randperm(len(enc), generator=g)
         epoch_losses = []
         for b in range(n_batches):
-            idx = perm[b * batch_size:(b + 1) * batch_size]
+            idx = perm[b * batch_size : (b + 1) * batch_size]
             out = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -89,17 +102,29 @@ def train_target_model(texts: list[str], tokenizer, *, hidden_size: int = 128, n
 
 def _summary(results: dict) -> dict:
     """The demo's compact numbers from a full evaluation result."""
+
     def split(name: str) -> dict:
         s = results[f"{name}-set"]
-        return {"knowledge_em": s.get("overall-knowledge-score"),
-                "regurgitation_rougeL": s.get("overall-regurgitation-score")}
+        return {
+            "knowledge_em": s.get("overall-knowledge-score"),
+            "regurgitation_rougeL": s.get("overall-regurgitation-score"),
+        }
 
     return {"forget": split("forget"), "retain": split("retain"), "mia_auc": results.get("mia_loss_acc")}
 
 
-def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, split: str | None = None,
-             limit: int | None = None, seed: int = 0, progress: bool = True, unlearn_overrides: dict | None = None,
-             print_table: bool = True, threads: int = 1) -> dict:
+def run_demo(
+    output_dir: str | Path = "runs/demo",
+    *,
+    data: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    unlearn_overrides: dict | None = None,
+    print_table: bool = True,
+    threads: int = 1,
+) -> dict:
     """Run the demo; returns the demo.json content."""
     from llm_unlearn.config import build_config
     from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
@@ -128,7 +153,9 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         # the calibration holdout: documents about other fictitious people (another seed), never trained
         # on and distinct from the evaluation's non-members, so that calibration cannot tune to them
         extra = make_synthetic_dataset(seed=seed + 1000)
-        holdout_docs = [{"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs]
+        holdout_docs = [
+            {"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs
+        ]
     else:
         bundle = load_unlearning_data(data, split=split)
         cand = Path(data) / "mia"
@@ -140,10 +167,12 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
 
         # 2-3. tokenizer and target model
         texts = memorization_texts(records, documents)
-        tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in nonmembers + holdout_docs],
-                                        vocab_size=1024)
-        model, mem = train_target_model(texts, tokenizer, steps=160, min_steps=160, lr=3e-3, seed=seed,
-                                       progress=progress)
+        tokenizer = train_bpe_tokenizer(
+            texts + [d["document"] for d in nonmembers + holdout_docs], vocab_size=1024
+        )
+        model, mem = train_target_model(
+            texts, tokenizer, steps=160, min_steps=160, lr=3e-3, seed=seed, progress=progress
+        )
 
         def save_target(tmp: Path) -> None:
             model.save_pretrained(tmp, safe_serialization=True)
@@ -154,7 +183,12 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
         # a slice keeps SemEval's ties: whole units, members with their forget records (data/slices.py)
         all_nonmembers = nonmembers
         part = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
-        bundle.forget, bundle.retain, members, nonmembers = part.forget, part.retain, part.members, part.nonmembers
+        bundle.forget, bundle.retain, members, nonmembers = (
+            part.forget,
+            part.retain,
+            part.members,
+            part.nonmembers,
+        )
         # the calibration holdout: up to 48 non-members after the evaluation's (never trained on, and not
         # the documents that grade the run)
         used = {d["id"] for d in nonmembers}
@@ -166,18 +200,39 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
             atomic_write_jsonl(data_dir / "mia" / "member.jsonl", members)
             atomic_write_jsonl(data_dir / "mia" / "nonmember.jsonl", nonmembers)
         # 2-3. tokenizer and target model: bucketed fine-tuning until the sample is memorized
-        ft = finetune(model="tiny", data=data_dir, documents=[data_dir / "mia" / "member.jsonl"] if members else [],
-                      output_dir=target_dir, until_em=DATA_UNTIL_EM, eval_items=32, eval_every=2, lr=3e-3,
-                      batch_size=8, vocab_size=4096, seed=seed, overwrite=True, progress=progress,
-                      extra_tokenizer_texts=[d["document"] for d in nonmembers + holdout_docs], return_model=True)
+        ft = finetune(
+            model="tiny",
+            data=data_dir,
+            documents=[data_dir / "mia" / "member.jsonl"] if members else [],
+            output_dir=target_dir,
+            until_em=DATA_UNTIL_EM,
+            eval_items=32,
+            eval_every=2,
+            lr=3e-3,
+            batch_size=8,
+            vocab_size=4096,
+            seed=seed,
+            overwrite=True,
+            progress=progress,
+            extra_tokenizer_texts=[d["document"] for d in nonmembers + holdout_docs],
+            return_model=True,
+        )
         model, tokenizer = ft.pop("model_object"), ft.pop("tokenizer_object")
         mem = {"steps": ft["steps"], "epochs": ft["epochs"], "stopped": ft["stopped"], "final": ft["final"]}
     t_mem = time.time() - t0
 
     # 5a. before
     mia = (members, nonmembers) if members and nonmembers else None
-    before = evaluate_semeval(model, tokenizer, bundle, mia=mia, max_new_tokens=48, batch_size=32,
-                              output_dir=out / "eval-before", progress=progress)
+    before = evaluate_semeval(
+        model,
+        tokenizer,
+        bundle,
+        mia=mia,
+        max_new_tokens=48,
+        batch_size=32,
+        output_dir=out / "eval-before",
+        progress=progress,
+    )
 
     # 4. unlearn (default preset; chunk size scaled to the data)
     n_forget = len(bundle.forget)
@@ -211,14 +266,26 @@ def run_demo(output_dir: str | Path = "runs/demo", *, data: str | None = None, s
     unlearned.eval()
 
     # 5b. after (the adapter on, not merged)
-    after = evaluate_semeval(unlearned, tokenizer, bundle, mia=mia, max_new_tokens=48, batch_size=32,
-                             output_dir=out / "eval-after", progress=progress)
+    after = evaluate_semeval(
+        unlearned,
+        tokenizer,
+        bundle,
+        mia=mia,
+        max_new_tokens=48,
+        batch_size=32,
+        output_dir=out / "eval-after",
+        progress=progress,
+    )
     result = {
         "before": _summary(before),
         "after": _summary(after),
         "seconds": round(time.time() - t0, 1),
-        "timing": {"memorize_seconds": round(t_mem, 1), "unlearn_seconds": round(t_un, 1),
-                   "memorize_steps": mem["steps"], "unlearn_steps": summary["total_steps"]},
+        "timing": {
+            "memorize_seconds": round(t_mem, 1),
+            "unlearn_seconds": round(t_un, 1),
+            "memorize_steps": mem["steps"],
+            "unlearn_steps": summary["total_steps"],
+        },
         **({"memorization": mem} if data is not None else {}),
         "unlearning_config": cfg.to_dict(),
         "data": str(data_dir),

@@ -45,7 +45,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False) + "\n")
+    return atomic_write_text(
+        path, json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False) + "\n"
+    )
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
@@ -103,9 +105,18 @@ def path_fingerprint(path: str | os.PathLike | None) -> Any:
     p = Path(path)
     if not p.exists():
         return str(path)
-    files = [p] if p.is_file() else sorted(
-        f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
-    return [[str(f.relative_to(p)) if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    files = (
+        [p]
+        if p.is_file()
+        else sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
+    )
+    return [
+        [str(f.relative_to(p)) if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files
+    ]
 
 
 class StageCache:
@@ -136,8 +147,11 @@ class StageCache:
         return saved.get("value")
 
     def put(self, stage: str, value: Any, **stage_inputs: Any) -> Any:
-        atomic_write_json(self.directory / f"{stage}.json", {"key": self._key(stage, stage_inputs), "value": value},
-                          indent=None)
+        atomic_write_json(
+            self.directory / f"{stage}.json",
+            {"key": self._key(stage, stage_inputs), "value": value},
+            indent=None,
+        )
         return value
 
     def cached(self, stage: str, compute: Callable[[], Any], **stage_inputs: Any) -> Any:
@@ -193,9 +207,13 @@ def check_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLik
         src = _resolved(inp)
         real_out, real_src = Path(os.path.realpath(out)), Path(os.path.realpath(src))
         if _inside(out, src) or _inside(real_out, real_src):
-            raise UserError(f"{what} {output} is inside the input {inp}; choose an output path outside your inputs")
+            raise UserError(
+                f"{what} {output} is inside the input {inp}; choose an output path outside your inputs"
+            )
         if _inside(src, out) or _inside(real_src, real_out):
-            raise UserError(f"{what} {output} contains the input {inp}; choose an output path that holds no input")
+            raise UserError(
+                f"{what} {output} contains the input {inp}; choose an output path that holds no input"
+            )
 
 
 def read_marker(path: str | os.PathLike) -> dict | None:
@@ -212,8 +230,14 @@ def write_marker(path: str | os.PathLike, kind: str) -> None:
     atomic_write_json(Path(path) / MARKER, {"kind": kind, "llm_unlearn": __version__}, indent=None)
 
 
-def prepare_output_dir(path: str | os.PathLike, kind: str, inputs: Iterable[str | os.PathLike | None] = (),
-                       overwrite: bool = False, own_names: Iterable[str] = (), create: bool = True) -> Path:
+def prepare_output_dir(
+    path: str | os.PathLike,
+    kind: str,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    overwrite: bool = False,
+    own_names: Iterable[str] = (),
+    create: bool = True,
+) -> Path:
     """The one output-directory policy of every subcommand.
 
     - `path` may not be an input, lie inside one, or contain one (`inputs`: files or directories);
@@ -233,15 +257,19 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, inputs: Iterable[str 
         marker = read_marker(out)
         entries = [p.name for p in out.iterdir() if p.name not in (MARKER, LOCK) and not _is_tmp(p.name)]
         if marker is not None and marker.get("kind") != kind and not overwrite:
-            raise UserError(f"{out} holds the output of `llm-unlearn {marker.get('kind')}`, not of `{kind}`; "
-                            "use another --output-dir (or --overwrite to write into it anyway)")
+            raise UserError(
+                f"{out} holds the output of `llm-unlearn {marker.get('kind')}`, not of `{kind}`; "
+                "use another --output-dir (or --overwrite to write into it anyway)"
+            )
         if marker is None and entries and not overwrite:
             own = set(own_names)
             if not own or not set(entries) <= own:
                 shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-                raise UserError(f"{out} is not empty and was not written by `llm-unlearn {kind}` (it holds {shown}); "
-                                "use an empty or new --output-dir (or --overwrite to write into it; other files "
-                                "are kept)")
+                raise UserError(
+                    f"{out} is not empty and was not written by `llm-unlearn {kind}` (it holds {shown}); "
+                    "use an empty or new --output-dir (or --overwrite to write into it; other files "
+                    "are kept)"
+                )
     if create:
         out.mkdir(parents=True, exist_ok=True)
         if read_marker(out) is None or read_marker(out).get("kind") != kind:
@@ -253,8 +281,12 @@ def _is_tmp(name: str) -> bool:
     return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".old"))
 
 
-def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
-                      overwrite: bool = False, signature: str | None = None) -> Path:
+def check_output_file(
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    overwrite: bool = False,
+    signature: str | None = None,
+) -> Path:
     """The policy for a single output file (e.g. `sample --output`): not an input, not inside an input
     directory; an existing file is replaced only when it starts with `signature` (this tool wrote it)
     or with `overwrite`."""
@@ -270,8 +302,10 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
         except OSError:
             head = b""
         if not signature or head != signature.encode():
-            raise UserError(f"{out} exists and was not written by llm-unlearn; choose another path "
-                            "(or --overwrite to replace it)")
+            raise UserError(
+                f"{out} exists and was not written by llm-unlearn; choose another path "
+                "(or --overwrite to replace it)"
+            )
     return out
 
 
@@ -328,8 +362,10 @@ class DirectoryLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                raise UserError(f"{self.directory} is in use by {self._holder()}; wait for it to finish or stop "
-                                "it, or use another --output-dir") from None
+                raise UserError(
+                    f"{self.directory} is in use by {self._holder()}; wait for it to finish or stop "
+                    "it, or use another --output-dir"
+                ) from None
             try:  # the file may have been removed (by its releasing owner) between open and flock
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -337,8 +373,12 @@ class DirectoryLock:
             if not same:
                 os.close(fd)
                 continue
-            info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv[:3])}
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv[:3]),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
             self.fd = fd
@@ -348,8 +388,10 @@ class DirectoryLock:
     def _holder(self) -> str:
         try:
             info = json.loads(self.path.read_text())
-            return f"another llm-unlearn process (pid {info.get('pid')} on host {info.get('host')}, since " \
-                   f"{info.get('started')}: {info.get('command')})"
+            return (
+                f"another llm-unlearn process (pid {info.get('pid')} on host {info.get('host')}, since "
+                f"{info.get('started')}: {info.get('command')})"
+            )
         except (OSError, ValueError):
             return "another llm-unlearn process"
 
@@ -373,8 +415,12 @@ class DirectoryLock:
         self.release()
 
 
-def fill_output_dir(out_dir: str | os.PathLike, fill: Callable[[Path], None], marker_kind: str | None = None,
-                    replace_dir: bool = True) -> Path:
+def fill_output_dir(
+    out_dir: str | os.PathLike,
+    fill: Callable[[Path], None],
+    marker_kind: str | None = None,
+    replace_dir: bool = True,
+) -> Path:
     """Write a whole output directory with `fill(tmp)`. `replace_dir`: `out_dir` is replaced as a whole
     (atomically, with the marker of `marker_kind`); False: the files are moved into it one by one (each
     atomically), no other file in it is touched, and no marker is written (a directory that also holds

@@ -22,7 +22,9 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None = "auto", device: torch.device | str | None = None) -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype | None = "auto", device: torch.device | str | None = None
+) -> torch.dtype:
     """'auto': bf16 on a CUDA GPU that supports it, fp32 otherwise (never bf16 weights with fp16 AMP)."""
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -31,8 +33,14 @@ def resolve_dtype(dtype: str | torch.dtype | None = "auto", device: torch.device
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
     return table[dtype]
@@ -113,8 +121,10 @@ def load_model(
     except RuntimeError as exc:
         raise UserError(f"unknown device {device!r}: {_first_line(exc)}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device} was asked for, but CUDA is not usable here (no GPU or driver, or a "
-                        "CPU-only torch); use --device cpu or a machine with a GPU")
+        raise UserError(
+            f"device {device} was asked for, but CUDA is not usable here (no GPU or driver, or a "
+            "CPU-only torch); use --device cpu or a machine with a GPU"
+        )
     torch_dtype = resolve_dtype(dtype, device)
     kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
     if gguf_file:
@@ -122,8 +132,11 @@ def load_model(
     else:
         kwargs["use_safetensors"] = _use_safetensors(name_or_path, allow_pickle)
     try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                            **({"gguf_file": gguf_file} if gguf_file else {}))
+        config = AutoConfig.from_pretrained(
+            name_or_path,
+            trust_remote_code=trust_remote_code,
+            **({"gguf_file": gguf_file} if gguf_file else {}),
+        )
     except (OSError, ValueError) as exc:
         _refuse_remote_code(name_or_path, exc, trust_remote_code)
         raise UserError(f"cannot read a model config from {name_or_path}: {_first_line(exc)}") from None
@@ -163,8 +176,11 @@ def clear_gguf_quantization(model) -> bool:
         cfg = getattr(module, "config", None)
         if cfg is not None and getattr(cfg, "_is_quantized", False):
             cfg._is_quantized = False
-    log.info("GGUF weights were dequantized to %s when loading: cleared transformers' quantization marker "
-             "so the model can be trained and saved", next(model.parameters()).dtype)
+    log.info(
+        "GGUF weights were dequantized to %s when loading: cleared transformers' quantization marker "
+        "so the model can be trained and saved",
+        next(model.parameters()).dtype,
+    )
     return True
 
 
@@ -205,8 +221,14 @@ def load_model_and_tokenizer(
 ):
     """Load (model, tokenizer); with `adapter`, the PEFT adapter is attached (not merged)."""
     tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
-    model = load_model(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                       gguf_file=gguf_file, allow_pickle=allow_pickle)
+    model = load_model(
+        name_or_path,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        gguf_file=gguf_file,
+        allow_pickle=allow_pickle,
+    )
     if adapter:
         model = attach_adapter(model, adapter, allow_pickle=allow_pickle)
     model.eval()
@@ -219,8 +241,10 @@ def attach_adapter(model, adapter_dir: str, is_trainable: bool = False, allow_pi
     if not Path(adapter_dir, "adapter_config.json").is_file():
         raise UserError(f"not a PEFT adapter directory (no adapter_config.json): {adapter_dir}")
     if not Path(adapter_dir, "adapter_model.safetensors").is_file() and not allow_pickle:
-        raise UserError(f"{adapter_dir} has no adapter_model.safetensors (pickle adapter weights are loaded only "
-                        "with --allow-pickle)")
+        raise UserError(
+            f"{adapter_dir} has no adapter_model.safetensors (pickle adapter weights are loaded only "
+            "with --allow-pickle)"
+        )
     check_adapter_fits(model, adapter_dir)
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
 
@@ -245,27 +269,40 @@ def check_adapter_fits(model, adapter_dir: str | Path) -> None:
     modules = dict(model.named_modules())
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for key, shape in shapes.items():
-        m = re.match(r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?\.weight$",
-                     key)
+        m = re.match(
+            r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?\.weight$",
+            key,
+        )
         if not m:
             continue
         name, part = m.group(1), m.group(2)
         mod = modules.get(name)
         if mod is None:
             layer = re.search(r"\.layers\.(\d+)\.", key)
-            deeper = f" (the adapter has layer {layer.group(1)}, the model {n_layers} layers)" \
-                if layer and n_layers is not None and int(layer.group(1)) >= n_layers else ""
-            raise UserError(f"the adapter {adapter_dir} does not fit the model: it adapts {name}, which the model "
-                            f"does not have{deeper}; was it trained on another base model?")
+            deeper = (
+                f" (the adapter has layer {layer.group(1)}, the model {n_layers} layers)"
+                if layer and n_layers is not None and int(layer.group(1)) >= n_layers
+                else ""
+            )
+            raise UserError(
+                f"the adapter {adapter_dir} does not fit the model: it adapts {name}, which the model "
+                f"does not have{deeper}; was it trained on another base model?"
+            )
         base = getattr(mod, "base_layer", mod)
         in_f, out_f = getattr(base, "in_features", None), getattr(base, "out_features", None)
         if in_f is None and isinstance(base, torch.nn.Embedding):
             in_f, out_f = base.num_embeddings, base.embedding_dim
-        want = {"lora_A": (None, in_f), "lora_B": (out_f, None),
-                "lora_embedding_A": (None, in_f), "lora_embedding_B": (out_f, None)}[part]
+        want = {
+            "lora_A": (None, in_f),
+            "lora_B": (out_f, None),
+            "lora_embedding_A": (None, in_f),
+            "lora_embedding_B": (out_f, None),
+        }[part]
         if len(shape) != 2 or any(w is not None and w != g for w, g in zip(want, shape)):
-            raise UserError(f"the adapter {adapter_dir} does not fit the model: {key} has shape {list(shape)}, the "
-                            f"model's {name} is {in_f} -> {out_f}; was it trained on another base model?")
+            raise UserError(
+                f"the adapter {adapter_dir} does not fit the model: {key} has shape {list(shape)}, the "
+                f"model's {name} is {in_f} -> {out_f}; was it trained on another base model?"
+            )
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -274,7 +311,9 @@ def lora_target_modules(model, wanted: list[str] | None) -> list[str] | None:
     when none of them exist."""
     if not wanted:
         return None
-    leaf_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    leaf_names = {
+        name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)
+    }
     present = [w for w in wanted if w in leaf_names]
     missing = [w for w in wanted if w not in leaf_names]
     if not present:
@@ -285,7 +324,9 @@ def lora_target_modules(model, wanted: list[str] | None) -> list[str] | None:
     return present
 
 
-def apply_lora(model, r: int = 16, alpha: int = 64, dropout: float = 0.0, target_modules: list[str] | None = None):
+def apply_lora(
+    model, r: int = 16, alpha: int = 64, dropout: float = 0.0, target_modules: list[str] | None = None
+):
     """Wrap `model` with a fresh LoRA adapter. Logs the modules actually targeted."""
     from peft import LoraConfig, get_peft_model
 
@@ -296,20 +337,29 @@ def apply_lora(model, r: int = 16, alpha: int = 64, dropout: float = 0.0, target
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         if model_type not in defaults:
             targets = "all-linear"  # PEFT has no default for this architecture: every linear but the head
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM",
-                     bias="none")
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     try:
         peft_model = get_peft_model(model, cfg)
     except ValueError as exc:
-        raise UserError(f"cannot apply LoRA to this model: {_first_line(exc)} (set lora.target_modules)") from None
+        raise UserError(
+            f"cannot apply LoRA to this model: {_first_line(exc)} (set lora.target_modules)"
+        ) from None
     targeted = sorted({n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")})
     log.info("LoRA r=%d alpha=%d dropout=%.2f on modules: %s", r, alpha, dropout, ", ".join(targeted))
     peft_model.targeted_module_names_short = targeted
     return peft_model
 
 
-def merge_and_save(peft_model, tokenizer, out_dir: str | Path, marker_kind: str | None = None,
-                   replace_dir: bool = True) -> Path:
+def merge_and_save(
+    peft_model, tokenizer, out_dir: str | Path, marker_kind: str | None = None, replace_dir: bool = True
+) -> Path:
     """Merge the adapter into a copy of the weights and save model + tokenizer (safetensors).
     `replace_dir`: `out_dir` is replaced as a whole (atomically); False: the files are moved into it
     one by one (each atomically) and no other file in it is touched. `marker_kind`: also write the
@@ -338,16 +388,29 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int = 1024):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def build_tiny_olmo2(tokenizer, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
-                     intermediate_size: int = 512, max_position_embeddings: int = 512, seed: int = 0):
+def build_tiny_olmo2(
+    tokenizer,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+):
     """A small OLMo-2-architecture causal LM, randomly initialised (the demo's and tests' model)."""
     from transformers import Olmo2Config, Olmo2ForCausalLM
 

@@ -20,10 +20,21 @@ TERM_STYLE = {
 EVAL_PANELS = (
     ("MIA AUC (0.5 = unseen)", (("mia_auc", "forget vs holdout", "tab:red"),), 0.5),
     ("knowledge (EM)", (("forget_em", "forget", "tab:red"), ("retain_em", "retain", "tab:blue")), None),
-    ("regurgitation (ROUGE-L)", (("forget_rougeL", "forget", "tab:red"), ("retain_rougeL", "retain", "tab:blue")), None),
+    (
+        "regurgitation (ROUGE-L)",
+        (("forget_rougeL", "forget", "tab:red"), ("retain_rougeL", "retain", "tab:blue")),
+        None,
+    ),
     ("answer NLL", (("forget_nll", "forget", "tab:red"), ("retain_nll", "retain", "tab:blue")), None),
-    ("scores", (("task_aggregate", "task aggregate", "black"), ("proxy", "proxy of final score", "tab:green"),
-                ("active_fraction", "forget rows pushed", "tab:brown")), None),
+    (
+        "scores",
+        (
+            ("task_aggregate", "task aggregate", "black"),
+            ("proxy", "proxy of final score", "tab:green"),
+            ("active_fraction", "forget rows pushed", "tab:brown"),
+        ),
+        None,
+    ),
 )
 
 
@@ -55,8 +66,9 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_evaluations(evaluations: list[dict], chunks: list[dict], path: str | Path,
-                     selected_step: int | None = None) -> Path:
+def plot_evaluations(
+    evaluations: list[dict], chunks: list[dict], path: str | Path, selected_step: int | None = None
+) -> Path:
     """Each evaluation metric over steps (one panel per metric family), chunk boundaries dotted, the
     selected checkpoint as a solid green line, 0.5 marked on the MIA AUC panel."""
     import matplotlib
@@ -72,7 +84,15 @@ def plot_evaluations(evaluations: list[dict], chunks: list[dict], path: str | Pa
         for key, label, color in series:
             pts = [(e["step"], e[key]) for e in evaluations if e.get(key) is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, lw=1.2, label=label)
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    lw=1.2,
+                    label=label,
+                )
         if ref is not None:
             ax.axhline(ref, color="grey", lw=0.8)
         for b in boundaries:

@@ -37,7 +37,15 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
 STATE = "state.json"
 BEST_STATE = "best_state.safetensors"  # the calibration's best weights so far (trainable parameters)
-OUTPUT_NAMES = ("adapter", "model", "run.json", "log_history.jsonl", "plots", CHECKPOINT, "resolved_config.yaml")
+OUTPUT_NAMES = (
+    "adapter",
+    "model",
+    "run.json",
+    "log_history.jsonl",
+    "plots",
+    CHECKPOINT,
+    "resolved_config.yaml",
+)
 
 
 # TrainingInterrupted lives in errors.py (the CLI catches it without importing torch); re-exported here
@@ -59,8 +67,10 @@ def _any_process(flag: dict) -> bool:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         on_gpu = "nccl" in str(dist.get_backend()) and torch.cuda.is_available()
-        t = torch.tensor([float(flag["stop"])], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu
-                         else torch.device("cpu"))
+        t = torch.tensor(
+            [float(flag["stop"])],
+            device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu"),
+        )
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         agreed = bool(t.item() > 0)
         # a signal handled while the collective ran set flag["stop"] after t was read: keep it pending
@@ -75,8 +85,14 @@ def package_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"llm_unlearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__}
+    return {
+        "llm_unlearn": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+    }
 
 
 def check_output_dir(out: Path, cfg: UnlearnConfig, data_sha: dict[str, str] | None = None) -> dict | None:
@@ -95,10 +111,16 @@ def check_output_dir(out: Path, cfg: UnlearnConfig, data_sha: dict[str, str] | N
             saved = json.loads(run_json.read_text())
     except (OSError, ValueError) as exc:
         if not cfg.train.overwrite:
-            raise UserError(f"{out} holds an unreadable run state ({exc}); pass --overwrite to start over") from None
+            raise UserError(
+                f"{out} holds an unreadable run state ({exc}); pass --overwrite to start over"
+            ) from None
         saved = None
     if saved is None:
-        if out.exists() and any(p for p in out.iterdir() if p.name in OUTPUT_NAMES) and not cfg.train.overwrite:
+        if (
+            out.exists()
+            and any(p for p in out.iterdir() if p.name in OUTPUT_NAMES)
+            and not cfg.train.overwrite
+        ):
             raise UserError(f"{out} holds outputs of an unknown run; use --overwrite or another --output-dir")
         if cfg.train.overwrite:
             _remove_outputs(out)
@@ -176,7 +198,9 @@ def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):
     t = cfg.train
     ws = world_size()
     if t.batch_size % ws:
-        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes {ws}")
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} must be divisible by the number of processes {ws}"
+        )
     extra = dict(cfg.training_args)
     on_gpu = torch.cuda.is_available()
     kwargs: dict[str, Any] = dict(
@@ -237,10 +261,18 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         raise UserError("no output directory given (use --output-dir DIR)")
     out = Path(cfg.train.output_dir)
     d, m = cfg.data, cfg.model
-    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain,
-              getattr(getattr(cfg, "calibration", None), "holdout", None),
-              getattr(getattr(cfg, "calibration", None), "forget_documents", None)]
-    prepare_output_dir(out, "train", inputs, overwrite=cfg.train.overwrite, own_names=TRAIN_OWN_NAMES, create=False)
+    inputs = [
+        m.name_or_path,
+        m.tokenizer,
+        d.data,
+        d.forget,
+        d.retain,
+        getattr(getattr(cfg, "calibration", None), "holdout", None),
+        getattr(getattr(cfg, "calibration", None), "forget_documents", None),
+    ]
+    prepare_output_dir(
+        out, "train", inputs, overwrite=cfg.train.overwrite, own_names=TRAIN_OWN_NAMES, create=False
+    )
     stop_flag = {"stop": False, "raise": True}  # before and after training a signal ends the run at once
     old_handlers = _install_signal_handlers(stop_flag)
     existed = out.exists()
@@ -277,8 +309,11 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     d = cfg.data
     bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
     calib_opts = getattr(cfg, "calibration", None)
-    calib_files = [Path(p) for p in (getattr(calib_opts, "holdout", None), getattr(calib_opts, "forget_documents", None))
-                   if p and Path(p).is_file()]
+    calib_files = [
+        Path(p)
+        for p in (getattr(calib_opts, "holdout", None), getattr(calib_opts, "forget_documents", None))
+        if p and Path(p).is_file()
+    ]
     data_sha = data_fingerprint([*bundle.files, *calib_files], d.data)  # what a resume must find unchanged
     saved = check_output_dir(out, cfg, data_sha)
     if saved and saved.get("finished"):
@@ -306,34 +341,61 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     # model
     set_seed(cfg.train.seed)
     if tokenizer is None:
-        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path,
-                                   trust_remote_code=cfg.model.trust_remote_code, gguf_file=cfg.model.gguf_file)
+        tokenizer = load_tokenizer(
+            cfg.model.tokenizer or cfg.model.name_or_path,
+            trust_remote_code=cfg.model.trust_remote_code,
+            gguf_file=cfg.model.gguf_file,
+        )
     tokenizer = ensure_pad_token(tokenizer)
     if model is None:
-        model = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype,
-                           trust_remote_code=cfg.model.trust_remote_code, gguf_file=cfg.model.gguf_file,
-                           allow_pickle=cfg.model.allow_pickle)
+        model = load_model(
+            cfg.model.name_or_path,
+            dtype=cfg.model.dtype,
+            trust_remote_code=cfg.model.trust_remote_code,
+            gguf_file=cfg.model.gguf_file,
+            allow_pickle=cfg.model.allow_pickle,
+        )
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     if cfg.training_args.get("gradient_checkpointing"):
         model.enable_input_require_grads()  # so the LoRA weights still get gradients
-    peft_model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                            target_modules=cfg.lora.target_modules)
+    peft_model = apply_lora(
+        model,
+        r=cfg.lora.r,
+        alpha=cfg.lora.alpha,
+        dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+    )
     if saved is not None:
         _load_adapter_weights(peft_model, out / CHECKPOINT)
 
     # tokens and plan
-    forget_rows = tokenize_records(tokenizer, forget_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
-    retain_rows = tokenize_records(tokenizer, retain_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
+    forget_rows = tokenize_records(
+        tokenizer, forget_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length
+    )
+    retain_rows = tokenize_records(
+        tokenizer, retain_recs, joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length
+    )
     for key, row in enumerate(forget_rows + retain_rows):  # forget i -> i, retain j -> n_forget + j
         row["row_key"] = key
     s = cfg.schedule
-    plan = plan_chunks(len(forget_rows), len(retain_rows), s.chunk_size, s.positive_ratio,
-                       split_retain=s.split_retain, seed=cfg.train.seed, sequential=s.sequential)
+    plan = plan_chunks(
+        len(forget_rows),
+        len(retain_rows),
+        s.chunk_size,
+        s.positive_ratio,
+        split_retain=s.split_retain,
+        seed=cfg.train.seed,
+        sequential=s.sequential,
+    )
 
     args = build_training_args(cfg, out, resolve_dtype(cfg.model.dtype, device))
-    per_chunk_steps = [steps_per_chunk(len(c), args.per_device_train_batch_size, world_size(),
-                                       args.gradient_accumulation_steps, s.epochs) for c in plan]
+    per_chunk_steps = [
+        steps_per_chunk(
+            len(c), args.per_device_train_batch_size, world_size(), args.gradient_accumulation_steps, s.epochs
+        )
+        for c in plan
+    ]
     total_steps = sum(per_chunk_steps)
 
     start_chunk = saved["completed_chunks"] if saved else 0
@@ -353,33 +415,61 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     )
     # the reference's outputs, computed once per run (train.reference_cache; reused on resume)
     trainer.reference_cache = reference_cache.for_run(
-        cfg, peft_model, forget_rows + retain_rows, out, selector=trainer.selector,
-        pad_token_id=tokenizer.pad_token_id, data_files=bundle.files)
-    progress = _Progress(total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process())
+        cfg,
+        peft_model,
+        forget_rows + retain_rows,
+        out,
+        selector=trainer.selector,
+        pad_token_id=tokenizer.pad_token_id,
+        data_files=bundle.files,
+    )
+    progress = _Progress(
+        total_steps, sum(per_chunk_steps[:start_chunk]), enabled=cfg.train.progress and is_main_process()
+    )
     # evaluation during training, the calibration gate, stopping and selection (calibrated.py)
-    calib = Calibrator.build(cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps, document_rows=document_rows)
+    calib = Calibrator.build(
+        cfg, tokenizer, forget_recs, retain_recs, per_chunk_steps, document_rows=document_rows
+    )
     if calib is not None and saved is not None and saved.get("calibration"):
         calib.restore(saved["calibration"], _load_best_state(out / CHECKPOINT))
     calib_action: dict[str, str | None] = {"action": None}
 
     def evaluate_now(step: int, c: int) -> str | None:
-        action = calib.evaluate(trainer.model, step=step, chunk=c,
-                                chunk_rows=[i for kind, i in plan[c] if kind == "forget"])
+        action = calib.evaluate(
+            trainer.model, step=step, chunk=c, chunk_rows=[i for kind, i in plan[c] if kind == "forget"]
+        )
         trainer.forget_active, trainer.forget_caps = calib.active, calib.caps
         trainer.last_row_nll = {}  # the evaluation measured every unit afresh
         ev = calib.evaluations[-1]
-        history.append({"step": step, "chunk": c + 1, **{f"eval_{k}": v for k, v in ev.items()
-                                                         if k not in ("step", "chunk")}})
+        history.append(
+            {
+                "step": step,
+                "chunk": c + 1,
+                **{f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")},
+            }
+        )
         progress.postfix_eval(ev)
         return action
 
     class _LogToHistory(TrainerCallback):
         def on_log(self, a, state, control, logs=None, **kw):
             if logs and "loss" in logs:
-                row = {"step": offset + state.global_step, "chunk": trainer.chunk_index + 1,
-                       "epoch": round(float(logs.get("epoch", state.epoch or 0.0)), 4)}
-                for k in ("loss", "npo", "retain_nll", "divergence", "forget_nll", "sugd", "forget_active",
-                          "learning_rate", "grad_norm"):
+                row = {
+                    "step": offset + state.global_step,
+                    "chunk": trainer.chunk_index + 1,
+                    "epoch": round(float(logs.get("epoch", state.epoch or 0.0)), 4),
+                }
+                for k in (
+                    "loss",
+                    "npo",
+                    "retain_nll",
+                    "divergence",
+                    "forget_nll",
+                    "sugd",
+                    "forget_active",
+                    "learning_rate",
+                    "grad_norm",
+                ):
                     if k in logs:
                         row["lr" if k == "learning_rate" else k] = float(logs[k])
                 history.append(row)
@@ -403,8 +493,12 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
         from transformers import get_scheduler
 
         run_opt = trainer.create_optimizer()
-        run_sched = get_scheduler(args.lr_scheduler_type, optimizer=run_opt,
-                                  num_warmup_steps=args.get_warmup_steps(total_steps), num_training_steps=total_steps)
+        run_sched = get_scheduler(
+            args.lr_scheduler_type,
+            optimizer=run_opt,
+            num_warmup_steps=args.get_warmup_steps(total_steps),
+            num_training_steps=total_steps,
+        )
         if saved is not None and (out / CHECKPOINT / "optimizer.pt").is_file():
             st = torch.load(out / CHECKPOINT / "optimizer.pt", map_location=device, weights_only=True)
             run_opt.load_state_dict(st["optimizer"])
@@ -433,7 +527,11 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
             n_hist = len(history)
             calib_action["action"] = None
             trainer.train()
-            if stop_flag["stop"] and trainer.state.global_step < per_chunk_steps[c] and not calib_action["action"]:
+            if (
+                stop_flag["stop"]
+                and trainer.state.global_step < per_chunk_steps[c]
+                and not calib_action["action"]
+            ):
                 del history[n_hist:]
                 raise TrainingInterrupted(
                     f"interrupted in chunk {c + 1}/{len(plan)}; chunks 1..{c} are saved in {out}. "
@@ -446,9 +544,20 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
             chunk_summaries.append(summ)
             full_state = _sharded_state_dict(trainer)  # a collective under ZeRO-3 / FSDP, else None
             if is_main_process():
-                _save_checkpoint(out, peft_model, cfg, c + 1, history, chunk_summaries, run_opt, run_sched,
-                                 state_dict=full_state, extra={"steps_done": offset},
-                                 calib=calib, data_sha=data_sha)
+                _save_checkpoint(
+                    out,
+                    peft_model,
+                    cfg,
+                    c + 1,
+                    history,
+                    chunk_summaries,
+                    run_opt,
+                    run_sched,
+                    state_dict=full_state,
+                    extra={"steps_done": offset},
+                    calib=calib,
+                    data_sha=data_sha,
+                )
                 atomic_write_jsonl(out / "log_history.jsonl", history)
             if calib_action["action"] == "stop":
                 log.info("calibration: %s", calib.stop_reason)
@@ -464,8 +573,10 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     # chunks stays until run.json is written, so the same command finishes the job)
     stop_flag["raise"] = True
     if _any_process(stop_flag):  # a collective: every process decides the same
-        raise TrainingInterrupted(f"interrupted before the final outputs; every chunk is saved in {out}. "
-                                  "Run the same command again to finish.")
+        raise TrainingInterrupted(
+            f"interrupted before the final outputs; every chunk is saved in {out}. "
+            "Run the same command again to finish."
+        )
 
     calibration = calib.finish(peft_model) if calib is not None else None
     if calibration is not None:
@@ -487,15 +598,20 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
         "lora_modules": getattr(peft_model, "targeted_module_names_short", None),
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
-        "wall_seconds": round(time.time() - t0, 2) + (saved.get("wall_seconds_before", 0.0) if saved else 0.0),
+        "wall_seconds": round(time.time() - t0, 2)
+        + (saved.get("wall_seconds_before", 0.0) if saved else 0.0),
     }
     full_state = _sharded_state_dict(trainer)
     if is_main_process():
         _save_adapter(peft_model, out / "adapter", full_state)
         if cfg.train.merge and full_state is not None:
-            log.warning("the weights are sharded (ZeRO-3 / FSDP): no merged model; run `llm-unlearn merge --model "
-                        "%s --adapter %s --output-dir %s` on one device", cfg.model.name_or_path, out / "adapter",
-                        out / "model")
+            log.warning(
+                "the weights are sharded (ZeRO-3 / FSDP): no merged model; run `llm-unlearn merge --model "
+                "%s --adapter %s --output-dir %s` on one device",
+                cfg.model.name_or_path,
+                out / "adapter",
+                out / "model",
+            )
         elif cfg.train.merge:
             merge_and_save(peft_model, tokenizer, out / "model")
         if cfg.train.plots:
@@ -507,8 +623,12 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
                     from llm_unlearn.plots import plot_evaluations
 
                     idx = calibration["selected_index"]
-                    plot_evaluations(calibration["evaluations"], chunk_summaries, out / "plots" / "evaluation.png",
-                                     selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None)
+                    plot_evaluations(
+                        calibration["evaluations"],
+                        chunk_summaries,
+                        out / "plots" / "evaluation.png",
+                        selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None,
+                    )
             except Exception as exc:  # a plot must never lose a finished run
                 log.warning("could not draw plots/losses.png: %s", exc)
         atomic_write_jsonl(out / "log_history.jsonl", history)
@@ -536,17 +656,39 @@ def _sharded_state_dict(trainer) -> dict | None:
 
 
 def _save_adapter(peft_model, path: Path, state_dict: dict | None = None) -> None:
-    atomic_dir(path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict))
+    atomic_dir(
+        path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+    )
 
 
-def _save_checkpoint(out, peft_model, cfg, completed, history, chunks, run_opt, run_sched, state_dict=None,
-                     extra: dict | None = None, calib=None, data_sha=None) -> None:
+def _save_checkpoint(
+    out,
+    peft_model,
+    cfg,
+    completed,
+    history,
+    chunks,
+    run_opt,
+    run_sched,
+    state_dict=None,
+    extra: dict | None = None,
+    calib=None,
+    data_sha=None,
+) -> None:
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if run_opt is not None:
-            torch.save({"optimizer": run_opt.state_dict(), "scheduler": run_sched.state_dict()}, tmp / "optimizer.pt")
-        state = {"config": cfg.to_dict(), "data_sha256": data_sha, "completed_chunks": completed,
-                 "log_history": history, "chunks": chunks, **(extra or {})}
+            torch.save(
+                {"optimizer": run_opt.state_dict(), "scheduler": run_sched.state_dict()}, tmp / "optimizer.pt"
+            )
+        state = {
+            "config": cfg.to_dict(),
+            "data_sha256": data_sha,
+            "completed_chunks": completed,
+            "log_history": history,
+            "chunks": chunks,
+            **(extra or {}),
+        }
         if calib is not None:
             state["calibration"] = calib.state()
             if calib.best_state is not None:
@@ -582,10 +724,17 @@ def _chunk_summary(c: int, chunk, rows: list[dict], seconds: float) -> dict:
 
     rows = [r for r in rows if "loss" in r]  # training rows (evaluations are logged beside them)
     last = rows[-1] if rows else {}
-    return {"chunk": c + 1, "n_forget": sum(1 for k, _ in chunk if k == "forget"),
-            "n_retain": sum(1 for k, _ in chunk if k == "retain"), "seconds": round(seconds, 2),
-            "mean_loss": mean("loss"), "mean_npo": mean("npo"), "mean_retain_nll": mean("retain_nll"),
-            "mean_divergence": mean("divergence"), "last_loss": last.get("loss")}
+    return {
+        "chunk": c + 1,
+        "n_forget": sum(1 for k, _ in chunk if k == "forget"),
+        "n_retain": sum(1 for k, _ in chunk if k == "retain"),
+        "seconds": round(seconds, 2),
+        "mean_loss": mean("loss"),
+        "mean_npo": mean("npo"),
+        "mean_retain_nll": mean("retain_nll"),
+        "mean_divergence": mean("divergence"),
+        "last_loss": last.get("loss"),
+    }
 
 
 # ----------------------------------------------------------------------------- signals, progress
@@ -593,8 +742,10 @@ def _install_signal_handlers(flag: dict):
     def handler(signum, frame):
         if flag.get("raise"):  # outside training (loading, final outputs): stop at once
             flag["stop"] = True
-            raise TrainingInterrupted(f"interrupted by signal {signum} before the run was complete; nothing is "
-                                      "half-written. Run the same command again to resume.")
+            raise TrainingInterrupted(
+                f"interrupted by signal {signum} before the run was complete; nothing is "
+                "half-written. Run the same command again to resume."
+            )
         if flag["stop"]:  # second signal: stop now
             raise KeyboardInterrupt
         flag["stop"] = True
@@ -636,8 +787,9 @@ class _Progress:
 
     def postfix_eval(self, ev: dict) -> None:
         if self.bar is not None and ev.get("mia_auc") is not None:
-            self.bar.set_postfix({"auc": f"{ev['mia_auc']:.2f}", "proxy": f"{ev.get('proxy') or 0:.2f}"},
-                                 refresh=False)
+            self.bar.set_postfix(
+                {"auc": f"{ev['mia_auc']:.2f}", "proxy": f"{ev.get('proxy') or 0:.2f}"}, refresh=False
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -90,7 +90,9 @@ def answer_positions(labels: torch.Tensor) -> AnswerPositions:
     return AnswerPositions(flat=flat, targets=nxt.reshape(-1)[flat], rows=rows)
 
 
-def answer_logits(model, selector: AnswerHeadSelector | None, input_ids, attention_mask, pos: AnswerPositions):
+def answer_logits(
+    model, selector: AnswerHeadSelector | None, input_ids, attention_mask, pos: AnswerPositions
+):
     """Logits [N, V] at the answer positions. Without a selector, a full forward and a gather."""
     if selector is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
@@ -147,8 +149,13 @@ def compute_reference(model, selector, batch, obj: ObjectiveOptions, pos: Answer
     peft = _peft_model(model)
     disable = peft.disable_adapter() if hasattr(peft, "disable_adapter") else contextlib.nullcontext()
     with torch.no_grad(), disable:
-        logits = answer_logits(model, selector, batch["input_ids"].index_select(0, idx),
-                               batch["attention_mask"].index_select(0, idx), sub_pos)
+        logits = answer_logits(
+            model,
+            selector,
+            batch["input_ids"].index_select(0, idx),
+            batch["attention_mask"].index_select(0, idx),
+            sub_pos,
+        )
     tok_forget = sub_forget.index_select(0, sub_pos.rows)
     if need_f:
         out.forget_logp = token_log_probs(logits[tok_forget], sub_pos.targets[tok_forget])
@@ -158,9 +165,15 @@ def compute_reference(model, selector, batch, obj: ObjectiveOptions, pos: Answer
     return out
 
 
-def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSelector | None = None,
-                    reference: ReferenceOutputs | None = None, term_scale: dict[str, float] | None = None,
-                    row_nll_out: dict | None = None):
+def unlearning_loss(
+    model,
+    batch,
+    obj: ObjectiveOptions,
+    selector: AnswerHeadSelector | None = None,
+    reference: ReferenceOutputs | None = None,
+    term_scale: dict[str, float] | None = None,
+    row_nll_out: dict | None = None,
+):
     """The loss of one batch and its terms (detached floats for logging).
 
     `term_scale` multiplies each term where it enters the total (not the logged values): see
@@ -214,7 +227,9 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
                 B = labels.shape[0]
                 f_rows = pos.rows[tok_push]
                 f_logp = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, f_rows, f_logp)
-                f_ref = torch.zeros(B, device=logp.device, dtype=f_ref.dtype).index_add(0, f_rows, f_ref.float())
+                f_ref = torch.zeros(B, device=logp.device, dtype=f_ref.dtype).index_add(
+                    0, f_rows, f_ref.float()
+                )
                 f_logp, f_ref = f_logp[push], f_ref[push]
             terms["npo"] = losses.npo_loss(f_logp, f_ref.to(f_logp.dtype), obj.npo_beta)
             total = total + obj.npo_mult * sc("npo") * terms["npo"]
@@ -240,10 +255,15 @@ def unlearning_loss(model, batch, obj: ObjectiveOptions, selector: AnswerHeadSel
     elif obj.method == "sugd":
         B = labels.shape[0]
         sums = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, -logp)
-        counts = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(0, pos.rows, torch.ones_like(logp))
+        counts = torch.zeros(B, device=logp.device, dtype=logp.dtype).index_add(
+            0, pos.rows, torch.ones_like(logp)
+        )
         per_sample = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
-        factors = torch.where(is_forget, torch.full_like(per_sample, obj.sugd_forget_factor),
-                              torch.full_like(per_sample, obj.sugd_retain_factor))
+        factors = torch.where(
+            is_forget,
+            torch.full_like(per_sample, obj.sugd_forget_factor),
+            torch.full_like(per_sample, obj.sugd_retain_factor),
+        )
         factors = torch.where(is_forget & ~push, torch.zeros_like(factors), factors)  # gated-off rows
         terms["sugd"] = losses.sugd_loss(per_sample, factors)
         total = zero + sc("sugd") * terms["sugd"]
@@ -264,7 +284,9 @@ def row_mean_nll(logp: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.T
     """[n_rows] mean of -logp over each row's answer tokens (`rows` [N] gives each token's row); inf for
     a row without answer tokens (never below a cap)."""
     sums = torch.zeros(n_rows, device=logp.device, dtype=logp.dtype).index_add(0, rows, -logp)
-    counts = torch.zeros(n_rows, device=logp.device, dtype=logp.dtype).index_add(0, rows, torch.ones_like(logp))
+    counts = torch.zeros(n_rows, device=logp.device, dtype=logp.dtype).index_add(
+        0, rows, torch.ones_like(logp)
+    )
     return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("inf")))
 
 
@@ -283,13 +305,17 @@ def _retain_divergence(obj: ObjectiveOptions, logits_r, logp_r, reference: Refer
     alpha = 1.0 if kind == "kl" else obj.renyi_alpha
     if reference.retain_topk is not None:  # top-k reference cache (KL is the alpha = 1 case)
         topk_logp, topk_idx, tail = reference.retain_topk
-        return losses.renyi_divergence_topk(logits_r, topk_logp, topk_idx, mask, alpha, ref_tail_logprobs=tail)
+        return losses.renyi_divergence_topk(
+            logits_r, topk_logp, topk_idx, mask, alpha, ref_tail_logprobs=tail
+        )
     if kind == "kl":
         return losses.kl_divergence(logits_r, ref, mask)
     return losses.renyi_divergence(logits_r, ref, mask, alpha)
 
 
-def global_term_scale(batch, obj: ObjectiveOptions, push: torch.Tensor | None = None) -> dict[str, float] | None:
+def global_term_scale(
+    batch, obj: ObjectiveOptions, push: torch.Tensor | None = None
+) -> dict[str, float] | None:
     """Per-term weights that make data-parallel training compute the loss of the global batch.
 
     Each process averages a term over its own tokens (or rows), and DDP / FSDP / DeepSpeed then
@@ -306,14 +332,25 @@ def global_term_scale(batch, obj: ObjectiveOptions, push: torch.Tensor | None = 
     labels, is_forget = batch["labels"], batch["is_forget"].bool()
     push = _pushed_rows(batch, is_forget) if push is None else push  # the forget term counts only pushed rows
     answer = labels[:, 1:].ne(-100)  # positions that predict a labelled token
-    counts = torch.stack([answer[push].sum(), answer[~is_forget].sum(), push.sum(),
-                          torch.tensor(labels.shape[0], device=labels.device)]).to(torch.float64)
+    counts = torch.stack(
+        [
+            answer[push].sum(),
+            answer[~is_forget].sum(),
+            push.sum(),
+            torch.tensor(labels.shape[0], device=labels.device),
+        ]
+    ).to(torch.float64)
     total = counts.clone()
     dist.all_reduce(total)
     world = dist.get_world_size()
     f_tok, r_tok, f_rows, rows = (float(c * world / t) if t > 0 else 0.0 for c, t in zip(counts, total))
-    return {"npo": f_rows if obj.npo_level == "sequence" else f_tok, "forget_nll": f_tok,
-            "retain_nll": r_tok, "divergence": r_tok, "sugd": rows}
+    return {
+        "npo": f_rows if obj.npo_level == "sequence" else f_tok,
+        "forget_nll": f_tok,
+        "retain_nll": r_tok,
+        "divergence": r_tok,
+        "sugd": rows,
+    }
 
 
 # ----------------------------------------------------------------------------- the Trainer
@@ -321,8 +358,9 @@ class UnlearnTrainer(Trainer):
     """A `transformers.Trainer` whose loss is the unlearning objective. Batches are taken in the
     order of the chunk plan (no shuffling); each loss term is logged."""
 
-    def __init__(self, *args, objective: ObjectiveOptions, answer_only: bool = True, reference_cache=None,
-                 **kwargs):
+    def __init__(
+        self, *args, objective: ObjectiveOptions, answer_only: bool = True, reference_cache=None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.selector = AnswerHeadSelector(self.model) if answer_only else None
@@ -344,7 +382,12 @@ class UnlearnTrainer(Trainer):
         if not self.forget_active.get(key, True):
             return False
         doc = self.unit_row.get(key)
-        if doc is None or self.forget_caps is None or doc not in self.forget_caps or doc not in self.last_row_nll:
+        if (
+            doc is None
+            or self.forget_caps is None
+            or doc not in self.forget_caps
+            or doc not in self.last_row_nll
+        ):
             return True
         return self.last_row_nll[doc] < self.forget_caps[doc]
 
@@ -360,10 +403,13 @@ class UnlearnTrainer(Trainer):
         if "row_key" in inputs and (self.forget_active is not None or self.forget_caps is not None):
             keys, dev = inputs["row_key"].tolist(), inputs["is_forget"].device  # the calibration gate
             if self.forget_active is not None:
-                batch["forget_active"] = torch.tensor([self._active(k) for k in keys], dtype=torch.bool, device=dev)
+                batch["forget_active"] = torch.tensor(
+                    [self._active(k) for k in keys], dtype=torch.bool, device=dev
+                )
             if self.forget_caps is not None:
-                batch["forget_nll_cap"] = torch.tensor([self.forget_caps.get(k, float("inf")) for k in keys],
-                                                       dtype=torch.float32, device=dev)
+                batch["forget_nll_cap"] = torch.tensor(
+                    [self.forget_caps.get(k, float("inf")) for k in keys], dtype=torch.float32, device=dev
+                )
         realized: dict[str, Any] = {}
 
         def scale_of(push):  # None on one process; a collective under data parallelism
@@ -371,7 +417,9 @@ class UnlearnTrainer(Trainer):
             return realized["scale"]
 
         try:
-            loss, terms = unlearning_loss(model, batch, self.objective, self.selector, reference, scale_of, realized)
+            loss, terms = unlearning_loss(
+                model, batch, self.objective, self.selector, reference, scale_of, realized
+            )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
                 f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
@@ -403,14 +451,19 @@ def _global_terms(terms: dict[str, float], scale: dict[str, float], device) -> d
     import torch.distributed as dist
 
     world = dist.get_world_size()
-    vec = torch.tensor([terms.get(k, 0.0) * scale.get(k, 1.0) for k in TERMS] + [float(k in terms) for k in TERMS],
-                       dtype=torch.float64, device=device)
+    vec = torch.tensor(
+        [terms.get(k, 0.0) * scale.get(k, 1.0) for k in TERMS] + [float(k in terms) for k in TERMS],
+        dtype=torch.float64,
+        device=device,
+    )
     dist.all_reduce(vec)
     n = len(TERMS)
     return {k: float(vec[i]) / world for i, k in enumerate(TERMS) if vec[n + i] > 0}
 
 
-def steps_per_chunk(n_rows: int, per_device_batch: int, world_size: int, grad_accum: int, epochs: float) -> int:
+def steps_per_chunk(
+    n_rows: int, per_device_batch: int, world_size: int, grad_accum: int, epochs: float
+) -> int:
     """Optimizer steps the Trainer takes on a chunk of n_rows (as transformers computes them)."""
     batches = math.ceil(n_rows / (per_device_batch * world_size))
     per_epoch = max(batches // grad_accum, 1)

@@ -73,15 +73,36 @@ def _load(args, name: str | None = None, adapter: str | None = None):
     )
 
 
-EVALUATE_OWN_NAMES = ("evaluation_results.json", "evaluation_results.jsonl", "generations.jsonl", "mia.jsonl",
-                      "report.md", "plots", "mmlu", ".stages")
+EVALUATE_OWN_NAMES = (
+    "evaluation_results.json",
+    "evaluation_results.jsonl",
+    "generations.jsonl",
+    "mia.jsonl",
+    "report.md",
+    "plots",
+    "mmlu",
+    ".stages",
+)
 MMLU_OWN_NAMES = ("metrics.json", "predictions.jsonl")
-SAMPLE_SIGNATURE = "# Sample generations\n\nGreedy generations for randomly drawn items"  # sampling.render_markdown
+SAMPLE_SIGNATURE = (
+    "# Sample generations\n\nGreedy generations for randomly drawn items"  # sampling.render_markdown
+)
 
 
 def _inputs(args) -> list:
-    return [getattr(args, k, None) for k in ("model", "adapter", "tokenizer", "base_model", "data", "mia_data",
-                                             "mmlu_data", "mmlu_metrics")]
+    return [
+        getattr(args, k, None)
+        for k in (
+            "model",
+            "adapter",
+            "tokenizer",
+            "base_model",
+            "data",
+            "mia_data",
+            "mmlu_data",
+            "mmlu_metrics",
+        )
+    ]
 
 
 @contextlib.contextmanager
@@ -97,8 +118,11 @@ def _output_dir(args, kind: str, own_names):
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an output path holding other files (they are kept; ours are replaced)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an output path holding other files (they are kept; ours are replaced)",
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -218,18 +242,24 @@ def _evaluate(args, bundle, mia, mmlu_average, mmlu_loaded, progress) -> int:
     out = Path(args.output_dir)
     stages = _evaluation_stages(args, bundle, out)  # finished stages are reused when nothing changed
     if mmlu_loaded is not None:
-        mmlu_average = stages.cached("mmlu", lambda: evaluate_mmlu(
-            model,
-            tokenizer,
-            mmlu_loaded,
+        mmlu_average = stages.cached(
+            "mmlu",
+            lambda: evaluate_mmlu(
+                model,
+                tokenizer,
+                mmlu_loaded,
+                ntrain=args.mmlu_ntrain,
+                n_instances=args.mmlu_n_instances,
+                batch_size=args.batch_size,
+                output_dir=out / "mmlu",
+                progress=progress,
+                prefix_cache=args.prefix_cache,
+            )["average_acc"],
+            data=path_fingerprint(args.mmlu_data),
             ntrain=args.mmlu_ntrain,
             n_instances=args.mmlu_n_instances,
             batch_size=args.batch_size,
-            output_dir=out / "mmlu",
-            progress=progress,
-            prefix_cache=args.prefix_cache,
-        )["average_acc"], data=path_fingerprint(args.mmlu_data), ntrain=args.mmlu_ntrain,
-            n_instances=args.mmlu_n_instances, batch_size=args.batch_size)
+        )
     config = {
         "model": args.model,
         "adapter": args.adapter,

@@ -78,7 +78,9 @@ class TrainingMonitor:
         # items are sampled from the records, not from the document rows (--unlearn-documents)
         self.document_rows = set(document_rows or ())
         records = [i for i in range(len(self.forget)) if i not in self.document_rows]
-        self.forget_sample = [records[j] for j in sample_items([self.forget[i] for i in records], items, seed)]
+        self.forget_sample = [
+            records[j] for j in sample_items([self.forget[i] for i in records], items, seed)
+        ]
         self.retain_sample = sample_items(self.retain, items, seed + 1)
         docs = list(forget_documents or [])
         by_id = {d["id"].strip('"'): j for j, d in enumerate(docs)}
@@ -172,8 +174,11 @@ class TrainingMonitor:
         """{forget row of a record: forget row of its document}, for the records whose document is a
         forget row too (--unlearn-documents)."""
         doc_row = {self.unit_of[i][1]: i for i in self.document_rows if self.unit_of[i][0] == "document"}
-        return {i: doc_row[j] for i, (k, j) in self.unit_of.items()
-                if k == "document" and i not in self.document_rows and j in doc_row}
+        return {
+            i: doc_row[j]
+            for i, (k, j) in self.unit_of.items()
+            if k == "document" and i not in self.document_rows and j in doc_row
+        }
 
     def _gate(self, doc_nll, hold_doc, rec_nll, hold_rec, row) -> tuple[dict[int, bool], dict[int, float]]:
         """``(active, caps)``: the gate of every forget row, and the per-step caps of the rows that are

@@ -51,14 +51,18 @@ def check_mia_sets(members: Sequence[Mapping[str, str]], nonmembers: Sequence[Ma
     from llm_unlearn.errors import UserError
 
     if not members or not nonmembers:
-        raise UserError(f"the MIA data has {len(members)} member and {len(nonmembers)} non-member documents; "
-                        "both are needed")
+        raise UserError(
+            f"the MIA data has {len(members)} member and {len(nonmembers)} non-member documents; "
+            "both are needed"
+        )
     both_ids = {d["id"] for d in members} & {d["id"] for d in nonmembers}
     both_docs = {d["document"] for d in members} & {d["document"] for d in nonmembers}
     if both_ids or both_docs:
         example = sorted(both_ids)[0] if both_ids else repr(sorted(both_docs)[0][:40])
-        raise UserError(f"the MIA member and non-member sets overlap ({len(both_ids)} id(s), {len(both_docs)} "
-                        f"document text(s) in both, e.g. {example}): the AUC would be meaningless")
+        raise UserError(
+            f"the MIA member and non-member sets overlap ({len(both_ids)} id(s), {len(both_docs)} "
+            f"document text(s) in both, e.g. {example}): the AUC would be meaningless"
+        )
 
 
 def sanity_warnings(bundle, mia=None) -> list[str]:
@@ -79,13 +83,17 @@ def sanity_warnings(bundle, mia=None) -> list[str]:
                 counts[(r.task or "(no task)", kind)] = counts.get((r.task or "(no task)", kind), 0) + 1
         few = sorted(f"{t}/{k}: {n}" for (t, k), n in counts.items() if n < MIN_ITEMS_PER_TASK)
         if few:
-            out.append(f"{split} split: fewer than {MIN_ITEMS_PER_TASK} items for {', '.join(few)}: those scores "
-                       "are very noisy")
+            out.append(
+                f"{split} split: fewer than {MIN_ITEMS_PER_TASK} items for {', '.join(few)}: those scores "
+                "are very noisy"
+            )
     if mia is not None:
         m, n = len(mia[0]), len(mia[1])
         if min(m, n) < MIN_MIA_DOCUMENTS:
-            out.append(f"MIA: {m} member and {n} non-member documents (fewer than {MIN_MIA_DOCUMENTS} a side): "
-                       "the AUC is very noisy")
+            out.append(
+                f"MIA: {m} member and {n} non-member documents (fewer than {MIN_MIA_DOCUMENTS} a side): "
+                "the AUC is very noisy"
+            )
     return out
 
 
@@ -205,30 +213,43 @@ def evaluate_semeval(
     stages = stages or _NoStages()
     ids = [r.id for r in records]
     t0 = time.perf_counter()
-    generations = stages.cached("generations", lambda: greedy_generate(
-        model,
-        tokenizer,
-        [r.input for r in records],
+    generations = stages.cached(
+        "generations",
+        lambda: greedy_generate(
+            model,
+            tokenizer,
+            [r.input for r in records],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            official_compat=official_compat,
+            progress=progress,
+            desc="generate",
+        ),
+        ids=ids,
+        texts=_digest(r.input for r in records),
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         official_compat=official_compat,
-        progress=progress,
-        desc="generate",
-    ), ids=ids, texts=_digest(r.input for r in records), max_new_tokens=max_new_tokens, batch_size=batch_size,
-        official_compat=official_compat)
+    )
     timing["generation"] = _stage(time.perf_counter() - t0, len(records))
 
     t0 = time.perf_counter()
-    nlls = stages.cached("answer_nll", lambda: answer_nll(
-        model,
-        tokenizer,
-        [r.input for r in records],
-        [r.output for r in records],
+    nlls = stages.cached(
+        "answer_nll",
+        lambda: answer_nll(
+            model,
+            tokenizer,
+            [r.input for r in records],
+            [r.output for r in records],
+            batch_size=batch_size,
+            official_compat=official_compat,
+            progress=progress,
+        ),
+        ids=ids,
+        texts=_digest(t for r in records for t in (r.input, r.output)),
         batch_size=batch_size,
         official_compat=official_compat,
-        progress=progress,
-    ), ids=ids, texts=_digest(t for r in records for t in (r.input, r.output)), batch_size=batch_size,
-        official_compat=official_compat)
+    )
     timing["answer_nll"] = _stage(time.perf_counter() - t0, len(records))
 
     t0 = time.perf_counter()
@@ -250,17 +271,24 @@ def evaluate_semeval(
         members, nonmembers = mia
         t0 = time.perf_counter()
         docs = list(members) + list(nonmembers)
-        stats = stages.cached("mia", lambda: document_statistics(
-            model,
-            tokenizer,
-            [d["document"] for d in docs],
+        stats = stages.cached(
+            "mia",
+            lambda: document_statistics(
+                model,
+                tokenizer,
+                [d["document"] for d in docs],
+                batch_size=batch_size,
+                official_compat=official_compat,
+                k_percent=min_k_percent,
+                progress=progress,
+            ),
+            ids=[d["id"] for d in docs],
+            texts=_digest(d["document"] for d in docs),
+            n_members=len(members),
             batch_size=batch_size,
             official_compat=official_compat,
-            k_percent=min_k_percent,
-            progress=progress,
-        ), ids=[d["id"] for d in docs], texts=_digest(d["document"] for d in docs), n_members=len(members),
-            batch_size=batch_size,
-            official_compat=official_compat, min_k_percent=min_k_percent)
+            min_k_percent=min_k_percent,
+        )
         member_rows = mia_rows(members, "member", stats[: len(members)])
         nonmember_rows = mia_rows(nonmembers, "nonmember", stats[len(members) :])
         aucs = attack_aucs(member_rows, nonmember_rows)
