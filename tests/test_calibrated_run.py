@@ -303,3 +303,33 @@ def test_a_record_follows_its_documents_latest_loss_between_evaluations():
     assert [act(k) for k in (0, 1, 2, 5)] == [False, False, False, True]
     t.last_row_nll[5] = 2.0  # fell back below (retain training pulled it back): they resume
     assert [act(k) for k in (0, 1, 2)] == [True, True, False]
+
+
+def test_mmlu_budget_enters_the_proxy(tiny_world, tmp_path):
+    """With calibration.mmlu the monitor scores `mmlu_items` questions a subject and the proxy becomes
+    mean(task aggregate, MIA score, MMLU), the three parts of the official final score."""
+    from llm_unlearn import calibration as cal
+    from llm_unlearn.data.holdout import Holdout, read_forget_documents
+    from llm_unlearn.data.records import load_unlearning_data
+    from llm_unlearn.evaluation.monitor import TrainingMonitor
+    from test_mmlu import write_csv_fixture
+
+    bundle = load_unlearning_data(tiny_world["data_dir"])
+    docs = read_forget_documents(tiny_world["data_dir"] / "mia" / "member.jsonl")
+    holdout = Holdout(documents=list(tiny_world["ds"].nonmember_docs))
+    mon = TrainingMonitor(
+        tiny_world["tokenizer"],
+        bundle.forget,
+        bundle.retain,
+        holdout=holdout,
+        forget_documents=docs,
+        items=6,
+        max_new_tokens=8,
+        mmlu=str(write_csv_fixture(tmp_path)),
+        mmlu_items=2,
+    )
+    row = mon.evaluate(tiny_world["make_model"](), step=0, chunk=0)
+    assert 0.0 <= row["mmlu"] <= 1.0
+    assert row["proxy"] == pytest.approx(
+        cal.proxy_score(row["task_aggregate"], row["mia_auc"], row["mmlu"]), abs=1e-15
+    )

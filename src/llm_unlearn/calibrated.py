@@ -78,6 +78,8 @@ class Calibrator:
             gate=c.mode == "gate" and holdout is not None,
             seed=cfg.train.seed,
             document_rows=document_rows,
+            mmlu=c.mmlu,
+            mmlu_items=c.mmlu_items,
         )
         return cls(cfg, monitor, per_chunk_steps, interval)
 

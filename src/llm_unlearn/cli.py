@@ -112,6 +112,12 @@ TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "calibration.eval_items",
         {"type": int, "help": "forget and retain items per evaluation (32)"},
     ),
+    (
+        "--eval-mmlu",
+        "calibration.mmlu",
+        {"help": "MMLU data: each evaluation scores a few questions a subject, and MMLU enters the proxy"},
+    ),
+    ("--eval-mmlu-items", "calibration.mmlu_items", {"type": int, "help": "MMLU questions a subject (5)"}),
 ]
 TRAIN_SWITCHES = [
     ("--add-eos", "data.add_eos", True, "append EOS after each answer"),

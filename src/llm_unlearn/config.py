@@ -126,6 +126,8 @@ class CalibrationOptions:
     eval_items: int = 32  # sampled forget and retain records per evaluation
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 16
+    mmlu: str | None = None  # MMLU data (a directory `llm-unlearn mmlu` reads): MMLU enters the proxy
+    mmlu_items: int = 5  # test questions per subject per evaluation (the MMLU budget), 5-shot
 
 
 @dataclass
@@ -346,6 +348,7 @@ PATH_OPTIONS = {
     "train.output_dir",
     "calibration.holdout",
     "calibration.forget_documents",
+    "calibration.mmlu",
 }
 OWN_CHECK = {"calibration.eval_every"}  # a word or a number of steps: eval_interval() checks it
 # Every option's domain, checked by validate() before anything is loaded. Numbers must be finite; a
@@ -379,6 +382,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "calibration.eval_items": (1, None, False, False),
     "calibration.eval_max_new_tokens": (1, None, False, False),
     "calibration.eval_batch_size": (1, None, False, False),
+    "calibration.mmlu_items": (1, None, False, False),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": DTYPES,
@@ -571,7 +575,7 @@ def _validate_calibration(c: CalibrationOptions) -> None:
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ConfigError(f"calibration.{name} must be a positive integer, got {v!r}")
-    for name in ("holdout", "forget_documents"):
+    for name in ("holdout", "forget_documents", "mmlu"):
         v = getattr(c, name)
         if v is not None and not isinstance(v, str):
             raise ConfigError(f"calibration.{name} must be a file path, got {v!r}")

@@ -65,6 +65,8 @@ class TrainingMonitor:
         gate: bool = True,
         seed: int = 0,
         document_rows: set[int] | None = None,
+        mmlu: str | None = None,
+        mmlu_items: int = 5,
     ):
         self.tokenizer = tokenizer
         self.forget, self.retain = list(forget), list(retain)
@@ -75,6 +77,14 @@ class TrainingMonitor:
             quantile,
             gate,
         )
+        # MMLU in the proxy when a budget is given: the data is read once, `mmlu_items` questions a subject
+        self.mmlu_items = mmlu_items
+        if mmlu:
+            from llm_unlearn.evaluation.mmlu import load_mmlu
+
+            self.mmlu = load_mmlu(mmlu)
+        else:
+            self.mmlu = None
         # items are sampled from the records, not from the document rows (--unlearn-documents)
         self.document_rows = set(document_rows or ())
         records = [i for i in range(len(self.forget)) if i not in self.document_rows]
@@ -163,7 +173,19 @@ class TrainingMonitor:
         elif rec_nll is not None:
             row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
         row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
-        row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"])
+        if self.mmlu is not None:
+            from llm_unlearn.evaluation.mmlu import evaluate_mmlu
+
+            res = evaluate_mmlu(
+                model,
+                self.tokenizer,
+                self.mmlu,
+                n_instances=self.mmlu_items,
+                batch_size=self.batch_size,
+                progress=False,
+            )
+            row["mmlu"] = res["average_acc"]
+        row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"], row.get("mmlu"))
         if self.use_gate:
             row["_active"], row["_caps"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)
             row["active_fraction"] = sum(row["_active"].values()) / max(len(row["_active"]), 1)
