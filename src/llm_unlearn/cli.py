@@ -217,7 +217,19 @@ def cmd_train(args) -> int:
             f"done in {summary.get('wall_seconds', 0):.1f}s: {summary.get('chunk_count')} chunks, "
             f"{summary.get('total_steps')} steps -> {cfg.train.output_dir}"
         )
+    _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    """Under accelerate / torchrun: every process waits for the others (rank 0 writes the outputs last),
+    then the process group is torn down in order. A rank that exits while the group's communication
+    threads still run can abort at exit ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def add_demo_parser(sub) -> None:
