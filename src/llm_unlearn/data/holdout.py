@@ -18,18 +18,17 @@ forget record belongs to the document whose id is the record id less its ``sc<k>
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_unlearn.data.slices import document_key, unit_id
 from llm_unlearn.errors import DataError, UserError
-
-_SUFFIX = re.compile(r"(?:sc|qa)\d+$")
 
 
 def base_id(record_id: str) -> str:
-    """The unit id of a record: its id without the ``sc<k>``/``qa<k>`` suffix and surrounding quotes."""
-    return _SUFFIX.sub("", str(record_id)).strip('"')
+    """The unit id of a record as documents are matched by it: its id without the ``sc<k>``/``qa<k>``
+    suffix, surrounding quotes removed (the rule of data/slices.py)."""
+    return document_key(unit_id(record_id))
 
 
 @dataclass
@@ -113,7 +112,7 @@ def document_records(documents: list[dict], forget_records) -> list:
     from llm_unlearn.data.records import Record
 
     units = {base_id(r.id) for r in forget_records}
-    matched = [d for d in documents if d["id"].strip('"') in units] or list(documents)
+    matched = [d for d in documents if document_key(d["id"]) in units] or list(documents)
     return [Record(id=d["id"], input="", output=d["document"], task=None, split="forget") for d in matched]
 
 
@@ -122,7 +121,7 @@ def with_documents(forget_records: list, documents: list[dict]) -> tuple[list, s
     record of their unit (at the end when none matches), so that a chunk unlearns a unit's records and its
     document together; returns ``(rows, indices of the document rows)``."""
     docs = document_records(documents, forget_records)
-    by_unit = {d.id.strip('"'): d for d in docs}
+    by_unit = {document_key(d.id): d for d in docs}
     last = {base_id(r.id): i for i, r in enumerate(forget_records)}
     after: dict[int, list] = {}
     placed = set()
@@ -137,7 +136,7 @@ def with_documents(forget_records: list, documents: list[dict]) -> tuple[list, s
             doc_rows.add(len(rows))
             rows.append(doc)
     for doc in docs:
-        if doc.id.strip('"') not in placed:
+        if document_key(doc.id) not in placed:
             doc_rows.add(len(rows))
             rows.append(doc)
     return rows, doc_rows

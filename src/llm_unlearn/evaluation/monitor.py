@@ -23,6 +23,7 @@ from typing import Any
 from llm_unlearn import calibration as cal
 from llm_unlearn.data.holdout import Holdout, base_id
 from llm_unlearn.data.records import record_kind
+from llm_unlearn.data.slices import document_key
 
 
 def sample_items(records: Sequence[Any], k: int, seed: int) -> list[int]:
@@ -93,7 +94,7 @@ class TrainingMonitor:
         ]
         self.retain_sample = sample_items(self.retain, items, seed + 1)
         docs = list(forget_documents or [])
-        by_id = {d["id"].strip('"'): j for j, d in enumerate(docs)}
+        by_id = {document_key(d["id"]): j for j, d in enumerate(docs)}
         self.documents = docs
         # unit of each forget row: ("document", j) when its document is known, else ("record", i)
         self.unit_of = {
