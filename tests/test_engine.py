@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import oracles
 from conftest import greedy_exact_match
 from llm_unlearn import losses
 from llm_unlearn.config import ObjectiveOptions, build_config
@@ -154,8 +155,8 @@ def test_sequence_level_npo_uses_per_row_sums(tiny_world):
     out = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
     with torch.no_grad(), pm.disable_adapter():
         ref = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
-    lp, mask = losses.target_log_probs(out, batch["labels"])
-    rlp, _ = losses.target_log_probs(ref, batch["labels"])
+    lp, mask = oracles.target_log_probs(out, batch["labels"])
+    rlp, _ = oracles.target_log_probs(ref, batch["labels"])
     seq, rseq = (lp * mask).sum(1), (rlp * mask).sum(1)
     expected = -(2 / 0.5) * torch.nn.functional.logsigmoid(0.5 * (rseq - seq)).mean()
     assert terms["npo"] == pytest.approx(float(expected), rel=1e-4)

@@ -26,21 +26,37 @@ from torch.testing import assert_close
 from llm_unlearn.errors import NonFiniteLossError
 from llm_unlearn.losses import (
     check_finite,
-    chunked_target_log_probs,
     gradient_ascent_loss,
     kl_divergence,
     legacy_token_renyi,
     nll_loss,
     npo_loss,
-    per_sample_mean_nll,
     reference_topk,
     renyi_divergence,
     renyi_divergence_topk,
-    sequence_log_probs,
-    shift_for_causal_lm,
+    row_mean_nll,
+    row_sums,
     sugd_loss,
-    target_log_probs,
+    token_log_probs,
 )
+from oracles import shift_for_causal_lm, target_log_probs
+
+
+def _flat(logp, mask):
+    """The trainer's flat view of a padded [B, T] tensor: the valid values [N] and their rows [N]."""
+    return logp[mask], mask.nonzero(as_tuple=True)[0]
+
+
+def sequence_log_probs(logp, mask):
+    """The production per-sequence sum (losses.row_sums) on the padded layout of these tests."""
+    values, rows = _flat(logp, mask.bool())
+    return row_sums(values, rows, logp.shape[0])
+
+
+def per_sample_mean_nll(logp, mask):
+    """The production per-row mean NLL (losses.row_mean_nll) on the padded layout of these tests."""
+    values, rows = _flat(logp, mask.bool())
+    return row_mean_nll(values, rows, logp.shape[0])
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -883,111 +899,6 @@ def test_legacy_empty_and_dtype():
 
 
 # --------------------------------------------------------------------------------------------------
-# chunked log-probs from hidden states
-# --------------------------------------------------------------------------------------------------
-
-
-def unchunked(hidden, weight, targets, bias=None):
-    logits = hidden @ weight.t()
-    if bias is not None:
-        logits = logits + bias
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return torch.log_softmax(logits.to(dtype), -1).gather(-1, targets[:, None]).squeeze(-1)
-
-
-@pytest.mark.parametrize("chunk_size", [1, 3, 7, 1024])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_chunked_matches_unchunked_values_and_grads(chunk_size, with_bias):
-    g = torch.Generator().manual_seed(46)
-    n, h, v = 10, 8, 33
-    hidden = torch.randn(n, h, generator=g).requires_grad_()
-    weight = torch.randn(v, h, generator=g).requires_grad_()
-    bias = torch.randn(v, generator=g).requires_grad_() if with_bias else None
-    targets = torch.randint(0, v, (n,), generator=g)
-    out = chunked_target_log_probs(hidden, weight, targets, chunk_size=chunk_size, bias=bias)
-    ref = unchunked(hidden, weight, targets, bias)
-    assert out.dtype == torch.float32 and out.shape == (n,)
-    assert_close(out, ref, rtol=1e-6, atol=1e-6)
-    upstream = torch.randn(n, generator=g)
-    leaves = [hidden, weight] + ([bias] if with_bias else [])
-    got = torch.autograd.grad(out, leaves, upstream)
-    want = torch.autograd.grad(ref, leaves, upstream)
-    for a, b in zip(got, want):
-        assert_close(a, b, rtol=1e-5, atol=1e-5)
-    # brute force for one row, loops over the vocabulary
-    row = 4
-    z = []
-    for j in range(v):
-        s = 0.0
-        for i in range(h):
-            s += hidden[row, i].item() * weight[j, i].item()
-        z.append(s + (bias[j].item() if with_bias else 0.0))
-    # float32 matmul over h terms then a V-term log-softmax vs Python floats: (h + V) * u * |z| ~ 1e-5
-    assert abs(out[row].item() - bf_log_softmax(z)[int(targets[row])]) < 1e-5
-
-
-def test_chunked_gradcheck_float64():
-    g = torch.Generator().manual_seed(47)
-    hidden = torch.randn(5, 3, generator=g, dtype=torch.float64).requires_grad_()
-    weight = torch.randn(7, 3, generator=g, dtype=torch.float64).requires_grad_()
-    bias = torch.randn(7, generator=g, dtype=torch.float64).requires_grad_()
-    targets = torch.randint(0, 7, (5,), generator=g)
-    assert torch.autograd.gradcheck(
-        lambda hh, ww, bb: chunked_target_log_probs(hh, ww, targets, chunk_size=2, bias=bb),
-        (hidden, weight, bias),
-    )
-
-
-def test_chunked_never_saves_full_logits_and_handles_bf16_and_partial_grads():
-    g = torch.Generator().manual_seed(48)
-    n, h, v = 12, 4, 50
-    hidden = torch.randn(n, h, generator=g).requires_grad_()
-    weight = torch.randn(v, h, generator=g)  # frozen lm head
-    targets = torch.randint(0, v, (n,), generator=g)
-    saved = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = chunked_target_log_probs(hidden, weight, targets, chunk_size=4)
-    assert (n, v) not in saved and all(math.prod(s) < n * v for s in saved)
-    (grad_h,) = torch.autograd.grad(out.sum(), hidden)
-    (want,) = torch.autograd.grad(unchunked(hidden, weight, targets).sum(), hidden)
-    # float32 gradients of the same sum in another chunking: the backward sums over V (n * u ~ 1e-6 per
-    # entry relative to the summed magnitudes, entries cancel): 1e-5
-    assert_close(grad_h, want, rtol=1e-5, atol=1e-5)
-    hb, wb = hidden.detach().bfloat16().requires_grad_(), weight.bfloat16().requires_grad_()
-    out_bf = chunked_target_log_probs(hb, wb, targets, chunk_size=5)
-    assert out_bf.dtype == torch.float32
-    assert_close(out_bf, unchunked(hb, wb, targets), rtol=1e-6, atol=1e-6)
-    out_bf.sum().backward()
-    assert hb.grad.dtype == torch.bfloat16 and wb.grad.dtype == torch.bfloat16
-    assert torch.isfinite(hb.grad.float()).all() and torch.isfinite(wb.grad.float()).all()
-
-
-def test_chunked_empty_and_bad_arguments():
-    weight = torch.randn(5, 3, requires_grad=True)
-    out = chunked_target_log_probs(torch.zeros(0, 3), weight, torch.zeros(0, dtype=torch.long))
-    assert out.shape == (0,)
-    zero_exactly(nll_loss(out))
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="chunk_size"):
-            chunked_target_log_probs(
-                torch.zeros(2, 3), weight, torch.zeros(2, dtype=torch.long), chunk_size=bad
-            )
-    with pytest.raises(ValueError):
-        chunked_target_log_probs(torch.zeros(2, 4), weight, torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError):
-        chunked_target_log_probs(torch.zeros(2, 3), weight, torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError):
-        chunked_target_log_probs(
-            torch.zeros(2, 3), weight, torch.zeros(2, dtype=torch.long), bias=torch.zeros(4)
-        )
-
-
-# --------------------------------------------------------------------------------------------------
 # check_finite
 # --------------------------------------------------------------------------------------------------
 
@@ -1013,5 +924,27 @@ def test_no_nan_to_num_in_module():
     import inspect
 
     import llm_unlearn.losses as losses
+    from llm_unlearn.losses import _common, divergence, forget, token
 
-    assert "nan_to_num" not in inspect.getsource(losses)
+    for module in (losses, _common, divergence, forget, token):
+        assert "nan_to_num" not in inspect.getsource(module)
+
+
+def test_token_log_probs_bruteforce_and_empty():
+    logits = rand_logits(4, 7, seed=21)
+    targets = torch.tensor([0, 6, 3, 3])
+    out = token_log_probs(logits, targets)
+    for n in range(4):
+        row = [float(x) for x in logits[n]]
+        lse = math.log(sum(math.exp(v) for v in row))
+        assert abs(float(out[n]) - (row[int(targets[n])] - lse)) < 1e-12
+    assert token_log_probs(logits[:0], targets[:0]).numel() == 0
+    assert token_log_probs(logits.to(torch.bfloat16), targets).dtype == torch.float32
+
+
+def test_row_mean_nll_empty_row_fill():
+    logp = torch.tensor([-1.0, -3.0], dtype=torch.float64)
+    rows = torch.tensor([0, 0])
+    out = row_mean_nll(logp, rows, 2, empty=float("inf"))
+    assert out[0].item() == 2.0 and out[1].item() == float("inf")
+    assert row_mean_nll(logp, rows, 2)[1].item() == 0.0

@@ -102,11 +102,7 @@ def answer_logits(
     return out.logits[0]
 
 
-def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) per row of logits [N, V] (float32 or wider)."""
-    if logits.shape[0] == 0:
-        return logits.new_zeros(0, dtype=torch.float32)
-    return -F.cross_entropy(logits.float(), targets, reduction="none")
+token_log_probs = losses.token_log_probs
 
 
 # ----------------------------------------------------------------------------- the objective
