@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 import oracles
 from conftest import greedy_exact_match
-from llm_unlearn import losses
 from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
 from llm_unlearn.errors import NonFiniteLossError, UserError
