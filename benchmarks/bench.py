@@ -225,7 +225,7 @@ def seed_style_loss(pm, batch, obj):
     npo = losses.npo_loss(logp[f_mask], ref_logp[f_mask], obj.npo_beta)
     nll = losses.nll_loss(logp[r_mask])
     div = losses.renyi_divergence(logp_all, ref_all, r_mask, obj.renyi_alpha)
-    total = obj.npo_mult * npo + obj.rt_mult * nll + obj.renyi_mult * div
+    total = obj.forget_weight * npo + obj.retain_weight * nll + obj.divergence_weight * div
     return total, {
         "npo": float(npo.detach()),
         "retain_nll": float(nll.detach()),
@@ -247,10 +247,10 @@ class Bench:
         variants: list[str],
         n_batches: int = 2,
     ):
-        from llm_unlearn import reference_cache
         from llm_unlearn.config import ObjectiveOptions, TrainOptions
         from llm_unlearn.modeling import apply_lora
-        from llm_unlearn.trainer import AnswerHeadSelector
+        from llm_unlearn.train import cache as reference_cache
+        from llm_unlearn.train.head import AnswerHeadSelector
 
         self.shape, self.device, self.dtype = shape, device, dtype
         model = build_model(shape, dtype, device, seed)
@@ -292,7 +292,9 @@ class Bench:
 
     # each returns (loss tensor, terms dict) for one batch
     def loss(self, variant: str, batch: dict):
-        from llm_unlearn.trainer import answer_positions, compute_reference, unlearning_loss
+        from llm_unlearn.train.loss import unlearning_loss
+        from llm_unlearn.train.reference import compute_reference
+        from llm_unlearn.train.step import answer_positions
 
         plain = {k: batch[k] for k in ("input_ids", "attention_mask", "labels", "is_forget")}
         if variant.startswith("sft_floor"):

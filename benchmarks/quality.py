@@ -139,7 +139,7 @@ def run_model(
     reuse: bool = False,
 ) -> list[dict]:
     from llm_unlearn.finetune import finetune
-    from llm_unlearn.run import run_unlearning
+    from llm_unlearn.train.loop import run_unlearning
 
     entries = []
     t0 = time.time()

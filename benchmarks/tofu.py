@@ -21,8 +21,8 @@ Steps (all in ``--work-dir``, default ``runs/tofu-cpu``):
    ``Question: {q}\\nAnswer: {a}``), same seed, same number of steps (``llm-unlearn finetune`` was not
    on main when this was written; this is the same text the evaluator scores);
 3. unlearn the forget set from the target (``train --data data --split forget01``, i.e. forget01 +
-   retain99 of the subset) with the default preset and with NPO only (``rt_mult = renyi_mult = 0``,
-   ``positive_ratio = 0``), with the demo's tiny-model settings (lr 5e-3, 3 chunks, 8 epochs per
+   retain99 of the subset) with the default preset and with NPO only (``retain_weight = divergence_weight = 0``,
+   ``retain_per_forget = 0``), with the demo's tiny-model settings (lr 5e-3, 3 chunks, 8 epochs per
    chunk, positive ratio 3, LoRA alpha 32, EOS appended);
 4. evaluate all four with the TOFU evaluator (prompt format ``qa``), the retain model's
    ``tofu_items.jsonl`` as ``--retain-reference`` (so the retain model's own forget quality is 1 by
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm_unlearn.evaluation.tofu import evaluate_tofu
     from llm_unlearn.io_utils import atomic_write_json
     from llm_unlearn.modeling import train_bpe_tokenizer
-    from llm_unlearn.run import run_unlearning
+    from llm_unlearn.train.loop import run_unlearning
 
     torch.set_num_threads(args.threads)
     tofu, work = Path(args.tofu), Path(args.work_dir)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "train.seed": args.seed + 9550,
         "train.learning_rate": 5e-3,
         "schedule.chunk_size": max(1, math.ceil(n_forget / 3)),
-        "schedule.positive_ratio": 3,
+        "schedule.retain_per_forget": 3,
         "schedule.epochs": 8,
         "lora.alpha": 32,
         "train.plots": False,
@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "unlearned_default": {},
         "unlearned_npo": {
-            "objective.rt_mult": 0.0,
-            "objective.renyi_mult": 0.0,
-            "schedule.positive_ratio": 0,
+            "objective.retain_weight": 0.0,
+            "objective.divergence_weight": 0.0,
+            "schedule.retain_per_forget": 0,
         },
     }
     unlearn_cfg = {}

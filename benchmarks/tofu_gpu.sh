@@ -36,7 +36,7 @@ llm-unlearn "${EVAL[@]}" --model "$TARGET" --retain-reference "$REF" --output-di
 llm-unlearn train --model "$TARGET" --data "$TOFU" --split $SPLIT --training-arg bf16=true \
     --output-dir "$OUT/unlearned-default"
 llm-unlearn train --model "$TARGET" --data "$TOFU" --split $SPLIT --training-arg bf16=true \
-    --set objective.rt_mult=0 --set objective.renyi_mult=0 --positive-ratio 0 --output-dir "$OUT/unlearned-npo"
+    --set objective.retain_weight=0 --set objective.divergence_weight=0 --retain-per-forget 0 --output-dir "$OUT/unlearned-npo"
 # 4. evaluate both (adapter on the target, not merged)
 for v in default npo; do
     llm-unlearn "${EVAL[@]}" --model "$TARGET" --adapter "$OUT/unlearned-$v/adapter" \

@@ -38,8 +38,9 @@ def _grad_vector(loss, params):
 
 def measure(pm, selector, rows, caches, obj, batch_size=16):
     """Divergence (mean over retain answer tokens) and its gradient for every cache; relative to 'full32'."""
-    from llm_unlearn.data.tokenize import UnlearnCollator
     from llm_unlearn.trainer import _retain_divergence, answer_logits, answer_positions
+
+    from llm_unlearn.data.tokenize import UnlearnCollator
 
     params = [p for p in pm.parameters() if p.requires_grad]
     retain = [r for r in rows if not r["is_forget"]]
@@ -90,14 +91,15 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t0 = time.time()
 
-    from llm_unlearn import reference_cache as rc
     from llm_unlearn.config import ObjectiveOptions
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
     from llm_unlearn.demo import memorization_texts, train_target_model
     from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer, train_bpe_tokenizer
-    from llm_unlearn.trainer import AnswerHeadSelector, unlearning_loss
+    from llm_unlearn.train import cache as rc
+    from llm_unlearn.train.head import AnswerHeadSelector
+    from llm_unlearn.train.loss import unlearning_loss
 
     tmp = Path(tempfile.mkdtemp(prefix="llm-unlearn-topk-"))
     if args.model_dir:

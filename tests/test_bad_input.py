@@ -22,7 +22,7 @@ FAST = [
     "4",
     "--chunk-size",
     "4",
-    "--positive-ratio",
+    "--retain-per-forget",
     "1",
     "--epochs",
     "1",
@@ -206,9 +206,9 @@ def chunk_size_negative(world, tmp):
     return Case(_train(world, tmp, "--chunk-size", "-3"), tmp / "out", "chunk_size must be >= 1")
 
 
-def negative_positive_ratio(world, tmp):
+def negative_retain_per_forget(world, tmp):
     return Case(
-        _train(world, tmp, "--positive-ratio", "-1"), tmp / "out", "positive_ratio must be in [0, 1e+06]"
+        _train(world, tmp, "--retain-per-forget", "-1"), tmp / "out", "retain_per_forget must be in [0, 1e+06]"
     )
 
 
@@ -225,13 +225,13 @@ def beta_zero(world, tmp):
 
 
 def negative_multiplier(world, tmp):
-    return Case(_train(world, tmp, "--rt-mult", "-1"), tmp / "out", "rt_mult must be >= 0")
+    return Case(_train(world, tmp, "--retain-weight", "-1"), tmp / "out", "retain_weight must be >= 0")
 
 
 def negative_multiplier_in_yaml(world, tmp):
     y = tmp / "cfg.yaml"
-    y.write_text("objective:\n  renyi_mult: -2\n")
-    return Case(_train(world, tmp, "--config", str(y)), tmp / "out", "renyi_mult must be >= 0")
+    y.write_text("objective:\n  divergence_weight: -2\n")
+    return Case(_train(world, tmp, "--config", str(y)), tmp / "out", "divergence_weight must be >= 0")
 
 
 def unknown_preset(world, tmp):
@@ -319,7 +319,7 @@ CASES: dict[str, Callable] = {
         prompt_longer_than_max_length,
         chunk_size_zero,
         chunk_size_negative,
-        negative_positive_ratio,
+        negative_retain_per_forget,
         alpha_zero,
         alpha_negative,
         beta_zero,

@@ -12,8 +12,9 @@ from llm_unlearn.data.holdout import base_id, read_holdout
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
 from llm_unlearn.errors import ConfigError, DataError
 from llm_unlearn.modeling import apply_lora
-from llm_unlearn.run import run_unlearning
-from llm_unlearn.trainer import AnswerHeadSelector, unlearning_loss
+from llm_unlearn.train.head import AnswerHeadSelector
+from llm_unlearn.train.loop import run_unlearning
+from llm_unlearn.train.loss import unlearning_loss
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +160,7 @@ def _run(tiny_world, out, **extra):
         "train.merge": False,
         "train.learning_rate": 5e-3,
         "schedule.chunk_size": 3,
-        "schedule.positive_ratio": 2,
+        "schedule.retain_per_forget": 2,
         "schedule.epochs": 8,
         "lora.alpha": 32,
         "train.batch_size": 4,
@@ -240,7 +241,7 @@ def test_document_records_follow_the_forget_units():
 def test_per_step_cap_drops_a_row_whose_loss_already_reached_it(tiny_world):
     """forget_nll_cap: a row whose mean answer NLL in this forward pass is >= its cap leaves the forget
     term at once; the others are pushed as without a cap."""
-    from llm_unlearn.trainer import row_mean_nll, token_log_probs  # noqa: F401
+    from llm_unlearn.losses import row_mean_nll, token_log_probs  # noqa: F401
 
     ds, tok = tiny_world["ds"], tiny_world["tokenizer"]
     pm = _lora(tiny_world)
@@ -262,7 +263,7 @@ def test_per_step_cap_drops_a_row_whose_loss_already_reached_it(tiny_world):
 
 
 def test_row_mean_nll_is_the_per_row_mean_and_inf_without_tokens():
-    from llm_unlearn.trainer import row_mean_nll
+    from llm_unlearn.losses import row_mean_nll
 
     logp = torch.tensor([-1.0, -3.0, -2.0, -0.5], dtype=torch.float64)
     rows = torch.tensor([0, 0, 2, 2])
@@ -289,7 +290,7 @@ def test_documents_are_placed_after_their_units_records():
 def test_a_record_follows_its_documents_latest_loss_between_evaluations():
     from types import SimpleNamespace
 
-    from llm_unlearn.trainer import UnlearnTrainer
+    from llm_unlearn.train.trainer import UnlearnTrainer
 
     t = SimpleNamespace(
         forget_active={0: True, 1: True, 2: False, 5: True},
@@ -308,10 +309,10 @@ def test_a_record_follows_its_documents_latest_loss_between_evaluations():
 def test_mmlu_budget_enters_the_proxy(tiny_world, tmp_path):
     """With calibration.mmlu the monitor scores `mmlu_items` questions a subject and the proxy becomes
     mean(task aggregate, MIA score, MMLU), the three parts of the official final score."""
-    from llm_unlearn import calibration as cal
     from llm_unlearn.data.holdout import Holdout, read_forget_documents
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.evaluation.monitor import TrainingMonitor
+    from llm_unlearn.train import calibration as cal
     from test_mmlu import write_csv_fixture
 
     bundle = load_unlearning_data(tiny_world["data_dir"])
@@ -346,7 +347,7 @@ def test_a_calibrated_run_resumed_after_a_chunk_ends_as_the_uninterrupted_one(
     after chunk 1 and resumed keeps the same adapter and makes the same decisions."""
     from safetensors.torch import load_file
 
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     extra = {
         "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
@@ -358,17 +359,17 @@ def test_a_calibrated_run_resumed_after_a_chunk_ends_as_the_uninterrupted_one(
     }
     full = _run(tiny_world, tmp_path / "full", **extra)
     assert full["chunk_count"] >= 2
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_die(out, *a, **k):
         real_save(out, *a, **k)
         if a[2] == 1:  # after the first chunk is saved
             raise _Kill()
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
         _run(tiny_world, tmp_path / "resumed", **extra)
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     resumed = _run(tiny_world, tmp_path / "resumed", **extra)
     a = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))

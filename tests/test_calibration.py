@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from llm_unlearn import calibration as cal
+from llm_unlearn.train import calibration as cal
 
 
 def test_proxy_is_mean_of_task_aggregate_and_mia_score():

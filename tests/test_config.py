@@ -17,8 +17,8 @@ def test_defaults_are_the_seeds_with_the_correct_renyi():
     assert c.preset == "default"
     assert (c.train.learning_rate, c.train.batch_size, c.schedule.epochs, c.train.seed) == (1e-4, 8, 5, 9550)
     assert (c.objective.npo_beta, c.objective.renyi_alpha) == (0.5, 0.5)
-    assert (c.objective.npo_mult, c.objective.rt_mult, c.objective.renyi_mult) == (1.0, 1.0, 1.0)
-    assert (c.schedule.chunk_size, c.schedule.positive_ratio, c.schedule.split_retain) == (32, 7, True)
+    assert (c.objective.forget_weight, c.objective.retain_weight, c.objective.divergence_weight) == (1.0, 1.0, 1.0)
+    assert (c.schedule.chunk_size, c.schedule.retain_per_forget, c.schedule.split_retain) == (32, 7, True)
     assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (16, 64, 0.0)
     assert c.lora.target_modules == ["q_proj", "v_proj", "up_proj", "down_proj"]
     assert c.objective.retain_divergence == "renyi" and c.objective.npo_level == "token"
@@ -47,7 +47,7 @@ def test_atyaephyra_preset():
     c = preset_config("atyaephyra")
     o = c.objective
     assert (o.method, o.npo_level, o.npo_beta) == ("npo_rt_div", "token", 0.5)
-    assert (o.retain_divergence, o.renyi_alpha, o.renyi_mult) == ("token_renyi_legacy", 1.0, 0.5)
+    assert (o.retain_divergence, o.renyi_alpha, o.divergence_weight) == ("token_renyi_legacy", 1.0, 0.5)
     assert (c.lora.r, c.lora.alpha, c.lora.target_modules) == (5, 5, ["q_proj", "v_proj"])
     assert (c.train.learning_rate, c.train.batch_size, c.schedule.epochs, c.train.seed) == (1e-4, 4, 20, 42)
     assert c.schedule.sequential is False
@@ -58,7 +58,7 @@ def test_ails_ntua_preset():
     c = preset_config("ails-ntua")
     assert c.objective.method == "sugd"
     assert (c.objective.sugd_forget_factor, c.objective.sugd_retain_factor) == (-1.0, 0.5)
-    assert (c.schedule.chunk_size, c.schedule.positive_ratio, c.schedule.split_retain, c.schedule.epochs) == (
+    assert (c.schedule.chunk_size, c.schedule.retain_per_forget, c.schedule.split_retain, c.schedule.epochs) == (
         32,
         7,
         True,
@@ -94,10 +94,10 @@ def test_yaml_then_flags_win(tmp_path):
     "over, match",
     [
         ({"schedule.chunk_size": 0}, "chunk_size"),
-        ({"schedule.positive_ratio": -1}, "positive_ratio"),
+        ({"schedule.retain_per_forget": -1}, "retain_per_forget"),
         ({"objective.renyi_alpha": 0}, "renyi_alpha"),
         ({"objective.npo_beta": -0.5}, "npo_beta"),
-        ({"objective.rt_mult": -1}, "rt_mult"),
+        ({"objective.retain_weight": -1}, "retain_weight"),
         ({"objective.retain_divergence": "js"}, "retain_divergence"),
         ({"train.colour": 1}, "unknown option train.colour"),
         ({"nosuch.x": 1}, "unknown section"),
@@ -162,7 +162,7 @@ def test_cli_train_end_to_end_and_saved_config(tiny_world, tmp_path, capsys):
             "1",
             "--chunk-size",
             "15",
-            "--positive-ratio",
+            "--retain-per-forget",
             "1",
             "--lr",
             "1e-3",
@@ -191,7 +191,7 @@ def test_cli_train_end_to_end_and_saved_config(tiny_world, tmp_path, capsys):
             "1",
             "--chunk-size",
             "15",
-            "--positive-ratio",
+            "--retain-per-forget",
             "1",
             "--lr",
             "1e-3",

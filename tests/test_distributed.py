@@ -73,7 +73,7 @@ def _train_args(world, out: Path, *extra: str, optim: str = "sgd") -> list[str]:
     # every batch is full, so no process pads its last batch with repeated rows. SGD steps are at most
     # lr long (gradients clipped to norm 1), hence its larger lr.
     lr = SGD_LR if optim == "sgd" else ADAM_LR
-    common = "--chunk-size 6 --positive-ratio 1 --epochs 2 --batch-size 4 --lora-r 4 --lora-alpha 16"
+    common = "--chunk-size 6 --retain-per-forget 1 --epochs 2 --batch-size 4 --lora-r 4 --lora-alpha 16"
     paths = ["--model", str(world["model_dir"]), "--data", str(world["data_dir"]), "--output-dir", str(out)]
     sgd = ["--training-arg", "optim=sgd"] if optim == "sgd" else []
     return [*paths, *common.split(), "--lr", str(lr), "--add-eos", "--no-progress", *sgd, *extra]
@@ -333,7 +333,7 @@ def test_train_sbatch_requeues_before_the_time_limit_and_resumes(tiny_world, sin
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(
         "data: {add_eos: true}\nlora: {r: 4, alpha: 16}\n"
-        "schedule: {chunk_size: 6, positive_ratio: 1, epochs: 2}\ntrain: {learning_rate: 5.0e-3}\n"
+        "schedule: {chunk_size: 6, retain_per_forget: 1, epochs: 2}\ntrain: {learning_rate: 5.0e-3}\n"
     )
     out = tmp_path / "run"
     env = _env()

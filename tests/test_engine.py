@@ -14,13 +14,11 @@ from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
 from llm_unlearn.errors import NonFiniteLossError, UserError
 from llm_unlearn.modeling import apply_lora
-from llm_unlearn.run import run_unlearning
-from llm_unlearn.trainer import (
-    AnswerHeadSelector,
-    answer_positions,
-    compute_reference,
-    unlearning_loss,
-)
+from llm_unlearn.train.head import AnswerHeadSelector
+from llm_unlearn.train.loop import run_unlearning
+from llm_unlearn.train.loss import unlearning_loss
+from llm_unlearn.train.reference import compute_reference
+from llm_unlearn.train.step import answer_positions
 
 
 @pytest.fixture(autouse=True)
@@ -198,7 +196,7 @@ def _cfg(world, out, **over):
         "train.merge": False,
         "train.plots": False,
         "schedule.chunk_size": 5,
-        "schedule.positive_ratio": 1,
+        "schedule.retain_per_forget": 1,
         "schedule.epochs": 2,
         "lora.r": 4,
         "lora.alpha": 16,
@@ -218,7 +216,7 @@ def test_end_to_end_forget_drops_retain_holds(tiny_world, tmp_path):
         tmp_path / "run",
         **{
             "schedule.chunk_size": 10,
-            "schedule.positive_ratio": 2,
+            "schedule.retain_per_forget": 2,
             "schedule.epochs": 5,
             "train.merge": True,
             "train.plots": True,
@@ -251,7 +249,7 @@ class _Kill(Exception):
 
 
 def test_resume_after_a_chunk_gives_the_same_adapter(tiny_world, tmp_path, monkeypatch):
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     full = run_unlearning(
         _cfg(tiny_world, tmp_path / "full"),
@@ -259,14 +257,14 @@ def test_resume_after_a_chunk_gives_the_same_adapter(tiny_world, tmp_path, monke
         tokenizer=tiny_world["tokenizer"],
     )
     assert full["chunk_count"] >= 3
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_die(out, *a, **k):
         real_save(out, *a, **k)
         if a[2] == 2:  # after the second chunk is saved
             raise _Kill()
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
         run_unlearning(
             _cfg(tiny_world, tmp_path / "resumed"),
@@ -275,7 +273,7 @@ def test_resume_after_a_chunk_gives_the_same_adapter(tiny_world, tmp_path, monke
         )
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
     assert state["completed_chunks"] == 2
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(
         _cfg(tiny_world, tmp_path / "resumed"),
         model=tiny_world["make_model"](),
@@ -295,7 +293,7 @@ def test_resume_after_a_chunk_gives_the_same_adapter(tiny_world, tmp_path, monke
 
 
 def test_run_scope_optimizer_resumes_too(tiny_world, tmp_path, monkeypatch):
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     over = {"schedule.optimizer_scope": "run"}
     run_unlearning(
@@ -303,21 +301,21 @@ def test_run_scope_optimizer_resumes_too(tiny_world, tmp_path, monkeypatch):
         model=tiny_world["make_model"](),
         tokenizer=tiny_world["tokenizer"],
     )
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_die(out, *a, **k):
         real_save(out, *a, **k)
         if a[2] == 1:
             raise _Kill()
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
         run_unlearning(
             _cfg(tiny_world, tmp_path / "res", **over),
             model=tiny_world["make_model"](),
             tokenizer=tiny_world["tokenizer"],
         )
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(
         _cfg(tiny_world, tmp_path / "res", **over),
         model=tiny_world["make_model"](),

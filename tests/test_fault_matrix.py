@@ -45,7 +45,7 @@ def _argv(world, data: Path, model: Path, out: Path) -> list[str]:
         "6",
         "--chunk-size",
         "3",
-        "--positive-ratio",
+        "--retain-per-forget",
         "1",
         "--epochs",
         "1",
@@ -90,13 +90,13 @@ def inputs(tiny_world, tmp_path_factory):
 STAGES = {
     "data read": ("llm_unlearn.data.records", "load_unlearning_data", "after", 1),
     "model loaded": ("llm_unlearn.modeling", "load_model", "after", 1),
-    "chunk 1 checkpoint, before": ("llm_unlearn.run", "_save_checkpoint", "before", 1),
-    "chunk 1 checkpoint, after": ("llm_unlearn.run", "_save_checkpoint", "after", 1),
+    "chunk 1 checkpoint, before": ("llm_unlearn.run", "save_checkpoint", "before", 1),
+    "chunk 1 checkpoint, after": ("llm_unlearn.run", "save_checkpoint", "after", 1),
     "chunk 2 checkpoint, between its renames": ("os", "replace", "checkpoint-swap", 1),
-    "final adapter, before": ("llm_unlearn.run", "_save_adapter", "before", 1),
-    "final adapter, after": ("llm_unlearn.run", "_save_adapter", "after", 1),
+    "final adapter, before": ("llm_unlearn.train.checkpoint", "save_adapter", "before", 1),
+    "final adapter, after": ("llm_unlearn.train.checkpoint", "save_adapter", "after", 1),
     "merge, after": ("llm_unlearn.modeling", "merge_and_save", "after", 1),
-    "run.json, after": ("llm_unlearn.run", "atomic_write_json", "after-run.json", 1),
+    "run.json, after": ("llm_unlearn.train.loop", "atomic_write_json", "after-run.json", 1),
 }
 
 
@@ -214,7 +214,7 @@ def _patch_importers(monkeypatch, io_utils) -> None:
     """run.py imported atomic_dir by name: give it the patched one. (atomic_write_json / jsonl / text
     reach io_utils.atomic_write_bytes through the module's globals, and modeling imports atomic_dir
     inside merge_and_save: both see the patch without help.)"""
-    import llm_unlearn.run as run
+    import llm_unlearn.train.checkpoint as run
 
     monkeypatch.setattr(run, "atomic_dir", io_utils.atomic_dir)
 

@@ -36,7 +36,7 @@ def _train_args(world, out: Path) -> list[str]:
         str(out),
         "--chunk-size",
         "6",
-        "--positive-ratio",
+        "--retain-per-forget",
         "1",
         "--epochs",
         "2",
@@ -269,10 +269,10 @@ def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
 def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_path, monkeypatch):
     """A run killed during the checkpoint swap after chunk 4 (the checkpoint is `.checkpoint.old`)
     resumes after chunk 4 and ends with the uninterrupted adapter."""
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     out = tmp_path / "run"
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     class Killed(Exception):
         pass
@@ -282,10 +282,10 @@ def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_
         if a[2] == 4:
             raise Killed
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         cli.main(["--quiet", "train", *_train_args(tiny_world, out)])
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     os.replace(out / "checkpoint", out / ".checkpoint.old")
     assert cli.main(["--quiet", "train", *_train_args(tiny_world, out)]) == 0
     _assert_same_adapter(_adapter(reference_run / "adapter"), _adapter(out / "adapter"))
@@ -296,7 +296,7 @@ def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_
 def test_a_non_finite_loss_stops_with_term_chunk_and_step_and_keeps_the_checkpoint(
     tiny_world, tmp_path, monkeypatch, capsys
 ):
-    import llm_unlearn.trainer as trainer_mod
+    import llm_unlearn.train.objectives as trainer_mod
 
     out = tmp_path / "run"
     real_npo = trainer_mod.losses.npo_loss

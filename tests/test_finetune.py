@@ -95,7 +95,7 @@ def test_finetune_until_em_reaches_the_criterion_and_train_accepts_the_model(syn
             "5",
             "--chunk-size",
             "5",
-            "--positive-ratio",
+            "--retain-per-forget",
             "1",
             "--epochs",
             "1",

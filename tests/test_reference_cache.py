@@ -8,12 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llm_unlearn import reference_cache as rc
 from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
 from llm_unlearn.modeling import apply_lora
-from llm_unlearn.run import run_unlearning
-from llm_unlearn.trainer import AnswerHeadSelector, compute_reference, unlearning_loss
+from llm_unlearn.train import cache as rc
+from llm_unlearn.train import cache_build, reference
+from llm_unlearn.train.head import AnswerHeadSelector
+from llm_unlearn.train.loop import run_unlearning
+from llm_unlearn.train.loss import unlearning_loss
+from llm_unlearn.train.reference import compute_reference
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +96,7 @@ def test_lookup_has_the_token_order_of_the_loss(tiny_world, tmp_path):
     assert not cached.retain_logits.requires_grad
     # the header says what is stored
     header = json.loads((tmp_path / "c" / "header.json").read_text())
-    assert header["retain"] == "full" and header["forget_logp"] and header["dtype"] == "float32"
+    assert header["retain"] == "full" and header["forget"] == "logp" and header["dtype"] == "float32"
     n_retain_tokens = sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows if not r["is_forget"])
     assert header["n_vocab_rows"] == n_retain_tokens and header["vocab"] == len(tiny_world["tokenizer"])
 
@@ -195,8 +198,8 @@ def test_auto_mode_picks_full_within_the_budget_and_no_cache_beyond(tiny_world, 
         pm, rows, ObjectiveOptions(retain_divergence="token_renyi_legacy"), tmp_path / "l", mode="auto"
     )
     assert legacy.header["retain"] == "logp" and not (tmp_path / "l" / "vocab.bin").exists()
-    assert rc.resolve_mode("auto", 10, 100, "float32", 4000 / 2**30) == "full"
-    assert rc.resolve_mode("auto", 11, 100, "float32", 4000 / 2**30) == "off"
+    assert reference.resolve_mode("auto", 10, 100, "float32", 4000 / 2**30) == "full"
+    assert reference.resolve_mode("auto", 11, 100, "float32", 4000 / 2**30) == "off"
 
 
 def test_lookup_refuses_what_it_does_not_hold(tiny_world, tmp_path):
@@ -218,8 +221,8 @@ def test_fingerprint_reuses_or_rebuilds(tiny_world, tmp_path):
     pm = _lora_model(tiny_world)
     rows = _rows(tiny_world)
     kw = dict(mode="auto", dtype="float16", budget_gib=8.0, topk=256)
-    d = tmp_path / rc.CACHE_DIRNAME
-    _, built = rc.open_or_build(pm, rows, obj, d, **kw)
+    d = tmp_path / reference.CACHE_DIRNAME
+    _, built = cache_build.open_or_build(pm, rows, obj, d, **kw)
     assert built
     mtime = (d / "header.json").stat().st_mtime_ns
     n = rc.BUILD_COUNT
@@ -227,23 +230,25 @@ def test_fingerprint_reuses_or_rebuilds(tiny_world, tmp_path):
         for name, p in pm.named_parameters():
             if "lora_B" in name:
                 p.add_(0.1)
-    cache, built = rc.open_or_build(pm, rows, obj, d, **kw)
+    cache, built = cache_build.open_or_build(pm, rows, obj, d, **kw)
     assert not built and rc.BUILD_COUNT == n and (d / "header.json").stat().st_mtime_ns == mtime
-    _, built = rc.open_or_build(pm, rows, obj, d, **dict(kw, dtype="float32"))  # another dtype
+    _, built = cache_build.open_or_build(pm, rows, obj, d, **dict(kw, dtype="float32"))  # another dtype
     assert built and rc.BUILD_COUNT == n + 1
-    _, built = rc.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))  # other rows
+    _, built = cache_build.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))  # other rows
     assert built
     with torch.no_grad():  # other base weights
         pm.get_output_embeddings().weight[0, 0] += 1.0
-    _, built = rc.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))
+    _, built = cache_build.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))
     assert built
-    _, built = rc.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))
+    _, built = cache_build.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))
     assert not built
     # several processes without a process group: rank 1 keeps its own copy beside rank 0's
-    _, built = rc.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"), rank=1, world_size=2)
-    rank1 = tmp_path / f"{rc.CACHE_DIRNAME}-rank1"
+    _, built = cache_build.open_or_build(
+        pm, rows[:-1], obj, d, **dict(kw, dtype="float32"), rank=1, world_size=2
+    )
+    rank1 = tmp_path / f"{reference.CACHE_DIRNAME}-rank1"
     assert built and (rank1 / "header.json").is_file() and (d / "header.json").is_file()
-    rc.remove_cache_dirs(tmp_path)
+    reference.remove_cache_dirs(tmp_path)
     assert not d.exists() and not rank1.exists()
 
 
@@ -259,7 +264,7 @@ def _cfg(world, out, **over):
         "train.merge": False,
         "train.plots": False,
         "schedule.chunk_size": 5,
-        "schedule.positive_ratio": 1,
+        "schedule.retain_per_forget": 1,
         "schedule.epochs": 2,
         "lora.r": 4,
         "lora.alpha": 16,
@@ -307,7 +312,7 @@ def test_a_run_with_an_fp32_cache_gives_the_adapter_of_a_run_without(tiny_world,
         tokenizer=tok,
     )
     assert rc.BUILD_COUNT == n + 1
-    assert not (tmp_path / "on" / rc.CACHE_DIRNAME).exists()  # a finished run removes it
+    assert not (tmp_path / "on" / reference.CACHE_DIRNAME).exists()  # a finished run removes it
     a, b = _adapter(tmp_path / "off"), _adapter(tmp_path / "on")
     assert a.keys() == b.keys()
     assert (
@@ -328,32 +333,32 @@ class _Kill(Exception):
 
 
 def test_resume_reuses_the_cache(tiny_world, tmp_path, monkeypatch):
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     tok = tiny_world["tokenizer"]
     over = {"train.reference_cache": "auto", "train.reference_cache_dtype": "float32"}
     run_unlearning(
         _cfg(tiny_world, tmp_path / "full", **over), model=tiny_world["make_model"](), tokenizer=tok
     )
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_die(out, *a, **k):
         real_save(out, *a, **k)
         if a[2] == 1:
             raise _Kill()
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
         run_unlearning(
             _cfg(tiny_world, tmp_path / "res", **over), model=tiny_world["make_model"](), tokenizer=tok
         )
-    header = tmp_path / "res" / rc.CACHE_DIRNAME / "header.json"
+    header = tmp_path / "res" / reference.CACHE_DIRNAME / "header.json"
     assert header.is_file()
     n = rc.BUILD_COUNT
     fp = json.loads(header.read_text())["fingerprint"]
     assert fp["model_path"] == str(tiny_world["model_dir"]) and fp["tokenization"]["add_eos"] is True
     assert len(fp["data_files"]) == 2 and all(len(h) == 64 for h in fp["data_files"].values())
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(
         _cfg(tiny_world, tmp_path / "res", **over), model=tiny_world["make_model"](), tokenizer=tok
     )
@@ -365,26 +370,26 @@ def test_resume_reuses_the_cache(tiny_world, tmp_path, monkeypatch):
 
 
 def test_resume_with_a_stale_cache_rebuilds_it(tiny_world, tmp_path, monkeypatch):
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     tok = tiny_world["tokenizer"]
     over = {"train.reference_cache": "full", "train.reference_cache_dtype": "float32", "schedule.epochs": 1}
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_die(out, *a, **k):
         real_save(out, *a, **k)
         raise _Kill()
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
         run_unlearning(
             _cfg(tiny_world, tmp_path / "r", **over), model=tiny_world["make_model"](), tokenizer=tok
         )
-    header = tmp_path / "r" / rc.CACHE_DIRNAME / "header.json"
+    header = tmp_path / "r" / reference.CACHE_DIRNAME / "header.json"
     h = json.loads(header.read_text())
     h["fingerprint"]["model_path"] = "somewhere/else"  # as if built for another model
     header.write_text(json.dumps(h))
     n = rc.BUILD_COUNT
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(_cfg(tiny_world, tmp_path / "r", **over), model=tiny_world["make_model"](), tokenizer=tok)
     assert rc.BUILD_COUNT == n + 1

@@ -28,10 +28,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llm_unlearn import reference_cache as rc
 from llm_unlearn.config import ObjectiveOptions, TrainOptions, build_config
 from llm_unlearn.data.tokenize import tokenize_records
-from llm_unlearn.run import run_unlearning
+from llm_unlearn.train import cache as rc
+from llm_unlearn.train import reference
+from llm_unlearn.train.loop import run_unlearning
 
 REPO = Path(__file__).resolve().parent.parent
 DDP_CONFIG = REPO / "examples" / "accelerate" / "ddp.yaml"
@@ -42,7 +43,7 @@ U_FLOAT16 = 2.0**-11
 SETTINGS = {
     "data.add_eos": True,
     "schedule.chunk_size": 6,
-    "schedule.positive_ratio": 1,
+    "schedule.retain_per_forget": 1,
     "schedule.epochs": 2,
     "train.batch_size": 4,
     "train.gradient_accumulation_steps": 2,
@@ -54,7 +55,7 @@ SETTINGS = {
     "train.plots": False,
     "training_args": {"optim": "sgd"},
 }
-CLI_ARGS = ["--chunk-size", "6", "--positive-ratio", "1", "--epochs", "2", "--batch-size", "4",
+CLI_ARGS = ["--chunk-size", "6", "--retain-per-forget", "1", "--epochs", "2", "--batch-size", "4",
             "--grad-accum", "2", "--lr", "0.2", "--lora-r", "4", "--lora-alpha", "16", "--add-eos",
             "--no-progress", "--no-merge", "--no-plots", "--training-arg", "optim=sgd"]  # fmt: skip
 
@@ -132,17 +133,17 @@ def test_auto_is_the_default_and_chooses_full_or_off_never_topk():
         {"labels": [-100, 4, 5], "is_forget": True},
     ]
     obj = ObjectiveOptions()  # Rényi over the vocabulary: 3 retain answer tokens need 3 x V values
-    mode, why = rc.choose_mode("auto", obj, rows, 1000, "float16", 6000 / 2**30)
+    mode, why = reference.choose_mode("auto", obj, rows, 1000, "float16", 6000 / 2**30)
     assert mode == "full" and "fit the budget" in why and "3 retain answer tokens" in why
-    mode, why = rc.choose_mode("auto", obj, rows, 1001, "float16", 6000 / 2**30)
+    mode, why = reference.choose_mode("auto", obj, rows, 1001, "float16", 6000 / 2**30)
     assert mode == "off" and "do not fit" in why and "topk" in why  # the approximation stays opt-in
-    assert rc.choose_mode("topk", obj, rows, 10**6, "float16", 1e-9)[0] == "topk"
-    assert rc.choose_mode("off", obj, rows, 10, "float16", 8)[0] == "off"
+    assert reference.choose_mode("topk", obj, rows, 10**6, "float16", 1e-9)[0] == "topk"
+    assert reference.choose_mode("off", obj, rows, 10, "float16", 8)[0] == "off"
     # one float per token: always fits
     legacy = ObjectiveOptions(retain_divergence="token_renyi_legacy")
-    assert rc.choose_mode("auto", legacy, rows, 10**9, "float16", 1e-9)[0] == "full"
+    assert reference.choose_mode("auto", legacy, rows, 10**9, "float16", 1e-9)[0] == "full"
     none = ObjectiveOptions(method="gradient_ascent")
-    assert rc.choose_mode("auto", none, rows, 10, "float16", 8) == (
+    assert reference.choose_mode("auto", none, rows, 10, "float16", 8) == (
         "off",
         "the objective uses no reference model",
     )
@@ -183,22 +184,22 @@ class _Kill(Exception):
 
 
 def test_auto_resumed_gives_the_adapter_of_off(tiny_world, off_run, bound, tmp_path, monkeypatch):
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_die(out, *a, **k):
         real_save(out, *a, **k)
         if a[2] == 2:
             raise _Kill()
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
     with pytest.raises(_Kill):
         run_unlearning(_cfg(tiny_world, tmp_path / "res"), model=tiny_world["make_model"](),
                        tokenizer=tiny_world["tokenizer"])  # fmt: skip
-    assert (tmp_path / "res" / rc.CACHE_DIRNAME / "header.json").is_file()
+    assert (tmp_path / "res" / reference.CACHE_DIRNAME / "header.json").is_file()
     n = rc.BUILD_COUNT
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(_cfg(tiny_world, tmp_path / "res"), model=tiny_world["make_model"](),
                    tokenizer=tiny_world["tokenizer"])  # fmt: skip
     assert rc.BUILD_COUNT == n  # the resumed run reused the cache

@@ -37,7 +37,7 @@ def _train(world, out: Path, *extra: str, data: Path | None = None) -> list[str]
         "6",
         "--chunk-size",
         "3",
-        "--positive-ratio",
+        "--retain-per-forget",
         "1",
         "--epochs",
         "1",

@@ -18,7 +18,7 @@ FAST = [
     "4",
     "--chunk-size",
     "2",
-    "--positive-ratio",
+    "--retain-per-forget",
     "1",
     "--epochs",
     "1",
@@ -224,7 +224,7 @@ def _leaks(path: Path, texts: list[str]) -> list[str]:
 
 
 def test_no_secret_in_outputs_checkpoints_or_logs(tiny_world, tmp_path, monkeypatch, capsys, caplog):
-    import llm_unlearn.run as run_mod
+    import llm_unlearn.train.checkpoint as run_mod
 
     for k, v in SECRETS.items():
         monkeypatch.setenv(k, v)
@@ -236,18 +236,18 @@ def test_no_secret_in_outputs_checkpoints_or_logs(tiny_world, tmp_path, monkeypa
     class Stop(Exception):
         pass
 
-    real_save = run_mod._save_checkpoint
+    real_save = run_mod.save_checkpoint
 
     def save_then_stop(o, *a, **k):
         real_save(o, *a, **k)
         raise Stop
 
-    monkeypatch.setattr(run_mod, "_save_checkpoint", save_then_stop)
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_stop)
     with pytest.raises(Stop):
         cli.main(argv)
     assert (out / "checkpoint" / "state.json").is_file()
     assert _leaks(out, secrets) == []
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real_save)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     assert cli.main(argv) == 0  # resumes: the redacted token does not change the configuration
     assert json.loads((out / "run.json").read_text())["config"]["training_args"]["hub_token"] == "<redacted>"
     assert _leaks(out, secrets) == []

@@ -60,7 +60,7 @@ def test_train_accepts_the_gguf_model(short_data, tmp_path, capsys):
             str(out),
             "--chunk-size",
             "2",
-            "--positive-ratio",
+            "--retain-per-forget",
             "1",
             "--epochs",
             "1",

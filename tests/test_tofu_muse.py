@@ -502,7 +502,7 @@ def test_train_reads_a_tofu_directory(tmp_path, tiny_lm):
         str(out),
         "--chunk-size",
         "2",
-        "--positive-ratio",
+        "--retain-per-forget",
         "1",
         "--epochs",
         "1",

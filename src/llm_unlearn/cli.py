@@ -16,125 +16,48 @@ import yaml
 from llm_unlearn import __version__
 from llm_unlearn.errors import NonFiniteLossError, TrainingInterrupted, UserError
 
-# flag -> dotted config key (only flags the user gave are applied, over preset and YAML)
-TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--model", "model.name_or_path", {"help": "model directory or hub id"}),
-    ("--tokenizer", "model.tokenizer", {"help": "tokenizer (default: the model's)"}),
-    ("--gguf-file", "model.gguf_file", {"help": "GGUF file inside --model"}),
-    ("--dtype", "model.dtype", {"help": "auto (bf16 on capable GPUs, else fp32) | float32 | bfloat16"}),
-    (
-        "--data",
-        "data.data",
-        {"help": "data directory (forget.jsonl + retain.jsonl, <split>/..., or parquet)"},
-    ),
-    ("--split", "data.split", {"help": "sub-directory / parquet split, e.g. train"}),
-    ("--forget", "data.forget", {"help": "forget file (.jsonl/.json/.parquet/.csv)"}),
-    ("--retain", "data.retain", {"help": "retain file"}),
-    ("--joiner", "data.joiner", {"help": "text between input and output (default: one space)"}),
-    (
-        "--max-length",
-        "data.max_length",
-        {"type": int, "help": "truncate rows to this many tokens (default 512)"},
-    ),
-    (
-        "--limit",
-        "data.limit",
-        {"type": int, "help": "at most N forget and N retain rows, whole units (README)"},
-    ),
-    ("--output-dir", "train.output_dir", {"help": "where the run writes everything"}),
-    ("--lr", "train.learning_rate", {"type": float, "help": "learning rate (default 1e-4)"}),
-    ("--batch-size", "train.batch_size", {"type": int, "help": "global batch size (default 8)"}),
-    (
-        "--grad-accum",
-        "train.gradient_accumulation_steps",
-        {"type": int, "help": "gradient accumulation steps"},
-    ),
-    ("--seed", "train.seed", {"type": int, "help": "seed (default 9550)"}),
-    ("--optimizer", "train.optimizer", {"choices": ["adamw", "adam"]}),
-    ("--lr-scheduler", "train.lr_scheduler", {"help": "transformers scheduler name (default linear)"}),
-    ("--reference-cache", "train.reference_cache", {"choices": ["auto", "off", "full", "topk"]}),
-    ("--epochs", "schedule.epochs", {"type": float, "help": "passes over each chunk (default 5)"}),
-    ("--chunk-size", "schedule.chunk_size", {"type": int, "help": "forget rows per chunk (default 32)"}),
-    (
-        "--positive-ratio",
-        "schedule.positive_ratio",
-        {"type": float, "help": "retain rows per forget row (default 7)"},
-    ),
-    ("--optimizer-scope", "schedule.optimizer_scope", {"choices": ["chunk", "run"]}),
-    (
-        "--method",
-        "objective.method",
-        {"choices": ["npo_rt_div", "gradient_ascent", "gradient_difference", "sugd"]},
-    ),
-    ("--npo-beta", "objective.npo_beta", {"type": float, "help": "NPO beta (default 0.5)"}),
-    ("--renyi-alpha", "objective.renyi_alpha", {"type": float, "help": "Rényi alpha (default 0.5)"}),
-    ("--npo-mult", "objective.npo_mult", {"type": float}),
-    ("--rt-mult", "objective.rt_mult", {"type": float}),
-    ("--renyi-mult", "objective.renyi_mult", {"type": float}),
-    ("--npo-level", "objective.npo_level", {"choices": ["token", "sequence"]}),
-    (
-        "--retain-divergence",
-        "objective.retain_divergence",
-        {"choices": ["renyi", "kl", "token_renyi_legacy", "none"]},
-    ),
-    ("--lora-r", "lora.r", {"type": int}),
-    ("--lora-alpha", "lora.alpha", {"type": int}),
-    ("--lora-dropout", "lora.dropout", {"type": float}),
-    ("--lora-targets", "lora.target_modules", {"help": "comma-separated module names"}),
-    (
-        "--eval-every",
-        "calibration.eval_every",
-        {"help": "evaluate during training: auto (4 per chunk with a holdout) | off | chunk | N steps"},
-    ),
-    (
-        "--holdout",
-        "calibration.holdout",
-        {"help": "never-trained documents/records the forget data should resemble"},
-    ),
-    (
-        "--forget-documents",
-        "calibration.forget_documents",
-        {"help": "documents of the forget records (e.g. mia/member.jsonl), for the MIA check and the gate"},
-    ),
-    (
-        "--calibration",
-        "calibration.mode",
-        {"choices": ["gate", "stop", "off"], "help": "gate (default) | stop (stop/select only) | off"},
-    ),
-    (
-        "--calibration-tolerance",
-        "calibration.tolerance",
-        {"type": float, "help": "|AUC - 0.5| to stop at (0.05)"},
-    ),
-    ("--select", "calibration.select", {"choices": ["best", "last"], "help": "which checkpoint to keep"}),
-    (
-        "--eval-items",
-        "calibration.eval_items",
-        {"type": int, "help": "forget and retain items per evaluation (32)"},
-    ),
-    (
-        "--eval-mmlu",
-        "calibration.mmlu",
-        {"help": "MMLU data: each evaluation scores a few questions a subject, and MMLU enters the proxy"},
-    ),
-    ("--eval-mmlu-items", "calibration.mmlu_items", {"type": int, "help": "MMLU questions a subject (5)"}),
-]
-TRAIN_SWITCHES = [
-    ("--add-eos", "data.add_eos", True, "append EOS after each answer"),
-    ("--no-split-retain", "schedule.split_retain", False, "every chunk sees all retain rows (seeded order)"),
-    ("--no-sequential", "schedule.sequential", False, "one pass over all forget rows, no chunks"),
-    ("--no-merge", "train.merge", False, "do not write the merged model DIR/model"),
-    ("--overwrite", "train.overwrite", True, "replace a different run in --output-dir"),
-    ("--no-plots", "train.plots", False, "skip plots"),
-    ("--no-progress", "train.progress", False, "no progress bar"),
-    ("--trust-remote-code", "model.trust_remote_code", True, "allow the model repository's own code"),
-    (
-        "--allow-pickle",
-        "model.allow_pickle",
-        True,
-        "load pickle weights (.bin) of a model without safetensors",
-    ),
-]
+
+def train_flags() -> list[tuple[str, str, dict[str, Any]]]:
+    """(flag, dotted config key, argparse keywords) of every option that has a flag: generated from the
+    option declarations (config/options.py), plus the old flags as hidden aliases."""
+    import typing
+
+    from llm_unlearn.config.options import FLAG_ALIASES, option_specs
+
+    out = []
+    for spec in option_specs(resolve_choices=False):
+        if spec.flag is None:
+            continue
+        kw: dict[str, Any] = {"help": _flag_help(spec)}
+        kinds = [t for t in typing.get_args(spec.type) or (spec.type,) if t is not type(None)]
+        if kinds and kinds[0] in (int, float) and spec.key != "calibration.eval_every":
+            kw["type"] = kinds[0]
+        if spec.choices is not None:
+            kw["choices"] = list(spec.choices)
+        out.append((spec.flag, spec.key, kw))
+    by_flag = {flag: (key, kw) for flag, key, kw in out}
+    for old, new in FLAG_ALIASES.items():
+        key, kw = by_flag[new]
+        out.append((old, key, {**kw, "help": argparse.SUPPRESS}))
+    return out
+
+
+def train_switches() -> list[tuple[str, str, Any, str]]:
+    """(flag, dotted key, value it sets, help) of every boolean option with a switch flag."""
+    from llm_unlearn.config.options import option_specs
+
+    return [
+        (s.switch[0], s.key, s.switch[1], s.help) for s in option_specs(resolve_choices=False) if s.switch
+    ]
+
+
+def _flag_help(spec) -> str:
+    default = spec.default if not isinstance(spec.default, list) else ",".join(spec.default)
+    return (
+        f"{spec.help} (default {default!r}; {spec.key})"
+        if default is not None
+        else f"{spec.help} ({spec.key})"
+    )
 
 
 def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -160,9 +83,9 @@ def add_train_parser(sub) -> None:
         "--config", help="YAML file with sections model/data/lora/objective/schedule/train/training_args"
     )
     p.add_argument("--preset", help="default | clausen2025 | atyaephyra | ails-ntua")
-    for flag, key, kw in TRAIN_FLAGS:
+    for flag, key, kw in train_flags():
         p.add_argument(flag, dest=key, default=None, **kw)
-    for flag, key, value, helptext in TRAIN_SWITCHES:
+    for flag, key, value, helptext in train_switches():
         p.add_argument(flag, dest=key, action="store_const", const=value, default=None, help=helptext)
     p.add_argument(
         "--set", action="append", metavar="SECTION.KEY=VALUE", help="any config option (repeatable)"
@@ -178,11 +101,12 @@ def add_train_parser(sub) -> None:
 
 def train_overrides(args) -> dict[str, Any]:
     over: dict[str, Any] = {}
-    for _, key, _ in TRAIN_FLAGS:
+    _warn_old_flags()
+    for _, key, _ in train_flags():
         v = getattr(args, key, None)
         if v is not None:
             over[key] = v
-    for _, key, _, _ in TRAIN_SWITCHES:
+    for _, key, _, _ in train_switches():
         v = getattr(args, key, None)
         if v is not None:
             over[key] = v
@@ -193,10 +117,19 @@ def train_overrides(args) -> dict[str, Any]:
     return over
 
 
+def _warn_old_flags() -> None:
+    from llm_unlearn.config.options import FLAG_ALIASES
+
+    for old, new in FLAG_ALIASES.items():
+        if any(a == old or a.startswith(old + "=") for a in sys.argv[1:]):
+            logging.getLogger(__name__).warning("%s is deprecated; use %s", old, new)
+
+
 def cmd_train(args) -> int:
     from llm_unlearn.config import build_config
     from llm_unlearn.io_utils import atomic_write_text
-    from llm_unlearn.run import is_main_process, run_unlearning
+    from llm_unlearn.train.loop import run_unlearning
+    from llm_unlearn.train.process import is_main_process
 
     cfg = build_config(args.config, train_overrides(args), preset=args.preset)
     if not cfg.model.name_or_path:

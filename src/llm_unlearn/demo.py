@@ -133,7 +133,7 @@ def run_demo(
     from llm_unlearn.evaluation.semeval import evaluate_semeval
     from llm_unlearn.finetune import finetune
     from llm_unlearn.modeling import train_bpe_tokenizer
-    from llm_unlearn.run import run_unlearning
+    from llm_unlearn.train.loop import run_unlearning
 
     t0 = time.time()
     out = Path(output_dir)
@@ -246,7 +246,7 @@ def run_demo(
         "train.seed": seed + 9550,
         "train.learning_rate": 5e-3,  # a tiny model trained from scratch needs a larger step than 1e-4
         "schedule.chunk_size": max(1, math.ceil(n_forget / 3)),
-        "schedule.positive_ratio": 3,
+        "schedule.retain_per_forget": 3,
         "schedule.epochs": 8,
         "lora.alpha": 32,
     }

@@ -20,10 +20,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from llm_unlearn import calibration as cal
 from llm_unlearn.data.holdout import Holdout, base_id
 from llm_unlearn.data.records import record_kind
 from llm_unlearn.data.slices import document_key
+from llm_unlearn.train import calibration as cal
 
 
 def sample_items(records: Sequence[Any], k: int, seed: int) -> list[int]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from llm_unlearn import calibration as cal
 from llm_unlearn.config import UnlearnConfig, eval_interval
+from llm_unlearn.train import calibration as cal
 
 log = logging.getLogger(__name__)
 

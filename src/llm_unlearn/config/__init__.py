@@ -1,0 +1,217 @@
+"""Every knob of an unlearning run: option dataclasses, presets, YAML loading, command-line overrides.
+
+A run's configuration is an `UnlearnConfig` made of sections (model, data, lora, objective, schedule,
+train, calibration) plus `training_args`: any field of `transformers.TrainingArguments` (bf16,
+gradient_checkpointing, report_to, logging_steps, deepspeed, fsdp, ...), passed through as is.
+
+Resolution order (later wins): dataclass defaults -> preset -> YAML file -> command-line flags.
+Each option is declared once in ``options.py`` (type, default, help, flag, domain); ``validate.py``
+checks them all; old option names are read as aliases with a deprecation warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_unlearn.config.options import (  # noqa: F401  (re-exported)
+    ALIASES,
+    FLAG_ALIASES,
+    SECTIONS,
+    SEED_TARGET_MODULES,
+    CalibrationOptions,
+    DataOptions,
+    LoraOptions,
+    ModelOptions,
+    ObjectiveOptions,
+    OptionSpec,
+    ScheduleOptions,
+    TrainOptions,
+    option_specs,
+)
+from llm_unlearn.config.presets import PRESETS
+from llm_unlearn.config.validate import (  # noqa: F401  (re-exported)
+    CHOICES,
+    OWN_CHECK,
+    PATH_OPTIONS,
+    RANGES,
+    eval_interval,
+    validate,
+)
+from llm_unlearn.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearnConfig:
+    preset: str = "default"
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    objective: ObjectiveOptions = field(default_factory=ObjectiveOptions)
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    training_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option, secrets (e.g. training_args.hub_token) replaced by "<redacted>": this is what
+        run.json, the checkpoint and resolved_config.yaml hold."""
+        return redact_secrets(asdict(self))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options that change what a run computes (for resume checks): all but bookkeeping."""
+        d = self.to_dict()
+        for k in ("output_dir", "overwrite", "plots", "progress", "merge"):
+            d["train"].pop(k, None)
+        return d
+
+
+_SECRET_KEY = re.compile(
+    r"(?:^|_)(?:token|secret|password|passwd|api_?key|auth|credentials?)$", re.IGNORECASE
+)
+_NOT_SECRET = {"pad_token", "bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+_SECRET_VALUE = re.compile(r"^(?:hf_|api_|sk-)[A-Za-z0-9_\-]{20,}$")
+
+
+def redact_secrets(obj: Any) -> Any:
+    """A copy of `obj` (nested dicts / lists) whose secret-looking entries read "<redacted>": keys
+    such as hub_token, token, api_key, password, and values shaped like access tokens (hf_...)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            secret = isinstance(k, str) and bool(_SECRET_KEY.search(k)) and k.lower() not in _NOT_SECRET
+            out[k] = "<redacted>" if secret and v not in (None, "", False, True) else redact_secrets(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_secrets(v) for v in obj)
+    if isinstance(obj, str) and _SECRET_VALUE.match(obj):
+        return "<redacted>"
+    return obj
+
+
+def _coerce(value: Any, current: Any, name: str) -> Any:
+    """Coerce a value (often a string from the command line) to the type of the current default."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if isinstance(current, bool):
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"option {name}: expected true/false, got {value!r}")
+        if low in ("none", "null"):
+            return None
+        if isinstance(current, int) and not isinstance(current, bool):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    f = float(value)
+                except ValueError:
+                    raise ConfigError(f"option {name}: expected a number, got {value!r}") from None
+                return int(f) if f.is_integer() else f
+        if isinstance(current, float):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"option {name}: expected a number, got {value!r}") from None
+        if isinstance(current, list) or (current is None and "," in value):
+            return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _alias(section: str, sub: str, source: str) -> str:
+    """The current name of option `section.sub`, warning once per use of an old name."""
+    new = ALIASES.get(f"{section}.{sub}")
+    if new is None:
+        return sub
+    if source != "saved config":  # a run saved by an older version is read silently
+        msg = f"{source}: option {section}.{sub} is deprecated; use {section}.{new}"
+        warnings.warn(msg, DeprecationWarning, stacklevel=3)
+        log.warning(msg)
+    return new
+
+
+def apply_overrides(cfg: UnlearnConfig, overrides: dict[str, Any], source: str) -> UnlearnConfig:
+    """Apply a nested dict {section: {key: value}} (or dotted keys) onto cfg, checking every name."""
+    for key, value in overrides.items():
+        if key == "preset":
+            continue
+        if key == "training_args":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: training_args must be a mapping")
+            cfg.training_args.update(value)
+            continue
+        if "." in key:
+            sec, sub = key.split(".", 1)
+            apply_overrides(cfg, {sec: {sub: value}}, source)
+            continue
+        if key not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section {key!r} (known: {', '.join([*SECTIONS, 'training_args', 'preset'])})"
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: section {key!r} must be a mapping")
+        section = getattr(cfg, key)
+        names = {f.name for f in fields(section)}
+        for sub, v in value.items():
+            sub = _alias(key, sub, source)
+            if sub not in names:
+                raise ConfigError(f"{source}: unknown option {key}.{sub} (known: {', '.join(sorted(names))})")
+            setattr(section, sub, _coerce(v, getattr(section, sub), f"{key}.{sub}"))
+    return cfg
+
+
+def preset_config(name: str) -> UnlearnConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    cfg = UnlearnConfig(preset=name)
+    return apply_overrides(cfg, copy.deepcopy(PRESETS[name]), f"preset {name}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def build_config(
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    preset: str | None = None,
+) -> UnlearnConfig:
+    """defaults -> preset -> YAML -> overrides (dotted keys such as 'train.learning_rate')."""
+    file_data = load_yaml(yaml_path) if yaml_path else {}
+    name = preset or file_data.get("preset") or "default"
+    cfg = preset_config(name)
+    if file_data:
+        apply_overrides(cfg, file_data, str(yaml_path))
+    if overrides:
+        apply_overrides(cfg, overrides, "command line")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> UnlearnConfig:
+    """Rebuild a config from its `to_dict()` form (e.g. run.json)."""
+    cfg = UnlearnConfig(preset=d.get("preset", "default"))
+    apply_overrides(
+        cfg, {k: v for k, v in d.items() if k in SECTIONS or k == "training_args"}, "saved config"
+    )
+    return cfg

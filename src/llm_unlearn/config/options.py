@@ -1,0 +1,332 @@
+"""Every option of an unlearning run, declared once: type (the annotation), default, help text,
+command-line flag, allowed values or range, whether it is a path. The CLI's flags
+(``cli.py``), ``validate()`` and the README's configuration table (checked by a test) all come from
+these declarations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SEED_TARGET_MODULES = ["q_proj", "v_proj", "up_proj", "down_proj"]
+
+RETAIN_DIVERGENCES = ("renyi", "kl", "token_renyi_legacy", "none")
+NPO_LEVELS = ("token", "sequence")
+OPTIMIZER_SCOPES = ("chunk", "run")
+REFERENCE_CACHE_MODES = ("auto", "off", "full", "topk")
+REFERENCE_CACHE_DTYPES = ("float16", "bfloat16", "float32")
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+CALIBRATION_MODES = ("gate", "stop", "off")
+SELECTIONS = ("best", "last")
+
+
+def opt(
+    default: Any = None,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    switch: tuple[str, Any] | None = None,
+    choices: tuple | str | None = None,
+    range: tuple | None = None,
+    path: bool = False,
+    own_check: bool = False,
+    factory=None,
+):
+    """A dataclass field carrying the option's declaration in its metadata.
+
+    flag: the command-line flag (``--lr``); switch: ``(flag, value)`` for a flag without argument that
+    sets the value; choices: the allowed values (or ``"objectives"``: the registered objective names);
+    range: ``(low, high, low_open, high_open)``, None = no bound; path: a file or directory (an empty
+    string is refused); own_check: validated by its own rule in validate().
+    """
+    meta = {
+        "help": help,
+        "flag": flag,
+        "switch": switch,
+        "choices": choices,
+        "range": range,
+        "path": path,
+        "own_check": own_check,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _pos(low=0, open_low=False, high=None, open_high=False):
+    return (low, high, open_low, open_high)
+
+
+@dataclass
+class ModelOptions:
+    name_or_path: str | None = opt(
+        None, "model directory or hub id (hub ids need network)", flag="--model", path=True
+    )
+    tokenizer: str | None = opt(None, "tokenizer (default: the model's)", flag="--tokenizer", path=True)
+    gguf_file: str | None = opt(None, "GGUF file inside --model", flag="--gguf-file", path=True)
+    dtype: str = opt(
+        "auto",
+        "auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16",
+        flag="--dtype",
+        choices=DTYPES,
+    )
+    trust_remote_code: bool = opt(
+        False, "allow the model repository's own code", switch=("--trust-remote-code", True)
+    )
+    allow_pickle: bool = opt(
+        False, "load pickle weights (.bin) of a model without safetensors", switch=("--allow-pickle", True)
+    )
+
+
+@dataclass
+class DataOptions:
+    data: str | None = opt(
+        None,
+        "data directory (forget.jsonl + retain.jsonl, <split>/..., or parquet)",
+        flag="--data",
+        path=True,
+    )
+    split: str | None = opt(None, "sub-directory / parquet split, e.g. train", flag="--split", path=True)
+    forget: str | None = opt(None, "forget file (.jsonl/.json/.parquet/.csv)", flag="--forget", path=True)
+    retain: str | None = opt(None, "retain file", flag="--retain", path=True)
+    joiner: str = opt(" ", "text between input and output", flag="--joiner")
+    add_eos: bool = opt(False, "append EOS after each answer (labelled)", switch=("--add-eos", True))
+    max_length: int | None = opt(
+        512, "truncate rows to this many tokens (null: no truncation)", flag="--max-length", range=_pos(1)
+    )
+    limit: int | None = opt(
+        None, "at most N forget and N retain rows, whole units (null: all)", flag="--limit", range=_pos(1)
+    )
+
+
+@dataclass
+class LoraOptions:
+    r: int = opt(16, "LoRA rank", flag="--lora-r", range=_pos(1, high=65536))
+    alpha: int = opt(64, "LoRA alpha (scale alpha / r)", flag="--lora-alpha", range=_pos(1))
+    dropout: float = opt(0.0, "LoRA dropout", flag="--lora-dropout", range=_pos(0, high=1, open_high=True))
+    target_modules: list[str] | None = opt(
+        help="module names (comma-separated on the command line); null: the architecture's default",
+        flag="--lora-targets",
+        factory=lambda: list(SEED_TARGET_MODULES),
+    )
+
+
+@dataclass
+class ObjectiveOptions:
+    method: str = opt(
+        "npo_rt_div", "the unlearning objective (README: methods)", flag="--method", choices="objectives"
+    )
+    forget_weight: float = opt(
+        1.0,
+        "weight of the forget term (NPO, or the ascended forget NLL)",
+        flag="--forget-weight",
+        range=_pos(0),
+    )
+    retain_weight: float = opt(1.0, "weight of the retain NLL", flag="--retain-weight", range=_pos(0))
+    divergence_weight: float = opt(
+        1.0, "weight of the retain divergence (whatever its kind)", flag="--divergence-weight", range=_pos(0)
+    )
+    npo_beta: float = opt(0.5, "NPO beta", flag="--npo-beta", range=_pos(0, open_low=True))
+    renyi_alpha: float = opt(0.5, "Rényi alpha (1 = KL)", flag="--renyi-alpha", range=_pos(0, open_low=True))
+    npo_level: str = opt(
+        "token",
+        "token (seed, Atyaephyra) | sequence (NPO paper, open-unlearning)",
+        flag="--npo-level",
+        choices=NPO_LEVELS,
+    )
+    retain_divergence: str = opt(
+        "renyi",
+        "divergence to the reference on retain rows",
+        flag="--retain-divergence",
+        choices=RETAIN_DIVERGENCES,
+    )
+    sugd_forget_factor: float = opt(-1.0, "AILS-NTUA SUGD: factor of forget rows")
+    sugd_retain_factor: float = opt(0.5, "AILS-NTUA SUGD: factor of retain rows")
+
+
+@dataclass
+class ScheduleOptions:
+    chunk_size: int = opt(32, "forget rows per chunk", flag="--chunk-size", range=_pos(1))
+    retain_per_forget: float = opt(
+        7, "retain rows interleaved per forget row", flag="--retain-per-forget", range=_pos(0, high=1e6)
+    )
+    split_retain: bool = opt(True, "each chunk gets its own retain rows", switch=("--no-split-retain", False))
+    sequential: bool = opt(True, "forget chunks one after another", switch=("--no-sequential", False))
+    epochs: float = opt(5, "passes over each chunk", flag="--epochs", range=_pos(0, open_low=True, high=1e6))
+    optimizer_scope: str = opt(
+        "chunk",
+        "chunk: fresh optimizer + LR decay per chunk (seed) | run: one for all",
+        flag="--optimizer-scope",
+        choices=OPTIMIZER_SCOPES,
+    )
+
+
+@dataclass
+class TrainOptions:
+    output_dir: str | None = opt(None, "where the run writes everything", flag="--output-dir", path=True)
+    learning_rate: float = opt(1e-4, "learning rate", flag="--lr", range=_pos(0, open_low=True))
+    batch_size: int = opt(8, "global batch (split across processes)", flag="--batch-size", range=_pos(1))
+    gradient_accumulation_steps: int = opt(
+        1, "gradient accumulation steps", flag="--grad-accum", range=_pos(1)
+    )
+    seed: int = opt(9550, "seed of everything", flag="--seed", range=_pos(0, high=2**32 - 1))
+    optimizer: str = opt(
+        "adamw", "adamw | adam (AdamW with weight decay 0)", flag="--optimizer", choices=("adamw", "adam")
+    )
+    weight_decay: float = opt(0.0, "weight decay", range=_pos(0))
+    lr_scheduler: str = opt(
+        "linear", "any transformers scheduler name; per chunk when the scope is chunk", flag="--lr-scheduler"
+    )
+    warmup_ratio: float = opt(0.0, "warm-up share of the steps", range=_pos(0, high=1, open_high=True))
+    max_grad_norm: float = opt(1.0, "gradient clipping (0: none)", range=_pos(0))
+    logging_steps: int = opt(1, "log every N steps", range=_pos(1))
+    merge: bool = opt(True, "also write DIR/model (merged weights + tokenizer)", switch=("--no-merge", False))
+    overwrite: bool = opt(False, "replace a different run in --output-dir", switch=("--overwrite", True))
+    reference_cache: str = opt(
+        "auto",
+        "auto (full if it fits the budget, else off) | off | full | topk",
+        flag="--reference-cache",
+        choices=REFERENCE_CACHE_MODES,
+    )
+    reference_cache_budget_gib: float = opt(
+        8.0, "memory budget of the full reference cache", range=_pos(0, open_low=True)
+    )
+    reference_cache_topk: int = opt(256, "k of the top-k reference cache", range=_pos(1, high=2**31 - 1))
+    reference_cache_dtype: str = opt(
+        "float16", "storage dtype of cached distributions", choices=REFERENCE_CACHE_DTYPES
+    )
+    plots: bool = opt(True, "draw plots", switch=("--no-plots", False))
+    progress: bool = opt(True, "progress bar", switch=("--no-progress", False))
+
+
+@dataclass
+class CalibrationOptions:
+    """Evaluation during training, the calibration gate, stopping and checkpoint selection
+    (train/calibration.py). Without a holdout there is nothing to calibrate against: `auto` then
+    evaluates nothing and the run is uncalibrated (one warning says so)."""
+
+    mode: str = opt(
+        "gate",
+        "gate (stop pushing forget units that look unseen) | stop (stop/select only) | off",
+        flag="--calibration",
+        choices=CALIBRATION_MODES,
+    )
+    eval_every: str = opt(
+        "auto",
+        "evaluate during training: auto (4 per chunk with a holdout) | off | chunk | N steps",
+        flag="--eval-every",
+        own_check=True,
+    )
+    holdout: str | None = opt(
+        None, "never-trained documents/records the forget data should resemble", flag="--holdout", path=True
+    )
+    forget_documents: str | None = opt(
+        None, "documents of the forget records (e.g. mia/member.jsonl)", flag="--forget-documents", path=True
+    )
+    unlearn_documents: bool = opt(True, "the forget documents are unlearned too (one forget row each)")
+    tolerance: float = opt(
+        0.05,
+        "stop when |MIA AUC - 0.5| <= this (last chunk)",
+        flag="--calibration-tolerance",
+        range=_pos(0, high=0.5),
+    )
+    gate_quantile: float = opt(
+        0.5, "gate threshold: this quantile of the holdout losses", range=_pos(0, high=1)
+    )
+    select: str = opt(
+        "best",
+        "which checkpoint to keep: best (highest proxy score) | last",
+        flag="--select",
+        choices=SELECTIONS,
+    )
+    eval_items: int = opt(
+        32, "sampled forget and retain records per evaluation", flag="--eval-items", range=_pos(1)
+    )
+    eval_max_new_tokens: int = opt(64, "generation length of the evaluation", range=_pos(1))
+    eval_batch_size: int = opt(16, "evaluation batch size", range=_pos(1))
+    mmlu: str | None = opt(
+        None, "MMLU data: each evaluation scores a few questions a subject", flag="--eval-mmlu", path=True
+    )
+    mmlu_items: int = opt(
+        5, "MMLU questions a subject per evaluation", flag="--eval-mmlu-items", range=_pos(1)
+    )
+
+
+SECTIONS = {
+    "model": ModelOptions,
+    "data": DataOptions,
+    "lora": LoraOptions,
+    "objective": ObjectiveOptions,
+    "schedule": ScheduleOptions,
+    "train": TrainOptions,
+    "calibration": CalibrationOptions,
+}
+
+# old names still read (with a deprecation warning): dotted old key -> new field name
+ALIASES = {
+    "objective.npo_mult": "forget_weight",
+    "objective.rt_mult": "retain_weight",
+    "objective.renyi_mult": "divergence_weight",
+    "schedule.positive_ratio": "retain_per_forget",
+}
+# old flags still accepted (hidden from --help): old flag -> new flag
+FLAG_ALIASES = {
+    "--npo-mult": "--forget-weight",
+    "--rt-mult": "--retain-weight",
+    "--renyi-mult": "--divergence-weight",
+    "--positive-ratio": "--retain-per-forget",
+}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option as the CLI, validate() and the README table see it."""
+
+    key: str  # dotted: section.name
+    type: Any
+    default: Any
+    help: str
+    flag: str | None
+    switch: tuple[str, Any] | None
+    choices: tuple | None
+    range: tuple | None
+    path: bool
+    own_check: bool
+
+
+def option_specs(resolve_choices: bool = True) -> list[OptionSpec]:
+    """Every option, in declaration order. With `resolve_choices`, the objective names come from the
+    registry (which imports torch); without, that option has no fixed choices (the CLI's case: --help
+    stays fast, validate() checks the name)."""
+    import typing
+
+    out = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            choices = m.get("choices")
+            if choices == "objectives" and not resolve_choices:
+                choices = None
+            elif choices == "objectives":
+                from llm_unlearn.train.objectives import OBJECTIVES
+
+                choices = tuple(OBJECTIVES)
+            out.append(
+                OptionSpec(
+                    key=f"{section}.{f.name}",
+                    type=hints[f.name],
+                    default=default,
+                    help=m.get("help", ""),
+                    flag=m.get("flag"),
+                    switch=m.get("switch"),
+                    choices=choices,
+                    range=m.get("range"),
+                    path=bool(m.get("path")),
+                    own_check=bool(m.get("own_check")),
+                )
+            )
+    return out

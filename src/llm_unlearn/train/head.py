@@ -1,0 +1,68 @@
+"""The answer-only output layer: project to the vocabulary only the positions a loss needs.
+
+A forward pre-hook on the model's output embedding replaces the hidden states [B, T, H] by the selected
+rows of their flattened view ([1, N, H]), so the forward still runs through whatever wrapper the
+Trainer put around the model (DDP, FSDP, DeepSpeed) and no [B, T, V] logits tensor is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from llm_unlearn.train.step import AnswerPositions
+
+
+def unwrap_model(model):
+    """Unwrap DDP / accelerate wrappers (`.module`) to reach the PEFT (or plain) model."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+class AnswerHeadSelector:
+    """Forward pre-hook on the output layer: when `index` is set, the hidden states [B, T, H] are
+    replaced by the rows `index` of their flattened view, as [1, N, H]; the logits come out as
+    [1, N, V] for the answer positions only. With `index` None the model behaves normally."""
+
+    def __init__(self, model):
+        head = unwrap_model(model).get_output_embeddings()
+        if head is None:
+            raise ValueError("the model has no output embeddings; cannot select answer positions")
+        self.index: torch.Tensor | None = None
+        self.handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        if self.index is None:
+            return None
+        hidden = args[0]
+        flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index)
+        return (flat.unsqueeze(0), *args[1:])
+
+    @contextlib.contextmanager
+    def select(self, index: torch.Tensor | None):
+        prev, self.index = self.index, index
+        try:
+            yield
+        finally:
+            self.index = prev
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def answer_logits(
+    model, selector: AnswerHeadSelector | None, input_ids, attention_mask, pos: AnswerPositions
+):
+    """Logits [N, V] at the answer positions. Without a selector, a full forward and a gather."""
+    if selector is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return logits.reshape(-1, logits.shape[-1]).index_select(0, pos.flat)
+    with selector.select(pos.flat):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.logits[0]
+
+
+def vocab_size(model) -> int:
+    return int(unwrap_model(model).get_output_embeddings().weight.shape[0])

@@ -1,0 +1,403 @@
+"""An unlearning run: prepare -> build the trainer -> train the chunks -> write the outputs.
+
+One ``UnlearnTrainer`` is trained chunk after chunk (``.train()`` per chunk, the chunk's rows as its
+dataset, in the plan's order). After every chunk DIR/checkpoint/ is replaced atomically; the same
+command on the same output directory continues after the last complete chunk. Each chunk starts from a
+seed derived from (seed, chunk index), so a resumed run computes what an uninterrupted one does.
+With a holdout, the calibration driver (``train/calibrated.py``) evaluates on its schedule, gates
+forget rows, may end a chunk or the run, and keeps the best evaluation's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from llm_unlearn.config import UnlearnConfig
+from llm_unlearn.errors import TrainingInterrupted, UserError
+from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl, sha256_file
+from llm_unlearn.train import checkpoint as ckpt
+from llm_unlearn.train.prepare import Prepared, prepare
+from llm_unlearn.train.process import (
+    any_process,
+    install_signal_handlers,
+    is_main_process,
+    package_versions,
+    restore_signal_handlers,
+)
+from llm_unlearn.train.progress import Progress, chunk_summary, log_row
+
+log = logging.getLogger(__name__)
+
+
+class _RowsDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
+    """Run (or resume) an unlearning job described by `cfg`; returns the run summary (run.json).
+
+    The output directory follows `io_utils.prepare_output_dir` (kind "train"; inputs: model,
+    tokenizer, data) and is locked for the whole run (`io_utils.DirectoryLock`); temporary files of
+    killed writes are removed first. A signal (SIGTERM / Ctrl-C) at any point ends the run with
+    `TrainingInterrupted` (during training: after the current step and the last chunk's checkpoint)."""
+    from llm_unlearn.config import validate
+    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+
+    validate(cfg)  # every option, before anything is loaded
+    if not cfg.train.output_dir:
+        raise UserError("no output directory given (use --output-dir DIR)")
+    out = Path(cfg.train.output_dir)
+    d, m, c = cfg.data, cfg.model, cfg.calibration
+    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain, c.holdout, c.forget_documents]
+    prepare_output_dir(
+        out, "train", inputs, overwrite=cfg.train.overwrite, own_names=ckpt.TRAIN_OWN_NAMES, create=False
+    )
+    stop_flag = {"stop": False, "raise": True}  # before and after training a signal ends the run at once
+    old_handlers = install_signal_handlers(stop_flag)
+    existed = out.exists()
+    lock = None
+    try:
+        if is_main_process():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            lock = DirectoryLock(out).acquire()
+            remove_stale_tmp(out)
+        t0 = time.time()
+        prep = prepare(cfg, model=model, tokenizer=tokenizer)
+        if prep.finished:
+            return prep.saved
+        run = ChunkLoop(prep, stop_flag)
+        run.train_chunks()
+        return run.write_outputs(t0)
+    finally:
+        restore_signal_handlers(old_handlers)
+        if lock is not None:
+            lock.release()
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # nothing was written: leave no directory behind
+
+
+class ChunkLoop:
+    """The trainer of one run and its chunk loop: checkpoints, calibration, progress, signals."""
+
+    def __init__(self, prep: Prepared, stop_flag: dict):
+        self.prep, self.stop_flag = prep, stop_flag
+        saved = prep.saved
+        self.history: list[dict] = list(saved.get("log_history", [])) if saved else []
+        self.chunk_summaries: list[dict] = list(saved.get("chunks", [])) if saved else []
+        self.offset = saved.get("steps_done", sum(prep.per_chunk_steps[: prep.start_chunk])) if saved else 0
+        self.calib_action: str | None = None
+        prep.out.mkdir(parents=True, exist_ok=True)  # only now: bad data, options or model leave no directory
+        if is_main_process():
+            from llm_unlearn.io_utils import write_marker
+
+            write_marker(prep.out, "train")
+        self.trainer = self._build_trainer()
+        self.progress = Progress(
+            sum(prep.per_chunk_steps),
+            sum(prep.per_chunk_steps[: prep.start_chunk]),
+            enabled=prep.cfg.train.progress and is_main_process(),
+        )
+        self.calib = self._build_calibrator()
+        self.run_opt, self.run_sched = self._run_optimizer()
+
+    # ------------------------------------------------------------------ building
+    def _build_trainer(self):
+        from transformers import PrinterCallback
+
+        from llm_unlearn.data.tokenize import UnlearnCollator
+        from llm_unlearn.train.reference import for_run
+        from llm_unlearn.train.trainer import UnlearnTrainer
+
+        p = self.prep
+        trainer = UnlearnTrainer(
+            model=p.model,
+            args=p.args,
+            train_dataset=_RowsDataset([]),
+            data_collator=UnlearnCollator(p.tokenizer.pad_token_id),
+            processing_class=p.tokenizer,
+            objective=p.cfg.objective,
+        )
+        # the reference's outputs: computed once per run when the cache is chosen (reused on resume)
+        trainer.reference = for_run(
+            p.cfg,
+            p.model,
+            p.forget_rows + p.retain_rows,
+            p.out,
+            selector=trainer.selector,
+            pad_token_id=p.tokenizer.pad_token_id,
+            data_files=p.data_files,
+        )
+        trainer.add_callback(_LoopCallback(self))
+        trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
+        return trainer
+
+    def _build_calibrator(self):
+        from llm_unlearn.train.calibrated import Calibrator
+
+        p = self.prep
+        calib = Calibrator.build(
+            p.cfg, p.tokenizer, p.forget_recs, p.retain_recs, p.per_chunk_steps, document_rows=p.document_rows
+        )
+        if calib is not None and p.saved is not None and p.saved.get("calibration"):
+            calib.restore(p.saved["calibration"], ckpt.load_best_state(p.out / ckpt.CHECKPOINT))
+        return calib
+
+    def _run_optimizer(self):
+        """Optimizer scope 'run': one optimizer and one schedule over all chunks (restored on resume)."""
+        p = self.prep
+        if p.cfg.schedule.optimizer_scope != "run":
+            return None, None
+        from transformers import get_scheduler
+
+        total = sum(p.per_chunk_steps)
+        opt = self.trainer.create_optimizer()
+        sched = get_scheduler(
+            p.args.lr_scheduler_type,
+            optimizer=opt,
+            num_warmup_steps=p.args.get_warmup_steps(total),
+            num_training_steps=total,
+        )
+        saved_opt = p.out / ckpt.CHECKPOINT / "optimizer.pt"
+        if p.saved is not None and saved_opt.is_file():
+            device = next(p.model.parameters()).device
+            st = torch.load(saved_opt, map_location=device, weights_only=True)
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+        return opt, sched
+
+    # ------------------------------------------------------------------ training
+    def evaluate_now(self, step: int, c: int) -> str | None:
+        """One calibration evaluation: gate and caps for the trainer, a history row, the progress bar."""
+        plan = self.prep.plan
+        action = self.calib.evaluate(
+            self.trainer.model, step=step, chunk=c, chunk_rows=[i for kind, i in plan[c] if kind == "forget"]
+        )
+        self.trainer.forget_active, self.trainer.forget_caps = self.calib.active, self.calib.caps
+        self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
+        ev = self.calib.evaluations[-1]
+        extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
+        self.history.append({"step": step, "chunk": c + 1, **extra})
+        self.progress.postfix_eval(ev)
+        return action
+
+    def train_chunks(self) -> None:
+        p, calib = self.prep, self.calib
+        if calib is not None:
+            self.trainer.forget_active, self.trainer.forget_caps = calib.active, calib.caps
+            self.trainer.unit_row = calib.monitor.record_to_document_row()
+            if p.start_chunk == 0 and not calib.evaluations:
+                self.evaluate_now(0, 0)  # the starting point (and the first gate)
+        self.stop_flag["raise"] = (
+            False  # during training: finish the step, save the last complete chunk, stop
+        )
+        try:
+            for c in range(p.start_chunk, len(p.plan)):
+                if calib is not None and calib.stop_reason:
+                    break
+                if self._train_chunk(c) == "stop":
+                    log.info("calibration: %s", calib.stop_reason)
+                    break
+                if any_process(self.stop_flag) and c + 1 < len(p.plan):
+                    raise TrainingInterrupted(
+                        f"interrupted after chunk {c + 1}/{len(p.plan)} (saved in {p.out}). "
+                        "Run the same command again to resume."
+                    )
+        finally:
+            self.progress.close()
+            if self.trainer.selector is not None:
+                self.trainer.selector.remove()
+
+    def _train_chunk(self, c: int) -> str | None:
+        """Train chunk c, evaluate at its end (calibrated runs), checkpoint. Returns the calibration's
+        action ("stop" ends the run)."""
+        from transformers import set_seed
+
+        p, trainer = self.prep, self.trainer
+        chunk_t0 = time.time()
+        rows = [p.forget_rows[i] if kind == "forget" else p.retain_rows[i] for kind, i in p.plan[c]]
+        trainer.train_dataset = _RowsDataset(rows)
+        trainer.chunk_index = c
+        set_seed(p.cfg.train.seed + c)
+        trainer.optimizer, trainer.lr_scheduler = self.run_opt, self.run_sched  # None: fresh per chunk
+        n_hist = len(self.history)
+        self.calib_action = None
+        trainer.train()
+        if (
+            self.stop_flag["stop"]
+            and trainer.state.global_step < p.per_chunk_steps[c]
+            and not self.calib_action
+        ):
+            del self.history[n_hist:]
+            raise TrainingInterrupted(
+                f"interrupted in chunk {c + 1}/{len(p.plan)}; chunks 1..{c} are saved in {p.out}. "
+                "Run the same command again to resume."
+            )
+        self.offset += trainer.state.global_step
+        if self.calib is not None and not self.calib_action:
+            self.calib_action = self.evaluate_now(self.offset, c)  # the end of every chunk
+        self.chunk_summaries.append(
+            chunk_summary(c, p.plan[c], self.history[n_hist:], time.time() - chunk_t0)
+        )
+        self._checkpoint(c)
+        return self.calib_action
+
+    def _checkpoint(self, c: int) -> None:
+        p = self.prep
+        full_state = ckpt.sharded_state_dict(self.trainer)  # a collective under ZeRO-3 / FSDP, else None
+        if is_main_process():
+            ckpt.save_checkpoint(
+                p.out,
+                p.model,
+                p.cfg,
+                c + 1,
+                self.history,
+                self.chunk_summaries,
+                self.run_opt,
+                self.run_sched,
+                state_dict=full_state,
+                extra={"steps_done": self.offset},
+                calib=self.calib,
+                data_sha=p.data_sha,
+            )
+            atomic_write_jsonl(p.out / "log_history.jsonl", self.history)
+
+    # ------------------------------------------------------------------ outputs
+    def write_outputs(self, t0: float) -> dict:
+        """The final outputs: adapter, merged model, plots, log_history.jsonl, run.json (last: from then
+        on the run is finished); the checkpoint and the reference cache are removed."""
+        p = self.prep
+        # a signal now stops at once (every write is atomic; the checkpoint holding all chunks stays until
+        # run.json is written, so the same command finishes the job)
+        self.stop_flag["raise"] = True
+        if any_process(self.stop_flag):  # a collective: every process decides the same
+            raise TrainingInterrupted(
+                f"interrupted before the final outputs; every chunk is saved in {p.out}. "
+                "Run the same command again to finish."
+            )
+        calibration = self.calib.finish(p.model) if self.calib is not None else None
+        if calibration is not None:
+            log.info("calibration: kept %s (%s)", calibration["selected"], calibration["selection_reason"])
+        summary = self._summary(calibration, t0)
+        full_state = ckpt.sharded_state_dict(self.trainer)
+        if is_main_process():
+            ckpt.save_adapter(p.model, p.out / "adapter", full_state)
+            self._merge(full_state)
+            if p.cfg.train.plots:
+                self._plots(calibration)
+            atomic_write_jsonl(p.out / "log_history.jsonl", self.history)
+            atomic_write_json(p.out / "run.json", summary)  # from here on the run is finished
+            _remove_run_state(p.out)
+        summary["model"] = p.model
+        return summary
+
+    def _summary(self, calibration, t0: float) -> dict:
+        from llm_unlearn.data.schedule import summarize_plan
+
+        p = self.prep
+        param = next(p.model.parameters())
+        before = p.saved.get("wall_seconds_before", 0.0) if p.saved else 0.0
+        return {
+            "config": p.cfg.to_dict(),
+            "versions": package_versions(),
+            "data_files": {str(f): sha256_file(f) for f in p.data_files},
+            "data_sha256": p.data_sha,
+            "n_forget": len(p.forget_rows),
+            "n_forget_documents": len(p.document_rows),
+            "n_retain": len(p.retain_rows),
+            "chunk_count": len(p.plan),
+            "plan": summarize_plan(p.plan),
+            "chunks": self.chunk_summaries,
+            "total_steps": sum(p.per_chunk_steps),
+            "steps_done": self.offset,
+            "calibration": calibration,
+            "lora_modules": getattr(p.model, "targeted_module_names_short", None),
+            "device": str(param.device),
+            "dtype": str(param.dtype).replace("torch.", ""),
+            "wall_seconds": round(time.time() - t0, 2) + before,
+        }
+
+    def _merge(self, full_state) -> None:
+        from llm_unlearn.modeling import merge_and_save
+
+        p = self.prep
+        if not p.cfg.train.merge:
+            return
+        if full_state is not None:
+            log.warning(
+                "the weights are sharded (ZeRO-3 / FSDP): no merged model; run `llm-unlearn merge --model "
+                "%s --adapter %s --output-dir %s` on one device",
+                p.cfg.model.name_or_path,
+                p.out / "adapter",
+                p.out / "model",
+            )
+            return
+        merge_and_save(p.model, p.tokenizer, p.out / "model")
+
+    def _plots(self, calibration) -> None:
+        out = self.prep.out
+        try:
+            from llm_unlearn.plots import plot_evaluations, plot_losses
+
+            plot_losses(self.history, out / "plots" / "losses.png")
+            if calibration and calibration["evaluations"]:
+                idx = calibration["selected_index"]
+                plot_evaluations(
+                    calibration["evaluations"],
+                    self.chunk_summaries,
+                    out / "plots" / "evaluation.png",
+                    selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None,
+                )
+        except Exception as exc:  # a plot must never lose a finished run
+            log.warning("could not draw the plots: %s", exc)
+
+
+def _remove_run_state(out: Path) -> None:
+    """A finished run keeps no checkpoint, Trainer scratch or reference cache."""
+    from llm_unlearn.train.reference import remove_cache_dirs
+
+    for name in (ckpt.CHECKPOINT, ".trainer"):  # renamed first: a kill while deleting leaves only a .tmp
+        if (out / name).exists():
+            gone = out / f".{name}.done.tmp"
+            os.replace(out / name, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+    remove_cache_dirs(out)  # only a resume needs it
+
+
+class _LoopCallback(TrainerCallback):
+    """Log rows into the run's history, advance the progress bar, stop on a signal, and evaluate when
+    the calibration schedule says so."""
+
+    def __init__(self, loop: ChunkLoop):
+        self.loop = loop
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            loop = self.loop
+            epoch = logs.get("epoch", state.epoch or 0.0)
+            row = log_row(logs, loop.offset + state.global_step, loop.trainer.chunk_index + 1, epoch)
+            loop.history.append(row)
+            loop.progress.postfix(row)
+
+    def on_step_end(self, args, state, control, **kw):
+        loop = self.loop
+        loop.progress.update()
+        if any_process(loop.stop_flag):  # every process stops after the same step
+            control.should_training_stop = True
+        elif loop.calib is not None and loop.calib.due(state.global_step, loop.trainer.chunk_index):
+            loop.calib_action = loop.evaluate_now(loop.offset + state.global_step, loop.trainer.chunk_index)
+            if loop.calib_action:
+                control.should_training_stop = True

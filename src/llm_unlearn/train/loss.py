@@ -1,0 +1,101 @@
+"""The loss of one batch: answer positions -> model logits -> calibration gate -> the objective's terms
+(``objectives.py``) -> weighted total, every term checked for NaN / inf.
+
+    total = sum over the objective's terms of  weight x scale(unit) x value
+
+``scale`` is 1 on one process; under data parallelism it re-weights each term to the mean over the
+global batch (``trainer.global_term_scale``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llm_unlearn import losses
+from llm_unlearn.train import objectives
+from llm_unlearn.train import terms as T
+from llm_unlearn.train.head import AnswerHeadSelector, answer_logits
+from llm_unlearn.train.reference import LiveReference, as_reference
+from llm_unlearn.train.step import Step, answer_positions
+
+
+def pushed_rows(batch, is_forget: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the forget rows that the forget term pushes (all forget rows without a gate)."""
+    active = batch.get("forget_active")
+    return is_forget if active is None else is_forget & active.bool().to(is_forget.device)
+
+
+def unlearning_loss(
+    model,
+    batch,
+    obj,
+    selector: AnswerHeadSelector | None = None,
+    reference=None,
+    term_scale=None,
+    row_nll_out: dict | None = None,
+):
+    """The loss of one batch and its terms (detached floats for logging).
+
+    batch: input_ids [B, T], attention_mask [B, T], labels [B, T] (IGNORE_INDEX on prompt and padding),
+    is_forget [B] bool. `obj` is the ObjectiveOptions. `reference`: a reference source
+    (``train/reference.py``: live or cached), precomputed ReferenceOutputs, or None (live: the same
+    model with its adapter disabled, computed only if the objective asks for it).
+
+    `term_scale` multiplies each term where it enters the total (not the logged values): a dict
+    {unit: scale}, or a function of the pushed forget rows [B] returning it (see
+    `trainer.global_term_scale`).
+
+    Calibration (train/calibration.py): `forget_active` [B] bool drops forget rows from the forget term;
+    `forget_nll_cap` [B] float drops a forget row whose mean answer NLL in this very forward pass is
+    already >= its cap (inf: no cap), so a row stops being pushed at the step it reaches the holdout's
+    typical loss, not only at the next evaluation. `row_nll_out["row_nll"]` receives those row NLLs,
+    `row_nll_out["units"]` the unit of each term.
+    A term whose rows are absent from the batch is exactly 0 (absent from the terms).
+    """
+    labels, is_forget = batch["labels"], batch["is_forget"].bool()
+    batch = {**batch, "is_forget": is_forget}
+    pos = answer_positions(labels)
+    logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos)
+    logp = losses.token_log_probs(logits, pos.targets)
+    push = _gate(batch, is_forget, logp, pos, row_nll_out)
+    if callable(term_scale):
+        term_scale = term_scale(push)
+    source = as_reference(reference) if reference is not None else LiveReference(selector)
+    needs = objectives.needs_of(obj)
+    step = Step(
+        model=model,
+        batch=batch,
+        pos=pos,
+        logits=logits,
+        logp=logp,
+        is_forget=is_forget,
+        push=push,
+        get_reference=lambda: source.outputs(model, batch, needs, pos),
+    )
+    found = objectives.get(obj.method).compute(step, obj)
+    total = logits.sum() * 0.0  # keeps the graph connected when every term is absent
+    for term in found.values():
+        if term.weight is not None:
+            scale = term_scale.get(term.unit, 1.0) if term_scale else 1.0
+            total = total + (term.weight * scale) * term.value
+    values = {name: term.value for name, term in found.items()}
+    if row_nll_out is not None:  # what each logged term is a mean over (global_terms)
+        row_nll_out["units"] = {name: term.unit for name, term in found.items()}
+    if ("forget_active" in batch or "forget_nll_cap" in batch) and bool(is_forget.any()):
+        values[T.FORGET_ACTIVE] = (push.sum() / is_forget.sum()).detach().to(logp.dtype)
+    for name, value in values.items():
+        losses.check_finite(name, value)
+    losses.check_finite("loss", total)
+    return total, {k: float(v.detach()) for k, v in values.items()}
+
+
+def _gate(batch, is_forget, logp, pos, row_nll_out) -> torch.Tensor:
+    """The pushed forget rows: the evaluation's gate (`forget_active`), then the per-step caps."""
+    push = pushed_rows(batch, is_forget)
+    caps = batch.get("forget_nll_cap")
+    if caps is None:
+        return push
+    row_nll = losses.row_mean_nll(logp.detach(), pos.rows, is_forget.shape[0], empty=float("inf"))
+    if row_nll_out is not None:  # the caller follows the units' losses between evaluations
+        row_nll_out["row_nll"] = row_nll
+    return push & (row_nll < caps.to(logp.device, logp.dtype))

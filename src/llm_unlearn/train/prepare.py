@@ -1,0 +1,190 @@
+"""Preparing a run, before any training: the data (records, slices, forget documents), whether the
+output directory holds a run to resume, the training arguments, the model with LoRA, the tokenized
+rows and the chunk plan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_unlearn.config import UnlearnConfig
+from llm_unlearn.errors import ConfigError, UserError
+from llm_unlearn.train.checkpoint import CHECKPOINT, check_output_dir, data_fingerprint, load_adapter_weights
+from llm_unlearn.train.process import world_size
+from llm_unlearn.train.trainer import steps_per_chunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Everything the training loop needs, and what the final run.json reports about its inputs."""
+
+    cfg: UnlearnConfig
+    out: Path
+    data_files: list
+    data_sha: dict
+    saved: dict | None
+    forget_recs: list = field(default_factory=list)
+    retain_recs: list = field(default_factory=list)
+    document_rows: set = field(default_factory=set)
+    tokenizer: Any = None
+    model: Any = None  # the PEFT model
+    forget_rows: list = field(default_factory=list)
+    retain_rows: list = field(default_factory=list)
+    plan: list = field(default_factory=list)
+    args: Any = None  # transformers.TrainingArguments
+    per_chunk_steps: list = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.saved and self.saved.get("finished"))
+
+    @property
+    def start_chunk(self) -> int:
+        return self.saved["completed_chunks"] if self.saved else 0
+
+
+def prepare(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> Prepared:
+    """Data -> resume check -> training arguments -> model + LoRA -> tokens -> plan. A finished run with
+    the same options and data returns early (``finished``)."""
+    prep = _read_data(cfg)
+    if prep.finished:
+        return prep
+    from llm_unlearn.modeling import default_device, resolve_dtype
+
+    # training arguments as transformers checks them, on this machine's devices, before the model loads
+    build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, default_device()))
+    _load_model(prep, model, tokenizer)
+    _tokenize_and_plan(prep)
+    return prep
+
+
+def _read_data(cfg: UnlearnConfig) -> Prepared:
+    from llm_unlearn.data.records import load_unlearning_data
+
+    d, c = cfg.data, cfg.calibration
+    out = Path(cfg.train.output_dir)
+    bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
+    calib_files = [Path(p) for p in (c.holdout, c.forget_documents) if p and Path(p).is_file()]
+    data_sha = data_fingerprint([*bundle.files, *calib_files], d.data)  # what a resume must find unchanged
+    saved = check_output_dir(out, cfg, data_sha)
+    prep = Prepared(cfg=cfg, out=out, data_files=list(bundle.files), data_sha=data_sha, saved=saved)
+    if prep.finished:
+        log.info("%s already holds this finished run (same options and data); nothing to do", out)
+        return prep
+    forget_recs, retain_recs = bundle.forget, bundle.retain
+    if d.limit:  # whole SemEval units, round-robin over tasks (data/slices.py)
+        from llm_unlearn.data.slices import slice_records
+
+        forget_recs, retain_recs = slice_records(forget_recs, d.limit), slice_records(retain_recs, d.limit)
+    if not forget_recs:
+        raise UserError("the forget set is empty")
+    if c.forget_documents and c.unlearn_documents:  # the documents are forget data too, next to their records
+        from llm_unlearn.data.holdout import read_forget_documents, with_documents
+
+        forget_recs, prep.document_rows = with_documents(
+            forget_recs, read_forget_documents(c.forget_documents)
+        )
+    prep.forget_recs, prep.retain_recs = forget_recs, retain_recs
+    return prep
+
+
+def _load_model(prep: Prepared, model, tokenizer) -> None:
+    from transformers import set_seed
+
+    from llm_unlearn.data.tokenize import ensure_pad_token
+    from llm_unlearn.modeling import apply_lora, load_model, load_tokenizer
+
+    cfg, m = prep.cfg, prep.cfg.model
+    set_seed(cfg.train.seed)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(
+            m.tokenizer or m.name_or_path, trust_remote_code=m.trust_remote_code, gguf_file=m.gguf_file
+        )
+    prep.tokenizer = ensure_pad_token(tokenizer)
+    if model is None:
+        model = load_model(
+            m.name_or_path,
+            dtype=m.dtype,
+            trust_remote_code=m.trust_remote_code,
+            gguf_file=m.gguf_file,
+            allow_pickle=m.allow_pickle,
+        )
+    if cfg.training_args.get("gradient_checkpointing"):
+        model.enable_input_require_grads()  # so the LoRA weights still get gradients
+    lora = cfg.lora
+    prep.model = apply_lora(
+        model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+    )
+    if prep.saved is not None:
+        load_adapter_weights(prep.model, prep.out / CHECKPOINT)
+
+
+def _tokenize_and_plan(prep: Prepared) -> None:
+    from llm_unlearn.data.schedule import plan_chunks
+    from llm_unlearn.data.tokenize import tokenize_records
+    from llm_unlearn.modeling import resolve_dtype
+
+    cfg, d, s = prep.cfg, prep.cfg.data, prep.cfg.schedule
+    kw = dict(joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
+    prep.forget_rows = tokenize_records(prep.tokenizer, prep.forget_recs, **kw)
+    prep.retain_rows = tokenize_records(prep.tokenizer, prep.retain_recs, **kw)
+    for key, row in enumerate(prep.forget_rows + prep.retain_rows):  # forget i -> i, retain j -> n_forget + j
+        row["row_key"] = key
+    prep.plan = plan_chunks(
+        len(prep.forget_rows),
+        len(prep.retain_rows),
+        s.chunk_size,
+        s.retain_per_forget,
+        split_retain=s.split_retain,
+        seed=cfg.train.seed,
+        sequential=s.sequential,
+    )
+    device = next(prep.model.parameters()).device
+    prep.args = args = build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, device))
+    batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    prep.per_chunk_steps = [steps_per_chunk(len(c), batch, world_size(), accum, s.epochs) for c in prep.plan]
+
+
+def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    ws = world_size()
+    if t.batch_size % ws:
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} must be divisible by the number of processes {ws}"
+        )
+    extra = dict(cfg.training_args)
+    on_gpu = torch.cuda.is_available()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(out / ".trainer"),
+        per_device_train_batch_size=t.batch_size // ws,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=cfg.schedule.epochs,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the steps in transformers 5
+        weight_decay=0.0 if t.optimizer == "adam" else t.weight_decay,
+        optim="adamw_torch",
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=t.seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        use_cpu=not on_gpu,
+        bf16=on_gpu and dtype == torch.bfloat16,
+        dataloader_drop_last=False,
+    )
+    kwargs.update(extra)
+    try:
+        return TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"training_args: {exc}") from None

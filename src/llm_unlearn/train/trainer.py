@@ -1,0 +1,175 @@
+"""The `transformers.Trainer` subclass of an unlearning run: batches in the chunk plan's order, the
+loss of ``train/loss.py``, the calibration gate applied per row, each term logged, and exact term
+weighting under data parallelism."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+
+from llm_unlearn.data.batching import IGNORE_INDEX
+from llm_unlearn.errors import NonFiniteLossError
+from llm_unlearn.train import objectives
+from llm_unlearn.train import terms as T
+from llm_unlearn.train.head import AnswerHeadSelector
+from llm_unlearn.train.loss import pushed_rows, unlearning_loss
+from llm_unlearn.train.reference import LiveReference, as_reference
+
+
+def global_term_scale(batch, push: torch.Tensor | None = None) -> dict[str, float] | None:
+    """Per-unit weights that make data-parallel training compute the loss of the global batch.
+
+    Each process averages a term over its own tokens (or rows), and DDP / FSDP / DeepSpeed then
+    average the gradients over the processes: a mean of means, which over-weights the tokens of a
+    process that holds few of them (a process with no forget row would even halve the NPO term).
+    Scaling a term by `local count * world size / global count` of its unit (terms.UNITS) turns that
+    average back into the mean over all the tokens of the global batch, as one process holding the
+    whole batch computes it. One small all-reduce per step; None on a single process.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return None
+    labels, is_forget = batch["labels"], batch["is_forget"].bool()
+    push = pushed_rows(batch, is_forget) if push is None else push  # the forget term counts only pushed rows
+    answer = labels[:, 1:].ne(IGNORE_INDEX)  # positions that predict a labelled token
+    counts = torch.stack(
+        [
+            answer[push].sum(),
+            answer[~is_forget].sum(),
+            push.sum(),
+            torch.tensor(labels.shape[0], device=labels.device),
+        ]
+    ).to(torch.float64)
+    total = counts.clone()
+    dist.all_reduce(total)
+    world = dist.get_world_size()
+    scales = (float(c * world / t) if t > 0 else 0.0 for c, t in zip(counts, total))
+    return dict(zip((T.FORGET_TOKENS, T.RETAIN_TOKENS, T.FORGET_ROWS, T.ROWS), scales))
+
+
+def global_terms(
+    terms: dict[str, float], scale: dict[str, float], units: dict[str, str], device
+) -> dict[str, float]:
+    """The logged terms of the global batch: each process's value weighted by its unit's scale, averaged
+    over the processes (one all-reduce)."""
+    import torch.distributed as dist
+
+    names = objectives.all_terms()
+    world = dist.get_world_size()
+    vec = torch.tensor(
+        [terms.get(k, 0.0) * scale.get(units.get(k, ""), 1.0) for k in names]
+        + [float(k in terms) for k in names],
+        dtype=torch.float64,
+        device=device,
+    )
+    dist.all_reduce(vec)
+    n = len(names)
+    return {k: float(vec[i]) / world for i, k in enumerate(names) if vec[n + i] > 0}
+
+
+class UnlearnTrainer(Trainer):
+    """A `transformers.Trainer` whose loss is the unlearning objective. Batches are taken in the
+    order of the chunk plan (no shuffling); each loss term is logged.
+
+    `reference`: where the reference outputs come from (train/reference.py: live or cached); default
+    live. The calibration driver sets `forget_active` / `forget_caps` (row_key -> gate / cap) and
+    `unit_row` (a record's row_key -> its document's row_key)."""
+
+    def __init__(self, *args, objective, answer_only: bool = True, reference=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.selector = AnswerHeadSelector(self.model) if answer_only else None
+        self.reference = as_reference(reference) if reference is not None else LiveReference(self.selector)
+        self.chunk_index = 0
+        self.forget_active: dict[int, bool] | None = None  # row_key -> pushed? (calibration gate)
+        self.forget_caps: dict[int, float] | None = None  # row_key -> answer-NLL cap (calibration gate)
+        self.unit_row: dict[int, int] = {}  # record row_key -> the row_key of its document row
+        self.last_row_nll: dict[int, float] = {}  # capped row_key -> its loss in its latest batch
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
+        # (with True it expects a loss summed over `num_items_in_batch`, which this one is not)
+        self.model_accepts_loss_kwargs = False
+
+    def _active(self, key: int) -> bool:
+        """The gate of a forget row: as the last evaluation decided, and, for a record whose document is
+        a forget row too, off as soon as that document's latest in-batch loss has reached its cap."""
+        if not self.forget_active.get(key, True):
+            return False
+        doc = self.unit_row.get(key)
+        if (
+            doc is None
+            or self.forget_caps is None
+            or doc not in self.forget_caps
+            or doc not in self.last_row_nll
+        ):
+            return True
+        return self.last_row_nll[doc] < self.forget_caps[doc]
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        return SequentialSampler(ds)
+
+    def _gated_batch(self, inputs) -> dict:
+        keys = ("input_ids", "attention_mask", "labels", "is_forget", "row_key")
+        batch = {k: inputs[k] for k in keys if k in inputs}
+        if "row_key" in inputs and (self.forget_active is not None or self.forget_caps is not None):
+            row_keys, dev = inputs["row_key"].tolist(), inputs["is_forget"].device  # the calibration gate
+            if self.forget_active is not None:
+                active = [self._active(k) for k in row_keys]
+                batch["forget_active"] = torch.tensor(active, dtype=torch.bool, device=dev)
+            if self.forget_caps is not None:
+                caps = [self.forget_caps.get(k, float("inf")) for k in row_keys]
+                batch["forget_nll_cap"] = torch.tensor(caps, dtype=torch.float32, device=dev)
+        return batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = self._gated_batch(inputs)
+        realized: dict[str, Any] = {}
+
+        def scale_of(push):  # None on one process; a collective under data parallelism
+            realized["scale"] = global_term_scale(batch, push)
+            return realized["scale"]
+
+        try:
+            loss, terms = unlearning_loss(
+                model, batch, self.objective, self.selector, self.reference, scale_of, realized
+            )
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(
+                f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
+                "the last good checkpoint is kept"
+            ) from None
+        if "row_nll" in realized and self.forget_caps is not None:  # the latest loss of each capped row
+            for k, v in zip(inputs["row_key"].tolist(), realized["row_nll"].tolist()):
+                if k in self.forget_caps:
+                    self.last_row_nll[k] = v
+        if realized.get("scale") is not None:  # log the terms of the global batch, not this process's share
+            terms = global_terms(terms, realized["scale"], realized.get("units", {}), loss.device)
+        for k, v in terms.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+            self._counts[k] = self._counts.get(k, 0) + 1
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            for k in objectives.all_terms():
+                if self._counts.get(k):
+                    logs[k] = self._sums[k] / self._counts[k]
+            logs["chunk"] = self.chunk_index + 1
+            self._sums, self._counts = {}, {}
+        super().log(logs, start_time)
+
+
+def steps_per_chunk(
+    n_rows: int, per_device_batch: int, world_size: int, grad_accum: int, epochs: float
+) -> int:
+    """Optimizer steps the Trainer takes on a chunk of n_rows (as transformers computes them)."""
+    batches = math.ceil(n_rows / (per_device_batch * world_size))
+    per_epoch = max(batches // grad_accum, 1)
+    return math.ceil(epochs * per_epoch)
