@@ -30,10 +30,12 @@ def simnpo_loss(
 
     ``L = -(2/beta) * mean_i log sigmoid(beta * (nll_i / |y_i| - delta))`` with
     ``nll_i = -sum_{t in y_i} log p(y_t)`` and ``|y_i|`` the number of answer tokens of row ``i``.
-    The paper writes it as ``-(2/beta) log sigmoid(-(beta/|y|) log pi(y|x) - gamma)``, i.e.
-    ``gamma = beta * delta``; open-unlearning (``src/trainer/unlearn/simnpo.py``,
-    ``configs/trainer/SimNPO.yaml``) uses ``delta`` as here (its comment: delta is the paper's /
-    OPTML-Group's ``gamma``; the scaling differs by the factor beta, equal at the default 0).
+    The paper's equation puts the margin outside, ``-(2/beta) log sigmoid(-(beta/|y|) log pi(y|x) - gamma)``
+    (as recalled from the paper, not re-read here), i.e. ``gamma = beta * delta``. The authors' code
+    (OPTML-Group/Unlearn-Simple ``TOFU/dataloader.py``, loss ``simnpo``: ``nll/|y| - self.gamma``, then
+    ``beta *``) and open-unlearning (``src/trainer/unlearn/simnpo.py``, ``configs/trainer/SimNPO.yaml``,
+    whose comment says its ``delta`` is OPTML's ``gamma``) both subtract it inside, as here. The two
+    agree at the default 0.
 
     Reference-free: no reference model. Minimizing it raises the length-normalized forget NLL; the
     gradient weight ``2 * sigmoid(-beta * (nll/|y| - delta))`` fades as a row is forgotten.
