@@ -125,3 +125,14 @@ def test_empty_bfloat16_and_shape_errors():
         undial_loss(torch.zeros(2, 5), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError):
         undial_loss(torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(2, dtype=torch.long), strength=-1)
+
+
+def test_undial_reference_log_probs_serve_as_logits():
+    # a cache stores log_softmax(ref_logits): a per-row shift, which the target's softmax ignores
+    logits, ref, y = _data(5, n=4, v=16)
+    z, r, yt = (
+        torch.tensor(logits, dtype=torch.float64),
+        torch.tensor(ref, dtype=torch.float64),
+        torch.tensor(y),
+    )
+    assert_close(undial_loss(z, torch.log_softmax(r, -1), yt), undial_loss(z, r, yt), **TIGHT)

@@ -44,7 +44,9 @@ def undial_loss(
     Source: open-unlearning ``compute_undial_loss`` (``src/trainer/utils.py``),
     ``configs/trainer/UNDIAL.yaml`` (there the adjustment is called ``beta``). Difference: open-unlearning
     averages over all positions of the shifted sequence (prompt and padding included); here only the
-    answer positions the caller passes count. Reference = the frozen model (LoRA adapter disabled).
+    answer positions the caller passes count. Reference = the frozen model (LoRA adapter disabled);
+    its log-probabilities (e.g. from a reference cache) may be passed as ``ref_logits``: the softmax
+    is invariant to a per-row shift, so the value is the same.
 
     Shapes: ``logits [N, V]``, ``ref_logits [N, V]``, ``targets [N]`` int -> scalar; ``N == 0`` ->
     exactly 0. Defaults (UNDIAL.yaml): ``strength (beta) = 10.0`` (README search grid 3, 10, 30),
