@@ -75,7 +75,8 @@ def rmu_forget_loss(
     ``src/trainer/unlearn/rmu.py``, which masks with ``labels != -100``); without: the mean over
     tokens (the WMDP script's ``mse_loss`` over all positions, there unmasked). ``(1/H)``: both use
     ``mse_loss``, a mean over the hidden dimension. -> scalar; ``N == 0`` -> exactly 0.
-    Defaults: see ``docs/methods.md`` (layer 7, ``gamma = 1``).
+    Defaults: layer 7 (open-unlearning RMU.yaml ``module_regex: model\\.layers\\.7``, the WMDP
+    ``layer_id``), ``gamma = 1``; see ``docs/methods.md`` for the layer index and the LoRA targets.
     """
     if control.dim() != 1 or hidden.dim() != 2 or control.shape[0] != hidden.shape[-1]:
         raise ValueError(
@@ -94,8 +95,8 @@ def rmu_retain_loss(
 
     ``frozen_hidden [N, H]``: the same layer's output of the frozen model (LoRA adapter disabled),
     which should carry no gradient (not detached here). Reductions as :func:`rmu_forget_loss`
-    (open-unlearning ``retain_loss_type: EMBED_DIFF``). The weight ``alpha`` (paper: large, e.g.
-    hundreds to ~1000; open-unlearning RMU.yaml: 1) is applied by the caller. -> scalar;
+    (open-unlearning ``retain_loss_type: EMBED_DIFF``). The weight ``alpha`` is applied by the
+    caller: open-unlearning RMU.yaml 1; the WMDP script's default 100, its Zephyr-7B command 1200. -> scalar;
     ``N == 0`` -> exactly 0.
     """
     if hidden.shape != frozen_hidden.shape:
