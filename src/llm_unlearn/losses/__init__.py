@@ -1,7 +1,9 @@
 """Loss terms for unlearning: pure tensor functions, no model and no trainer state.
 
 Modules: ``token`` (log-probabilities, per-row reductions, NLL, the finiteness guard), ``forget``
-(gradient ascent, NPO, SUGD), ``divergence`` (Rényi, KL, top-k Rényi, the upstream token form).
+(gradient ascent, NPO, SUGD), ``divergence`` (Rényi, KL, top-k Rényi, the upstream token form);
+the methods of ``docs/methods.md``: ``preference`` (SimNPO, DPO), ``weighted`` (WGA, SatImp),
+``distill`` (UNDIAL, CE-U), ``representation`` (RMU), ``constrained`` (PDU).
 Everything is re-exported here: ``from llm_unlearn import losses; losses.npo_loss(...)``.
 
 Conventions used throughout this module
@@ -21,6 +23,8 @@ Conventions used throughout this module
 * Nothing in this module replaces NaN or inf by a number. Use :func:`check_finite` to fail loudly.
 """
 
+from llm_unlearn.losses.constrained import pdu_dual_update, pdu_forget_loss, pdu_lagrangian
+from llm_unlearn.losses.distill import ce_u_loss, undial_loss
 from llm_unlearn.losses.divergence import (
     kl_divergence,
     legacy_token_renyi,
@@ -29,6 +33,8 @@ from llm_unlearn.losses.divergence import (
     renyi_divergence_topk,
 )
 from llm_unlearn.losses.forget import gradient_ascent_loss, npo_loss, sugd_loss
+from llm_unlearn.losses.preference import dpo_loss, simnpo_loss
+from llm_unlearn.losses.representation import rmu_control_vector, rmu_forget_loss, rmu_retain_loss
 from llm_unlearn.losses.token import (
     check_finite,
     nll_loss,
@@ -37,6 +43,7 @@ from llm_unlearn.losses.token import (
     row_sums,
     token_log_probs,
 )
+from llm_unlearn.losses.weighted import satimp_loss, wga_loss
 
 __all__ = [
     "check_finite",
@@ -53,4 +60,17 @@ __all__ = [
     "row_sums",
     "sugd_loss",
     "token_log_probs",
+    # unlearning methods (docs/methods.md)
+    "ce_u_loss",
+    "dpo_loss",
+    "pdu_dual_update",
+    "pdu_forget_loss",
+    "pdu_lagrangian",
+    "rmu_control_vector",
+    "rmu_forget_loss",
+    "rmu_retain_loss",
+    "satimp_loss",
+    "simnpo_loss",
+    "undial_loss",
+    "wga_loss",
 ]
