@@ -267,7 +267,7 @@ def test_row_mean_nll_is_the_per_row_mean_and_inf_without_tokens():
 
     logp = torch.tensor([-1.0, -3.0, -2.0, -0.5], dtype=torch.float64)
     rows = torch.tensor([0, 0, 2, 2])
-    got = row_mean_nll(logp, rows, 3)
+    got = row_mean_nll(logp, rows, 3, empty=float("inf"))
     assert got[0] == 2.0 and got[2] == 1.25 and torch.isinf(got[1])
 
 

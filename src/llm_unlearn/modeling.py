@@ -368,7 +368,9 @@ def merge_and_save(
 
     from llm_unlearn.io_utils import fill_output_dir
 
-    merged = copy.deepcopy(peft_model).merge_and_unload()
+    merged = copy.deepcopy(peft_model)
+    if hasattr(merged, "merge_and_unload"):  # a PEFT model; a fully fine-tuned one is saved as is
+        merged = merged.merge_and_unload()
 
     def fill(tmp: Path) -> None:
         merged.save_pretrained(tmp, safe_serialization=True)

@@ -36,7 +36,7 @@ from llm_unlearn.config.options import (  # noqa: F401  (re-exported)
     TrainOptions,
     option_specs,
 )
-from llm_unlearn.config.presets import PRESETS
+from llm_unlearn.config.presets import METHOD_DEFAULTS, PRESETS
 from llm_unlearn.config.validate import (  # noqa: F401  (re-exported)
     CHOICES,
     OWN_CHECK,
@@ -141,8 +141,11 @@ def _alias(section: str, sub: str, source: str) -> str:
     return new
 
 
-def apply_overrides(cfg: UnlearnConfig, overrides: dict[str, Any], source: str) -> UnlearnConfig:
-    """Apply a nested dict {section: {key: value}} (or dotted keys) onto cfg, checking every name."""
+def apply_overrides(
+    cfg: UnlearnConfig, overrides: dict[str, Any], source: str, explicit: set[str] | None = None
+) -> UnlearnConfig:
+    """Apply a nested dict {section: {key: value}} (or dotted keys) onto cfg, checking every name.
+    `explicit` collects the dotted keys that were set."""
     for key, value in overrides.items():
         if key == "preset":
             continue
@@ -153,7 +156,7 @@ def apply_overrides(cfg: UnlearnConfig, overrides: dict[str, Any], source: str) 
             continue
         if "." in key:
             sec, sub = key.split(".", 1)
-            apply_overrides(cfg, {sec: {sub: value}}, source)
+            apply_overrides(cfg, {sec: {sub: value}}, source, explicit)
             continue
         if key not in SECTIONS:
             raise ConfigError(
@@ -168,14 +171,26 @@ def apply_overrides(cfg: UnlearnConfig, overrides: dict[str, Any], source: str) 
             if sub not in names:
                 raise ConfigError(f"{source}: unknown option {key}.{sub} (known: {', '.join(sorted(names))})")
             setattr(section, sub, _coerce(v, getattr(section, sub), f"{key}.{sub}"))
+            if explicit is not None:
+                explicit.add(f"{key}.{sub}")
     return cfg
 
 
-def preset_config(name: str) -> UnlearnConfig:
+def preset_config(name: str, explicit: set[str] | None = None) -> UnlearnConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     cfg = UnlearnConfig(preset=name)
-    return apply_overrides(cfg, copy.deepcopy(PRESETS[name]), f"preset {name}")
+    return apply_overrides(cfg, copy.deepcopy(PRESETS[name]), f"preset {name}", explicit)
+
+
+def apply_method_defaults(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnConfig:
+    """The chosen method's own defaults (METHOD_DEFAULTS: its paper's or the peer framework's), for
+    every option the preset, the YAML file and the flags left unset."""
+    for key, value in METHOD_DEFAULTS.get(cfg.objective.method, {}).items():
+        if key not in explicit:
+            section, name = key.split(".")
+            setattr(getattr(cfg, section), name, copy.deepcopy(value))
+    return cfg
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -196,14 +211,17 @@ def build_config(
     overrides: dict[str, Any] | None = None,
     preset: str | None = None,
 ) -> UnlearnConfig:
-    """defaults -> preset -> YAML -> overrides (dotted keys such as 'train.learning_rate')."""
+    """defaults -> method defaults -> preset -> YAML -> overrides (dotted keys such as
+    'train.learning_rate'). The method's defaults apply to what the later layers leave unset."""
     file_data = load_yaml(yaml_path) if yaml_path else {}
     name = preset or file_data.get("preset") or "default"
-    cfg = preset_config(name)
+    explicit: set[str] = set()
+    cfg = preset_config(name, explicit)
     if file_data:
-        apply_overrides(cfg, file_data, str(yaml_path))
+        apply_overrides(cfg, file_data, str(yaml_path), explicit)
     if overrides:
-        apply_overrides(cfg, overrides, "command line")
+        apply_overrides(cfg, overrides, "command line", explicit)
+    apply_method_defaults(cfg, explicit)
     validate(cfg)
     return cfg
 

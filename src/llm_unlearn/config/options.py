@@ -103,6 +103,11 @@ class DataOptions:
 
 @dataclass
 class LoraOptions:
+    enabled: bool = opt(
+        True,
+        "train a LoRA adapter (reference = adapter off); false: full fine-tuning",
+        switch=("--full-finetune", False),
+    )
     r: int = opt(16, "LoRA rank", flag="--lora-r", range=_pos(1, high=65536))
     alpha: int = opt(64, "LoRA alpha (scale alpha / r)", flag="--lora-alpha", range=_pos(1))
     dropout: float = opt(0.0, "LoRA dropout", flag="--lora-dropout", range=_pos(0, high=1, open_high=True))
@@ -144,6 +149,34 @@ class ObjectiveOptions:
     )
     sugd_forget_factor: float = opt(-1.0, "AILS-NTUA SUGD: factor of forget rows")
     sugd_retain_factor: float = opt(0.5, "AILS-NTUA SUGD: factor of retain rows")
+    simnpo_beta: float = opt(4.5, "SimNPO beta", range=_pos(0, open_low=True))
+    simnpo_delta: float = opt(0.0, "SimNPO margin delta")
+    dpo_beta: float = opt(0.1, "DPO / IdkDPO / AltPO beta", range=_pos(0, open_low=True))
+    alternatives: str | None = opt(
+        None,
+        "alternative answers for idk_dpo / altpo: .txt (one per line) or .jsonl (text/answer[, id]); "
+        "idk_dpo default: the packaged refusals",
+        flag="--alternatives",
+        path=True,
+    )
+    rmu_layer: int | None = opt(
+        None,
+        "RMU: decoder layer whose output is steered (null: 7, or the middle layer of a shallower model)",
+        range=_pos(0),
+    )
+    rmu_steering: float = opt(
+        20.0, "RMU: steering coefficient c (norm of the control vector)", range=_pos(0, open_low=True)
+    )
+    undial_strength: float = opt(
+        10.0, "UNDIAL: how far the true token's reference logit is lowered", range=_pos(0)
+    )
+    wga_beta: float = opt(1.0, "WGA: weight p^beta", range=_pos(0))
+    satimp_beta1: float = opt(5.0, "SatImp: weight p^beta1 (1-p)^beta2", range=_pos(0))
+    satimp_beta2: float = opt(1.0, "SatImp: weight p^beta1 (1-p)^beta2", range=_pos(0))
+    pdu_dual_step: float = opt(1.0, "PDU: step size of the dual (multiplier) update", range=_pos(0))
+    pdu_retain_eps: float | None = opt(
+        None, "PDU: bound on the retain NLL (null: the retain NLL of the first step)", range=_pos(0)
+    )
 
 
 @dataclass

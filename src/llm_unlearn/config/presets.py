@@ -44,3 +44,36 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "calibration": {"mode": "off", "eval_every": "off", "select": "last", "unlearn_documents": False},
     },
 }
+
+
+# Each method's own defaults (applied to options a preset, YAML file or flag did not set). Sources:
+# the method's paper or open-unlearning's trainer config (locuslab/open-unlearning, configs/trainer/*.yaml,
+# commit d3d7cf9), as docs/methods.md details. The retain side of every method: a retain NLL weighted by
+# retain_weight (open-unlearning's alpha), plus the divergence only when divergence_weight > 0.
+_NO_DIVERGENCE = {"objective.divergence_weight": 0.0}
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    # NPO alone (open-unlearning NPO.yaml: beta 0.1, sequence level), no retain term
+    "npo": {
+        "objective.npo_beta": 0.1,
+        "objective.npo_level": "sequence",
+        "objective.retain_weight": 0.0,
+        **_NO_DIVERGENCE,
+    },
+    "simnpo": {
+        "objective.forget_weight": 0.125,
+        "objective.retain_weight": 1.0,
+        **_NO_DIVERGENCE,
+    },  # SimNPO.yaml
+    "idk_dpo": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # DPO.yaml
+    "altpo": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # DPO.yaml
+    "rmu": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # RMU.yaml
+    "undial": {"objective.retain_weight": 0.0, **_NO_DIVERGENCE},  # UNDIAL.yaml (alpha 0)
+    "wga": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # WGA.yaml
+    "satimp": {
+        "objective.forget_weight": 0.1,
+        "objective.retain_weight": 1.0,
+        **_NO_DIVERGENCE,
+    },  # SatImp.yaml
+    "ce_u": {"objective.retain_weight": 0.0, **_NO_DIVERGENCE},  # CEU.yaml (forget only)
+    "pdu": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # PDU.yaml
+}

@@ -97,3 +97,30 @@ def pick_alternative(record_id: str | int, answers: list[str] | tuple[str, ...],
         raise ValueError("pick_alternative needs at least one answer")
     digest = hashlib.sha256(f"{int(seed)}:{record_id}".encode()).digest()
     return answers[int.from_bytes(digest[:8], "big") % len(answers)]
+
+
+def load_alternatives_by_id(path: str | Path) -> dict[str, list[str]]:
+    """Per-record alternative answers from a ``.jsonl`` file whose rows carry an ``id`` (the forget
+    record's id) and ``text`` / ``answer``: {id: [answers in file order]}. Rows without ``id`` are
+    ignored here (they are the generic answers :func:`load_refusals` reads); {} for a ``.txt``."""
+    p = Path(path)
+    if p.suffix.lower() != ".jsonl":
+        return {}
+    by_id: dict[str, list[str]] = {}
+    for lineno, raw in enumerate(_read_user_file(p).split("\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        obj = json.loads(line)  # load_refusals has already reported malformed lines
+        if isinstance(obj, dict) and "id" in obj:
+            field = next((f for f in _FIELDS if f in obj), None)
+            if field is None or not isinstance(obj[field], str) or not obj[field].strip():
+                raise DataError(p, 'expected a non-empty "text" (or "answer")', line=lineno)
+            by_id.setdefault(str(obj["id"]), []).append(obj[field].strip())
+    return by_id
+
+
+def alternative_for(record_id, generic: list[str], by_id: dict[str, list[str]], seed: int = 0) -> str:
+    """The record's own alternative when the file has one for its id, else a generic one (seeded)."""
+    own = by_id.get(str(record_id))
+    return pick_alternative(record_id, own if own else generic, seed)

@@ -194,7 +194,16 @@ def load_adapter_weights(peft_model, ckpt: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    device = str(next(peft_model.parameters()).device)
+    if not hasattr(peft_model, "peft_config"):  # full fine-tuning: the whole model was saved
+        f = ckpt / "model.safetensors"
+        if not f.is_file():
+            raise UserError(f"checkpoint {ckpt} has no model.safetensors; use --overwrite to start over")
+        peft_model.load_state_dict(
+            load_file(str(f), device=device), strict=False
+        )  # tied weights are saved once
+        return
     f = ckpt / "adapter_model.safetensors"
     if not f.is_file():
         raise UserError(f"checkpoint {ckpt} has no adapter_model.safetensors; use --overwrite to start over")
-    set_peft_model_state_dict(peft_model, load_file(str(f), device=str(next(peft_model.parameters()).device)))
+    set_peft_model_state_dict(peft_model, load_file(str(f), device=device))

@@ -66,3 +66,37 @@ def answer_logits(
 
 def vocab_size(model) -> int:
     return int(unwrap_model(model).get_output_embeddings().weight.shape[0])
+
+
+def decoder_layers(model):
+    """The decoder's layer list of a causal LM (through PEFT and DDP wrappers)."""
+    m = unwrap_model(model)
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    decoder = m.get_decoder() if hasattr(m, "get_decoder") else getattr(m, "model", m)
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find the decoder layers of {type(m).__name__}")
+    return layers
+
+
+@contextlib.contextmanager
+def capture_layer_output(model, layer: int | None):
+    """Within the block, the forward output of decoder layer `layer` lands in the yielded dict under
+    "hidden" ([B, T, H], in the graph). `layer` None captures nothing."""
+    captured: dict = {}
+    if layer is None:
+        yield captured
+        return
+    layers = decoder_layers(model)
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"layer {layer} does not exist: the model has {len(layers)} decoder layers")
+
+    def hook(module, args, output):
+        captured["hidden"] = output[0] if isinstance(output, tuple) else output
+
+    handle = layers[layer].register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()

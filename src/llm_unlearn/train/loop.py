@@ -36,6 +36,24 @@ from llm_unlearn.train.progress import Progress, chunk_summary, log_row
 log = logging.getLogger(__name__)
 
 
+class AlternativesCollator:
+    """The base collator, plus ``alt_input_ids`` / ``alt_labels`` / ``alt_attention_mask`` (right padded)
+    when the rows carry alternative answers (train/prepare.py)."""
+
+    def __init__(self, base, pad_token_id: int):
+        self.base, self.pad_token_id = base, int(pad_token_id)
+
+    def __call__(self, features):
+        out = self.base(features)
+        if features and all("alt_input_ids" in f for f in features):
+            from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
+
+            ids, mask = pad_batch([f["alt_input_ids"] for f in features], self.pad_token_id)
+            labels, _ = pad_batch([f["alt_labels"] for f in features], IGNORE_INDEX)
+            out.update(alt_input_ids=ids, alt_labels=labels, alt_attention_mask=mask)
+        return out
+
+
 class _RowsDataset(torch.utils.data.Dataset):
     def __init__(self, rows: list[dict]):
         self.rows = rows
@@ -127,7 +145,9 @@ class ChunkLoop:
             model=p.model,
             args=p.args,
             train_dataset=_RowsDataset([]),
-            data_collator=UnlearnCollator(p.tokenizer.pad_token_id),
+            data_collator=AlternativesCollator(
+                UnlearnCollator(p.tokenizer.pad_token_id), p.tokenizer.pad_token_id
+            ),
             processing_class=p.tokenizer,
             objective=p.cfg.objective,
         )
@@ -140,6 +160,7 @@ class ChunkLoop:
             selector=trainer.selector,
             pad_token_id=p.tokenizer.pad_token_id,
             data_files=p.data_files,
+            frozen=p.frozen,
         )
         trainer.add_callback(_LoopCallback(self))
         trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
@@ -294,7 +315,8 @@ class ChunkLoop:
         summary = self._summary(calibration, t0)
         full_state = ckpt.sharded_state_dict(self.trainer)
         if is_main_process():
-            ckpt.save_adapter(p.model, p.out / "adapter", full_state)
+            if p.cfg.lora.enabled:
+                ckpt.save_adapter(p.model, p.out / "adapter", full_state)
             self._merge(full_state)
             if p.cfg.train.plots:
                 self._plots(calibration)
@@ -334,7 +356,7 @@ class ChunkLoop:
         from llm_unlearn.modeling import merge_and_save
 
         p = self.prep
-        if not p.cfg.train.merge:
+        if not p.cfg.train.merge and p.cfg.lora.enabled:  # full fine-tuning: DIR/model is the only output
             return
         if full_state is not None:
             log.warning(

@@ -14,7 +14,7 @@ import torch
 from llm_unlearn import losses
 from llm_unlearn.train import objectives
 from llm_unlearn.train import terms as T
-from llm_unlearn.train.head import AnswerHeadSelector, answer_logits
+from llm_unlearn.train.head import AnswerHeadSelector, answer_logits, capture_layer_output
 from llm_unlearn.train.reference import LiveReference, as_reference
 from llm_unlearn.train.step import Step, answer_positions
 
@@ -33,6 +33,7 @@ def unlearning_loss(
     reference=None,
     term_scale=None,
     row_nll_out: dict | None = None,
+    state: dict | None = None,
 ):
     """The loss of one batch and its terms (detached floats for logging).
 
@@ -55,7 +56,10 @@ def unlearning_loss(
     labels, is_forget = batch["labels"], batch["is_forget"].bool()
     batch = {**batch, "is_forget": is_forget}
     pos = answer_positions(labels)
-    logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos)
+    objective = objectives.get(obj.method)
+    layer = objective.capture_layer(obj, model) if objective.capture_layer else None
+    with capture_layer_output(model, layer) as captured:
+        logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos)
     logp = losses.token_log_probs(logits, pos.targets)
     push = _gate(batch, is_forget, logp, pos, row_nll_out)
     if callable(term_scale):
@@ -71,8 +75,12 @@ def unlearning_loss(
         is_forget=is_forget,
         push=push,
         get_reference=lambda: source.outputs(model, batch, needs, pos),
+        source=source,
+        selector=selector,
+        hidden=captured.get("hidden"),
+        state=state if state is not None else {},
     )
-    found = objectives.get(obj.method).compute(step, obj)
+    found = objective.compute(step, obj)
     total = logits.sum() * 0.0  # keeps the graph connected when every term is absent
     for term in found.values():
         if term.weight is not None:

@@ -31,14 +31,27 @@ class Objective:
     needs: Callable[[object], ReferenceNeeds]
     terms: tuple[str, ...]
     summary: str
+    capture_layer: Callable | None = None  # (options, model) -> index of the decoder layer to capture
+    alternatives: bool = (
+        False  # needs an alternative answer per forget row (batch alt_input_ids / alt_labels)
+    )
 
 
 OBJECTIVES: dict[str, Objective] = {}
 
 
-def register(name: str, *, terms: tuple[str, ...], needs=None, summary: str = ""):
+def register(
+    name: str,
+    *,
+    terms: tuple[str, ...],
+    needs=None,
+    summary: str = "",
+    capture_layer=None,
+    alternatives: bool = False,
+):
     """Register `fn(step, options) -> {term: TermValue}` as the objective `name`. `needs(options)` says
-    what the reference must provide (default: nothing)."""
+    what the reference must provide (default: nothing); `capture_layer(options, model)` asks for the
+    output of one decoder layer in `step.hidden`; `alternatives` for an alternative answer per forget row."""
 
     def wrap(fn: Compute) -> Compute:
         if name in OBJECTIVES:
@@ -49,6 +62,8 @@ def register(name: str, *, terms: tuple[str, ...], needs=None, summary: str = ""
             needs=needs or (lambda o: ReferenceNeeds()),
             terms=tuple(terms),
             summary=summary or (fn.__doc__ or "").strip().splitlines()[0],
+            capture_layer=capture_layer,
+            alternatives=alternatives,
         )
         return fn
 
@@ -64,6 +79,11 @@ def get(name: str) -> Objective:
 def needs_of(options) -> ReferenceNeeds:
     """What the configured objective needs from the reference model."""
     return get(options.method).needs(options)
+
+
+def _load_methods() -> None:
+    """The methods of the peer framework (train/methods.py) register themselves on import."""
+    import llm_unlearn.train.methods  # noqa: F401
 
 
 def all_terms() -> tuple[str, ...]:
@@ -199,3 +219,6 @@ def sugd(step: Step, o) -> dict[str, TermValue]:
             losses.nll_loss(step.logp[step.tok_retain]).detach(), None, T.RETAIN_TOKENS
         )
     return out
+
+
+_load_methods()

@@ -39,6 +39,7 @@ class Prepared:
     plan: list = field(default_factory=list)
     args: Any = None  # transformers.TrainingArguments
     per_chunk_steps: list = field(default_factory=list)
+    frozen: Any = None  # full fine-tuning: a frozen copy of the starting model (the reference)
 
     @property
     def finished(self) -> bool:
@@ -136,6 +137,7 @@ def _tokenize_and_plan(prep: Prepared) -> None:
     prep.retain_rows = tokenize_records(prep.tokenizer, prep.retain_recs, **kw)
     for key, row in enumerate(prep.forget_rows + prep.retain_rows):  # forget i -> i, retain j -> n_forget + j
         row["row_key"] = key
+    _add_alternatives(prep, kw)
     prep.plan = plan_chunks(
         len(prep.forget_rows),
         len(prep.retain_rows),
@@ -149,6 +151,40 @@ def _tokenize_and_plan(prep: Prepared) -> None:
     prep.args = args = build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, device))
     batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
     prep.per_chunk_steps = [steps_per_chunk(len(c), batch, world_size(), accum, s.epochs) for c in prep.plan]
+
+
+def _add_alternatives(prep: Prepared, kw: dict) -> None:
+    """For methods that prefer an alternative answer (idk_dpo, altpo): each forget row gets
+    ``alt_input_ids`` / ``alt_labels`` (its prompt + the alternative); retain rows carry their own ids
+    (never used) so every batch collates."""
+    from llm_unlearn.data import alternatives as alt
+    from llm_unlearn.data.tokenize import tokenize_records
+    from llm_unlearn.train.objectives import get
+
+    o = prep.cfg.objective
+    if not get(o.method).alternatives:
+        return
+    if o.method == "altpo" and not o.alternatives:
+        raise UserError(
+            "altpo needs plausible alternative answers: give objective.alternatives (--alternatives FILE, "
+            ".jsonl rows with id + text for per-record alternatives)"
+        )
+    generic = alt.load_refusals(o.alternatives)
+    by_id = alt.load_alternatives_by_id(o.alternatives) if o.alternatives else {}
+    seed = prep.cfg.train.seed
+    alt_recs = [
+        {
+            "id": r.id,
+            "input": r.input,
+            "output": alt.alternative_for(r.id, generic, by_id, seed),
+            "split": "forget",
+        }
+        for r in prep.forget_recs
+    ]
+    for row, alt_row in zip(prep.forget_rows, tokenize_records(prep.tokenizer, alt_recs, **kw)):
+        row["alt_input_ids"], row["alt_labels"] = alt_row["input_ids"], alt_row["labels"]
+    for row in prep.retain_rows:
+        row["alt_input_ids"], row["alt_labels"] = row["input_ids"], row["labels"]
 
 
 def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):

@@ -48,10 +48,9 @@ def reference_mode(model):
     """Eval mode, no autograd, adapter disabled; the training flag is restored afterwards."""
     peft = unwrap_model(model)
     was_training = peft.training
-    disable = peft.disable_adapter() if hasattr(peft, "disable_adapter") else contextlib.nullcontext()
     peft.eval()
     try:
-        with torch.no_grad(), disable:
+        with torch.no_grad(), adapter_off(model):
             yield
     finally:
         peft.train(was_training)
@@ -73,9 +72,7 @@ def compute_reference(model, selector, batch, needs, pos: AnswerPositions | None
         return out
     idx = rows.nonzero(as_tuple=True)[0]
     sub_pos = answer_positions(batch["labels"].index_select(0, idx))
-    peft = unwrap_model(model)
-    disable = peft.disable_adapter() if hasattr(peft, "disable_adapter") else contextlib.nullcontext()
-    with torch.no_grad(), disable:
+    with torch.no_grad(), adapter_off(model):
         logits = answer_logits(
             model,
             selector,
@@ -109,43 +106,75 @@ def reference_logits(model, selector, rows: Sequence[Mapping[str, Any]], pad_tok
 
 
 # ----------------------------------------------------------------------------- the sources
+def adapter_off(model):
+    """The context in which `model` is its own reference: adapter disabled (a plain model: as is)."""
+    peft = unwrap_model(model)
+    return peft.disable_adapter() if hasattr(peft, "disable_adapter") else contextlib.nullcontext()
+
+
 class LiveReference:
-    """Computes the reference on every call (see :func:`compute_reference`)."""
+    """Computes the reference on every call: the trained model with its adapter disabled, or, under
+    full fine-tuning, `frozen` (a frozen copy of the starting model)."""
 
     kind = "live"
 
-    def __init__(self, selector: AnswerHeadSelector | None = None):
+    def __init__(self, selector: AnswerHeadSelector | None = None, frozen=None):
         self.selector = selector
+        self.frozen = frozen
+        self.frozen_selector = AnswerHeadSelector(frozen) if frozen is not None else None
+
+    def _target(self, model):
+        return (self.frozen, self.frozen_selector) if self.frozen is not None else (model, self.selector)
 
     def outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
-        return compute_reference(model, self.selector, batch, needs, pos)
+        target, selector = self._target(model)
+        return compute_reference(target, selector, batch, needs, pos)
+
+    def forward(self, model, input_ids, attention_mask, labels, layer: int | None = None):
+        """The reference on any sequences (e.g. alternative answers): (logits [N, V] at the answer
+        positions of `labels`, those positions, the output of decoder layer `layer` or None)."""
+        from llm_unlearn.train.head import capture_layer_output
+
+        target, selector = self._target(model)
+        pos = answer_positions(labels)
+        with torch.no_grad(), adapter_off(target), capture_layer_output(target, layer) as captured:
+            logits = answer_logits(target, selector, input_ids, attention_mask, pos)
+        return logits, pos, captured.get("hidden")
 
 
 class CachedReference:
-    """Reads the reference from a ReferenceCache; a batch without ``row_key`` is computed live."""
+    """Reads the reference from a ReferenceCache; what the cache does not hold (a batch without
+    ``row_key``, other sequences, hidden states) is computed live."""
 
     kind = "cached"
 
-    def __init__(self, cache, selector: AnswerHeadSelector | None = None):
+    def __init__(self, cache, selector: AnswerHeadSelector | None = None, frozen=None):
         self.cache = cache
-        self.live = LiveReference(selector)
+        self.live = LiveReference(selector, frozen)
 
     def outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
         if "row_key" not in batch:
             return self.live.outputs(model, batch, needs, pos)
         return self.cache.lookup(batch, needs)
 
+    def forward(self, model, input_ids, attention_mask, labels, layer: int | None = None):
+        return self.live.forward(model, input_ids, attention_mask, labels, layer)
+
 
 class FixedReference:
-    """Outputs computed beforehand (tests, benchmarks)."""
+    """Outputs computed beforehand (tests, benchmarks); anything else is computed live."""
 
     kind = "fixed"
 
     def __init__(self, outputs: ReferenceOutputs):
         self.fixed = outputs
+        self.live = LiveReference()
 
     def outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
         return self.fixed
+
+    def forward(self, model, input_ids, attention_mask, labels, layer: int | None = None):
+        return self.live.forward(model, input_ids, attention_mask, labels, layer)
 
 
 def as_reference(x):
@@ -211,13 +240,13 @@ def choose_mode(mode: str, obj, rows, vocab: int, dtype: str, budget_gib: float)
     )
 
 
-def for_run(cfg, model, rows, out_dir, *, selector, pad_token_id: int, data_files=()):
+def for_run(cfg, model, rows, out_dir, *, selector, pad_token_id: int, data_files=(), frozen=None):
     """The reference source of a run: cached in DIR/reference_cache/ (reused on resume when its
     fingerprint matches) or live. Prints one line saying which and why.
 
     The cache fingerprint covers the model path and base weights, the data files' sha256, the
     tokenization options and the token ids themselves, the objective's needs, mode, dtype, top-k and
-    budget.
+    budget. Under full fine-tuning `frozen` (the starting model) is the reference.
     """
     from llm_unlearn.io_utils import sha256_file
     from llm_unlearn.train.cache_build import open_or_build
@@ -234,7 +263,7 @@ def for_run(cfg, model, rows, out_dir, *, selector, pad_token_id: int, data_file
     if int(os.environ.get("RANK", "0")) == 0:  # one line, on stdout like the run's summary
         print(f"reference cache: {mode} ({reason})", flush=True)
     if mode == "off":
-        return LiveReference(selector)
+        return LiveReference(selector, frozen)
     d = cfg.data
     extra = {
         "model_path": cfg.model.name_or_path,
@@ -247,7 +276,7 @@ def for_run(cfg, model, rows, out_dir, *, selector, pad_token_id: int, data_file
         },
     }
     cache, built = open_or_build(
-        model,
+        frozen if frozen is not None else model,
         rows,
         needs,
         Path(out_dir) / CACHE_DIRNAME,
@@ -256,13 +285,13 @@ def for_run(cfg, model, rows, out_dir, *, selector, pad_token_id: int, data_file
         budget_gib=t.reference_cache_budget_gib,
         topk=t.reference_cache_topk,
         extra=extra,
-        selector=selector,
+        selector=selector if frozen is None else None,
         pad_token_id=pad_token_id,
         rank=int(os.environ.get("RANK", "0")),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
     )
     log.info("%s the reference cache: %s", "built" if built else "reused", cache)
-    return CachedReference(cache, selector)
+    return CachedReference(cache, selector, frozen)
 
 
 def remove_cache_dirs(out_dir) -> None:

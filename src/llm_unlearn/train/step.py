@@ -119,6 +119,10 @@ class Step:
     is_forget: torch.Tensor
     push: torch.Tensor
     get_reference: Callable[[], ReferenceOutputs] = field(repr=False)
+    source: object = field(default=None, repr=False)  # the reference source (train/reference.py)
+    selector: object = field(default=None, repr=False)  # the answer-only head of the trained model
+    hidden: torch.Tensor | None = None  # [B, T, H] the captured layer's output (objectives that ask)
+    state: dict = field(default_factory=dict)  # an objective's state across steps (e.g. PDU's multiplier)
     _reference: ReferenceOutputs | None = field(default=None, repr=False)
 
     @property

@@ -21,7 +21,8 @@ FORGET_TOKENS = "forget_tokens"  # answer tokens of the pushed forget rows
 RETAIN_TOKENS = "retain_tokens"  # answer tokens of the retain rows
 FORGET_ROWS = "forget_rows"  # pushed forget rows (sequence-level terms)
 ROWS = "rows"  # every row of the batch
-UNITS = (FORGET_TOKENS, RETAIN_TOKENS, FORGET_ROWS, ROWS)
+RETAIN_ROWS = "retain_rows"  # retain rows (sequence-level retain terms)
+UNITS = (FORGET_TOKENS, RETAIN_TOKENS, FORGET_ROWS, ROWS, RETAIN_ROWS)
 
 # the columns of a log row besides the terms
 LOG_EXTRA = ("loss", "learning_rate", "grad_norm")

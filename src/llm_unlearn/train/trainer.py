@@ -43,13 +43,14 @@ def global_term_scale(batch, push: torch.Tensor | None = None) -> dict[str, floa
             answer[~is_forget].sum(),
             push.sum(),
             torch.tensor(labels.shape[0], device=labels.device),
+            (~is_forget).sum(),
         ]
     ).to(torch.float64)
     total = counts.clone()
     dist.all_reduce(total)
     world = dist.get_world_size()
     scales = (float(c * world / t) if t > 0 else 0.0 for c, t in zip(counts, total))
-    return dict(zip((T.FORGET_TOKENS, T.RETAIN_TOKENS, T.FORGET_ROWS, T.ROWS), scales))
+    return dict(zip((T.FORGET_TOKENS, T.RETAIN_TOKENS, T.FORGET_ROWS, T.ROWS, T.RETAIN_ROWS), scales))
 
 
 def global_terms(
@@ -90,6 +91,7 @@ class UnlearnTrainer(Trainer):
         self.forget_caps: dict[int, float] | None = None  # row_key -> answer-NLL cap (calibration gate)
         self.unit_row: dict[int, int] = {}  # record row_key -> the row_key of its document row
         self.last_row_nll: dict[int, float] = {}  # capped row_key -> its loss in its latest batch
+        self.objective_state: dict = {}  # an objective's state across steps (checkpointed, JSON)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
@@ -116,7 +118,15 @@ class UnlearnTrainer(Trainer):
         return SequentialSampler(ds)
 
     def _gated_batch(self, inputs) -> dict:
-        keys = ("input_ids", "attention_mask", "labels", "is_forget", "row_key")
+        keys = (
+            "input_ids",
+            "attention_mask",
+            "labels",
+            "is_forget",
+            "row_key",
+            "alt_input_ids",
+            "alt_labels",
+        )
         batch = {k: inputs[k] for k in keys if k in inputs}
         if "row_key" in inputs and (self.forget_active is not None or self.forget_caps is not None):
             row_keys, dev = inputs["row_key"].tolist(), inputs["is_forget"].device  # the calibration gate
@@ -138,7 +148,14 @@ class UnlearnTrainer(Trainer):
 
         try:
             loss, terms = unlearning_loss(
-                model, batch, self.objective, self.selector, self.reference, scale_of, realized
+                model,
+                batch,
+                self.objective,
+                self.selector,
+                self.reference,
+                scale_of,
+                realized,
+                self.objective_state,
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
