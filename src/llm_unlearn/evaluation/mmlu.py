@@ -50,16 +50,17 @@ import torch
 from tqdm.auto import tqdm
 
 from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation.inference import (
-    _accepts_position_ids,
-    _pad_id,
-    _position_ids,
+from llm_unlearn.evaluation.batched import forward_last_logits
+from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, subject_categories
+from llm_unlearn.evaluation.runtime import (
+    accepts_position_ids,
     eval_mode,
-    forward_last_logits,
+    forward_params,
     length_batches,
     model_device,
+    pad_token_id,
+    position_ids,
 )
-from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, subject_categories
 
 log = logging.getLogger(__name__)
 
@@ -417,16 +418,6 @@ def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return out
 
 
-def _forward_params(model) -> set[str]:
-    import inspect
-
-    target = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    try:
-        return set(inspect.signature(target.forward).parameters)
-    except (TypeError, ValueError):  # pragma: no cover
-        return set()
-
-
 @torch.no_grad()
 def predict_with_prefix(
     model,
@@ -454,13 +445,13 @@ def predict_with_prefix(
     if not encoded:
         return [], [], 0
     shared = shared_prefix_length(encoded, list(tokenizer(prefix).input_ids))
-    with_pos = _accepts_position_ids(model)
+    with_pos = accepts_position_ids(model)
     if shared < max(min_shared_tokens, 1) or not with_pos:
         logits = forward_last_logits(model, tokenizer, encoded, batch_size=batch_size)
         return (*_probs_from_logits(logits, candidate_ids), 0)
     device = model_device(model)
-    pad_id = _pad_id(tokenizer)
-    params = _forward_params(model)
+    pad_id = pad_token_id(tokenizer)
+    params = forward_params(model)
     keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.2x: "cache"
     out: list[torch.Tensor | None] = [None] * len(encoded)
@@ -488,7 +479,7 @@ def predict_with_prefix(
                 model(
                     input_ids=ids.to(device),
                     attention_mask=mask,
-                    position_ids=_position_ids(mask)[:, shared:],
+                    position_ids=position_ids(mask)[:, shared:],
                     use_cache=True,
                     **{cache_arg: expanded},
                     **keep,

@@ -166,8 +166,9 @@ def evaluate_tofu(
 ) -> dict[str, Any]:
     """Score every set, write ``tofu_items.jsonl``, ``tofu_summary.json``, ``report.md`` and ``plots/``;
     return the summary."""
-    from llm_unlearn.evaluation.inference import _pad_id, greedy_generate
+    from llm_unlearn.evaluation.inference import greedy_generate
     from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder, answer_token_stats
+    from llm_unlearn.evaluation.runtime import pad_token_id
 
     reference = read_retain_reference(retain_reference) if retain_reference else None
     if reference is not None:
@@ -198,7 +199,7 @@ def evaluate_tofu(
             for j, w in enumerate(it.perturbed_answers if s != "holdout" else ()):
                 add((s, i, f"pert{j}"), it.question, w)
     stats = answer_token_stats(
-        model, seqs, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
+        model, seqs, pad_id=pad_token_id(tokenizer), batch_size=batch_size, progress=progress
     )
     gen_keys = [(s, i) for s in GENERATION_SETS for i in range(len(sets[s]))]
     generations = greedy_generate(
