@@ -125,7 +125,7 @@ def cmd_evaluate(args) -> int:
     bundle.forget, bundle.retain = part.forget, part.retain
     mia = (part.members, part.nonmembers) if args.mia_data else None
     if mia is not None:
-        from llm_unlearn.evaluation.semeval import check_mia_sets
+        from llm_unlearn.evaluation.semeval_checks import check_mia_sets
 
         check_mia_sets(*mia)  # before the model loads
     mmlu_average = read_mmlu_metrics(args.mmlu_metrics) if args.mmlu_metrics else None
