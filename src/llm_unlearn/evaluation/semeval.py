@@ -261,6 +261,22 @@ def _results_config(
     }
 
 
+def _checked_inputs(bundle, mia, max_new_tokens: int) -> list[str]:
+    """Refuse unusable options or MIA sets; return (and log) the warnings about noisy scores. Also
+    does the one-time imports (rouge_score/nltk, scikit-learn), so that they are not timed."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if mia is not None:
+        check_mia_sets(*mia)
+    warnings_list: list[str] = sanity_warnings(bundle, mia)
+    for w in warnings_list:
+        log.warning(w)
+    rouge_recalls("warm up", "warm up")
+    import sklearn.metrics  # noqa: F401
+
+    return warnings_list
+
+
 def evaluate_semeval(
     model,
     tokenizer,
@@ -293,18 +309,8 @@ def evaluate_semeval(
     """
     t_start = time.perf_counter()
     records = list(bundle.forget) + list(bundle.retain)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if mia is not None:
-        check_mia_sets(*mia)
-    warnings_list: list[str] = sanity_warnings(bundle, mia)
-    for w in warnings_list:
-        log.warning(w)
+    warnings_list = _checked_inputs(bundle, mia, max_new_tokens)
     timing: dict[str, Any] = {}
-    # one-time imports (rouge_score/nltk, scikit-learn) happen here, not inside the timed stages
-    rouge_recalls("warm up", "warm up")
-    import sklearn.metrics  # noqa: F401
-
     stages = stages or _NoStages()
     passes = {"batch_size": batch_size, "official_compat": official_compat, "progress": progress}
     generations, nlls = _generate_and_score_nll(
