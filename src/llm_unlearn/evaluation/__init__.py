@@ -1,8 +1,9 @@
 """SemEval-2025 Task 4 evaluation, MMLU (Open-Instruct-compatible) and the CLI subcommands.
 
 Modules: :mod:`.scoring` (official formulas, pure), :mod:`.mia` (membership-inference attacks, pure),
-:mod:`.inference` (generation and NLL passes), :mod:`.semeval` (:func:`evaluate_semeval`),
-:mod:`.report` (report.md, plots), :mod:`.mmlu` (:func:`evaluate_mmlu`), :mod:`.commands` (CLI).
+:mod:`.inference` (generation and NLL passes; :mod:`.batched` or :mod:`.official` runs them),
+:mod:`.semeval` (:func:`evaluate_semeval`), :mod:`.report` (report.md, plots), :mod:`.mmlu`
+(:func:`evaluate_mmlu`), :mod:`.sample` (``sample``), :mod:`.commands` (CLI subcommands).
 """
 
 from __future__ import annotations

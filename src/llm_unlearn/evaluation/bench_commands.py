@@ -1,4 +1,4 @@
-"""``llm-unlearn evaluate --benchmark tofu|muse``: flags and the command (SemEval stays in commands.py)."""
+"""``llm-unlearn evaluate --benchmark tofu|muse``: flags and the command (SemEval: evaluate_command.py)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,8 @@ def add_benchmark_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_benchmark(args, load) -> int:
-    """``evaluate`` for TOFU or MUSE. ``load(args)`` loads (model, tokenizer) as the other commands do."""
-    from llm_unlearn.data.benchmarks import load_muse, load_tofu
-
+def _check_benchmark_args(args) -> None:
+    """Refuse the SemEval-only flags and a missing ``--retain-reference`` file."""
     if args.official_compat:
         raise UserError("--official-compat is for --benchmark semeval only")
     for flag, value in (
@@ -65,6 +63,73 @@ def run_benchmark(args, load) -> int:
             raise UserError(f"{flag} is for --benchmark semeval only")
     if args.retain_reference and not Path(args.retain_reference).is_file():
         raise UserError(f"--retain-reference file not found: {args.retain_reference}")
+
+
+def _run_tofu(args, load, out: Path, max_new: int, config: dict) -> dict:
+    """Load the TOFU data (and check the retain reference) before the model, then evaluate."""
+    from llm_unlearn.data.benchmarks import load_tofu
+    from llm_unlearn.evaluation.tofu import evaluate_tofu, read_retain_reference
+
+    data = load_tofu(args.data, args.forget_split)
+    if args.limit:
+        for name in ("forget", "retain", "real_authors", "world_facts", "holdout"):
+            setattr(data, name, getattr(data, name)[: args.limit])
+    if args.retain_reference:
+        read_retain_reference(args.retain_reference)  # a bad file fails before the model loads
+    model, tokenizer = load(args)
+    return evaluate_tofu(
+        model,
+        tokenizer,
+        data,
+        output_dir=out,
+        prompt_format=args.prompt_format,
+        system_prompt=args.system_prompt,
+        retain_reference=args.retain_reference,
+        batch_size=args.batch_size,
+        max_new_tokens=max_new,
+        progress=not args.no_progress,
+        config=config,
+    )
+
+
+def _run_muse(args, load, out: Path, max_new: int, config: dict) -> dict:
+    """Load the MUSE data (and check the retain reference) before the model, then evaluate."""
+    from llm_unlearn.data.benchmarks import load_muse
+    from llm_unlearn.evaluation.muse import evaluate_muse, read_muse_reference
+
+    data = load_muse(args.data)
+    if args.limit:
+        for name in (
+            "verbmem",
+            "knowmem_forget",
+            "knowmem_retain",
+            "privleak_forget",
+            "privleak_holdout",
+            "privleak_retain",
+        ):
+            setattr(data, name, getattr(data, name)[: args.limit])
+    if args.retain_reference:
+        read_muse_reference(args.retain_reference)
+    model, tokenizer = load(args)
+    return evaluate_muse(
+        model,
+        tokenizer,
+        data,
+        output_dir=out,
+        prompt_format=args.prompt_format,
+        system_prompt=args.system_prompt,
+        retain_reference=args.retain_reference,
+        reference_auc=args.reference_auc,
+        batch_size=args.batch_size,
+        max_new_tokens=max_new,
+        progress=not args.no_progress,
+        config=config,
+    )
+
+
+def run_benchmark(args, load) -> int:
+    """``evaluate`` for TOFU or MUSE. ``load(args)`` loads (model, tokenizer) as the other commands do."""
+    _check_benchmark_args(args)
     max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[args.benchmark]
     config = {
         "model": args.model,
@@ -75,60 +140,10 @@ def run_benchmark(args, load) -> int:
     }
     out = Path(args.output_dir)
     if args.benchmark == "tofu":
-        from llm_unlearn.evaluation.tofu import evaluate_tofu, read_retain_reference
-
-        data = load_tofu(args.data, args.forget_split)
-        if args.limit:
-            for name in ("forget", "retain", "real_authors", "world_facts", "holdout"):
-                setattr(data, name, getattr(data, name)[: args.limit])
-        if args.retain_reference:
-            read_retain_reference(args.retain_reference)  # a bad file fails before the model loads
-        model, tokenizer = load(args)
-        summary = evaluate_tofu(
-            model,
-            tokenizer,
-            data,
-            output_dir=out,
-            prompt_format=args.prompt_format,
-            system_prompt=args.system_prompt,
-            retain_reference=args.retain_reference,
-            batch_size=args.batch_size,
-            max_new_tokens=max_new,
-            progress=not args.no_progress,
-            config=config,
-        )
+        summary = _run_tofu(args, load, out, max_new, config)
         files = "tofu_summary.json, tofu_items.jsonl"
     else:
-        from llm_unlearn.evaluation.muse import evaluate_muse, read_muse_reference
-
-        data = load_muse(args.data)
-        if args.limit:
-            for name in (
-                "verbmem",
-                "knowmem_forget",
-                "knowmem_retain",
-                "privleak_forget",
-                "privleak_holdout",
-                "privleak_retain",
-            ):
-                setattr(data, name, getattr(data, name)[: args.limit])
-        if args.retain_reference:
-            read_muse_reference(args.retain_reference)
-        model, tokenizer = load(args)
-        summary = evaluate_muse(
-            model,
-            tokenizer,
-            data,
-            output_dir=out,
-            prompt_format=args.prompt_format,
-            system_prompt=args.system_prompt,
-            retain_reference=args.retain_reference,
-            reference_auc=args.reference_auc,
-            batch_size=args.batch_size,
-            max_new_tokens=max_new,
-            progress=not args.no_progress,
-            config=config,
-        )
+        summary = _run_muse(args, load, out, max_new, config)
         files = "muse_summary.json, muse_items.jsonl"
     print(benchmark_summary_text(summary))
     print(f"results in {out}/ ({files}, report.md, plots/)")

@@ -107,14 +107,47 @@ class TrainingMonitor:
         return bool((self.documents and self.holdout.documents) or self.holdout.records)
 
     def evaluate(self, model, *, step: int, chunk: int) -> dict[str, Any]:
-        from llm_unlearn.evaluation.inference import answer_nll, document_statistics, greedy_generate
+        """One evaluation of ``model`` at ``step`` (of ``chunk``): the row of scores described in the
+        module docstring (plus ``_active`` / ``_caps`` for the gate when it is on)."""
         from llm_unlearn.evaluation.mia import loss_auc
-        from llm_unlearn.evaluation.scoring import aggregated_terms, harmonic_aggregate, split_scores
-        from llm_unlearn.evaluation.semeval import generation_rows
 
         t0 = time.time()
         kw = {"batch_size": self.batch_size, "progress": False}
         row: dict[str, Any] = {"step": step, "chunk": chunk}
+        self._score_samples(model, row, kw)
+        doc_nll, hold_doc, rec_nll, hold_rec = self._membership_losses(model, kw)
+        row["mia_auc"] = None
+        if doc_nll is not None:
+            row["mia_auc"], row["mia_on"] = _auc(loss_auc, doc_nll, hold_doc), "documents"
+        elif rec_nll is not None:
+            row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
+        row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
+        if self.mmlu is not None:
+            from llm_unlearn.evaluation.mmlu import evaluate_mmlu
+
+            res = evaluate_mmlu(
+                model,
+                self.tokenizer,
+                self.mmlu,
+                n_instances=self.mmlu_items,
+                batch_size=self.batch_size,
+                progress=False,
+            )
+            row["mmlu"] = res["average_acc"]
+        row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"], row.get("mmlu"))
+        if self.use_gate:
+            row["_active"], row["_caps"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)
+            row["active_fraction"] = sum(row["_active"].values()) / max(len(row["_active"]), 1)
+        row["seconds"] = round(time.time() - t0, 3)
+        return row
+
+    def _score_samples(self, model, row: dict[str, Any], kw: dict) -> None:
+        """Knowledge, regurgitation and mean answer NLL of the sampled forget and retain records, and
+        the task aggregate of both, into ``row``."""
+        from llm_unlearn.evaluation.inference import answer_nll, greedy_generate
+        from llm_unlearn.evaluation.scoring import aggregated_terms, harmonic_aggregate, split_scores
+        from llm_unlearn.evaluation.semeval import generation_rows
+
         split_objs = {}
         for split, recs, idx in (
             ("forget", self.forget, self.forget_sample),
@@ -135,6 +168,12 @@ class TrainingMonitor:
             row[f"{split}_rougeL"] = split_objs[split]["overall-regurgitation-score"]
             row[f"{split}_nll"] = _mean(nlls)
         row["task_aggregate"] = harmonic_aggregate(aggregated_terms(split_objs))
+
+    def _membership_losses(self, model, kw: dict):
+        """``(forget document NLLs, holdout document NLLs, {forget row: answer NLL}, holdout answer
+        NLLs)``, each None when not measured: documents when both sides have them; answers when the
+        holdout has records and some forget unit is a record (or no document losses exist)."""
+        from llm_unlearn.evaluation.inference import answer_nll, document_statistics
 
         doc_nll = hold_doc = rec_nll = hold_rec = None
         if self.documents and self.holdout.documents:
@@ -168,30 +207,7 @@ class TrainingMonitor:
                 **kw,
             )
             rec_nll = dict(zip(rec_ids, vals))
-        row["mia_auc"] = None
-        if doc_nll is not None:
-            row["mia_auc"], row["mia_on"] = _auc(loss_auc, doc_nll, hold_doc), "documents"
-        elif rec_nll is not None:
-            row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
-        row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
-        if self.mmlu is not None:
-            from llm_unlearn.evaluation.mmlu import evaluate_mmlu
-
-            res = evaluate_mmlu(
-                model,
-                self.tokenizer,
-                self.mmlu,
-                n_instances=self.mmlu_items,
-                batch_size=self.batch_size,
-                progress=False,
-            )
-            row["mmlu"] = res["average_acc"]
-        row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"], row.get("mmlu"))
-        if self.use_gate:
-            row["_active"], row["_caps"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)
-            row["active_fraction"] = sum(row["_active"].values()) / max(len(row["_active"]), 1)
-        row["seconds"] = round(time.time() - t0, 3)
-        return row
+        return doc_nll, hold_doc, rec_nll, hold_rec
 
     def record_to_document_row(self) -> dict[int, int]:
         """{forget row of a record: forget row of its document}, for the records whose document is a

@@ -80,39 +80,22 @@ def muse_metrics(rows: Sequence[Mapping[str, Any]], reference_auc: float) -> tup
     return m, headline
 
 
-def evaluate_muse(
-    model,
-    tokenizer,
-    data: MuseData,
-    *,
-    output_dir: str | Path,
-    prompt_format: str = "auto",
-    system_prompt: str | None = None,
-    retain_reference: str | Path | None = None,
-    reference_auc: float | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 128,
-    progress: bool = True,
-    config: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score VerbMem, KnowMem and PrivLeak; write ``muse_items.jsonl``, ``muse_summary.json``,
-    ``report.md`` and ``plots/``; return the summary."""
-    from llm_unlearn.evaluation.inference import document_statistics, greedy_generate
-    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder
-
+def _reference_auc(retain_reference: str | Path | None, reference_auc: float | None) -> tuple[float, str]:
+    """``(privleak's reference AUC, where it comes from)``: the retain model's items, else
+    ``--reference-auc``, else 0.5."""
     if retain_reference is not None:
-        ref_auc, ref_source = read_muse_reference(retain_reference), f"retain model ({retain_reference})"
-    elif reference_auc is not None:
+        return read_muse_reference(retain_reference), f"retain model ({retain_reference})"
+    if reference_auc is not None:
         if not 0 < reference_auc <= 1:
             raise UserError(f"--reference-auc must be in (0, 1], got {reference_auc}")
-        ref_auc, ref_source = float(reference_auc), "--reference-auc"
-    else:
-        ref_auc, ref_source = 0.5, "default 0.5 (no retain reference)"
-    enc = QAEncoder(
-        tokenizer, prompt_format, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
-    )
+        return float(reference_auc), "--reference-auc"
+    return 0.5, "default 0.5 (no retain reference)"
 
-    rows: list[dict[str, Any]] = []
+
+def _verbmem_rows(model, tokenizer, data: MuseData, *, max_new_tokens, batch_size, progress) -> list[dict]:
+    """VerbMem: the greedy continuation of every prompt and its ROUGE-L F1 against ``gt``."""
+    from llm_unlearn.evaluation.inference import greedy_generate
+
     verb = greedy_generate(
         model,
         tokenizer,
@@ -122,17 +105,25 @@ def evaluate_muse(
         progress=progress,
         desc="VerbMem",
     )
-    for i, ((prompt, gt), g) in enumerate(zip(data.verbmem, verb)):
-        rows.append(
-            {
-                "set": "verbmem",
-                "index": i,
-                "prompt": prompt,
-                "gt": gt,
-                "generation": g,
-                "rouge": bm.rouge_l_f1(gt, g),
-            }
-        )
+    return [
+        {
+            "set": "verbmem",
+            "index": i,
+            "prompt": prompt,
+            "gt": gt,
+            "generation": g,
+            "rouge": bm.rouge_l_f1(gt, g),
+        }
+        for i, ((prompt, gt), g) in enumerate(zip(data.verbmem, verb))
+    ]
+
+
+def _knowmem_rows(model, tokenizer, enc, data: MuseData, *, batch_size, progress) -> list[dict]:
+    """KnowMem (forget, then retain): the greedy answer after the in-context examples, cut at the stop
+    words, and its ROUGE-L F1 against the answer."""
+    from llm_unlearn.evaluation.inference import greedy_generate
+
+    rows = []
     for name, qa, icl in (
         ("knowmem_forget", data.knowmem_forget, data.knowmem_forget_icl),
         ("knowmem_retain", data.knowmem_retain, data.knowmem_retain_icl),
@@ -159,6 +150,15 @@ def evaluate_muse(
                     "rouge": bm.rouge_l_f1(a, g),
                 }
             )
+    return rows
+
+
+def _privleak_rows(model, tokenizer, data: MuseData, *, batch_size, progress) -> list[dict]:
+    """PrivLeak: the Min-40% score (and NLL) of every forget, holdout and retain text; a text too short
+    to score is an error."""
+    from llm_unlearn.evaluation.inference import document_statistics
+
+    rows = []
     for name, texts in (
         ("privleak_forget", data.privleak_forget),
         ("privleak_holdout", data.privleak_holdout),
@@ -177,34 +177,14 @@ def evaluate_muse(
         )
         for i, st in enumerate(stats):
             rows.append({"set": name, "index": i, "min_k": st.get("min_k"), "nll": st.get("nll")})
-    bad = [
-        r
-        for r in rows
-        if r["set"].startswith("privleak") and (r["min_k"] is None or r["min_k"] != r["min_k"])
-    ]
+    bad = [r for r in rows if r["min_k"] is None or r["min_k"] != r["min_k"]]
     if bad:
         raise UserError(f"{len(bad)} privleak text(s) are shorter than 2 tokens; they cannot be scored")
+    return rows
 
-    metrics, headline = muse_metrics(rows, ref_auc)
-    out = Path(output_dir)
-    atomic_write_jsonl(out / "muse_items.jsonl", rows)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["set"]] = counts.get(r["set"], 0) + 1
-    summary = make_summary(
-        "muse",
-        headline,
-        metrics,
-        counts,
-        reference={"privleak_reference_auc": ref_auc, "privleak_reference": ref_source},
-        config={
-            **dict(config or {}),
-            "prompt_format": enc.format,
-            "max_new_tokens": max_new_tokens,
-            "knowmem_max_new_tokens": KNOWMEM_MAX_NEW_TOKENS,
-            "min_k_percent": MIN_K_PERCENT,
-        },
-    )
+
+def _write_muse_outputs(out: Path, summary: dict, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``muse_summary.json``, the plots and ``report.md`` (``muse_items.jsonl`` is written before)."""
     write_summary(out, summary)
     plots = [
         str(plot_headline(summary, out / "plots" / "muse_headline.png").relative_to(out)),
@@ -232,4 +212,55 @@ def evaluate_muse(
         for r in [x for x in rows if x["set"] == s][:2]
     ]
     write_benchmark_report(out, summary, examples, plots)
+
+
+def evaluate_muse(
+    model,
+    tokenizer,
+    data: MuseData,
+    *,
+    output_dir: str | Path,
+    prompt_format: str = "auto",
+    system_prompt: str | None = None,
+    retain_reference: str | Path | None = None,
+    reference_auc: float | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 128,
+    progress: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score VerbMem, KnowMem and PrivLeak; write ``muse_items.jsonl``, ``muse_summary.json``,
+    ``report.md`` and ``plots/``; return the summary."""
+    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder
+
+    ref_auc, ref_source = _reference_auc(retain_reference, reference_auc)
+    enc = QAEncoder(
+        tokenizer, prompt_format, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+    )
+    kw = {"batch_size": batch_size, "progress": progress}
+    rows = _verbmem_rows(model, tokenizer, data, max_new_tokens=max_new_tokens, **kw)
+    rows += _knowmem_rows(model, tokenizer, enc, data, **kw)
+    rows += _privleak_rows(model, tokenizer, data, **kw)
+
+    metrics, headline = muse_metrics(rows, ref_auc)
+    out = Path(output_dir)
+    atomic_write_jsonl(out / "muse_items.jsonl", rows)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["set"]] = counts.get(r["set"], 0) + 1
+    summary = make_summary(
+        "muse",
+        headline,
+        metrics,
+        counts,
+        reference={"privleak_reference_auc": ref_auc, "privleak_reference": ref_source},
+        config={
+            **dict(config or {}),
+            "prompt_format": enc.format,
+            "max_new_tokens": max_new_tokens,
+            "knowmem_max_new_tokens": KNOWMEM_MAX_NEW_TOKENS,
+            "min_k_percent": MIN_K_PERCENT,
+        },
+    )
+    _write_muse_outputs(out, summary, rows)
     return summary

@@ -25,15 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+from llm_unlearn.data.batching import pad_batch
 from llm_unlearn.data.benchmarks import qa_prompt
 from llm_unlearn.errors import UserError
-from llm_unlearn.evaluation.inference import (
-    _progress,
-    _right_pad,
-    eval_mode,
-    length_batches,
-    model_device,
-)
+from llm_unlearn.evaluation.runtime import eval_mode, length_batches, model_device, progress_bar
 
 __all__ = [
     "PROMPT_FORMATS",
@@ -163,11 +158,13 @@ def answer_token_stats(
     change its logits). Log-softmax in float32, one row at a time."""
     device = model_device(model)
     out: list[AnswerStats | None] = [None] * len(sequences)
-    bar = _progress(len(sequences), desc, progress)
+    bar = progress_bar(len(sequences), desc, progress)
     with eval_mode(model), bar:
         lengths = [len(s[0]) for s in sequences]
         for batch in length_batches(lengths, batch_size, max_tokens_per_batch):
-            input_ids, mask = _right_pad([list(sequences[i][0]) for i in batch], pad_id, device)
+            input_ids, mask = pad_batch(
+                [list(sequences[i][0]) for i in batch], pad_id, side="right", device=device
+            )
             logits = model(input_ids=input_ids, attention_mask=mask).logits
             for r, i in enumerate(batch):
                 ids, n_prompt = sequences[i]

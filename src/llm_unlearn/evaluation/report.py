@@ -116,11 +116,8 @@ def _examples(rows: Sequence[Mapping[str, Any]], n: int = 3) -> list[str]:
     return lines
 
 
-def render_report(
-    results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], mia: Sequence[Mapping[str, Any]] = ()
-) -> str:
-    """The text of ``report.md``."""
-    cfg = results.get("config", {})
+def _overview_lines(results: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    """Title, model, mode, the aggregate table and the warnings."""
     lines = ["# SemEval-2025 Task 4 evaluation", ""]
     if cfg.get("model"):
         lines.append(
@@ -148,37 +145,43 @@ def render_report(
         lines.append(f"> **Warning:** {md_cell(w, None)}")
     if results.get("warnings"):
         lines.append("")
-    lines += ["## Scores per split and task", "", "Forget scores should be low, retain scores high.", ""]
-    lines += _task_table(results, rows)
-    terms = results.get("aggregated-terms", [])
-    lines += ["", "Aggregated terms (forget as 1 - x): " + ", ".join(fmt(t, 3) for t in terms), ""]
+    return lines
 
-    lines += ["## Membership inference", ""]
-    if "mia_attacks" in results:
-        members = [m for m in mia if m.get("set") == "member"]
-        nonmembers = [m for m in mia if m.get("set") == "nonmember"]
-        lines += [
-            f"{len(members)} members, {len(nonmembers)} non-members. Mean NLL: members "
-            f"{fmt(_mean([m['nll'] for m in members]))}, non-members {fmt(_mean([m['nll'] for m in nonmembers]))}. "
-            "AUC 0.5 = members indistinguishable from non-members (the goal); the official score uses the loss attack.",
-            "",
-            "| attack | AUC | 1 - 2·\\|AUC - 0.5\\| |",
-            "| --- | ---: | ---: |",
-        ]
-        k = cfg.get("min_k_percent", 20)
-        names = {
-            "loss": "loss (official)",
-            "zlib": "zlib ratio",
-            "min_k": f"Min-K% (k = {fmt(k, 0)})",
-            "min_k_plus_plus": f"Min-K%++ (k = {fmt(k, 0)})",
-        }
-        for name, auc in results["mia_attacks"].items():
-            lines.append(
-                f"| {names.get(name, name)} | {fmt(auc)} | {fmt(mia_score(auc) if auc is not None else None)} |"
-            )
-    else:
-        lines.append("Not computed (no MIA documents given).")
-    lines += ["", "## MMLU", ""]
+
+def _mia_lines(
+    results: Mapping[str, Any], mia: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]
+) -> list[str]:
+    """The membership-inference section: mean NLLs and the AUC of every attack."""
+    lines = ["## Membership inference", ""]
+    if "mia_attacks" not in results:
+        return lines + ["Not computed (no MIA documents given)."]
+    members = [m for m in mia if m.get("set") == "member"]
+    nonmembers = [m for m in mia if m.get("set") == "nonmember"]
+    lines += [
+        f"{len(members)} members, {len(nonmembers)} non-members. Mean NLL: members "
+        f"{fmt(_mean([m['nll'] for m in members]))}, non-members {fmt(_mean([m['nll'] for m in nonmembers]))}. "
+        "AUC 0.5 = members indistinguishable from non-members (the goal); the official score uses the loss attack.",
+        "",
+        "| attack | AUC | 1 - 2·\\|AUC - 0.5\\| |",
+        "| --- | ---: | ---: |",
+    ]
+    k = cfg.get("min_k_percent", 20)
+    names = {
+        "loss": "loss (official)",
+        "zlib": "zlib ratio",
+        "min_k": f"Min-K% (k = {fmt(k, 0)})",
+        "min_k_plus_plus": f"Min-K%++ (k = {fmt(k, 0)})",
+    }
+    for name, auc in results["mia_attacks"].items():
+        lines.append(
+            f"| {names.get(name, name)} | {fmt(auc)} | {fmt(mia_score(auc) if auc is not None else None)} |"
+        )
+    return lines
+
+
+def _mmlu_and_timing_lines(results: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    """The MMLU section (average against the threshold) and the timing table."""
+    lines = ["", "## MMLU", ""]
     if results.get("mmlu_average") is not None:
         thr = cfg.get("mmlu_threshold", 0.371)
         ok = results["mmlu_average"] >= thr
@@ -196,6 +199,21 @@ def render_report(
             )
     if "total_seconds" in timing:
         lines.append(f"| total | {fmt(timing['total_seconds'], 2)} | | |")
+    return lines
+
+
+def render_report(
+    results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], mia: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """The text of ``report.md``."""
+    cfg = results.get("config", {})
+    lines = _overview_lines(results, cfg)
+    lines += ["## Scores per split and task", "", "Forget scores should be low, retain scores high.", ""]
+    lines += _task_table(results, rows)
+    terms = results.get("aggregated-terms", [])
+    lines += ["", "Aggregated terms (forget as 1 - x): " + ", ".join(fmt(t, 3) for t in terms), ""]
+    lines += _mia_lines(results, mia, cfg)
+    lines += _mmlu_and_timing_lines(results, cfg)
     lines += ["", "## Examples"]
     lines += _examples(rows)
     return "\n".join(lines) + "\n"

@@ -28,73 +28,33 @@ from llm_unlearn.evaluation.scoring import (
     score_generation_rows,
     semeval_results,
 )
+from llm_unlearn.evaluation.semeval_checks import (
+    MIN_ITEMS_PER_TASK,
+    MIN_MIA_DOCUMENTS,
+    check_mia_sets,
+    sanity_warnings,
+)
 from llm_unlearn.io_utils import StageCache
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_semeval", "generation_rows", "mia_rows", "write_outputs", "mmlu_warning"]
+__all__ = [
+    "evaluate_semeval",
+    "generation_rows",
+    "mia_rows",
+    "write_outputs",
+    "mmlu_warning",
+    "check_mia_sets",
+    "sanity_warnings",
+    "MIN_ITEMS_PER_TASK",
+    "MIN_MIA_DOCUMENTS",
+]
 
 RESULTS_JSON = "evaluation_results.json"
 RESULTS_JSONL = "evaluation_results.jsonl"
 GENERATIONS_JSONL = "generations.jsonl"
 MIA_JSONL = "mia.jsonl"
 REPORT_MD = "report.md"
-
-# Below these counts a score is too noisy to mean much: a warning (in the log and in report.md) says so.
-MIN_ITEMS_PER_TASK = 5  # items of one split, task and kind (sc / qa): one per term of the 12
-MIN_MIA_DOCUMENTS = 10  # members, and non-members, for the loss-attack AUC
-
-
-def check_mia_sets(members: Sequence[Mapping[str, str]], nonmembers: Sequence[Mapping[str, str]]) -> None:
-    """Refuse (UserError) MIA sets an AUC cannot be computed from: a side is empty, or a document (by
-    id or by text) is both a member and a non-member."""
-    from llm_unlearn.errors import UserError
-
-    if not members or not nonmembers:
-        raise UserError(
-            f"the MIA data has {len(members)} member and {len(nonmembers)} non-member documents; "
-            "both are needed"
-        )
-    both_ids = {d["id"] for d in members} & {d["id"] for d in nonmembers}
-    both_docs = {d["document"] for d in members} & {d["document"] for d in nonmembers}
-    if both_ids or both_docs:
-        example = sorted(both_ids)[0] if both_ids else repr(sorted(both_docs)[0][:40])
-        raise UserError(
-            f"the MIA member and non-member sets overlap ({len(both_ids)} id(s), {len(both_docs)} "
-            f"document text(s) in both, e.g. {example}): the AUC would be meaningless"
-        )
-
-
-def sanity_warnings(bundle, mia=None) -> list[str]:
-    """Warnings about input that gives scores of little meaning: a missing split, a task with fewer
-    than MIN_ITEMS_PER_TASK items of a kind, fewer than MIN_MIA_DOCUMENTS MIA documents a side."""
-    from llm_unlearn.data.records import record_kind
-
-    out = []
-    for split in ("forget", "retain"):
-        recs = list(getattr(bundle, split))
-        if not recs:
-            out.append(f"the {split} split is missing: its scores and the task aggregate are not meaningful")
-            continue
-        counts: dict[tuple[str, str], int] = {}
-        for r in recs:
-            kind = record_kind(r.id)
-            if kind is not None:
-                counts[(r.task or "(no task)", kind)] = counts.get((r.task or "(no task)", kind), 0) + 1
-        few = sorted(f"{t}/{k}: {n}" for (t, k), n in counts.items() if n < MIN_ITEMS_PER_TASK)
-        if few:
-            out.append(
-                f"{split} split: fewer than {MIN_ITEMS_PER_TASK} items for {', '.join(few)}: those scores "
-                "are very noisy"
-            )
-    if mia is not None:
-        m, n = len(mia[0]), len(mia[1])
-        if min(m, n) < MIN_MIA_DOCUMENTS:
-            out.append(
-                f"MIA: {m} member and {n} non-member documents (fewer than {MIN_MIA_DOCUMENTS} a side): "
-                "the AUC is very noisy"
-            )
-    return out
 
 
 def _stage(seconds: float, items: int) -> dict[str, float | int]:
@@ -168,49 +128,10 @@ def _model_name(model) -> str | None:
     return getattr(cfg, "_name_or_path", None) or getattr(cfg, "name_or_path", None) or None
 
 
-def evaluate_semeval(
-    model,
-    tokenizer,
-    bundle,
-    *,
-    mia: tuple[Sequence[Mapping[str, str]], Sequence[Mapping[str, str]]] | None = None,
-    mmlu_average: float | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 16,
-    official_compat: bool = False,
-    output_dir: str | Path | None = None,
-    progress: bool = True,
-    mmlu_threshold: float = MMLU_THRESHOLD,
-    min_k_percent: float = 20,
-    config: Mapping[str, Any] | None = None,
-    stages: StageCache | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` the SemEval-2025 Task 4 way and return the results dict.
-
-    ``bundle``: a :class:`~llm_unlearn.data.records.DataBundle` (its forget and retain records are
-    generated from and scored). ``mia``: ``(members, nonmembers)``, lists of ``{"id", "document"}``
-    (as :func:`~llm_unlearn.data.records.read_mia_documents` returns). ``mmlu_average``: the MMLU
-    accuracy (from ``metrics.json`` or :func:`~llm_unlearn.evaluation.mmlu.evaluate_mmlu`). Without MIA
-    or MMLU the final ``aggregate-score`` is -1, as in the organizers' script. ``config``: extra entries
-    for the ``config`` key of the results. With ``output_dir`` every output file is written there.
-    ``stages``: keeps the generations, answer NLLs and MIA statistics as each stage finishes, and
-    reuses them when the stage's inputs are unchanged (resume after an interruption).
-    """
-    t_start = time.perf_counter()
-    records = list(bundle.forget) + list(bundle.retain)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if mia is not None:
-        check_mia_sets(*mia)
-    warnings_list: list[str] = sanity_warnings(bundle, mia)
-    for w in warnings_list:
-        log.warning(w)
-    timing: dict[str, Any] = {}
-    # one-time imports (rouge_score/nltk, scikit-learn) happen here, not inside the timed stages
-    rouge_recalls("warm up", "warm up")
-    import sklearn.metrics  # noqa: F401
-
-    stages = stages or _NoStages()
+def _generate_and_score_nll(
+    model, tokenizer, records, stages, timing, *, max_new_tokens, batch_size, official_compat, progress
+) -> tuple[list[str], list[float | None]]:
+    """The greedy generations and answer NLLs of ``records`` (each a stage of ``stages``), timed."""
     ids = [r.id for r in records]
     t0 = time.perf_counter()
     generations = stages.cached(
@@ -251,7 +172,11 @@ def evaluate_semeval(
         official_compat=official_compat,
     )
     timing["answer_nll"] = _stage(time.perf_counter() - t0, len(records))
+    return generations, nlls
 
+
+def _scored_rows(records, generations, nlls, timing, warnings_list: list[str]) -> list[dict]:
+    """The scored generation rows, timed; items of no known kind are reported in ``warnings_list``."""
     t0 = time.perf_counter()
     rows = generation_rows(records, generations, nlls)
     unknown = [r["id"] for r in rows if r["kind"] is None]
@@ -263,38 +188,142 @@ def evaluate_semeval(
         log.warning(msg)
         warnings_list.append(msg)
     timing["scoring"] = _stage(time.perf_counter() - t0, len(records))
+    return rows
 
+
+def _membership_inference(
+    model, tokenizer, mia, stages, timing, *, batch_size, official_compat, min_k_percent, progress
+) -> tuple[list[dict], list[dict], dict[str, float | None]]:
+    """``(member rows, non-member rows, AUC per attack)`` from the documents' statistics (a stage of
+    ``stages``), timed. A non-finite loss-attack AUC is an error."""
+    members, nonmembers = mia
+    t0 = time.perf_counter()
+    docs = list(members) + list(nonmembers)
+    stats = stages.cached(
+        "mia",
+        lambda: document_statistics(
+            model,
+            tokenizer,
+            [d["document"] for d in docs],
+            batch_size=batch_size,
+            official_compat=official_compat,
+            k_percent=min_k_percent,
+            progress=progress,
+        ),
+        ids=[d["id"] for d in docs],
+        texts=_digest(d["document"] for d in docs),
+        n_members=len(members),
+        batch_size=batch_size,
+        official_compat=official_compat,
+        min_k_percent=min_k_percent,
+    )
+    member_rows = mia_rows(members, "member", stats[: len(members)])
+    nonmember_rows = mia_rows(nonmembers, "nonmember", stats[len(members) :])
+    aucs = attack_aucs(member_rows, nonmember_rows)
+    timing["mia"] = _stage(time.perf_counter() - t0, len(docs))
+    if aucs["loss"] is None:
+        raise ValueError("the loss attack has a non-finite NLL (a document of at most one token?)")
+    return member_rows, nonmember_rows, aucs
+
+
+def _results_config(
+    model,
+    bundle,
+    n_members: int,
+    n_nonmembers: int,
+    *,
+    official_compat: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    min_k_percent: float,
+    mmlu_threshold: float,
+    config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The ``config`` key of the results: model, options, item counts, device, dtype, data files, and
+    the caller's extra entries ``config``."""
+    device = model_device(model)
+    dtype = next(iter(model.parameters())).dtype if any(True for _ in model.parameters()) else None
+    return {
+        "model": _model_name(model),
+        "official_compat": bool(official_compat),
+        "max_new_tokens": int(max_new_tokens),
+        "batch_size": int(batch_size),
+        "min_k_percent": float(min_k_percent),
+        "mmlu_threshold": float(mmlu_threshold),
+        "n_forget": len(bundle.forget),
+        "n_retain": len(bundle.retain),
+        "n_members": n_members,
+        "n_nonmembers": n_nonmembers,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+        "data_files": [str(p) for p in getattr(bundle, "files", [])],
+        **dict(config or {}),
+    }
+
+
+def _checked_inputs(bundle, mia, max_new_tokens: int) -> list[str]:
+    """Refuse unusable options or MIA sets; return (and log) the warnings about noisy scores. Also
+    does the one-time imports (rouge_score/nltk, scikit-learn), so that they are not timed."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if mia is not None:
+        check_mia_sets(*mia)
+    warnings_list: list[str] = sanity_warnings(bundle, mia)
+    for w in warnings_list:
+        log.warning(w)
+    rouge_recalls("warm up", "warm up")
+    import sklearn.metrics  # noqa: F401
+
+    return warnings_list
+
+
+def evaluate_semeval(
+    model,
+    tokenizer,
+    bundle,
+    *,
+    mia: tuple[Sequence[Mapping[str, str]], Sequence[Mapping[str, str]]] | None = None,
+    mmlu_average: float | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    official_compat: bool = False,
+    output_dir: str | Path | None = None,
+    progress: bool = True,
+    mmlu_threshold: float = MMLU_THRESHOLD,
+    min_k_percent: float = 20,
+    config: Mapping[str, Any] | None = None,
+    stages: StageCache | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` the SemEval-2025 Task 4 way and return the results dict.
+
+    ``bundle``: a :class:`~llm_unlearn.data.records.DataBundle` (its forget and retain records are
+    generated from and scored). ``mia``: ``(members, nonmembers)``, lists of ``{"id", "document"}``
+    (as :func:`~llm_unlearn.data.records.read_mia_documents` returns). ``mmlu_average``: the MMLU
+    accuracy (from ``metrics.json`` or :func:`~llm_unlearn.evaluation.mmlu.evaluate_mmlu`). Without MIA
+    or MMLU the final ``aggregate-score`` is -1, as in the organizers' script. ``official_compat``: the
+    organizers' one-at-a-time passes instead of the batched ones (see
+    :func:`~llm_unlearn.evaluation.inference.select_passes`). ``config``: extra entries for the
+    ``config`` key of the results. With ``output_dir`` every output file is written there.
+    ``stages``: keeps the generations, answer NLLs and MIA statistics as each stage finishes, and
+    reuses them when the stage's inputs are unchanged (resume after an interruption).
+    """
+    t_start = time.perf_counter()
+    records = list(bundle.forget) + list(bundle.retain)
+    warnings_list = _checked_inputs(bundle, mia, max_new_tokens)
+    timing: dict[str, Any] = {}
+    stages = stages or _NoStages()
+    passes = {"batch_size": batch_size, "official_compat": official_compat, "progress": progress}
+    generations, nlls = _generate_and_score_nll(
+        model, tokenizer, records, stages, timing, max_new_tokens=max_new_tokens, **passes
+    )
+    rows = _scored_rows(records, generations, nlls, timing, warnings_list)
     member_rows: list[dict] = []
     nonmember_rows: list[dict] = []
     aucs: dict[str, float | None] | None = None
     if mia is not None:
-        members, nonmembers = mia
-        t0 = time.perf_counter()
-        docs = list(members) + list(nonmembers)
-        stats = stages.cached(
-            "mia",
-            lambda: document_statistics(
-                model,
-                tokenizer,
-                [d["document"] for d in docs],
-                batch_size=batch_size,
-                official_compat=official_compat,
-                k_percent=min_k_percent,
-                progress=progress,
-            ),
-            ids=[d["id"] for d in docs],
-            texts=_digest(d["document"] for d in docs),
-            n_members=len(members),
-            batch_size=batch_size,
-            official_compat=official_compat,
-            min_k_percent=min_k_percent,
+        member_rows, nonmember_rows, aucs = _membership_inference(
+            model, tokenizer, mia, stages, timing, min_k_percent=min_k_percent, **passes
         )
-        member_rows = mia_rows(members, "member", stats[: len(members)])
-        nonmember_rows = mia_rows(nonmembers, "nonmember", stats[len(members) :])
-        aucs = attack_aucs(member_rows, nonmember_rows)
-        timing["mia"] = _stage(time.perf_counter() - t0, len(docs))
-        if aucs["loss"] is None:
-            raise ValueError("the loss attack has a non-finite NLL (a document of at most one token?)")
 
     results = semeval_results(rows, mia_auc=aucs["loss"] if aucs else None, mmlu_average=mmlu_average)
     mmlu_msg = mmlu_warning(mmlu_average, mmlu_threshold)
@@ -305,24 +334,18 @@ def evaluate_semeval(
         results["mia_attacks"] = aucs
     timing["total_seconds"] = round(time.perf_counter() - t_start, 4)
     results["timing"] = timing
-    device = model_device(model)
-    dtype = next(iter(model.parameters())).dtype if any(True for _ in model.parameters()) else None
-    results["config"] = {
-        "model": _model_name(model),
-        "official_compat": bool(official_compat),
-        "max_new_tokens": int(max_new_tokens),
-        "batch_size": int(batch_size),
-        "min_k_percent": float(min_k_percent),
-        "mmlu_threshold": float(mmlu_threshold),
-        "n_forget": len(bundle.forget),
-        "n_retain": len(bundle.retain),
-        "n_members": len(member_rows),
-        "n_nonmembers": len(nonmember_rows),
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
-        "data_files": [str(p) for p in getattr(bundle, "files", [])],
-        **dict(config or {}),
-    }
+    results["config"] = _results_config(
+        model,
+        bundle,
+        len(member_rows),
+        len(nonmember_rows),
+        official_compat=official_compat,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        min_k_percent=min_k_percent,
+        mmlu_threshold=mmlu_threshold,
+        config=config,
+    )
     results["warnings"] = warnings_list
     if output_dir is not None:
         write_outputs(output_dir, results, rows, member_rows + nonmember_rows)

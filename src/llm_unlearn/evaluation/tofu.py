@@ -150,41 +150,12 @@ def tofu_metrics(
     return m, {k: m[k] for k in headline_keys}, info
 
 
-def evaluate_tofu(
-    model,
-    tokenizer,
-    data: TofuData,
-    *,
-    output_dir: str | Path,
-    prompt_format: str = "auto",
-    system_prompt: str | None = None,
-    retain_reference: str | Path | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 200,
-    progress: bool = True,
-    config: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score every set, write ``tofu_items.jsonl``, ``tofu_summary.json``, ``report.md`` and ``plots/``;
-    return the summary."""
-    from llm_unlearn.evaluation.inference import _pad_id, greedy_generate
-    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder, answer_token_stats
-
-    reference = read_retain_reference(retain_reference) if retain_reference else None
-    if reference is not None:
-        _check_reference(reference, data)
-    enc = QAEncoder(
-        tokenizer, prompt_format, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
-    )
-    sets = {
-        "forget": data.forget,
-        "retain": data.retain,
-        "real_authors": data.real_authors,
-        "world_facts": data.world_facts,
-        "holdout": data.holdout,
-    }
-    # every (question, answer) sequence to score, in one batched pass
+def _scored_sequences(enc, sets: Mapping[str, Sequence[Any]]) -> tuple[list[tuple[list[int], int]], dict]:
+    """Every (question, answer) sequence to score in one batched pass: the answer, the paraphrased
+    answer and the perturbed answers (not for holdout) of each item; and ``(set, index, which)`` ->
+    position in that list (``which`` = "answer", "para" or "pert<j>")."""
     seqs: list[tuple[list[int], int]] = []
-    slots: dict[tuple[str, int, str], Any] = {}
+    slots: dict[tuple[str, int, str], int] = {}
 
     def add(key, question, answer):
         slots[key] = len(seqs)
@@ -197,77 +168,44 @@ def evaluate_tofu(
                 add((s, i, "para"), it.question, it.paraphrased_answer)
             for j, w in enumerate(it.perturbed_answers if s != "holdout" else ()):
                 add((s, i, f"pert{j}"), it.question, w)
-    stats = answer_token_stats(
-        model, seqs, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
-    )
-    gen_keys = [(s, i) for s in GENERATION_SETS for i in range(len(sets[s]))]
-    generations = greedy_generate(
-        model,
-        tokenizer,
-        [],
-        prompt_ids=[enc.prompt(sets[s][i].question) for s, i in gen_keys],
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
-        desc="TOFU generations",
-    )
-    gen = dict(zip(gen_keys, generations))
+    return seqs, slots
 
-    rows: list[dict[str, Any]] = []
-    for s, items in sets.items():
-        for i, it in enumerate(items):
-            a = stats[slots[(s, i, "answer")]]
-            row: dict[str, Any] = {"set": s, "index": i, "question": it.question, "answer": it.answer}
-            pert = (
-                [stats[slots[(s, i, f"pert{j}")]].nll for j in range(len(it.perturbed_answers))]
-                if s != "holdout"
-                else []
-            )
-            row["answer_nll"] = a.nll
-            row["prob"] = None if a.nll is None else bm.normalized_probability(a.nll)
-            if (
-                s in ("real_authors", "world_facts")
-                and a.nll is not None
-                and all(x is not None for x in pert)
-            ):
-                row["prob"] = bm.probability_with_options(a.nll, pert)
-            true_nll = stats[slots[(s, i, "para")]].nll if it.paraphrased_answer is not None else a.nll
-            if s != "holdout":
-                row["paraphrased_nll"] = true_nll if it.paraphrased_answer is not None else None
-                row["perturbed_nll"] = pert
-                ok = true_nll is not None and pert and all(x is not None for x in pert)
-                row["truth_ratio"] = bm.truth_ratio(true_nll, pert) if ok else None
-                row["generation"] = gen[(s, i)]
-                row["rouge"] = bm.rouge_l_recall(it.answer, gen[(s, i)])
-            if s in ("forget", "holdout"):
-                body = a.without_eos
-                row["min_k"] = bm.min_k_logprob(body.logprobs, MIN_K_PERCENT) if body.logprobs else None
-            if s == "forget":
-                body = a.without_eos
-                row["em"] = bm.exact_memorization(body.correct)
-                row["es"] = bm.extraction_strength(body.correct)
-            rows.append(row)
-    if data.holdout and any(r.get("min_k") is None for r in rows if r["set"] in ("forget", "holdout")):
-        raise UserError("some forget/holdout answers have no token to score (check the tokenizer)")
 
-    metrics, headline, info = tofu_metrics(rows, reference)
-    out = Path(output_dir)
-    atomic_write_jsonl(out / "tofu_items.jsonl", rows)
-    summary = make_summary(
-        "tofu",
-        headline,
-        metrics,
-        {s: len(v) for s, v in sets.items()},
-        reference=info,
-        config={
-            **dict(config or {}),
-            "forget_split": data.forget_split,
-            "prompt_format": enc.format,
-            "system_prompt": enc.system_prompt if enc.format == "chat" else None,
-            "max_new_tokens": max_new_tokens,
-            "min_k_percent": MIN_K_PERCENT,
-        },
+def _item_row(s: str, i: int, it, stats, slots: Mapping, gen: Mapping) -> dict[str, Any]:
+    """The ``tofu_items.jsonl`` row of item ``i`` of set ``s`` from its answer statistics and generation."""
+    a = stats[slots[(s, i, "answer")]]
+    row: dict[str, Any] = {"set": s, "index": i, "question": it.question, "answer": it.answer}
+    pert = (
+        [stats[slots[(s, i, f"pert{j}")]].nll for j in range(len(it.perturbed_answers))]
+        if s != "holdout"
+        else []
     )
+    row["answer_nll"] = a.nll
+    row["prob"] = None if a.nll is None else bm.normalized_probability(a.nll)
+    if s in ("real_authors", "world_facts") and a.nll is not None and all(x is not None for x in pert):
+        row["prob"] = bm.probability_with_options(a.nll, pert)
+    true_nll = stats[slots[(s, i, "para")]].nll if it.paraphrased_answer is not None else a.nll
+    if s != "holdout":
+        row["paraphrased_nll"] = true_nll if it.paraphrased_answer is not None else None
+        row["perturbed_nll"] = pert
+        ok = true_nll is not None and pert and all(x is not None for x in pert)
+        row["truth_ratio"] = bm.truth_ratio(true_nll, pert) if ok else None
+        row["generation"] = gen[(s, i)]
+        row["rouge"] = bm.rouge_l_recall(it.answer, gen[(s, i)])
+    if s in ("forget", "holdout"):
+        body = a.without_eos
+        row["min_k"] = bm.min_k_logprob(body.logprobs, MIN_K_PERCENT) if body.logprobs else None
+    if s == "forget":
+        body = a.without_eos
+        row["em"] = bm.exact_memorization(body.correct)
+        row["es"] = bm.extraction_strength(body.correct)
+    return row
+
+
+def _write_tofu_outputs(
+    out: Path, summary: dict, rows: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None
+) -> None:
+    """``tofu_summary.json``, the plots and ``report.md`` (``tofu_items.jsonl`` is written before)."""
     write_summary(out, summary)
     plots = [str(plot_headline(summary, out / "plots" / "tofu_headline.png").relative_to(out))]
     series = {"model": [r["truth_ratio"] for r in rows if r["set"] == "forget"]}
@@ -301,4 +239,78 @@ def evaluate_tofu(
             "no --retain-reference: forget quality is not computed and privleak uses the reference AUC 0.5"
         )
     write_benchmark_report(out, summary, examples, plots, notes)
+
+
+def evaluate_tofu(
+    model,
+    tokenizer,
+    data: TofuData,
+    *,
+    output_dir: str | Path,
+    prompt_format: str = "auto",
+    system_prompt: str | None = None,
+    retain_reference: str | Path | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 200,
+    progress: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score every set, write ``tofu_items.jsonl``, ``tofu_summary.json``, ``report.md`` and ``plots/``;
+    return the summary."""
+    from llm_unlearn.evaluation.inference import greedy_generate
+    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder, answer_token_stats
+    from llm_unlearn.evaluation.runtime import pad_token_id
+
+    reference = read_retain_reference(retain_reference) if retain_reference else None
+    if reference is not None:
+        _check_reference(reference, data)
+    enc = QAEncoder(
+        tokenizer, prompt_format, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+    )
+    sets = {
+        "forget": data.forget,
+        "retain": data.retain,
+        "real_authors": data.real_authors,
+        "world_facts": data.world_facts,
+        "holdout": data.holdout,
+    }
+    seqs, slots = _scored_sequences(enc, sets)
+    stats = answer_token_stats(
+        model, seqs, pad_id=pad_token_id(tokenizer), batch_size=batch_size, progress=progress
+    )
+    gen_keys = [(s, i) for s in GENERATION_SETS for i in range(len(sets[s]))]
+    generations = greedy_generate(
+        model,
+        tokenizer,
+        [],
+        prompt_ids=[enc.prompt(sets[s][i].question) for s, i in gen_keys],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        desc="TOFU generations",
+    )
+    gen = dict(zip(gen_keys, generations))
+    rows = [_item_row(s, i, it, stats, slots, gen) for s, items in sets.items() for i, it in enumerate(items)]
+    if data.holdout and any(r.get("min_k") is None for r in rows if r["set"] in ("forget", "holdout")):
+        raise UserError("some forget/holdout answers have no token to score (check the tokenizer)")
+
+    metrics, headline, info = tofu_metrics(rows, reference)
+    out = Path(output_dir)
+    atomic_write_jsonl(out / "tofu_items.jsonl", rows)
+    summary = make_summary(
+        "tofu",
+        headline,
+        metrics,
+        {s: len(v) for s, v in sets.items()},
+        reference=info,
+        config={
+            **dict(config or {}),
+            "forget_split": data.forget_split,
+            "prompt_format": enc.format,
+            "system_prompt": enc.system_prompt if enc.format == "chat" else None,
+            "max_new_tokens": max_new_tokens,
+            "min_k_percent": MIN_K_PERCENT,
+        },
+    )
+    _write_tofu_outputs(out, summary, rows, reference)
     return summary

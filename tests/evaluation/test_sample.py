@@ -11,14 +11,14 @@ import torch
 from llm_unlearn.data.records import load_unlearning_data
 from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
 from llm_unlearn.evaluation.inference import greedy_generate
-from llm_unlearn.modeling import apply_lora, build_tiny_olmo2, train_bpe_tokenizer
-from llm_unlearn.sampling import (
+from llm_unlearn.evaluation.sample import (
     jsonl_path_for,
     render_markdown,
     render_text_table,
     run_sample,
     sample_records,
 )
+from llm_unlearn.modeling import apply_lora, build_tiny_olmo2, train_bpe_tokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,4 @@
-"""``llm-unlearn sample``: a qualitative look at a few items, the unlearned model beside the base model.
+"""The ``sample`` subcommand's work: a qualitative look at a few items, the unlearned model beside the base model.
 
 For every split (forget, retain) and task, ``n`` items are drawn with a seeded RNG; both models continue
 each input greedily (the same generation code as the evaluation). Output: a Markdown file, a JSONL file
@@ -21,7 +21,18 @@ from llm_unlearn.evaluation.report import md_cell
 from llm_unlearn.evaluation.scoring import score_row
 from llm_unlearn.io_utils import atomic_write_jsonl, atomic_write_text
 
-__all__ = ["sample_records", "run_sample", "render_markdown", "render_text_table", "jsonl_path_for"]
+__all__ = [
+    "MARKDOWN_HEADER",
+    "sample_records",
+    "run_sample",
+    "render_markdown",
+    "render_text_table",
+    "jsonl_path_for",
+]
+
+
+#: The first characters of every ``OUT.md`` (the ``sample`` command recognises its own file by them).
+MARKDOWN_HEADER = "# Sample generations\n\nGreedy generations for randomly drawn items"
 
 
 def sample_records(bundle, n: int = 1, seed: int = 0) -> list:
@@ -120,13 +131,12 @@ def _fmt_score(value: Any) -> str:
 
 def render_markdown(rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> str:
     has_base = any("base_output" in r for r in rows)
-    lines = ["# Sample generations", ""]
-    lines.append(
-        "Greedy generations for randomly drawn items"
+    lines = [
+        MARKDOWN_HEADER
         + (f" (seed {seed})" if seed is not None else "")
         + ". Score: ROUGE-L recall for sentence completion (sc), exact match for question answering (qa); "
         "forget items should score low after unlearning, retain items high."
-    )
+    ]
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["split"], r.get("task") or "(no task)"), []).append(r)

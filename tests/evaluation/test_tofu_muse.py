@@ -16,7 +16,7 @@ from llm_unlearn.errors import DataError, UserError
 from llm_unlearn.evaluation import bench_metrics as bm
 from llm_unlearn.evaluation.tofu import tofu_metrics
 
-TOFU_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tofu"
+TOFU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -11,7 +11,7 @@ import pytest
 from llm_unlearn.evaluation.mia import loss_auc
 from llm_unlearn.evaluation.scoring import semeval_results
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results" / "quality-cpu.json"
 
 

@@ -261,14 +261,14 @@ def test_batch_size_does_not_change_generations(tiny):
 def test_finished_rows_leave_the_batch_without_changing_generations(tiny, batch_size):
     """The default loop drops a row from its batch at EOS; the tokens are those of generate() on the
     whole batch and of the organizers' one-at-a-time generate() (greedy: exact equality)."""
-    from llm_unlearn.evaluation import inference
+    from llm_unlearn.evaluation import batched
 
     prompts = [r.input for r in tiny.bundle.forget + tiny.bundle.retain]
     kw = dict(max_new_tokens=40, batch_size=batch_size, progress=False)
     calls = []
-    real = inference._greedy_batch
+    real = batched._greedy_batch
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(inference, "_greedy_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+        mp.setattr(batched, "_greedy_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
         fast = greedy_generate(tiny.model, tiny.tokenizer, prompts, **kw)
     assert calls  # the early-stopping loop ran
     whole = greedy_generate(tiny.model, tiny.tokenizer, prompts, early_stop=False, **kw)
@@ -279,11 +279,11 @@ def test_finished_rows_leave_the_batch_without_changing_generations(tiny, batch_
 
 
 def test_a_generation_config_with_processors_uses_generate(tiny, monkeypatch):
-    from llm_unlearn.evaluation import inference
+    from llm_unlearn.evaluation import batched
 
     cfg = tiny.model.generation_config
     monkeypatch.setattr(cfg, "repetition_penalty", 1.3)
-    monkeypatch.setattr(inference, "_greedy_batch", lambda *a, **k: pytest.fail("must use generate()"))
+    monkeypatch.setattr(batched, "_greedy_batch", lambda *a, **k: pytest.fail("must use generate()"))
     prompts = [r.input for r in tiny.bundle.retain]
     kw = dict(max_new_tokens=10, progress=False)
     assert greedy_generate(tiny.model, tiny.tokenizer, prompts, batch_size=4, **kw) == greedy_generate(

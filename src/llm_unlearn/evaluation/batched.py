@@ -1,0 +1,265 @@
+"""The fast implementation of the evaluation passes: length-sorted, padded batches (the default mode).
+
+Prompts are sorted by length and batched (at most ``batch_size`` rows and, for the forward passes,
+``max_tokens_per_batch`` padded tokens: rows of similar length together). Generation uses LEFT padding,
+an attention mask and position ids from the mask, greedy, one token per step from the key/value cache,
+and a row that has produced EOS leaves the batch at once (its cache rows are dropped), so a batch costs
+what its unfinished rows need, not ``batch x longest``. The NLL passes use RIGHT padding (positions of
+the real tokens are unchanged). :mod:`.official` has the same interface, one example at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
+from llm_unlearn.evaluation.mia import token_statistics
+from llm_unlearn.evaluation.runtime import (
+    accepts_position_ids,
+    decode_new_tokens,
+    eos_ids,
+    eval_mode,
+    forward_params,
+    length_batches,
+    model_device,
+    pad_token_id,
+    position_ids,
+)
+
+__all__ = ["generate", "answer_nll", "document_statistics", "forward_last_logits"]
+
+
+# ------------------------------------------------------------------------------------------ generation
+def _plain_greedy(model) -> bool:
+    """True when ``model.generate(do_sample=False)`` is a plain argmax: the generation config adds no
+    logits processor (repetition penalty, n-gram ban, forced or suppressed tokens, minimum length)."""
+    cfg = getattr(model, "generation_config", None)
+    if cfg is None:
+        return True
+    neutral = {
+        "repetition_penalty": (None, 1.0),
+        "encoder_repetition_penalty": (None, 1.0),
+        "no_repeat_ngram_size": (None, 0),
+        "bad_words_ids": (None,),
+        "forced_bos_token_id": (None,),
+        "forced_eos_token_id": (None,),
+        "suppress_tokens": (None,),
+        "begin_suppress_tokens": (None,),
+        "sequence_bias": (None,),
+        "min_new_tokens": (None, 0),
+        "min_length": (None, 0),
+        "renormalize_logits": (None, False),
+    }
+    return all(getattr(cfg, k, None) in v for k, v in neutral.items())
+
+
+def _prunable_cache(cache) -> bool:
+    """True for a transformers cache whose rows can be dropped exactly (plain dynamic layers)."""
+    from transformers import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    return (
+        type(cache) is DynamicCache
+        and layers is not None
+        and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+    )
+
+
+def _greedy_batch(
+    model, seqs: Sequence[Sequence[int]], max_new_tokens: int, eos: set[int], pad_id: int, device
+) -> list[list[int]] | None:
+    """Greedy decoding of one left-padded batch, one token per step from the key/value cache; a row
+    that emits an EOS id (kept as its last token) or reaches ``max_new_tokens`` leaves the batch: its
+    rows of the cache, mask and positions are dropped. Returns the new tokens per row, or None when the
+    model's cache cannot be pruned this way (the caller then uses ``model.generate``)."""
+    params = forward_params(model)
+    cache_arg = "cache" if "cache" in params else "past_key_values"
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    ids, mask = pad_batch(seqs, pad_id, side="left", device=device)
+    pos = position_ids(mask)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not _prunable_cache(cache):
+        return None
+    generated: list[list[int]] = [[] for _ in seqs]
+    rows = torch.arange(len(seqs), device=device)  # the original row of each live row
+    last_pos = pos[:, -1]
+    eos_t = torch.tensor(sorted(eos), dtype=torch.long, device=device) if eos else None
+    nxt = out.logits[:, -1, :].argmax(-1)
+    for step in range(max_new_tokens):
+        for r, t in zip(rows.tolist(), nxt.tolist()):
+            generated[r].append(int(t))
+        if step == max_new_tokens - 1:
+            break
+        live = ~torch.isin(nxt, eos_t) if eos_t is not None else torch.ones_like(nxt, dtype=torch.bool)
+        if not bool(live.any()):
+            break
+        if not bool(live.all()):
+            sel = live.nonzero().flatten()
+            cache.batch_select_indices(sel)
+            rows, nxt, mask, last_pos = rows[sel], nxt[sel], mask[sel], last_pos[sel]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        last_pos = last_pos + 1
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=last_pos[:, None],
+            use_cache=True,
+            **{cache_arg: cache},
+            **keep,
+        )
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache
+        nxt = out.logits[:, -1, :].argmax(-1)
+    return generated
+
+
+def _generate_batch(model, seqs: Sequence[Sequence[int]], max_new_tokens: int, pad_id: int, device):
+    """``model.generate`` on one left-padded batch, until its last row finishes: new tokens per row."""
+    input_ids, mask = pad_batch(seqs, pad_id, side="left", device=device)
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=pad_id,
+    )
+    return out[:, input_ids.shape[1] :].tolist()
+
+
+def _until_eos(row: list[int], eos: set[int]) -> list[int]:
+    """``row`` up to and including its first EOS id (everything after it is padding)."""
+    for pos, tid in enumerate(row):
+        if tid in eos:
+            return row[: pos + 1]
+    return row
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    encoded: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    max_tokens_per_batch: int | None,
+    early_stop: bool,
+    bar,
+) -> list[str]:
+    """Greedy continuation (decoded new tokens) of every non-empty token list of ``encoded``, in order.
+    ``early_stop``: finished rows leave their batch (:func:`_greedy_batch`); False, a model that does
+    not take position ids, or a generation config with logits processors runs ``model.generate`` on the
+    whole batch until its last row finishes."""
+    device = model_device(model)
+    eos = eos_ids(model, tokenizer)
+    pad_id = pad_token_id(tokenizer)
+    outputs: list[str] = [""] * len(encoded)
+    own_loop = early_stop and accepts_position_ids(model) and _plain_greedy(model)
+    for idx in length_batches([len(e) for e in encoded], batch_size, max_tokens_per_batch):
+        seqs = [encoded[i] for i in idx]
+        new = None
+        if own_loop:
+            new = _greedy_batch(model, seqs, max_new_tokens, eos, pad_id, device)
+            own_loop = new is not None  # a model whose cache this loop cannot prune: generate()
+        if new is None:
+            new = _generate_batch(model, seqs, max_new_tokens, pad_id, device)
+        for row, i in zip(new, idx):
+            outputs[i] = decode_new_tokens(tokenizer, _until_eos(row, eos))
+        bar.update(len(idx))
+    return outputs
+
+
+# ------------------------------------------------------------------------------------------ NLL passes
+def _row_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> list[float | None]:
+    """Per-row mean NLL of ``labels`` (IGNORE_INDEX = ignored) under ``logits`` (shifted as a causal
+    LM), one row at a time in float32 (as transformers' causal-LM loss upcasts)."""
+    out: list[float | None] = []
+    for row_logits, row_labels in zip(logits, labels):
+        targets = row_labels[1:]
+        valid = (targets != IGNORE_INDEX).nonzero().flatten()
+        if valid.numel() == 0:
+            out.append(None)
+            continue
+        last = int(valid[-1]) + 1  # right padding: nothing after the last label matters
+        loss = torch.nn.functional.cross_entropy(
+            row_logits[:last].float(), targets[:last], ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        out.append(float(loss.double() / valid.numel()))
+    return out
+
+
+@torch.no_grad()
+def answer_nll(
+    model,
+    tokenizer,
+    seqs: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    *,
+    batch_size: int,
+    max_tokens_per_batch: int,
+    bar,
+) -> list[float | None]:
+    """Mean NLL of the tokens of each ``seqs[i]`` after its first ``starts[i]``, in right-padded
+    batches (every sequence must have a token to score)."""
+    device = model_device(model)
+    pad_id = pad_token_id(tokenizer)
+    result: list[float | None] = [None] * len(seqs)
+    for idx in length_batches([len(s) for s in seqs], batch_size, max_tokens_per_batch):
+        input_ids, mask = pad_batch([seqs[i] for i in idx], pad_id, side="right", device=device)
+        labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
+        for r, i in enumerate(idx):
+            labels[r, : starts[i]] = IGNORE_INDEX
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        for i, v in zip(idx, _row_mean_nll(logits, labels)):
+            result[i] = v
+        bar.update(len(idx))
+    return result
+
+
+@torch.no_grad()
+def document_statistics(
+    model,
+    tokenizer,
+    seqs: Sequence[Sequence[int]],
+    *,
+    k_percent: float,
+    batch_size: int,
+    max_tokens_per_batch: int,
+    bar,
+) -> list[dict]:
+    """:func:`~llm_unlearn.evaluation.mia.token_statistics` of each token list (at least 2 tokens),
+    from right-padded batches (each row's logits cut to its own length)."""
+    device = model_device(model)
+    pad_id = pad_token_id(tokenizer)
+    result: list[dict] = [{}] * len(seqs)
+    for idx in length_batches([len(s) for s in seqs], batch_size, max_tokens_per_batch):
+        input_ids, mask = pad_batch([seqs[i] for i in idx], pad_id, side="right", device=device)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        for r, i in enumerate(idx):
+            n = len(seqs[i])
+            result[i] = token_statistics(logits[r, :n], input_ids[r, :n], k_percent)
+        bar.update(len(idx))
+    return result
+
+
+@torch.no_grad()
+def forward_last_logits(
+    model, tokenizer, encoded: Sequence[Sequence[int]], batch_size: int = 8
+) -> list[torch.Tensor]:
+    """Next-token logits (float32, on CPU) after each token sequence, batched with LEFT padding (as
+    Open-Instruct scores MMLU); position ids follow the attention mask when the model takes them."""
+    device = model_device(model)
+    pad_id = pad_token_id(tokenizer)
+    with_pos = accepts_position_ids(model)
+    out: list[torch.Tensor | None] = [None] * len(encoded)
+    with eval_mode(model):
+        for batch in length_batches([len(e) for e in encoded], batch_size):
+            input_ids, mask = pad_batch([encoded[i] for i in batch], pad_id, side="left", device=device)
+            kwargs = {"position_ids": position_ids(mask)} if with_pos else {}
+            logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits[:, -1, :].float().cpu()
+            for r, i in enumerate(batch):
+                out[i] = logits[r]
+    return out  # type: ignore[return-value]
