@@ -124,6 +124,8 @@ class ChunkLoop:
 
             write_marker(prep.out, "train")
         self.trainer = self._build_trainer()
+        if saved:  # e.g. PDU's multiplier, RMU's control vector
+            self.trainer.objective_state = dict(saved.get("objective_state") or {})
         self.progress = Progress(
             sum(prep.per_chunk_steps),
             sum(prep.per_chunk_steps[: prep.start_chunk]),
@@ -290,7 +292,7 @@ class ChunkLoop:
                 self.run_opt,
                 self.run_sched,
                 state_dict=full_state,
-                extra={"steps_done": self.offset},
+                extra={"steps_done": self.offset, "objective_state": self.trainer.objective_state},
                 calib=self.calib,
                 data_sha=p.data_sha,
             )

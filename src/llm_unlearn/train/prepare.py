@@ -167,11 +167,15 @@ def _add_alternatives(prep: Prepared, kw: dict) -> None:
     if o.method == "altpo" and not o.alternatives:
         raise UserError(
             "altpo needs plausible alternative answers: give objective.alternatives (--alternatives FILE, "
-            ".jsonl rows with id + text for per-record alternatives)"
+            ".jsonl rows with id + text for per-record alternatives, or 'retain': answers of retain records "
+            "of the same task)"
         )
-    generic = alt.load_refusals(o.alternatives)
-    by_id = alt.load_alternatives_by_id(o.alternatives) if o.alternatives else {}
     seed = prep.cfg.train.seed
+    if o.alternatives == "retain":
+        generic, by_id = [], _retain_alternatives(prep)
+    else:
+        generic = alt.load_refusals(o.alternatives)
+        by_id = alt.load_alternatives_by_id(o.alternatives) if o.alternatives else {}
     alt_recs = [
         {
             "id": r.id,
@@ -224,3 +228,21 @@ def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):
         return TrainingArguments(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"training_args: {exc}") from None
+
+
+def _retain_alternatives(prep: Prepared) -> dict[str, list[str]]:
+    """`alternatives: retain`: for each forget record, the answers of the retain records of the same task
+    and kind (qa / sc): plausible, different answers, an offline stand-in for AltPO's model-generated
+    alternatives. A record with no such retain answer falls back to all retain answers."""
+    from llm_unlearn.data.records import record_kind
+
+    def key(r):
+        return (r.task, record_kind(r.id))
+
+    pool: dict = {}
+    for r in prep.retain_recs:
+        pool.setdefault(key(r), []).append(r.output)
+    everything = [r.output for r in prep.retain_recs]
+    if not everything:
+        raise UserError("alternatives 'retain' needs retain records")
+    return {str(r.id): pool.get(key(r)) or everything for r in prep.forget_recs}

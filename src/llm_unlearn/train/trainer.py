@@ -73,6 +73,9 @@ def global_terms(
     return {k: float(vec[i]) / world for i, k in enumerate(names) if vec[n + i] > 0}
 
 
+ALT_KEYS = ("alt_input_ids", "alt_labels", "alt_attention_mask")  # alternative answers (idk_dpo, altpo)
+
+
 class UnlearnTrainer(Trainer):
     """A `transformers.Trainer` whose loss is the unlearning objective. Batches are taken in the
     order of the chunk plan (no shuffling); each loss term is logged.
@@ -118,15 +121,7 @@ class UnlearnTrainer(Trainer):
         return SequentialSampler(ds)
 
     def _gated_batch(self, inputs) -> dict:
-        keys = (
-            "input_ids",
-            "attention_mask",
-            "labels",
-            "is_forget",
-            "row_key",
-            "alt_input_ids",
-            "alt_labels",
-        )
+        keys = ("input_ids", "attention_mask", "labels", "is_forget", "row_key", *ALT_KEYS)
         batch = {k: inputs[k] for k in keys if k in inputs}
         if "row_key" in inputs and (self.forget_active is not None or self.forget_caps is not None):
             row_keys, dev = inputs["row_key"].tolist(), inputs["is_forget"].device  # the calibration gate
