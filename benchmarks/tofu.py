@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     from llm_unlearn.demo import train_target_model
     from llm_unlearn.evaluation.tofu import evaluate_tofu
     from llm_unlearn.io_utils import atomic_write_json
-    from llm_unlearn.modeling import train_bpe_tokenizer
     from llm_unlearn.run import run_unlearning
+    from llm_unlearn.tiny import train_bpe_tokenizer
 
     torch.set_num_threads(args.threads)
     tofu, work = Path(args.tofu), Path(args.work_dir)

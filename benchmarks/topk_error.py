@@ -96,7 +96,8 @@ def main(argv=None):
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
     from llm_unlearn.demo import memorization_texts, train_target_model
-    from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer, train_bpe_tokenizer
+    from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer
+    from llm_unlearn.tiny import train_bpe_tokenizer
     from llm_unlearn.trainer import AnswerHeadSelector, unlearning_loss
 
     tmp = Path(tempfile.mkdtemp(prefix="llm-unlearn-topk-"))

@@ -206,7 +206,8 @@ def test_gguf_marker_is_cleared_so_the_trainer_accepts_the_model(tiny_tokenizer_
     from transformers.trainer_utils import validate_quantization_for_training
     from transformers.utils.quantization_config import GgufConfig
 
-    from llm_unlearn.modeling import build_tiny_olmo2, clear_gguf_quantization
+    from llm_unlearn.modeling import clear_gguf_quantization
+    from llm_unlearn.tiny import build_tiny_olmo2
 
     tok = tiny_tokenizer_factory("bos", pad=True)
     model = build_tiny_olmo2(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)

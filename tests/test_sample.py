@@ -11,7 +11,7 @@ import torch
 from llm_unlearn.data.records import load_unlearning_data
 from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
 from llm_unlearn.evaluation.inference import greedy_generate
-from llm_unlearn.modeling import apply_lora, build_tiny_olmo2, train_bpe_tokenizer
+from llm_unlearn.modeling import apply_lora
 from llm_unlearn.sampling import (
     jsonl_path_for,
     render_markdown,
@@ -19,6 +19,7 @@ from llm_unlearn.sampling import (
     run_sample,
     sample_records,
 )
+from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)

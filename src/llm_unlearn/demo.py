@@ -49,7 +49,7 @@ def train_target_model(
 ):
     """Train a tiny OLMo-2 on `texts` (each + EOS, loss on every token) until it has memorized them:
     stop at `steps`, or earlier once the mean loss over an epoch falls under `target_loss`."""
-    from llm_unlearn.modeling import build_tiny_olmo2
+    from llm_unlearn.tiny import build_tiny_olmo2
 
     torch.manual_seed(seed)
     model = build_tiny_olmo2(tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
@@ -132,8 +132,8 @@ def run_demo(
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.evaluation.semeval import evaluate_semeval
     from llm_unlearn.finetune import finetune
-    from llm_unlearn.modeling import train_bpe_tokenizer
     from llm_unlearn.run import run_unlearning
+    from llm_unlearn.tiny import train_bpe_tokenizer
 
     t0 = time.time()
     out = Path(output_dir)

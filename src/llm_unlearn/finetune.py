@@ -230,7 +230,7 @@ def _criterion_met(scores: dict, threshold: float) -> bool:
 def _check_output_dir(out: Path, overwrite: bool, inputs: list) -> bool:
     """The output-directory policy (io_utils.prepare_output_dir), checked before anything is loaded;
     returns whether OUT may be replaced as a whole (False: it holds other files, kept with --overwrite)."""
-    from llm_unlearn.io_utils import LOCK, MARKER, prepare_output_dir, read_marker
+    from llm_unlearn.outputs import LOCK, MARKER, prepare_output_dir, read_marker
 
     prepare_output_dir(
         out, "finetune", inputs=inputs, overwrite=overwrite, own_names=(SUMMARY_FILE,), create=False
@@ -326,8 +326,8 @@ def finetune(
     trained on (not trained on by the model), e.g. holdout documents that must tokenize well."""
     from tqdm.auto import tqdm
 
-    from llm_unlearn.io_utils import DirectoryLock, fill_output_dir
     from llm_unlearn.modeling import default_device
+    from llm_unlearn.outputs import DirectoryLock, fill_output_dir
 
     t0 = time.time()
     _validate(
@@ -364,7 +364,7 @@ def finetune(
         torch.manual_seed(seed)
         is_tiny = model == "tiny"
         if is_tiny:
-            from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+            from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
             tok = train_bpe_tokenizer(texts + list(extra_tokenizer_texts), vocab_size=vocab_size)
             net = build_tiny_olmo2(

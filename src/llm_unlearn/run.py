@@ -254,7 +254,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     killed writes are removed first. A signal (SIGTERM / Ctrl-C) at any point ends the run with
     `TrainingInterrupted` (during training: after the current step and the last chunk's checkpoint)."""
     from llm_unlearn.config import validate
-    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir, remove_stale_tmp
 
     validate(cfg)  # every option, before anything is loaded
     if not cfg.train.output_dir:
@@ -298,8 +298,8 @@ def _run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None, stop_flag
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.schedule import plan_chunks, summarize_plan
     from llm_unlearn.data.tokenize import UnlearnCollator, ensure_pad_token, tokenize_records
-    from llm_unlearn.io_utils import write_marker
     from llm_unlearn.modeling import apply_lora, load_model, load_tokenizer, merge_and_save, resolve_dtype
+    from llm_unlearn.outputs import write_marker
     from llm_unlearn.trainer import UnlearnTrainer, steps_per_chunk
 
     t0 = time.time()

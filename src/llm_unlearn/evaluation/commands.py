@@ -109,7 +109,7 @@ def _inputs(args) -> list:
 def _output_dir(args, kind: str, own_names):
     """The output-directory policy (io_utils.prepare_output_dir) and its lock, for evaluate / mmlu;
     temporary files of killed writes are removed once the lock is held."""
-    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir, remove_stale_tmp
 
     prepare_output_dir(args.output_dir, kind, _inputs(args), overwrite=args.overwrite, own_names=own_names)
     with DirectoryLock(args.output_dir):
@@ -461,7 +461,7 @@ def _same_path(a: str, b: str) -> bool:
 
 def cmd_sample(args) -> int:
     from llm_unlearn.data.records import load_unlearning_data
-    from llm_unlearn.io_utils import check_output_file
+    from llm_unlearn.outputs import check_output_file
     from llm_unlearn.sampling import jsonl_path_for, render_text_table, run_sample
 
     # never over an input, nor over a user's file: OUT.md is ours when it starts with our header, and
