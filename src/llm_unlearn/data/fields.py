@@ -83,6 +83,60 @@ def _prompt_answer(path: Path, line: int, row: dict) -> tuple[str, str]:
     )
 
 
+def _row_id(path: Path, line: int, row: dict, index: int, has_ids: bool | None) -> tuple[str, bool]:
+    """(the row's id, whether the file's rows have ids): ids on all rows or none; an int id becomes a
+    string; a file without ids gets ``<file stem>-<row index>``."""
+    row_has_id = row.get("id") is not None and row.get("id") != ""
+    if has_ids is None:
+        has_ids = row_has_id
+    if has_ids and not row_has_id:
+        raise DataError(path, "missing or empty field 'id' (earlier rows have ids)", line=line, field="id")
+    if row_has_id and not has_ids:
+        raise DataError(path, "earlier rows have no id: give every row an id or none", line=line, field="id")
+    if not has_ids:
+        return f"{path.stem}-{index}", has_ids
+    rid = row["id"]
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        rid = str(rid)
+    elif not isinstance(rid, str):
+        raise DataError(path, f"expected a string, got {type(rid).__name__}", line=line, field="id")
+    return rid, has_ids
+
+
+def _row_task(path: Path, line: int, row: dict) -> str | None:
+    task = row.get("task")
+    if task is not None and not isinstance(task, str):
+        raise DataError(
+            path, f"expected a string or null, got {type(task).__name__}", line=line, field="task"
+        )
+    return task or None
+
+
+def _row_split(path: Path, line: int, row: dict, split: str | None, default_split: str | None) -> str:
+    """The row's ``split`` field, else the split given or read from the file name; a row that disagrees
+    with the split given is an error."""
+    row_split = row.get("split")
+    if row_split in (None, ""):
+        if default_split is None:
+            raise UserError(
+                f"{path}: cannot tell whether the records are forget or retain data: no 'split' field, "
+                "the file name contains neither 'forget' nor 'retain', and no split was given"
+            )
+        return default_split
+    if row_split not in SPLITS:
+        raise DataError(
+            path, f"must be 'forget' or 'retain', got {row_split!r:.40}", line=line, field="split"
+        )
+    if split is not None and row_split != split:
+        raise DataError(
+            path,
+            f"row says {row_split!r} but the file was loaded as {split!r} data",
+            line=line,
+            field="split",
+        )
+    return row_split
+
+
 def parse_rows(path: Path, split: str | None) -> list[tuple[int, Record]]:
     """(line, Record) pairs of one file; see the module docstring for the rules."""
     check_path(path)
@@ -94,52 +148,10 @@ def parse_rows(path: Path, split: str | None) -> list[tuple[int, Record]]:
     for index, (line, row) in enumerate(raw_rows(path)):
         if not isinstance(row, dict):
             raise DataError(path, f"expected a JSON object, got {type(row).__name__}", line=line)
-        # ids: all rows or none
-        row_has_id = row.get("id") is not None and row.get("id") != ""
-        if has_ids is None:
-            has_ids = row_has_id
-        if has_ids and not row_has_id:
-            raise DataError(
-                path, "missing or empty field 'id' (earlier rows have ids)", line=line, field="id"
-            )
-        if row_has_id and not has_ids:
-            raise DataError(
-                path, "earlier rows have no id: give every row an id or none", line=line, field="id"
-            )
-        if has_ids:
-            rid = row["id"]
-            if isinstance(rid, int) and not isinstance(rid, bool):
-                rid = str(rid)
-            elif not isinstance(rid, str):
-                raise DataError(path, f"expected a string, got {type(rid).__name__}", line=line, field="id")
-        else:
-            rid = f"{path.stem}-{index}"
+        rid, has_ids = _row_id(path, line, row, index, has_ids)
         prompt, answer = _prompt_answer(path, line, row)
-        task = row.get("task")
-        if task is not None and not isinstance(task, str):
-            raise DataError(
-                path, f"expected a string or null, got {type(task).__name__}", line=line, field="task"
-            )
-        task = task or None
-        row_split = row.get("split")
-        if row_split in (None, ""):
-            row_split = default_split
-            if row_split is None:
-                raise UserError(
-                    f"{path}: cannot tell whether the records are forget or retain data: no 'split' field, "
-                    "the file name contains neither 'forget' nor 'retain', and no split was given"
-                )
-        elif row_split not in SPLITS:
-            raise DataError(
-                path, f"must be 'forget' or 'retain', got {row_split!r:.40}", line=line, field="split"
-            )
-        elif split is not None and row_split != split:
-            raise DataError(
-                path,
-                f"row says {row_split!r} but the file was loaded as {split!r} data",
-                line=line,
-                field="split",
-            )
+        task = _row_task(path, line, row)
+        row_split = _row_split(path, line, row, split, default_split)
         out.append((line, Record(id=rid, input=prompt, output=answer, task=task, split=row_split)))
     if not out:
         raise DataError(path, "the file holds no records (empty file)")
