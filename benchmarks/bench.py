@@ -530,7 +530,7 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.demo import memorization_texts, train_target_model
     from llm_unlearn.evaluation.semeval import evaluate_semeval
-    from llm_unlearn.modeling import train_bpe_tokenizer
+    from llm_unlearn.tiny import train_bpe_tokenizer
 
     sz = EVAL_SIZES[size]
     ds = make_synthetic_dataset(n_entities_per_task=sz["entities"], seed=0)

@@ -136,7 +136,7 @@ def mmlu_bench(
 ) -> dict[str, Any]:
     """Prefix-cached vs whole-prompt MMLU (see the module docstring)."""
     from llm_unlearn.evaluation.mmlu import format_example
-    from llm_unlearn.modeling import train_bpe_tokenizer
+    from llm_unlearn.tiny import train_bpe_tokenizer
 
     shape = dict(SMALL, **(small or {}))
     data = mmlu_fixture(n_subjects, n_test, seed)
@@ -320,7 +320,7 @@ def prepare_semeval(
     that has memorized it (reused from ``model_cache`` when that holds the same setup); None without
     the data."""
     from llm_unlearn.data.records import load_unlearning_data
-    from llm_unlearn.modeling import train_bpe_tokenizer
+    from llm_unlearn.tiny import train_bpe_tokenizer
 
     picked = semeval_slice(n_per_split, n_mia)
     if picked is None:

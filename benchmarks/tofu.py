@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm_unlearn.demo import train_target_model
     from llm_unlearn.evaluation.tofu import evaluate_tofu
     from llm_unlearn.io_utils import atomic_write_json
-    from llm_unlearn.modeling import train_bpe_tokenizer
+    from llm_unlearn.tiny import train_bpe_tokenizer
     from llm_unlearn.train.loop import run_unlearning
 
     torch.set_num_threads(args.threads)

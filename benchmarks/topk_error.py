@@ -38,9 +38,11 @@ def _grad_vector(loss, params):
 
 def measure(pm, selector, rows, caches, obj, batch_size=16):
     """Divergence (mean over retain answer tokens) and its gradient for every cache; relative to 'full32'."""
-    from llm_unlearn.trainer import _retain_divergence, answer_logits, answer_positions
-
+    from llm_unlearn import losses
     from llm_unlearn.data.tokenize import UnlearnCollator
+    from llm_unlearn.train.head import answer_logits
+    from llm_unlearn.train.objectives import divergence_term
+    from llm_unlearn.train.step import Step, answer_positions
 
     params = [p for p in pm.parameters() if p.requires_grad]
     retain = [r for r in rows if not r["is_forget"]]
@@ -55,7 +57,10 @@ def measure(pm, selector, rows, caches, obj, batch_size=16):
         for name, cache in caches.items():
             ref = cache.lookup(batch, obj)
             logits = answer_logits(pm, selector, batch["input_ids"], batch["attention_mask"], pos)
-            d = _retain_divergence(obj, logits, None, ref) * n
+            logp = losses.token_log_probs(logits, pos.targets)
+            is_forget = batch["is_forget"]
+            step = Step(pm, batch, pos, logits, logp, is_forget, is_forget, get_reference=lambda r=ref: r)
+            d = divergence_term(step, obj).value * n  # the production term (train/objectives.py)
             g = _grad_vector(d, params)
             values[name] += float(d.detach())
             grads[name] = g if grads[name] is None else grads[name] + g
@@ -96,7 +101,8 @@ def main(argv=None):
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
     from llm_unlearn.demo import memorization_texts, train_target_model
-    from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer, train_bpe_tokenizer
+    from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer
+    from llm_unlearn.tiny import train_bpe_tokenizer
     from llm_unlearn.train import cache as rc
     from llm_unlearn.train.head import AnswerHeadSelector
     from llm_unlearn.train.loss import unlearning_loss

@@ -94,7 +94,7 @@ def tiny_world(tmp_path_factory):
 
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.demo import memorization_texts, train_target_model
-    from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+    from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_world")
     ds = make_synthetic_dataset(n_entities_per_task=3, seed=1)

@@ -208,7 +208,9 @@ def chunk_size_negative(world, tmp):
 
 def negative_retain_per_forget(world, tmp):
     return Case(
-        _train(world, tmp, "--retain-per-forget", "-1"), tmp / "out", "retain_per_forget must be in [0, 1e+06]"
+        _train(world, tmp, "--retain-per-forget", "-1"),
+        tmp / "out",
+        "retain_per_forget must be in [0, 1e+06]",
     )
 
 

@@ -17,7 +17,11 @@ def test_defaults_are_the_seeds_with_the_correct_renyi():
     assert c.preset == "default"
     assert (c.train.learning_rate, c.train.batch_size, c.schedule.epochs, c.train.seed) == (1e-4, 8, 5, 9550)
     assert (c.objective.npo_beta, c.objective.renyi_alpha) == (0.5, 0.5)
-    assert (c.objective.forget_weight, c.objective.retain_weight, c.objective.divergence_weight) == (1.0, 1.0, 1.0)
+    assert (c.objective.forget_weight, c.objective.retain_weight, c.objective.divergence_weight) == (
+        1.0,
+        1.0,
+        1.0,
+    )
     assert (c.schedule.chunk_size, c.schedule.retain_per_forget, c.schedule.split_retain) == (32, 7, True)
     assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (16, 64, 0.0)
     assert c.lora.target_modules == ["q_proj", "v_proj", "up_proj", "down_proj"]
@@ -58,7 +62,12 @@ def test_ails_ntua_preset():
     c = preset_config("ails-ntua")
     assert c.objective.method == "sugd"
     assert (c.objective.sugd_forget_factor, c.objective.sugd_retain_factor) == (-1.0, 0.5)
-    assert (c.schedule.chunk_size, c.schedule.retain_per_forget, c.schedule.split_retain, c.schedule.epochs) == (
+    assert (
+        c.schedule.chunk_size,
+        c.schedule.retain_per_forget,
+        c.schedule.split_retain,
+        c.schedule.epochs,
+    ) == (
         32,
         7,
         True,

@@ -90,8 +90,8 @@ def inputs(tiny_world, tmp_path_factory):
 STAGES = {
     "data read": ("llm_unlearn.data.records", "load_unlearning_data", "after", 1),
     "model loaded": ("llm_unlearn.modeling", "load_model", "after", 1),
-    "chunk 1 checkpoint, before": ("llm_unlearn.run", "save_checkpoint", "before", 1),
-    "chunk 1 checkpoint, after": ("llm_unlearn.run", "save_checkpoint", "after", 1),
+    "chunk 1 checkpoint, before": ("llm_unlearn.train.checkpoint", "save_checkpoint", "before", 1),
+    "chunk 1 checkpoint, after": ("llm_unlearn.train.checkpoint", "save_checkpoint", "after", 1),
     "chunk 2 checkpoint, between its renames": ("os", "replace", "checkpoint-swap", 1),
     "final adapter, before": ("llm_unlearn.train.checkpoint", "save_adapter", "before", 1),
     "final adapter, after": ("llm_unlearn.train.checkpoint", "save_adapter", "after", 1),

@@ -24,6 +24,9 @@ import llm_unlearn.io_utils as io_utils
 from llm_unlearn import cli
 
 N_CHUNKS = 5
+# The kill delay comes from a seeded generator, so that a failure can be replayed: rerun with
+# LLM_UNLEARN_FAULT_SEED set to the seed its message names (another value draws another delay).
+FAULT_SEED = int(os.environ.get("LLM_UNLEARN_FAULT_SEED", "0"))
 
 
 def _train_args(world, out: Path) -> list[str]:
@@ -125,8 +128,10 @@ def reference_run(tiny_world, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_kill_9_twice_then_rerun_gives_the_uninterrupted_adapter(tiny_world, reference_run, tmp_path):
     out = tmp_path / "run"
-    rng = random.Random()
+    rng = random.Random(FAULT_SEED)
     delay = round(rng.uniform(0.0, 0.6), 3)
+    where = f"LLM_UNLEARN_FAULT_SEED={FAULT_SEED}, kill delay {delay}s"
+    print(where)
     # kill point 1: as soon as a first chunk is saved (usually while chunk 2 trains)
     proc = _start(tiny_world, out)
     try:
@@ -137,8 +142,8 @@ def test_kill_9_twice_then_rerun_gives_the_uninterrupted_adapter(tiny_world, ref
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    assert 1 <= _completed_chunks(out) < N_CHUNKS
+    assert proc.returncode == -signal.SIGKILL, where
+    assert 1 <= _completed_chunks(out) < N_CHUNKS, where
     # kill point 2: the same command again, killed at a random moment after it saved one more chunk
     proc = _start(tiny_world, out)
     try:
@@ -152,14 +157,14 @@ def test_kill_9_twice_then_rerun_gives_the_uninterrupted_adapter(tiny_world, ref
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert alive, f"the second run ended before the kill (delay {delay}s)"
-    assert second <= _completed_chunks(out) < N_CHUNKS, f"delay {delay}s"
+    assert alive, f"the second run ended before the kill ({where})"
+    assert second <= _completed_chunks(out) < N_CHUNKS, where
     # the same command once more: resumes after the last complete chunk and finishes
-    assert cli.main(["--quiet", "train", *_train_args(tiny_world, out)]) == 0
+    assert cli.main(["--quiet", "train", *_train_args(tiny_world, out)]) == 0, where
     _assert_same_adapter(_adapter(reference_run / "adapter"), _adapter(out / "adapter"))
-    assert _steps(out) == _steps(reference_run) == list(range(1, 31))
-    assert not (out / "checkpoint").exists()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".checkpoint")]  # no leftovers
+    assert _steps(out) == _steps(reference_run) == list(range(1, 31)), where
+    assert not (out / "checkpoint").exists(), where
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".checkpoint")], where  # no leftovers
 
 
 # ----------------------------------------------------------------------------- SIGTERM

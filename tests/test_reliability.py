@@ -20,7 +20,7 @@ import pytest
 
 from llm_unlearn import cli
 from llm_unlearn.errors import UserError
-from llm_unlearn.io_utils import DirectoryLock, check_output_file, prepare_output_dir, read_marker
+from llm_unlearn.outputs import DirectoryLock, check_output_file, prepare_output_dir, read_marker
 
 
 def _train(world, out: Path, *extra: str, data: Path | None = None) -> list[str]:
@@ -292,7 +292,7 @@ def test_demo_refuses_a_users_directory(tmp_path, capsys):
 # ----------------------------------------------------------------------------- the lock
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from llm_unlearn.io_utils import DirectoryLock
+    from llm_unlearn.outputs import DirectoryLock
     lock = DirectoryLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(120)
@@ -369,7 +369,8 @@ def test_changed_data_is_refused_for_a_finished_run_and_for_a_resume(tiny_world,
 
 # ----------------------------------------------------------------------------- adapter / base compatibility
 def _adapter_for(world, tmp_path, name: str, **shape) -> Path:
-    from llm_unlearn.modeling import apply_lora, build_tiny_olmo2
+    from llm_unlearn.modeling import apply_lora
+    from llm_unlearn.tiny import build_tiny_olmo2
 
     model = build_tiny_olmo2(world["tokenizer"], **shape)
     peft = apply_lora(model, r=2, alpha=4, target_modules=["q_proj", "v_proj"])

@@ -187,7 +187,7 @@ DEMO_OWN_NAMES = ("data", "target-model", "eval-before", "unlearned", "eval-afte
 
 def cmd_demo(args) -> int:
     from llm_unlearn.demo import run_demo
-    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir
 
     if args.limit is not None and args.limit <= 0:
         raise UserError(f"--limit must be positive, got {args.limit}")
@@ -224,8 +224,8 @@ def add_merge_parser(sub) -> None:
 def cmd_merge(args) -> int:
     from pathlib import Path
 
-    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, read_marker
     from llm_unlearn.modeling import attach_adapter, load_model, load_tokenizer, merge_and_save
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir, read_marker
 
     out = Path(args.output_dir)
     prepare_output_dir(out, "merge", [args.model, args.adapter], overwrite=args.overwrite, create=False)

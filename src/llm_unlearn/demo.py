@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from llm_unlearn.io_utils import atomic_dir, atomic_write_json
+from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
+from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl
 
 # `demo --data`: memorize until exact match (qa) and ROUGE-L recall (sc) on a sample of 32 reach this.
 # A 4096-token vocabulary (texts ~30% shorter than at 1024) and batches of 8 memorized the --limit 40 slice
@@ -49,18 +50,13 @@ def train_target_model(
 ):
     """Train a tiny OLMo-2 on `texts` (each + EOS, loss on every token) until it has memorized them:
     stop at `steps`, or earlier once the mean loss over an epoch falls under `target_loss`."""
-    from llm_unlearn.modeling import build_tiny_olmo2
+    from llm_unlearn.tiny import build_tiny_olmo2
 
     torch.manual_seed(seed)
     model = build_tiny_olmo2(tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
     enc = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
-    T = max(len(e) for e in enc)
-    ids = torch.full((len(enc), T), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(enc), T), dtype=torch.long)
-    for i, e in enumerate(enc):
-        ids[i, : len(e)] = torch.tensor(e)
-        mask[i, : len(e)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
+    ids, mask = pad_batch(enc, tokenizer.pad_token_id, side="right")
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps)
@@ -113,6 +109,156 @@ def _summary(results: dict) -> dict:
     return {"forget": split("forget"), "retain": split("retain"), "mia_auc": results.get("mia_loss_acc")}
 
 
+def _synthetic_data(data_dir: Path, seed: int):
+    """Write the synthetic dataset; (bundle, documents, MIA directory, calibration holdout documents)."""
+    from llm_unlearn.data.records import load_unlearning_data
+    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+
+    ds = make_synthetic_dataset(seed=seed)
+    write_synthetic_dataset(ds, data_dir)
+    bundle = load_unlearning_data(data_dir)
+    # the calibration holdout: documents about other fictitious people (another seed), never trained
+    # on and distinct from the evaluation's non-members, so that calibration cannot tune to them
+    extra = make_synthetic_dataset(seed=seed + 1000)
+    holdout_docs = [
+        {"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs
+    ]
+    return bundle, ds.documents, data_dir / "mia", holdout_docs
+
+
+def _memorize_synthetic(
+    bundle, documents, extra_docs: list[dict], target_dir: Path, seed: int, progress: bool
+):
+    """Steps 2-3 on the synthetic data: a BPE tokenizer and a tiny target model trained from scratch, saved
+    to ``target_dir``; (model, tokenizer, memorization info)."""
+    from llm_unlearn.tiny import train_bpe_tokenizer
+
+    records = [r.__dict__ for r in bundle.forget + bundle.retain]
+    texts = memorization_texts(records, documents)
+    tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in extra_docs], vocab_size=1024)
+    model, mem = train_target_model(
+        texts, tokenizer, steps=160, min_steps=160, lr=3e-3, seed=seed, progress=progress
+    )
+
+    def save_target(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    atomic_dir(target_dir, save_target)
+    return model, tokenizer, mem
+
+
+def _slice_user_data(bundle, limit, members, nonmembers, data_dir: Path):
+    """A slice of ``--data`` written to ``data_dir``; (members, non-members, calibration holdout)."""
+    from llm_unlearn.data.slices import slice_data
+
+    # a slice keeps SemEval's ties: whole units, members with their forget records (data/slices.py)
+    all_nonmembers = nonmembers
+    part = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
+    bundle.forget, bundle.retain, members, nonmembers = (
+        part.forget,
+        part.retain,
+        part.members,
+        part.nonmembers,
+    )
+    # the calibration holdout: up to 48 non-members after the evaluation's (never trained on, and not
+    # the documents that grade the run)
+    used = {d["id"] for d in nonmembers}
+    holdout_docs = [d for d in all_nonmembers if d["id"] not in used][:48] if members else []
+    _write_records(bundle, data_dir)
+    if members:
+        atomic_write_jsonl(data_dir / "mia" / "member.jsonl", members)
+        atomic_write_jsonl(data_dir / "mia" / "nonmember.jsonl", nonmembers)
+    return members, nonmembers, holdout_docs
+
+
+def _finetune_target(
+    data_dir: Path, members, extra_docs: list[dict], target_dir: Path, seed: int, progress: bool
+):
+    """Steps 2-3 on user data: bucketed fine-tuning of a tiny model until the sample is memorized."""
+    from llm_unlearn.finetune import finetune
+
+    ft = finetune(
+        model="tiny",
+        data=data_dir,
+        documents=[data_dir / "mia" / "member.jsonl"] if members else [],
+        output_dir=target_dir,
+        until_em=DATA_UNTIL_EM,
+        eval_items=32,
+        eval_every=2,
+        lr=3e-3,
+        batch_size=8,
+        vocab_size=4096,
+        seed=seed,
+        overwrite=True,
+        progress=progress,
+        extra_tokenizer_texts=[d["document"] for d in extra_docs],
+        return_model=True,
+    )
+    model, tokenizer = ft.pop("model_object"), ft.pop("tokenizer_object")
+    mem = {"steps": ft["steps"], "epochs": ft["epochs"], "stopped": ft["stopped"], "final": ft["final"]}
+    return model, tokenizer, mem
+
+
+def _unlearning_overrides(
+    out: Path, data_dir: Path, target_dir: Path, n_forget: int, seed: int, progress: bool
+) -> dict:
+    """Step 4's configuration: the default preset, chunk size scaled to the data."""
+    return {
+        "model.name_or_path": str(target_dir),
+        "data.data": str(data_dir),
+        "data.add_eos": True,
+        "train.output_dir": str(out / "unlearned"),
+        "train.overwrite": True,
+        "train.progress": progress,
+        "train.seed": seed + 9550,
+        "train.learning_rate": 5e-3,  # a tiny model trained from scratch needs a larger step than 1e-4
+        "schedule.chunk_size": max(1, math.ceil(n_forget / 3)),
+        "schedule.retain_per_forget": 3,
+        "schedule.epochs": 8,
+        "lora.alpha": 32,
+    }
+
+
+def _evaluate(model, tokenizer, bundle, mia, output_dir: Path, progress: bool) -> dict:
+    from llm_unlearn.evaluation.semeval import evaluate_semeval
+
+    return evaluate_semeval(
+        model,
+        tokenizer,
+        bundle,
+        mia=mia,
+        max_new_tokens=48,
+        batch_size=32,
+        output_dir=output_dir,
+        progress=progress,
+    )
+
+
+def _prepare_target(out: Path, data, split, limit, seed: int, progress: bool):
+    """Steps 1-3: the data and the memorizing target model. Returns
+    (bundle, members, non-members, holdout documents, model, tokenizer, memorization info)."""
+    from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
+
+    data_dir, target_dir = out / "data", out / "target-model"
+    holdout_docs: list[dict] = []
+    if data is None:
+        bundle, documents, mia_dir, holdout_docs = _synthetic_data(data_dir, seed)
+    else:
+        bundle = load_unlearning_data(data, split=split)
+        cand = Path(data) / "mia"
+        mia_dir = cand if (cand / "member.jsonl").is_file() else (Path(data).parent / "mia")
+    members, nonmembers = read_mia_documents(mia_dir) if (mia_dir / "member.jsonl").is_file() else ([], [])
+    if data is None:
+        trained = _memorize_synthetic(
+            bundle, documents, nonmembers + holdout_docs, target_dir, seed, progress
+        )
+    else:
+        members, nonmembers, holdout_docs = _slice_user_data(bundle, limit, members, nonmembers, data_dir)
+        trained = _finetune_target(data_dir, members, nonmembers + holdout_docs, target_dir, seed, progress)
+    return (bundle, members, nonmembers, holdout_docs, *trained)
+
+
 def run_demo(
     output_dir: str | Path = "runs/demo",
     *,
@@ -127,12 +273,6 @@ def run_demo(
 ) -> dict:
     """Run the demo; returns the demo.json content."""
     from llm_unlearn.config import build_config
-    from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
-    from llm_unlearn.data.slices import slice_data
-    from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
-    from llm_unlearn.evaluation.semeval import evaluate_semeval
-    from llm_unlearn.finetune import finetune
-    from llm_unlearn.modeling import train_bpe_tokenizer
     from llm_unlearn.train.loop import run_unlearning
 
     t0 = time.time()
@@ -141,118 +281,18 @@ def run_demo(
     data_dir = out / "data"
     # The demo's model is tiny: one thread is faster, and far faster when the other core is busy.
     torch.set_num_threads(threads)
-
-    # 1. data
-    holdout_docs: list[dict] = []
-    if data is None:
-        ds = make_synthetic_dataset(seed=seed)
-        write_synthetic_dataset(ds, data_dir)
-        documents = ds.documents
-        bundle = load_unlearning_data(data_dir)
-        mia_dir = data_dir / "mia"
-        # the calibration holdout: documents about other fictitious people (another seed), never trained
-        # on and distinct from the evaluation's non-members, so that calibration cannot tune to them
-        extra = make_synthetic_dataset(seed=seed + 1000)
-        holdout_docs = [
-            {"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs
-        ]
-    else:
-        bundle = load_unlearning_data(data, split=split)
-        cand = Path(data) / "mia"
-        mia_dir = cand if (cand / "member.jsonl").is_file() else (Path(data).parent / "mia")
-    members, nonmembers = read_mia_documents(mia_dir) if (mia_dir / "member.jsonl").is_file() else ([], [])
-    target_dir = out / "target-model"
-    if data is None:
-        records = [r.__dict__ for r in bundle.forget + bundle.retain]
-
-        # 2-3. tokenizer and target model
-        texts = memorization_texts(records, documents)
-        tokenizer = train_bpe_tokenizer(
-            texts + [d["document"] for d in nonmembers + holdout_docs], vocab_size=1024
-        )
-        model, mem = train_target_model(
-            texts, tokenizer, steps=160, min_steps=160, lr=3e-3, seed=seed, progress=progress
-        )
-
-        def save_target(tmp: Path) -> None:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-
-        atomic_dir(target_dir, save_target)
-    else:
-        # a slice keeps SemEval's ties: whole units, members with their forget records (data/slices.py)
-        all_nonmembers = nonmembers
-        part = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
-        bundle.forget, bundle.retain, members, nonmembers = (
-            part.forget,
-            part.retain,
-            part.members,
-            part.nonmembers,
-        )
-        # the calibration holdout: up to 48 non-members after the evaluation's (never trained on, and not
-        # the documents that grade the run)
-        used = {d["id"] for d in nonmembers}
-        holdout_docs = [d for d in all_nonmembers if d["id"] not in used][:48] if members else []
-        _write_records(bundle, data_dir)
-        if members:
-            from llm_unlearn.io_utils import atomic_write_jsonl
-
-            atomic_write_jsonl(data_dir / "mia" / "member.jsonl", members)
-            atomic_write_jsonl(data_dir / "mia" / "nonmember.jsonl", nonmembers)
-        # 2-3. tokenizer and target model: bucketed fine-tuning until the sample is memorized
-        ft = finetune(
-            model="tiny",
-            data=data_dir,
-            documents=[data_dir / "mia" / "member.jsonl"] if members else [],
-            output_dir=target_dir,
-            until_em=DATA_UNTIL_EM,
-            eval_items=32,
-            eval_every=2,
-            lr=3e-3,
-            batch_size=8,
-            vocab_size=4096,
-            seed=seed,
-            overwrite=True,
-            progress=progress,
-            extra_tokenizer_texts=[d["document"] for d in nonmembers + holdout_docs],
-            return_model=True,
-        )
-        model, tokenizer = ft.pop("model_object"), ft.pop("tokenizer_object")
-        mem = {"steps": ft["steps"], "epochs": ft["epochs"], "stopped": ft["stopped"], "final": ft["final"]}
+    bundle, members, nonmembers, holdout_docs, model, tokenizer, mem = _prepare_target(
+        out, data, split, limit, seed, progress
+    )
     t_mem = time.time() - t0
 
     # 5a. before
     mia = (members, nonmembers) if members and nonmembers else None
-    before = evaluate_semeval(
-        model,
-        tokenizer,
-        bundle,
-        mia=mia,
-        max_new_tokens=48,
-        batch_size=32,
-        output_dir=out / "eval-before",
-        progress=progress,
-    )
+    before = _evaluate(model, tokenizer, bundle, mia, out / "eval-before", progress)
 
     # 4. unlearn (default preset; chunk size scaled to the data)
-    n_forget = len(bundle.forget)
-    overrides = {
-        "model.name_or_path": str(target_dir),
-        "data.data": str(data_dir),
-        "data.add_eos": True,
-        "train.output_dir": str(out / "unlearned"),
-        "train.overwrite": True,
-        "train.progress": progress,
-        "train.seed": seed + 9550,
-        "train.learning_rate": 5e-3,  # a tiny model trained from scratch needs a larger step than 1e-4
-        "schedule.chunk_size": max(1, math.ceil(n_forget / 3)),
-        "schedule.retain_per_forget": 3,
-        "schedule.epochs": 8,
-        "lora.alpha": 32,
-    }
+    overrides = _unlearning_overrides(out, data_dir, out / "target-model", len(bundle.forget), seed, progress)
     if holdout_docs and members:  # calibrated unlearning (the default preset's gate, stop and selection)
-        from llm_unlearn.io_utils import atomic_write_jsonl
-
         atomic_write_jsonl(data_dir / "holdout.jsonl", holdout_docs)
         overrides["calibration.holdout"] = str(data_dir / "holdout.jsonl")
         # the members of the data the target was trained on (with --data: the slice's, in OUT/data/mia/)
@@ -266,16 +306,7 @@ def run_demo(
     unlearned.eval()
 
     # 5b. after (the adapter on, not merged)
-    after = evaluate_semeval(
-        unlearned,
-        tokenizer,
-        bundle,
-        mia=mia,
-        max_new_tokens=48,
-        batch_size=32,
-        output_dir=out / "eval-after",
-        progress=progress,
-    )
+    after = _evaluate(unlearned, tokenizer, bundle, mia, out / "eval-after", progress)
     result = {
         "before": _summary(before),
         "after": _summary(after),
@@ -301,8 +332,6 @@ def run_demo(
 
 
 def _write_records(bundle, directory: Path) -> None:
-    from llm_unlearn.io_utils import atomic_write_jsonl
-
     atomic_write_jsonl(directory / "forget.jsonl", [r.__dict__ for r in bundle.forget])
     atomic_write_jsonl(directory / "retain.jsonl", [r.__dict__ for r in bundle.retain])
 

@@ -1,4 +1,4 @@
-"""Model and tokenizer loading, LoRA, merging, and the tiny demo architecture.
+"""Model and tokenizer loading, LoRA, merging (the tiny demo model is in ``llm_unlearn.tiny``).
 
 Nothing here downloads anything unless the user passes a hub id on a machine that is online.
 """
@@ -363,10 +363,10 @@ def merge_and_save(
     """Merge the adapter into a copy of the weights and save model + tokenizer (safetensors).
     `replace_dir`: `out_dir` is replaced as a whole (atomically); False: the files are moved into it
     one by one (each atomically) and no other file in it is touched. `marker_kind`: also write the
-    output-directory marker (io_utils.write_marker)."""
+    output-directory marker (outputs.write_marker)."""
     import copy
 
-    from llm_unlearn.io_utils import fill_output_dir
+    from llm_unlearn.outputs import fill_output_dir
 
     merged = copy.deepcopy(peft_model)
     if hasattr(merged, "merge_and_unload"):  # a PEFT model; a fully fine-tuned one is saved as is
@@ -377,57 +377,3 @@ def merge_and_save(
         tokenizer.save_pretrained(tmp)
 
     return fill_output_dir(out_dir, fill, marker_kind=marker_kind, replace_dir=replace_dir)
-
-
-# ----------------------------------------------------------------------------- the tiny demo model
-def train_bpe_tokenizer(texts: list[str], vocab_size: int = 1024):
-    """Train a byte-level BPE tokenizer on `texts` (seconds). BOS is added at the start of every
-    encoding, so the prompt/answer mask is exercised with a BOS-adding tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-
-
-def build_tiny_olmo2(
-    tokenizer,
-    hidden_size: int = 128,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    intermediate_size: int = 512,
-    max_position_embeddings: int = 512,
-    seed: int = 0,
-):
-    """A small OLMo-2-architecture causal LM, randomly initialised (the demo's and tests' model)."""
-    from transformers import Olmo2Config, Olmo2ForCausalLM
-
-    cfg = Olmo2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        max_position_embeddings=max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    return Olmo2ForCausalLM(cfg)

@@ -18,7 +18,7 @@ from llm_unlearn.data.records import DataBundle, Record, load_unlearning_data, r
 from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
 from llm_unlearn.evaluation.inference import answer_nll, document_statistics, greedy_generate
 from llm_unlearn.evaluation.semeval import evaluate_semeval
-from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
 OFFICIAL_KEYS = [
     "forget-set",

@@ -27,7 +27,7 @@ from llm_unlearn.evaluation.mmlu import (
     shared_prefix_length,
 )
 from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, SUBJECTS
-from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
 FIXTURE = {
     "abstract_algebra": {

@@ -18,7 +18,8 @@ from llm_unlearn.evaluation.sample import (
     run_sample,
     sample_records,
 )
-from llm_unlearn.modeling import apply_lora, build_tiny_olmo2, train_bpe_tokenizer
+from llm_unlearn.modeling import apply_lora
+from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)

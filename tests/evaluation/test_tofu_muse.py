@@ -96,7 +96,7 @@ def tiny_lm(tmp_path_factory):
     need a trained model; their values are checked on hand-made inputs)."""
     import torch
 
-    from llm_unlearn.modeling import build_tiny_olmo2, train_bpe_tokenizer
+    from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_lm")
     texts = [

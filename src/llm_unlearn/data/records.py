@@ -1,40 +1,19 @@
-"""Forget / retain records: reading, validating and locating them.
+"""Forget / retain sets: locating the files of a data directory, ``load_unlearning_data``, MIA documents.
 
-A record is one prompt/answer pair (SemEval-2025 Task 4 format: ``{id, input, output, task, split}``).
-Files may be ``.jsonl``, ``.json`` (a list of objects, or ``{"data": [...]}``), ``.parquet`` or ``.csv``.
-
-Field mapping, checked per row in this order:
-
-* SemEval: ``input`` / ``output`` (plus ``id``, ``task``, ``split``);
-* generic: ``prompt`` / ``completion``;
-* generic: ``question`` / ``answer``;
-* generic: a single ``text`` field. It becomes ``input = ""`` and ``output = text``: the whole text is
-  the "answer", so every token of it is trained on (forgotten / retained). The tokenizer joins an empty
-  input without the joiner, so no stray leading space is added.
-
-``id`` is optional: a row without one gets ``"<file stem>-<row index from 0>"``. A file must either give
-every row an id or none. Integer ids are accepted and turned into strings; every other field must be a
-string (``task`` may also be null/absent).
-
-Where errors point: for ``.jsonl`` the line is the physical line of the file (blank lines are skipped but
-counted); for ``.csv`` it is the physical line of the file (the header is line 1); for ``.json`` and
-``.parquet`` it is the 1-based record number (a JSON syntax error gives the physical line instead).
+Rows are read by :mod:`llm_unlearn.data.formats` and mapped to :class:`Record` by
+:mod:`llm_unlearn.data.fields` (whose docstring gives the field mapping and the id rules).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
-import warnings
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_unlearn.data.fields import Record, parse_rows, string_field
+from llm_unlearn.data.formats import SUPPORTED_EXTENSIONS, read_text, rows_jsonl
 from llm_unlearn.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -48,24 +27,6 @@ __all__ = [
     "read_mia_documents",
     "record_kind",
 ]
-
-SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
-SPLITS = ("forget", "retain")
-_BOM = b"\xef\xbb\xbf"
-_CSV_FIELD_LIMIT = 1 << 30
-# (input field, output field) pairs, in the order they are tried.
-_FIELD_PAIRS = (("input", "output"), ("prompt", "completion"), ("question", "answer"))
-
-
-@dataclass(frozen=True)
-class Record:
-    """One prompt/answer pair. ``split`` is ``"forget"`` or ``"retain"``; ``task`` e.g. ``"Task1"``."""
-
-    id: str
-    input: str
-    output: str
-    task: str | None
-    split: str
 
 
 @dataclass
@@ -94,211 +55,6 @@ def record_kind(record_id: str) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------- reading
-
-
-def _read_text(path: Path) -> str:
-    """The file's text: UTF-8, a leading BOM removed; undecodable bytes -> DataError with the line."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from e
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(
-            path, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})", line=line
-        ) from e
-
-
-def _rows_jsonl(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=lineno) from e
-
-
-def _rows_json(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    if not text.strip():
-        return
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from e
-    if isinstance(obj, dict) and "data" in obj:
-        obj = obj["data"]
-    if not isinstance(obj, list):
-        raise DataError(path, 'expected a JSON list of objects, or {"data": [...]}', field="data")
-    yield from enumerate(obj, start=1)
-
-
-def _rows_csv(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    if csv.field_size_limit() < _CSV_FIELD_LIMIT:  # long documents exceed the 128 KiB default
-        csv.field_size_limit(_CSV_FIELD_LIMIT)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        for row in reader:
-            row.pop(None, None)  # cells beyond the header
-            # a short row gives None for the missing cells: treat them as absent
-            yield reader.line_num, {k: v for k, v in row.items() if v is not None}
-    except csv.Error as e:
-        raise DataError(path, f"malformed CSV: {e}", line=reader.line_num) from e
-
-
-def _rows_parquet(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(path, f"cannot read parquet: {e}") from e
-    yield from enumerate(rows, start=1)
-
-
-def _raw_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    ext = path.suffix.lower()
-    if ext == ".parquet":
-        yield from _rows_parquet(path)
-        return
-    text = _read_text(path)
-    if ext == ".jsonl":
-        yield from _rows_jsonl(path, text)
-    elif ext == ".json":
-        yield from _rows_json(path, text)
-    else:
-        yield from _rows_csv(path, text)
-
-
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise UserError(f"data file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not a data file (load_unlearning_data reads directories)")
-    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
-        raise UserError(
-            f"unsupported data file type {path.suffix or '(no extension)'!r} for {path}; "
-            f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
-        )
-
-
-def _split_from_name(path: Path) -> str | None:
-    name = path.name.lower()
-    hits = [s for s in SPLITS if s in name]
-    return hits[0] if len(hits) == 1 else None
-
-
-def _string_field(path: Path, line: int, row: dict, name: str) -> str:
-    if name not in row:
-        raise DataError(path, f"missing field '{name}'", line=line, field=name)
-    value = row[name]
-    if value is None:
-        raise DataError(path, "value is null; expected a string", line=line, field=name)
-    if not isinstance(value, str):
-        raise DataError(
-            path, f"expected a string, got {type(value).__name__} {value!r:.40}", line=line, field=name
-        )
-    return value
-
-
-def _prompt_answer(path: Path, line: int, row: dict) -> tuple[str, str]:
-    for key_in, key_out in _FIELD_PAIRS:
-        if key_in in row or key_out in row:
-            return _string_field(path, line, row, key_in), _string_field(path, line, row, key_out)
-    if "text" in row:
-        return "", _string_field(path, line, row, "text")
-    raise DataError(
-        path,
-        "missing field 'output' (a row needs input/output, prompt/completion, question/answer or text); "
-        f"found fields {sorted(map(str, row))}",
-        line=line,
-        field="output",
-    )
-
-
-def _parse_rows(path: Path, split: str | None) -> list[tuple[int, Record]]:
-    """(line, Record) pairs of one file; see the module docstring for the rules."""
-    _check_path(path)
-    if split is not None and split not in SPLITS:
-        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
-    default_split = split or _split_from_name(path)
-    has_ids: bool | None = None
-    out: list[tuple[int, Record]] = []
-    for index, (line, row) in enumerate(_raw_rows(path)):
-        if not isinstance(row, dict):
-            raise DataError(path, f"expected a JSON object, got {type(row).__name__}", line=line)
-        # ids: all rows or none
-        row_has_id = row.get("id") is not None and row.get("id") != ""
-        if has_ids is None:
-            has_ids = row_has_id
-        if has_ids and not row_has_id:
-            raise DataError(
-                path, "missing or empty field 'id' (earlier rows have ids)", line=line, field="id"
-            )
-        if row_has_id and not has_ids:
-            raise DataError(
-                path, "earlier rows have no id: give every row an id or none", line=line, field="id"
-            )
-        if has_ids:
-            rid = row["id"]
-            if isinstance(rid, int) and not isinstance(rid, bool):
-                rid = str(rid)
-            elif not isinstance(rid, str):
-                raise DataError(path, f"expected a string, got {type(rid).__name__}", line=line, field="id")
-        else:
-            rid = f"{path.stem}-{index}"
-        prompt, answer = _prompt_answer(path, line, row)
-        task = row.get("task")
-        if task is not None and not isinstance(task, str):
-            raise DataError(
-                path, f"expected a string or null, got {type(task).__name__}", line=line, field="task"
-            )
-        task = task or None
-        row_split = row.get("split")
-        if row_split in (None, ""):
-            row_split = default_split
-            if row_split is None:
-                raise UserError(
-                    f"{path}: cannot tell whether the records are forget or retain data: no 'split' field, "
-                    "the file name contains neither 'forget' nor 'retain', and no split was given"
-                )
-        elif row_split not in SPLITS:
-            raise DataError(
-                path, f"must be 'forget' or 'retain', got {row_split!r:.40}", line=line, field="split"
-            )
-        elif split is not None and row_split != split:
-            raise DataError(
-                path,
-                f"row says {row_split!r} but the file was loaded as {split!r} data",
-                line=line,
-                field="split",
-            )
-        out.append((line, Record(id=rid, input=prompt, output=answer, task=task, split=row_split)))
-    if not out:
-        raise DataError(path, "the file holds no records (empty file)")
-    _warn_duplicates(path, [r.id for _, r in out])
-    return out
-
-
-def _warn_duplicates(path: Path, ids: list[str]) -> None:
-    counts = Counter(ids)
-    dups = {i: n for i, n in counts.items() if n > 1}
-    if not dups:
-        return
-    extra = sum(n - 1 for n in dups.values())
-    examples = ", ".join(repr(i) for i in list(dups)[:3])
-    msg = f"{path}: {extra} duplicate id(s) ({len(dups)} distinct id(s) repeated, e.g. {examples}); all rows are kept"
-    log.warning(msg)
-    warnings.warn(msg, UserWarning, stacklevel=4)
-
-
 def read_records(path: str | os.PathLike, split: str | None = None) -> list[Record]:
     """Read and validate one data file (.jsonl, .json, .parquet, .csv) into Records.
 
@@ -307,7 +63,7 @@ def read_records(path: str | os.PathLike, split: str | None = None) -> list[Reco
     "forget" or "retain"). Raises DataError (file, line, field) for malformed content, UserError for a
     missing file or an unsupported extension. Duplicate ids warn (UserWarning) but are kept.
     """
-    return [rec for _, rec in _parse_rows(Path(path), split)]
+    return [rec for _, rec in parse_rows(Path(path), split)]
 
 
 # ------------------------------------------------------------------------------------------- locating
@@ -359,7 +115,7 @@ def _locate(data: Path, split: str | None) -> tuple[list[Path], list[Path]]:
 
 
 def _read_many(paths: list[Path], split: str) -> list[tuple[Path, int, Record]]:
-    return [(p, line, rec) for p in paths for line, rec in _parse_rows(p, split)]
+    return [(p, line, rec) for p in paths for line, rec in parse_rows(p, split)]
 
 
 def load_unlearning_data(
@@ -393,39 +149,8 @@ def load_unlearning_data(
 
         if is_tofu_dir(data):  # TOFU layout: --split forgetNN (forget + retainNN), full, retainNN, ...
             return tofu_training_bundle(data, split)
-    forget_paths: list[Path] = []
-    retain_paths: list[Path] = []
-    combined: Path | None = None
-    if data is not None:
-        data = Path(data)
-        if not data.exists():
-            raise UserError(f"data path not found: {data}")
-        if data.is_dir():
-            forget_paths, retain_paths = _locate(data, split)
-        else:
-            combined = data
-    if forget is not None:
-        forget_paths, combined = [Path(forget)], None
-        if not forget_paths[0].exists():
-            raise UserError(f"forget file not found: {forget_paths[0]}")
-    if retain is not None:
-        retain_paths = [Path(retain)]
-        if not retain_paths[0].exists():
-            raise UserError(f"retain file not found: {retain_paths[0]}")
-
-    if combined is not None:
-        rows = [(combined, line, rec) for line, rec in _parse_rows(combined, None)]
-        forget_rows = [r for r in rows if r[2].split == "forget"]
-        retain_rows = [r for r in rows if r[2].split == "retain"] if not retain_paths else []
-        files = [combined]
-    else:
-        forget_rows = _read_many(forget_paths, "forget")
-        retain_rows = []
-        files = list(forget_paths)
-    if retain_paths:
-        retain_rows = _read_many(retain_paths, "retain")
-        files += retain_paths
-
+    forget_paths, retain_paths, combined = _resolve_paths(data, split, forget, retain)
+    forget_rows, retain_rows, files = _read_sets(forget_paths, retain_paths, combined)
     if not forget_rows:
         raise DataError(files[0], "no forget records (the forget set is empty)", field="split")
     if require_retain and not retain_rows:
@@ -445,6 +170,49 @@ def load_unlearning_data(
         ", ".join(str(p) for p in bundle.files),
     )
     return bundle
+
+
+def _resolve_paths(data, split, forget, retain) -> tuple[list[Path], list[Path], Path | None]:
+    """``(forget files, retain files, combined file)``: what ``data`` gives, replaced by ``forget=`` /
+    ``retain=``; the combined file (rows with a ``split`` field) is ``data`` itself when it is a file."""
+    forget_paths: list[Path] = []
+    retain_paths: list[Path] = []
+    combined: Path | None = None
+    if data is not None:
+        data = Path(data)
+        if not data.exists():
+            raise UserError(f"data path not found: {data}")
+        if data.is_dir():
+            forget_paths, retain_paths = _locate(data, split)
+        else:
+            combined = data
+    if forget is not None:
+        forget_paths, combined = [Path(forget)], None
+        if not forget_paths[0].exists():
+            raise UserError(f"forget file not found: {forget_paths[0]}")
+    if retain is not None:
+        retain_paths = [Path(retain)]
+        if not retain_paths[0].exists():
+            raise UserError(f"retain file not found: {retain_paths[0]}")
+    return forget_paths, retain_paths, combined
+
+
+def _read_sets(forget_paths: list[Path], retain_paths: list[Path], combined: Path | None):
+    """``(forget rows, retain rows, files read)``, each row ``(path, line, Record)``; explicit retain files
+    replace the retain rows of a combined file."""
+    if combined is not None:
+        rows = [(combined, line, rec) for line, rec in parse_rows(combined, None)]
+        forget_rows = [r for r in rows if r[2].split == "forget"]
+        retain_rows = [r for r in rows if r[2].split == "retain"] if not retain_paths else []
+        files = [combined]
+    else:
+        forget_rows = _read_many(forget_paths, "forget")
+        retain_rows = []
+        files = list(forget_paths)
+    if retain_paths:
+        retain_rows = _read_many(retain_paths, "retain")
+        files += retain_paths
+    return forget_rows, retain_rows, files
 
 
 def _unique(paths: list[Path]) -> list[Path]:
@@ -485,7 +253,7 @@ def _read_documents(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"MIA file not found: {path}")
     docs = []
-    for line, row in _rows_jsonl(path, _read_text(path)):
+    for line, row in rows_jsonl(path, read_text(path)):
         if not isinstance(row, dict):
             raise DataError(path, f"expected a JSON object, got {type(row).__name__}", line=line)
         rid = row.get("id")
@@ -493,8 +261,8 @@ def _read_documents(path: Path) -> list[dict]:
             row = {**row, "id": str(rid)}
         docs.append(
             {
-                "id": _string_field(path, line, row, "id"),
-                "document": _string_field(path, line, row, "document"),
+                "id": string_field(path, line, row, "id"),
+                "document": string_field(path, line, row, "document"),
             }
         )
     if not docs:

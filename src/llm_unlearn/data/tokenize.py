@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
+from llm_unlearn.data.batching import IGNORE_INDEX
 from llm_unlearn.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["IGNORE_INDEX", "tokenize_example", "tokenize_records", "ensure_pad_token", "UnlearnCollator"]
 
-IGNORE_INDEX = -100
 _PROBE = "a"
 
 

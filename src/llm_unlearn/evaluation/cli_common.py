@@ -95,7 +95,7 @@ def command_inputs(args) -> list:
 def locked_output_dir(args, kind: str, own_names):
     """The output-directory policy (io_utils.prepare_output_dir) and its lock, for evaluate / mmlu;
     temporary files of killed writes are removed once the lock is held."""
-    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir, remove_stale_tmp
 
     prepare_output_dir(
         args.output_dir, kind, command_inputs(args), overwrite=args.overwrite, own_names=own_names

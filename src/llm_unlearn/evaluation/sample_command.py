@@ -48,7 +48,7 @@ def _same_path(a: str, b: str) -> bool:
 def cmd_sample(args) -> int:
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.evaluation.sample import MARKDOWN_HEADER, jsonl_path_for, render_text_table, run_sample
-    from llm_unlearn.io_utils import check_output_file
+    from llm_unlearn.outputs import check_output_file
 
     # never over an input, nor over a user's file: OUT.md is ours when it starts with our header
     # (MARKDOWN_HEADER, what sample.render_markdown writes first), and

@@ -73,7 +73,7 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     killed writes are removed first. A signal (SIGTERM / Ctrl-C) at any point ends the run with
     `TrainingInterrupted` (during training: after the current step and the last chunk's checkpoint)."""
     from llm_unlearn.config import validate
-    from llm_unlearn.io_utils import DirectoryLock, prepare_output_dir, remove_stale_tmp
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir, remove_stale_tmp
 
     validate(cfg)  # every option, before anything is loaded
     if not cfg.train.output_dir:
@@ -120,7 +120,7 @@ class ChunkLoop:
         self.calib_action: str | None = None
         prep.out.mkdir(parents=True, exist_ok=True)  # only now: bad data, options or model leave no directory
         if is_main_process():
-            from llm_unlearn.io_utils import write_marker
+            from llm_unlearn.outputs import write_marker
 
             write_marker(prep.out, "train")
         self.trainer = self._build_trainer()

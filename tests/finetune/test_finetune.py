@@ -1,16 +1,15 @@
-"""finetune.py: length buckets, memorization until a criterion, a saved model that `train` accepts,
+"""finetune: memorization until a criterion, a saved model that `train` accepts,
 LoRA + merge, documents and slicing, one-line user errors, and the GGUF quantization marker."""
 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
 from llm_unlearn import cli
-from llm_unlearn.finetune import bucket_batches, finetune, padding_fraction, read_documents
+from llm_unlearn.finetune import finetune, read_documents
 
 TINY = {"tiny_hidden": 64, "tiny_layers": 2, "vocab_size": 512, "lr": 5e-3, "progress": False}
 
@@ -23,33 +22,6 @@ def syn_data(tmp_path_factory):
     ds = make_synthetic_dataset(n_entities_per_task=3, seed=1)
     write_synthetic_dataset(ds, root / "data")
     return {"dir": root / "data", "ds": ds}
-
-
-# ----------------------------------------------------------------------------------------- buckets
-def test_bucket_batches_cover_every_item_once_and_waste_less_padding():
-    rng = random.Random(3)
-    lengths = [max(4, int(rng.lognormvariate(4.5, 0.7))) for _ in range(300)]  # 16 to 640 tokens
-    batches = bucket_batches(lengths, 16, seed=0)
-    assert sorted(i for b in batches for i in b) == list(range(300))
-    assert all(1 <= len(b) <= 16 for b in batches)
-    bucketed = padding_fraction(lengths, batches)
-    # one global pad (every batch padded to the longest text, as the old demo trainer did)
-    global_pad = 1 - sum(lengths) / (len(lengths) * max(lengths))
-    order = list(range(300))
-    rng.shuffle(order)
-    random_batches = [order[k : k + 16] for k in range(0, 300, 16)]
-    assert bucketed < padding_fraction(lengths, random_batches) < global_pad
-    # pure Python and seeded, so these are the same everywhere: 0.118 bucketed, 0.656 random, 0.815 global
-    assert bucketed < 0.2 and bucketed < padding_fraction(lengths, random_batches) / 4
-    # seeded: the same seed gives the same batches, another seed another order
-    assert bucket_batches(lengths, 16, seed=0) == batches
-    assert bucket_batches(lengths, 16, seed=1) != batches
-    # a token cap: len(batch) * longest <= cap unless the batch is a single item
-    capped = bucket_batches(lengths, 16, max_tokens=1000, seed=0)
-    assert sorted(i for b in capped for i in b) == list(range(300))
-    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1000 for b in capped)
-    with pytest.raises(ValueError):
-        bucket_batches(lengths, 0)
 
 
 # ----------------------------------------------------------------------------------------- end to end
@@ -206,7 +178,8 @@ def test_gguf_marker_is_cleared_so_the_trainer_accepts_the_model(tiny_tokenizer_
     from transformers.trainer_utils import validate_quantization_for_training
     from transformers.utils.quantization_config import GgufConfig
 
-    from llm_unlearn.modeling import build_tiny_olmo2, clear_gguf_quantization
+    from llm_unlearn.modeling import clear_gguf_quantization
+    from llm_unlearn.tiny import build_tiny_olmo2
 
     tok = tiny_tokenizer_factory("bos", pad=True)
     model = build_tiny_olmo2(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
