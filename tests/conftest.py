@@ -163,3 +163,51 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- shared builders
+def make_lora_model(world, seed: int = 0, scale: float = 0.05, dtype=None):
+    """The memorized tiny model with a fresh LoRA adapter whose B matrices are non-zero (so that the
+    model and its reference, the adapter switched off, differ); `dtype` e.g. torch.float64."""
+    import torch
+
+    from llm_unlearn.modeling import apply_lora
+
+    torch.manual_seed(seed)
+    base = world["make_model"]()
+    if dtype is not None:
+        base = base.to(dtype)
+    pm = apply_lora(base, r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"])
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, scale)
+    return pm
+
+
+def make_rows(world, n_forget: int = 3, n_retain: int = 3, alternatives: bool = False):
+    """Tokenized forget then retain rows of the tiny world (row_key = position); with `alternatives`,
+    each forget row also gets an "I don't know" answer (alt_input_ids / alt_labels) as training does."""
+    from llm_unlearn.data.tokenize import tokenize_records
+
+    tok, ds = world["tokenizer"], world["ds"]
+    forget, retain = ds.forget[:n_forget], ds.retain[:n_retain]
+    rows = tokenize_records(tok, forget + retain, add_eos=True)
+    for key, row in enumerate(rows):
+        row["row_key"] = key
+    if alternatives:
+        alts = [{**r, "output": "I do not know that."} for r in forget]
+        for row, alt in zip(rows, tokenize_records(tok, alts, add_eos=True)):
+            row["alt_input_ids"], row["alt_labels"] = alt["input_ids"], alt["labels"]
+        for row in rows[len(forget) :]:
+            row["alt_input_ids"], row["alt_labels"] = row["input_ids"], row["labels"]
+    return rows
+
+
+def collate_rows(world, rows):
+    """A training batch of `rows` (the run's collator, alternative answers included)."""
+    from llm_unlearn.data.tokenize import UnlearnCollator
+    from llm_unlearn.train.loop import AlternativesCollator
+
+    pad = world["tokenizer"].pad_token_id
+    return AlternativesCollator(UnlearnCollator(pad), pad)(rows)

@@ -251,6 +251,19 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def add_options_parser(sub) -> None:
+    p = sub.add_parser("options", help="list every configuration option (key, flag, default, meaning)")
+    p.add_argument("--markdown", action="store_true", help="the README's configuration table")
+    p.set_defaults(func=cmd_options)
+
+
+def cmd_options(args) -> int:
+    from llm_unlearn.config.reference import markdown_table, plain_text
+
+    print(markdown_table() if args.markdown else plain_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"llm-unlearn {__version__}")
@@ -260,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_demo_parser(sub)
     add_merge_parser(sub)
+    add_options_parser(sub)
     from llm_unlearn.finetune import add_finetune_parser
 
     add_finetune_parser(sub)

@@ -186,7 +186,11 @@ def preset_config(name: str, explicit: set[str] | None = None) -> UnlearnConfig:
 def apply_method_defaults(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnConfig:
     """The chosen method's own defaults (METHOD_DEFAULTS: its paper's or the peer framework's), for
     every option the preset, the YAML file and the flags left unset."""
-    for key, value in METHOD_DEFAULTS.get(cfg.objective.method, {}).items():
+    method = cfg.objective.method
+    defaults = (
+        METHOD_DEFAULTS.get(method, {}) if isinstance(method, str) else {}
+    )  # a bad value: validate() says so
+    for key, value in defaults.items():
         if key not in explicit:
             section, name = key.split(".")
             setattr(getattr(cfg, section), name, copy.deepcopy(value))

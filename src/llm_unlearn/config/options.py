@@ -65,10 +65,15 @@ class ModelOptions:
         None, "model directory or hub id (hub ids need network)", flag="--model", path=True
     )
     tokenizer: str | None = opt(None, "tokenizer (default: the model's)", flag="--tokenizer", path=True)
-    gguf_file: str | None = opt(None, "GGUF file inside --model", flag="--gguf-file", path=True)
+    gguf_file: str | None = opt(
+        None,
+        "load a GGUF checkpoint from name_or_path (dequantized; trainable)",
+        flag="--gguf-file",
+        path=True,
+    )
     dtype: str = opt(
         "auto",
-        "auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16",
+        "auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16 | float16",
         flag="--dtype",
         choices=DTYPES,
     )
@@ -76,7 +81,9 @@ class ModelOptions:
         False, "allow the model repository's own code", switch=("--trust-remote-code", True)
     )
     allow_pickle: bool = opt(
-        False, "load pickle weights (.bin) of a model without safetensors", switch=("--allow-pickle", True)
+        False,
+        "load a model or adapter stored only as pickle (.bin/.pt); otherwise refused",
+        switch=("--allow-pickle", True),
     )
 
 
@@ -88,16 +95,24 @@ class DataOptions:
         flag="--data",
         path=True,
     )
-    split: str | None = opt(None, "sub-directory / parquet split, e.g. train", flag="--split", path=True)
+    split: str | None = opt(
+        None, "<data>/<split>/forget.jsonl, or the _<split> parquet files", flag="--split", path=True
+    )
     forget: str | None = opt(None, "forget file (.jsonl/.json/.parquet/.csv)", flag="--forget", path=True)
     retain: str | None = opt(None, "retain file", flag="--retain", path=True)
     joiner: str = opt(" ", "text between input and output", flag="--joiner")
     add_eos: bool = opt(False, "append EOS after each answer (labelled)", switch=("--add-eos", True))
     max_length: int | None = opt(
-        512, "truncate rows to this many tokens (null: no truncation)", flag="--max-length", range=_pos(1)
+        512,
+        "truncate longer rows (a warning counts them, and rows left without answer tokens); null: no truncation",
+        flag="--max-length",
+        range=_pos(1),
     )
     limit: int | None = opt(
-        None, "at most N forget and N retain rows, whole units (null: all)", flag="--limit", range=_pos(1)
+        None,
+        "at most N forget and N retain rows, whole SemEval units (see Slices); null: all",
+        flag="--limit",
+        range=_pos(1),
     )
 
 
@@ -112,7 +127,7 @@ class LoraOptions:
     alpha: int = opt(64, "LoRA alpha (scale alpha / r)", flag="--lora-alpha", range=_pos(1))
     dropout: float = opt(0.0, "LoRA dropout", flag="--lora-dropout", range=_pos(0, high=1, open_high=True))
     target_modules: list[str] | None = opt(
-        help="module names (comma-separated on the command line); null: the architecture's default",
+        help="modules absent from a model are skipped; none present: PEFT's default for the architecture (or all linear layers); comma-separated on the command line",
         flag="--lora-targets",
         factory=lambda: list(SEED_TARGET_MODULES),
     )
@@ -133,17 +148,22 @@ class ObjectiveOptions:
     divergence_weight: float = opt(
         1.0, "weight of the retain divergence (whatever its kind)", flag="--divergence-weight", range=_pos(0)
     )
-    npo_beta: float = opt(0.5, "NPO beta", flag="--npo-beta", range=_pos(0, open_low=True))
+    npo_beta: float = opt(
+        0.5,
+        "NPO beta: -(2/beta) mean log sigmoid(beta (log p_ref - log p))",
+        flag="--npo-beta",
+        range=_pos(0, open_low=True),
+    )
     renyi_alpha: float = opt(0.5, "Rényi alpha (1 = KL)", flag="--renyi-alpha", range=_pos(0, open_low=True))
     npo_level: str = opt(
         "token",
-        "token (seed, Atyaephyra) | sequence (NPO paper, open-unlearning)",
+        "token: per answer token (the seed, Atyaephyra) | sequence: per-sequence sums (the NPO paper, open-unlearning)",
         flag="--npo-level",
         choices=NPO_LEVELS,
     )
     retain_divergence: str = opt(
         "renyi",
-        "divergence to the reference on retain rows",
+        "renyi | kl | token_renyi_legacy (the seed's term, not a divergence) | none",
         flag="--retain-divergence",
         choices=RETAIN_DIVERGENCES,
     )
@@ -181,13 +201,34 @@ class ObjectiveOptions:
 
 @dataclass
 class ScheduleOptions:
-    chunk_size: int = opt(32, "forget rows per chunk", flag="--chunk-size", range=_pos(1))
-    retain_per_forget: float = opt(
-        7, "retain rows interleaved per forget row", flag="--retain-per-forget", range=_pos(0, high=1e6)
+    chunk_size: int = opt(
+        32,
+        "forget rows per chunk (the remainder forms a last smaller chunk)",
+        flag="--chunk-size",
+        range=_pos(1),
     )
-    split_retain: bool = opt(True, "each chunk gets its own retain rows", switch=("--no-split-retain", False))
-    sequential: bool = opt(True, "forget chunks one after another", switch=("--no-sequential", False))
-    epochs: float = opt(5, "passes over each chunk", flag="--epochs", range=_pos(0, open_low=True, high=1e6))
+    retain_per_forget: float = opt(
+        7,
+        "retain rows per forget row in a chunk; 0 = forget rows only",
+        flag="--retain-per-forget",
+        range=_pos(0, high=1e6),
+    )
+    split_retain: bool = opt(
+        True,
+        "retain rows taken cyclically from a cursor carried across chunks; false: every chunk takes all retain rows in a seeded permutation",
+        switch=("--no-split-retain", False),
+    )
+    sequential: bool = opt(
+        True,
+        "false: one pass over all forget rows with the same interleaving",
+        switch=("--no-sequential", False),
+    )
+    epochs: float = opt(
+        5,
+        "passes over each chunk (batches in plan order, no shuffling)",
+        flag="--epochs",
+        range=_pos(0, open_low=True, high=1e6),
+    )
     optimizer_scope: str = opt(
         "chunk",
         "chunk: fresh optimizer + LR decay per chunk (seed) | run: one for all",
@@ -204,7 +245,12 @@ class TrainOptions:
     gradient_accumulation_steps: int = opt(
         1, "gradient accumulation steps", flag="--grad-accum", range=_pos(1)
     )
-    seed: int = opt(9550, "seed of everything", flag="--seed", range=_pos(0, high=2**32 - 1))
+    seed: int = opt(
+        9550,
+        "one seed for everything; chunk c is seeded with seed + c",
+        flag="--seed",
+        range=_pos(0, high=2**32 - 1),
+    )
     optimizer: str = opt(
         "adamw", "adamw | adam (AdamW with weight decay 0)", flag="--optimizer", choices=("adamw", "adam")
     )
@@ -219,7 +265,7 @@ class TrainOptions:
     overwrite: bool = opt(False, "replace a different run in --output-dir", switch=("--overwrite", True))
     reference_cache: str = opt(
         "auto",
-        "auto (full if it fits the budget, else off) | off | full | topk",
+        "auto (full cache where the exact distributions fit the budget, else none) | off | full | topk (approximate): see Performance",
         flag="--reference-cache",
         choices=REFERENCE_CACHE_MODES,
     )
@@ -258,10 +304,13 @@ class CalibrationOptions:
     forget_documents: str | None = opt(
         None, "documents of the forget records (e.g. mia/member.jsonl)", flag="--forget-documents", path=True
     )
-    unlearn_documents: bool = opt(True, "the forget documents are unlearned too (one forget row each)")
+    unlearn_documents: bool = opt(
+        True,
+        "the forget documents are forget data too: one forget row per document whose id is a forget unit's (whole text labelled, after the records in the plan); false in the upstream presets",
+    )
     tolerance: float = opt(
         0.05,
-        "stop when |MIA AUC - 0.5| <= this (last chunk)",
+        "stop (last chunk) when |MIA AUC - 0.5| <= this, or once the AUC is below 0.5 - this",
         flag="--calibration-tolerance",
         range=_pos(0, high=0.5),
     )

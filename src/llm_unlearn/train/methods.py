@@ -123,11 +123,11 @@ def altpo(step: Step, o) -> dict[str, TermValue]:
 
 # ----------------------------------------------------------------------------- RMU
 def rmu_layer(o, model) -> int:
-    """The steered layer: `rmu_layer`, or 7, or the middle layer of a model with fewer than 8 layers."""
+    """The steered layer: `rmu_layer`, or 7, or the middle layer ((n - 1) // 2) of a model with fewer than 8 layers."""
     if o.rmu_layer is not None:
         return int(o.rmu_layer)
     n = len(decoder_layers(model))
-    return 7 if n > 7 else n // 2
+    return 7 if n > 7 else (n - 1) // 2
 
 
 def _label_positions(labels: torch.Tensor, rows_mask: torch.Tensor):
