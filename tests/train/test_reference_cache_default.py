@@ -34,7 +34,7 @@ from llm_unlearn.train import cache as rc
 from llm_unlearn.train import reference
 from llm_unlearn.train.loop import run_unlearning
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DDP_CONFIG = REPO / "examples" / "accelerate" / "ddp.yaml"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 U_FLOAT16 = 2.0**-11

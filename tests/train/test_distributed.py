@@ -41,7 +41,7 @@ from safetensors.torch import load_file
 
 from llm_unlearn import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DDP_CONFIG = REPO / "examples" / "accelerate" / "ddp.yaml"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
