@@ -206,8 +206,7 @@ def make_rows(world, n_forget: int = 3, n_retain: int = 3, alternatives: bool = 
 
 def collate_rows(world, rows):
     """A training batch of `rows` (the run's collator, alternative answers included)."""
-    from llm_unlearn.data.tokenize import UnlearnCollator
-    from llm_unlearn.train.loop import AlternativesCollator
+    from llm_unlearn.data.tokenize import AlternativesCollator, UnlearnCollator
 
     pad = world["tokenizer"].pad_token_id
     return AlternativesCollator(UnlearnCollator(pad), pad)(rows)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from llm_unlearn.data.batching import IGNORE_INDEX
+from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
 from llm_unlearn.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -246,4 +246,20 @@ class UnlearnCollator:
         out = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "is_forget": is_forget}
         if all("row_key" in f for f in features):  # the reference cache's row id (see reference_cache.py)
             out["row_key"] = torch.tensor([int(f["row_key"]) for f in features], dtype=torch.long)
+        return out
+
+
+class AlternativesCollator:
+    """The base collator, plus ``alt_input_ids`` / ``alt_labels`` / ``alt_attention_mask`` (right padded)
+    when the rows carry alternative answers (train/prepare.py)."""
+
+    def __init__(self, base, pad_token_id: int):
+        self.base, self.pad_token_id = base, int(pad_token_id)
+
+    def __call__(self, features):
+        out = self.base(features)
+        if features and all("alt_input_ids" in f for f in features):
+            ids, mask = pad_batch([f["alt_input_ids"] for f in features], self.pad_token_id)
+            labels, _ = pad_batch([f["alt_labels"] for f in features], IGNORE_INDEX)
+            out.update(alt_input_ids=ids, alt_labels=labels, alt_attention_mask=mask)
         return out

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 from llm_unlearn.config import UnlearnConfig
 from llm_unlearn.errors import TrainingInterrupted, UserError
@@ -31,27 +30,9 @@ from llm_unlearn.train.process import (
     package_versions,
     restore_signal_handlers,
 )
-from llm_unlearn.train.progress import Progress, chunk_summary, log_row
+from llm_unlearn.train.progress import LoopCallback, Progress, chunk_summary
 
 log = logging.getLogger(__name__)
-
-
-class AlternativesCollator:
-    """The base collator, plus ``alt_input_ids`` / ``alt_labels`` / ``alt_attention_mask`` (right padded)
-    when the rows carry alternative answers (train/prepare.py)."""
-
-    def __init__(self, base, pad_token_id: int):
-        self.base, self.pad_token_id = base, int(pad_token_id)
-
-    def __call__(self, features):
-        out = self.base(features)
-        if features and all("alt_input_ids" in f for f in features):
-            from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
-
-            ids, mask = pad_batch([f["alt_input_ids"] for f in features], self.pad_token_id)
-            labels, _ = pad_batch([f["alt_labels"] for f in features], IGNORE_INDEX)
-            out.update(alt_input_ids=ids, alt_labels=labels, alt_attention_mask=mask)
-        return out
 
 
 class _RowsDataset(torch.utils.data.Dataset):
@@ -138,7 +119,7 @@ class ChunkLoop:
     def _build_trainer(self):
         from transformers import PrinterCallback
 
-        from llm_unlearn.data.tokenize import UnlearnCollator
+        from llm_unlearn.data.tokenize import AlternativesCollator, UnlearnCollator
         from llm_unlearn.train.reference import for_run
         from llm_unlearn.train.trainer import UnlearnTrainer
 
@@ -164,7 +145,7 @@ class ChunkLoop:
             data_files=p.data_files,
             frozen=p.frozen,
         )
-        trainer.add_callback(_LoopCallback(self))
+        trainer.add_callback(LoopCallback(self))
         trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
         return trainer
 
@@ -399,29 +380,3 @@ def _remove_run_state(out: Path) -> None:
             os.replace(out / name, gone)
             shutil.rmtree(gone, ignore_errors=True)
     remove_cache_dirs(out)  # only a resume needs it
-
-
-class _LoopCallback(TrainerCallback):
-    """Log rows into the run's history, advance the progress bar, stop on a signal, and evaluate when
-    the calibration schedule says so."""
-
-    def __init__(self, loop: ChunkLoop):
-        self.loop = loop
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if logs and "loss" in logs:
-            loop = self.loop
-            epoch = logs.get("epoch", state.epoch or 0.0)
-            row = log_row(logs, loop.offset + state.global_step, loop.trainer.chunk_index + 1, epoch)
-            loop.history.append(row)
-            loop.progress.postfix(row)
-
-    def on_step_end(self, args, state, control, **kw):
-        loop = self.loop
-        loop.progress.update()
-        if any_process(loop.stop_flag):  # every process stops after the same step
-            control.should_training_stop = True
-        elif loop.calib is not None and loop.calib.due(state.global_step, loop.trainer.chunk_index):
-            loop.calib_action = loop.evaluate_now(loop.offset + state.global_step, loop.trainer.chunk_index)
-            if loop.calib_action:
-                control.should_training_stop = True

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 
+from transformers import TrainerCallback
+
 from llm_unlearn.train import objectives
+from llm_unlearn.train.process import any_process
 
 
 def log_row(logs: dict, step: int, chunk: int, epoch: float) -> dict:
@@ -73,3 +76,29 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class LoopCallback(TrainerCallback):
+    """Log rows into the run's history, advance the progress bar, stop on a signal, and evaluate when
+    the calibration schedule says so."""
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            loop = self.loop
+            epoch = logs.get("epoch", state.epoch or 0.0)
+            row = log_row(logs, loop.offset + state.global_step, loop.trainer.chunk_index + 1, epoch)
+            loop.history.append(row)
+            loop.progress.postfix(row)
+
+    def on_step_end(self, args, state, control, **kw):
+        loop = self.loop
+        loop.progress.update()
+        if any_process(loop.stop_flag):  # every process stops after the same step
+            control.should_training_stop = True
+        elif loop.calib is not None and loop.calib.due(state.global_step, loop.trainer.chunk_index):
+            loop.calib_action = loop.evaluate_now(loop.offset + state.global_step, loop.trainer.chunk_index)
+            if loop.calib_action:
+                control.should_training_stop = True
