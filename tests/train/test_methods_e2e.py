@@ -90,3 +90,39 @@ def test_method_forgets_and_keeps_retain(tiny_world, before, tmp_path, method):
         assert r1 <= RETAIN_MAX_OF.get(method, RETAIN_MAX), (
             f"{method} lost the retain set: {r0:.3f} -> {r1:.3f}"
         )
+
+
+@pytest.mark.parametrize(
+    ("method", "sequential"), [("npo_rt_div", True), ("simnpo", False), ("undial", True)]
+)
+def test_full_finetuning_with_a_frozen_reference(tiny_world, before, tmp_path, method, sequential):
+    """lora.enabled false: every weight trains and the reference is a frozen copy of the starting model
+    (cached when it fits); with the chunked schedule and without it."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / f"full-{method}"
+    over = {
+        "model.name_or_path": str(tiny_world["model_dir"]),
+        "data.data": str(tiny_world["data_dir"]),
+        "data.add_eos": True,
+        "train.output_dir": str(out),
+        "train.learning_rate": 1e-3,
+        "train.batch_size": 8,
+        "train.plots": False,
+        "train.progress": False,
+        "schedule.chunk_size": 10,
+        "schedule.sequential": sequential,
+        "schedule.epochs": 2,
+        "calibration.mode": "off",
+        "objective.method": method,
+        "lora.enabled": False,
+    }
+    summary = run_unlearning(build_config(overrides=over))
+    model, tok, ds = summary["model"], tiny_world["tokenizer"], tiny_world["ds"]
+    assert not hasattr(model, "peft_config") and all(p.requires_grad for p in model.parameters())
+    assert (out / "model" / "model.safetensors").is_file() and not (out / "adapter").exists()
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    start = tiny_world["make_model"]().state_dict()
+    assert any(not torch.equal(saved[k], start[k]) for k in saved if k in start)  # the weights moved
+    f0, _ = before
+    assert answer_nll(model, tok, ds.forget) - f0 >= FORGET_RISE

@@ -116,12 +116,18 @@ def _load_model(prep: Prepared, model, tokenizer) -> None:
             gguf_file=m.gguf_file,
             allow_pickle=m.allow_pickle,
         )
-    if cfg.training_args.get("gradient_checkpointing"):
-        model.enable_input_require_grads()  # so the LoRA weights still get gradients
     lora = cfg.lora
-    prep.model = apply_lora(
-        model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
-    )
+    if not lora.enabled:  # full fine-tuning: the reference is a frozen copy of the starting model
+        import copy
+
+        prep.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        prep.model = model.train().requires_grad_(True)
+    else:
+        if cfg.training_args.get("gradient_checkpointing"):
+            model.enable_input_require_grads()  # so the LoRA weights still get gradients
+        prep.model = apply_lora(
+            model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+        )
     if prep.saved is not None:
         load_adapter_weights(prep.model, prep.out / CHECKPOINT)
 
