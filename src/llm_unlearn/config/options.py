@@ -169,9 +169,9 @@ class ObjectiveOptions:
     )
     sugd_forget_factor: float = opt(-1.0, "AILS-NTUA SUGD: factor of forget rows")
     sugd_retain_factor: float = opt(0.5, "AILS-NTUA SUGD: factor of retain rows")
-    simnpo_beta: float = opt(4.5, "SimNPO beta", range=_pos(0, open_low=True))
-    simnpo_delta: float = opt(0.0, "SimNPO margin delta")
-    dpo_beta: float = opt(0.1, "DPO / IdkDPO / AltPO beta", range=_pos(0, open_low=True))
+    simnpo_beta: float = opt(4.5, "SimNPO beta", range=_pos(0, open_low=True), flag="--simnpo-beta")
+    simnpo_delta: float = opt(0.0, "SimNPO margin delta", flag="--simnpo-delta")
+    dpo_beta: float = opt(0.1, "DPO / IdkDPO / AltPO beta", range=_pos(0, open_low=True), flag="--dpo-beta")
     alternatives: str | None = opt(
         None,
         "alternative answers for idk_dpo / altpo: .txt (one per line) or .jsonl (text/answer[, id]); "
@@ -183,19 +183,31 @@ class ObjectiveOptions:
         None,
         "RMU: decoder layer whose output is steered (null: 7, or the middle layer of a shallower model)",
         range=_pos(0),
+        flag="--rmu-layer",
     )
     rmu_steering: float = opt(
-        20.0, "RMU: steering coefficient c (norm of the control vector)", range=_pos(0, open_low=True)
+        20.0,
+        "RMU: steering coefficient c (norm of the control vector)",
+        range=_pos(0, open_low=True),
+        flag="--rmu-steering",
     )
     undial_strength: float = opt(
-        10.0, "UNDIAL: how far the true token's reference logit is lowered", range=_pos(0)
+        10.0,
+        "UNDIAL: how far the true token's reference logit is lowered",
+        range=_pos(0),
+        flag="--undial-strength",
     )
-    wga_beta: float = opt(1.0, "WGA: weight p^beta", range=_pos(0))
-    satimp_beta1: float = opt(5.0, "SatImp: weight p^beta1 (1-p)^beta2", range=_pos(0))
-    satimp_beta2: float = opt(1.0, "SatImp: weight p^beta1 (1-p)^beta2", range=_pos(0))
-    pdu_dual_step: float = opt(1.0, "PDU: step size of the dual (multiplier) update", range=_pos(0))
+    wga_beta: float = opt(1.0, "WGA: weight p^beta", range=_pos(0), flag="--wga-beta")
+    satimp_beta1: float = opt(5.0, "SatImp: weight p^beta1 (1-p)^beta2", range=_pos(0), flag="--satimp-beta1")
+    satimp_beta2: float = opt(1.0, "SatImp: weight p^beta1 (1-p)^beta2", range=_pos(0), flag="--satimp-beta2")
+    pdu_dual_step: float = opt(
+        1.0, "PDU: step size of the dual (multiplier) update", range=_pos(0), flag="--pdu-dual-step"
+    )
     pdu_retain_eps: float | None = opt(
-        None, "PDU: bound on the retain NLL (null: the retain NLL of the first step)", range=_pos(0)
+        None,
+        "PDU: bound on the retain NLL (null: the retain NLL of the first step)",
+        range=_pos(0),
+        flag="--pdu-retain-eps",
     )
 
 
