@@ -78,3 +78,14 @@ def test_bucket_batches_cover_every_item_once_and_waste_less_padding():
     assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1000 for b in capped)
     with pytest.raises(ValueError):
         bucket_batches(lengths, 0)
+
+
+def test_bucket_batches_longest_first_is_deterministic_and_ordered():
+    lengths = [3, 9, 9, 1, 5, 7]
+    batches = bucket_batches(lengths, batch_size=2, longest_first=True)
+    assert batches == [[1, 2], [5, 4], [0, 3]]  # decreasing length, ties by index, batches in that order
+    assert bucket_batches(lengths, batch_size=8, max_tokens=20, longest_first=True) == [
+        [1, 2],
+        [5, 4],
+        [0, 3],
+    ]

@@ -9,11 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import oracles
-from conftest import greedy_exact_match
+from conftest import greedy_exact_match, make_lora_model
 from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
 from llm_unlearn.errors import NonFiniteLossError, UserError
-from llm_unlearn.modeling import apply_lora
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loop import run_unlearning
 from llm_unlearn.train.loss import unlearning_loss
@@ -29,16 +28,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _lora_model(world, seed=0):
-    torch.manual_seed(seed)
-    pm = apply_lora(
-        world["make_model"](), r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]
-    )
-    with torch.no_grad():  # a non-zero adapter so that model and reference differ
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return pm
+_lora_model = make_lora_model  # the shared builder (conftest.py)
 
 
 def _batch(world, n_forget=3, n_retain=3):

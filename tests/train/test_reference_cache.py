@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import make_lora_model
 from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
-from llm_unlearn.modeling import apply_lora
 from llm_unlearn.train import cache as rc
 from llm_unlearn.train import cache_build, reference
 from llm_unlearn.train.head import AnswerHeadSelector
@@ -27,16 +27,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _lora_model(world, seed=0, scale=0.05):
-    torch.manual_seed(seed)
-    pm = apply_lora(
-        world["make_model"](), r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]
-    )
-    with torch.no_grad():  # a non-zero adapter so that model and reference differ
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, scale)
-    return pm
+_lora_model = make_lora_model  # the shared builder (conftest.py)
 
 
 def _rows(world, n_forget=4, n_retain=6):

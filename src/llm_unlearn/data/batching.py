@@ -61,21 +61,27 @@ def bucket_batches(
     *,
     max_tokens: int | None = None,
     seed: int = 0,
+    longest_first: bool = False,
 ) -> list[list[int]]:
-    """Batches of items of similar length, in a seeded random order.
+    """Batches of items of similar length, in a seeded random order (training) or longest first.
 
     Items are shuffled (seeded), then stably sorted by length (so equal-length items change partners from
     one seed to the next), and cut in that order into batches of at most ``batch_size`` items; with
     ``max_tokens`` a batch also stops growing before ``len(batch) * longest`` would exceed it (a single
     item always forms a batch). The batch order is then shuffled with the same seed. Every index appears
-    in exactly one batch.
+    in exactly one batch. ``longest_first``: no randomness: items sorted by decreasing length (ties by
+    index), batches in that order (one pass over fixed data: the largest batch comes first, so a batch
+    too large for the memory fails at once).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rng = random.Random(seed)
     order = list(range(len(lengths)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: lengths[i])
+    if longest_first:
+        order.sort(key=lambda i: (-lengths[i], i))
+    else:
+        rng.shuffle(order)
+        order.sort(key=lambda i: lengths[i])
     batches: list[list[int]] = []
     batch: list[int] = []
     for i in order:
@@ -88,7 +94,8 @@ def bucket_batches(
         batch.append(i)
     if batch:
         batches.append(batch)
-    rng.shuffle(batches)
+    if not longest_first:
+        rng.shuffle(batches)
     return batches
 
 

@@ -164,7 +164,7 @@ def build_cache(
         np.save(tmp / "rows.npy", table)
         maps = _open_maps(tmp, dist_kind, dtype, n_tokens, n_vocab_rows, vocab, k)
         lengths = [len(rows[i]["input_ids"]) for i in todo]
-        for group in sorted(bucket_batches(lengths, batch_size, max_tokens=max_tokens), key=min):
+        for group in bucket_batches(lengths, batch_size, max_tokens=max_tokens, longest_first=True):
             idx = [todo[b] for b in group]
             logits, targets, counts = reference_logits(model, selector, [rows[i] for i in idx], pad_token_id)
             _write_rows(maps, table, idx, logits, targets, counts, dist_kind, dtype, k)
