@@ -16,7 +16,7 @@ R = "retain"
 
 
 def test_remainder_chunk_and_interleaving():
-    plan = plan_chunks(n_forget=5, n_retain=10, chunk_size=2, positive_ratio=1)
+    plan = plan_chunks(n_forget=5, n_retain=10, chunk_size=2, retain_per_forget=1)
     assert plan == [
         [(F, 0), (R, 0), (F, 1), (R, 1)],
         [(F, 2), (R, 2), (F, 3), (R, 3)],
@@ -25,7 +25,7 @@ def test_remainder_chunk_and_interleaving():
 
 
 def test_retain_wraps_around_across_chunks():
-    plan = plan_chunks(n_forget=4, n_retain=3, chunk_size=2, positive_ratio=2)
+    plan = plan_chunks(n_forget=4, n_retain=3, chunk_size=2, retain_per_forget=2)
     assert plan == [
         [(F, 0), (R, 0), (R, 1), (F, 1), (R, 2), (R, 0)],
         [(F, 2), (R, 1), (R, 2), (F, 3), (R, 0), (R, 1)],
@@ -37,7 +37,7 @@ def test_retain_wraps_around_across_chunks():
 
 
 def test_ratio_zero_is_forget_only():
-    plan = plan_chunks(n_forget=3, n_retain=5, chunk_size=2, positive_ratio=0)
+    plan = plan_chunks(n_forget=3, n_retain=5, chunk_size=2, retain_per_forget=0)
     assert plan == [[(F, 0), (F, 1)], [(F, 2)]]
     # an empty retain set is fine without retain rows
     assert plan_chunks(3, 0, 2, 0) == plan
@@ -47,7 +47,7 @@ def test_ratio_zero_is_forget_only():
 
 def test_leftover_retain_rows_go_to_the_end():
     # f=2, ratio 1.5 -> m=3, k=1, one leftover; f=1 (last chunk) -> m=round(1.5)=2, k=2
-    plan = plan_chunks(n_forget=3, n_retain=4, chunk_size=2, positive_ratio=1.5)
+    plan = plan_chunks(n_forget=3, n_retain=4, chunk_size=2, retain_per_forget=1.5)
     assert plan == [
         [(F, 0), (R, 0), (F, 1), (R, 1), (R, 2)],
         [(F, 2), (R, 3), (R, 0)],
@@ -64,7 +64,7 @@ def test_float_ratio_rounding():
 
 
 def test_not_split_uses_seeded_permutations():
-    plan = plan_chunks(n_forget=5, n_retain=4, chunk_size=2, positive_ratio=1, split_retain=False, seed=7)
+    plan = plan_chunks(n_forget=5, n_retain=4, chunk_size=2, retain_per_forget=1, split_retain=False, seed=7)
     rng = random.Random(7)
     perms = []
     for _ in range(3):
@@ -99,7 +99,7 @@ def test_split_plan_ignores_seed():
 
 
 def test_non_sequential_single_chunk():
-    plan = plan_chunks(n_forget=3, n_retain=10, chunk_size=1, positive_ratio=2, sequential=False)
+    plan = plan_chunks(n_forget=3, n_retain=10, chunk_size=1, retain_per_forget=2, sequential=False)
     assert plan == [[(F, 0), (R, 0), (R, 1), (F, 1), (R, 2), (R, 3), (F, 2), (R, 4), (R, 5)]]
     plan = plan_chunks(3, 2, 1, 1, split_retain=False, sequential=False, seed=0)
     assert len(plan) == 1
@@ -123,17 +123,17 @@ def test_summaries():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(n_forget=5, n_retain=5, chunk_size=0, positive_ratio=1), "chunk_size"),
-        (dict(n_forget=5, n_retain=5, chunk_size=-2, positive_ratio=1), "chunk_size"),
-        (dict(n_forget=5, n_retain=5, chunk_size=2, positive_ratio=-1), "positive_ratio"),
-        (dict(n_forget=5, n_retain=5, chunk_size=2, positive_ratio=-0.5), "positive_ratio"),
-        (dict(n_forget=5, n_retain=5, chunk_size=2, positive_ratio=float("nan")), "positive_ratio"),
-        (dict(n_forget=0, n_retain=5, chunk_size=2, positive_ratio=1), "forget"),
-        (dict(n_forget=-1, n_retain=5, chunk_size=2, positive_ratio=1), "forget"),
-        (dict(n_forget=5, n_retain=-1, chunk_size=2, positive_ratio=1), "n_retain"),
-        (dict(n_forget=5, n_retain=0, chunk_size=2, positive_ratio=1), "needs retain rows"),
+        (dict(n_forget=5, n_retain=5, chunk_size=0, retain_per_forget=1), "chunk_size"),
+        (dict(n_forget=5, n_retain=5, chunk_size=-2, retain_per_forget=1), "chunk_size"),
+        (dict(n_forget=5, n_retain=5, chunk_size=2, retain_per_forget=-1), "retain_per_forget"),
+        (dict(n_forget=5, n_retain=5, chunk_size=2, retain_per_forget=-0.5), "retain_per_forget"),
+        (dict(n_forget=5, n_retain=5, chunk_size=2, retain_per_forget=float("nan")), "retain_per_forget"),
+        (dict(n_forget=0, n_retain=5, chunk_size=2, retain_per_forget=1), "forget"),
+        (dict(n_forget=-1, n_retain=5, chunk_size=2, retain_per_forget=1), "forget"),
+        (dict(n_forget=5, n_retain=-1, chunk_size=2, retain_per_forget=1), "n_retain"),
+        (dict(n_forget=5, n_retain=0, chunk_size=2, retain_per_forget=1), "needs retain rows"),
         (
-            dict(n_forget=5, n_retain=0, chunk_size=2, positive_ratio=1, split_retain=False),
+            dict(n_forget=5, n_retain=0, chunk_size=2, retain_per_forget=1, split_retain=False),
             "needs retain rows",
         ),
     ],

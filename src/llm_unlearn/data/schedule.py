@@ -9,7 +9,7 @@ Rules (see :func:`plan_chunks`):
   smaller chunk. With ``sequential=False`` there is a single chunk holding every forget row.
 * A chunk of ``f`` forget rows takes ``m`` retain rows:
 
-  - ``split_retain=True``: ``m = f * positive_ratio`` (``int(round(...))`` for a float ratio; Python's
+  - ``split_retain=True``: ``m = f * retain_per_forget`` (``int(round(...))`` for a float ratio; Python's
     ``round`` rounds halves to even), taken cyclically from a cursor that starts at 0, carries over
     from one chunk to the next and wraps modulo ``n_retain``;
   - ``split_retain=False``: every chunk takes *all* retain rows (``m = n_retain``) in a seeded
@@ -18,7 +18,7 @@ Rules (see :func:`plan_chunks`):
 
 * Order inside a chunk: with ``k = m // f``, every forget row is followed by the next ``k`` retain
   rows; the ``m - k*f`` leftover retain rows come at the end of the chunk.
-* ``positive_ratio == 0`` means forget rows only (in both modes).
+* ``retain_per_forget == 0`` means forget rows only (in both modes).
 
 Pure Python; no torch.
 """
@@ -49,30 +49,30 @@ __all__ = [
 ]
 
 
-def retain_count(n_forget_in_chunk: int, positive_ratio: int | float) -> int:
+def retain_count(n_forget_in_chunk: int, retain_per_forget: int | float) -> int:
     """Retain rows a chunk of ``n_forget_in_chunk`` forget rows takes when the retain set is split."""
-    if isinstance(positive_ratio, int):
-        return n_forget_in_chunk * positive_ratio
-    return int(round(n_forget_in_chunk * positive_ratio))
+    if isinstance(retain_per_forget, int):
+        return n_forget_in_chunk * retain_per_forget
+    return int(round(n_forget_in_chunk * retain_per_forget))
 
 
-def _validate(n_forget: int, n_retain: int, chunk_size: int, positive_ratio: int | float) -> None:
+def _validate(n_forget: int, n_retain: int, chunk_size: int, retain_per_forget: int | float) -> None:
     if isinstance(n_forget, bool) or not isinstance(n_forget, int) or n_forget <= 0:
         raise ConfigError(f"the forget set must hold at least one row (got n_forget={n_forget!r})")
     if isinstance(n_retain, bool) or not isinstance(n_retain, int) or n_retain < 0:
         raise ConfigError(f"n_retain must be an integer >= 0 (got {n_retain!r})")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ConfigError(f"chunk_size must be a positive integer (got {chunk_size!r})")
-    if isinstance(positive_ratio, bool) or not isinstance(positive_ratio, (int, float)):
-        raise ConfigError(f"positive_ratio must be a number >= 0 (got {positive_ratio!r})")
-    if positive_ratio != positive_ratio or positive_ratio in (float("inf"), float("-inf")):
-        raise ConfigError(f"positive_ratio must be a finite number >= 0 (got {positive_ratio!r})")
-    if positive_ratio < 0:
-        raise ConfigError(f"positive_ratio must be >= 0 (got {positive_ratio!r})")
-    if positive_ratio > 0 and n_retain == 0:
+    if isinstance(retain_per_forget, bool) or not isinstance(retain_per_forget, (int, float)):
+        raise ConfigError(f"retain_per_forget must be a number >= 0 (got {retain_per_forget!r})")
+    if retain_per_forget != retain_per_forget or retain_per_forget in (float("inf"), float("-inf")):
+        raise ConfigError(f"retain_per_forget must be a finite number >= 0 (got {retain_per_forget!r})")
+    if retain_per_forget < 0:
+        raise ConfigError(f"retain_per_forget must be >= 0 (got {retain_per_forget!r})")
+    if retain_per_forget > 0 and n_retain == 0:
         raise ConfigError(
-            f"positive_ratio > 0 needs retain rows, but the retain set is empty "
-            f"(positive_ratio={positive_ratio!r}); give a retain set or use positive_ratio 0"
+            f"retain_per_forget > 0 needs retain rows, but the retain set is empty "
+            f"(retain_per_forget={retain_per_forget!r}); give a retain set or use retain_per_forget 0"
         )
 
 
@@ -96,7 +96,7 @@ def plan_chunks(
     n_forget: int,
     n_retain: int,
     chunk_size: int,
-    positive_ratio: int | float,
+    retain_per_forget: int | float,
     split_retain: bool = True,
     seed: int = 0,
     sequential: bool = True,
@@ -105,9 +105,9 @@ def plan_chunks(
 
     Args:
         n_forget: rows in the forget file (> 0).
-        n_retain: rows in the retain file (>= 0; must be > 0 when ``positive_ratio > 0``).
+        n_retain: rows in the retain file (>= 0; must be > 0 when ``retain_per_forget > 0``).
         chunk_size: forget rows per chunk (> 0); ignored when ``sequential`` is False.
-        positive_ratio: retain rows per forget row (>= 0) when ``split_retain`` is True; with
+        retain_per_forget: retain rows per forget row (>= 0) when ``split_retain`` is True; with
             ``split_retain=False`` only ``0`` (no retain rows) vs. ``> 0`` (all retain rows) matters.
         split_retain: split the retain set over the chunks (cyclic cursor) instead of giving every
             chunk the whole retain set.
@@ -118,10 +118,10 @@ def plan_chunks(
         ``chunks[c]`` = ordered ``[("forget"|"retain", row), ...]`` for chunk ``c``.
 
     Raises:
-        ConfigError: on a non-positive ``chunk_size`` or ``n_forget``, a negative ``positive_ratio``
-            or ``n_retain``, or ``positive_ratio > 0`` with an empty retain set.
+        ConfigError: on a non-positive ``chunk_size`` or ``n_forget``, a negative ``retain_per_forget``
+            or ``n_retain``, or ``retain_per_forget > 0`` with an empty retain set.
     """
-    _validate(n_forget, n_retain, chunk_size, positive_ratio)
+    _validate(n_forget, n_retain, chunk_size, retain_per_forget)
     step = chunk_size if sequential else n_forget
     forget_chunks = [list(range(start, min(start + step, n_forget))) for start in range(0, n_forget, step)]
 
@@ -129,10 +129,10 @@ def plan_chunks(
     cursor = 0
     plan: list[Chunk] = []
     for forget_rows in forget_chunks:
-        if positive_ratio == 0:
+        if retain_per_forget == 0:
             retain_rows: list[int] = []
         elif split_retain:
-            m = retain_count(len(forget_rows), positive_ratio)
+            m = retain_count(len(forget_rows), retain_per_forget)
             retain_rows = [(cursor + i) % n_retain for i in range(m)]
             cursor = (cursor + m) % n_retain
         else:
