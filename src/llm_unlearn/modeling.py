@@ -325,9 +325,15 @@ def lora_target_modules(model, wanted: list[str] | None) -> list[str] | None:
 
 
 def apply_lora(
-    model, r: int = 16, alpha: int = 64, dropout: float = 0.0, target_modules: list[str] | None = None
+    model,
+    r: int = 16,
+    alpha: int = 64,
+    dropout: float = 0.0,
+    target_modules: list[str] | None = None,
+    layers: list[int] | None = None,
 ):
-    """Wrap `model` with a fresh LoRA adapter. Logs the modules actually targeted."""
+    """Wrap `model` with a fresh LoRA adapter (on the decoder layers `layers` only, when given). Logs the
+    modules actually targeted."""
     from peft import LoraConfig, get_peft_model
 
     targets = lora_target_modules(model, target_modules)
@@ -344,6 +350,8 @@ def apply_lora(
         target_modules=targets,
         task_type="CAUSAL_LM",
         bias="none",
+        layers_to_transform=list(layers) if layers is not None else None,
+        layers_pattern="layers" if layers is not None else None,
     )
     try:
         peft_model = get_peft_model(model, cfg)
@@ -352,7 +360,10 @@ def apply_lora(
             f"cannot apply LoRA to this model: {_first_line(exc)} (set lora.target_modules)"
         ) from None
     targeted = sorted({n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")})
-    log.info("LoRA r=%d alpha=%d dropout=%.2f on modules: %s", r, alpha, dropout, ", ".join(targeted))
+    where = f" of layers {list(layers)}" if layers is not None else ""
+    log.info(
+        "LoRA r=%d alpha=%d dropout=%.2f on modules: %s%s", r, alpha, dropout, ", ".join(targeted), where
+    )
     peft_model.targeted_module_names_short = targeted
     return peft_model
 

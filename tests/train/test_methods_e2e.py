@@ -126,3 +126,27 @@ def test_full_finetuning_with_a_frozen_reference(tiny_world, before, tmp_path, m
     assert any(not torch.equal(saved[k], start[k]) for k in saved if k in start)  # the weights moved
     f0, _ = before
     assert answer_nll(model, tok, ds.forget) - f0 >= FORGET_RISE
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_rmu_trains_only_its_layers(tiny_world, tmp_path, full):
+    """RMU (WMDP) trains the MLP output projection of the steered layer and the two below it: with LoRA
+    the adapters sit there only; under full fine-tuning only those weights move."""
+    over = {
+        "model.name_or_path": str(tiny_world["model_dir"]),
+        "data.data": str(tiny_world["data_dir"]),
+        "train.output_dir": str(tmp_path / "rmu"),
+        "train.merge": False,
+        "train.plots": False,
+        "train.progress": False,
+        "schedule.chunk_size": 100,
+        "schedule.epochs": 1,
+        "calibration.mode": "off",
+        "objective.method": "rmu",
+        "lora.enabled": not full,
+    }
+    cfg = build_config(overrides=over)
+    assert cfg.lora.target_modules == ["down_proj"]  # the method's default
+    model = run_unlearning(cfg)["model"]
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(".layers.0.mlp.down_proj." in n for n in trained), trained  # 2 layers: layer 0

@@ -132,6 +132,12 @@ class LoraOptions:
         factory=lambda: list(SEED_TARGET_MODULES),
     )
 
+    layers: list[int] | None = opt(
+        None,
+        "decoder layers that get adapters (comma-separated; null: all, or the method's own: rmu trains its layer and the two below)",
+        flag="--lora-layers",
+    )
+
 
 @dataclass
 class ObjectiveOptions:

@@ -66,7 +66,14 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     },  # SimNPO.yaml
     "idk_dpo": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # DPO.yaml
     "altpo": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # DPO.yaml
-    "rmu": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # RMU.yaml
+    # RMU.yaml weights; WMDP trains only the MLP output projection (down_proj) of the steered layer and the
+    # two below it (methods.py rmu_train_layers)
+    "rmu": {
+        "objective.forget_weight": 1.0,
+        "objective.retain_weight": 1.0,
+        "lora.target_modules": ["down_proj"],
+        **_NO_DIVERGENCE,
+    },
     "undial": {"objective.retain_weight": 0.0, **_NO_DIVERGENCE},  # UNDIAL.yaml (alpha 0)
     "wga": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # WGA.yaml
     "satimp": {

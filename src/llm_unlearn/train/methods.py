@@ -130,6 +130,12 @@ def rmu_layer(o, model) -> int:
     return 7 if n > 7 else (n - 1) // 2
 
 
+def rmu_train_layers(o, model) -> list[int]:
+    """RMU trains the steered layer and the two below it (WMDP: layers 5, 6, 7 for layer 7)."""
+    layer = rmu_layer(o, model)
+    return list(range(max(0, layer - 2), layer + 1))
+
+
 def _label_positions(labels: torch.Tensor, rows_mask: torch.Tensor):
     """(flat indices into [B*T], their rows) of the labelled positions of the rows in `rows_mask`."""
     valid = labels.ne(IGNORE_INDEX) & rows_mask[:, None]
@@ -141,6 +147,7 @@ def _label_positions(labels: torch.Tensor, rows_mask: torch.Tensor):
     "rmu",
     terms=(RMU_FORGET, RMU_RETAIN),
     capture_layer=rmu_layer,
+    train_layers=rmu_train_layers,
     summary="RMU: steer a layer's forget activations to a random direction, keep retain ones (Li et al. 2024)",
 )
 def rmu(step: Step, o) -> dict[str, TermValue]:

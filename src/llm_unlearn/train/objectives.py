@@ -32,8 +32,9 @@ class Objective:
     terms: tuple[str, ...]
     summary: str
     capture_layer: Callable | None = None  # (options, model) -> index of the decoder layer to capture
-    alternatives: bool = (
-        False  # needs an alternative answer per forget row (batch alt_input_ids / alt_labels)
+    alternatives: bool = False  # needs an alternative answer per forget row (alt_input_ids / alt_labels)
+    train_layers: Callable | None = (
+        None  # (options, model) -> the decoder layers the method trains (None: all)
     )
 
 
@@ -48,10 +49,12 @@ def register(
     summary: str = "",
     capture_layer=None,
     alternatives: bool = False,
+    train_layers=None,
 ):
     """Register `fn(step, options) -> {term: TermValue}` as the objective `name`. `needs(options)` says
     what the reference must provide (default: nothing); `capture_layer(options, model)` asks for the
-    output of one decoder layer in `step.hidden`; `alternatives` for an alternative answer per forget row."""
+    output of one decoder layer in `step.hidden`; `alternatives` for an alternative answer per forget row;
+    `train_layers(options, model)` names the only decoder layers the method trains."""
 
     def wrap(fn: Compute) -> Compute:
         if name in OBJECTIVES:
@@ -64,6 +67,7 @@ def register(
             summary=summary or (fn.__doc__ or "").strip().splitlines()[0],
             capture_layer=capture_layer,
             alternatives=alternatives,
+            train_layers=train_layers,
         )
         return fn
 

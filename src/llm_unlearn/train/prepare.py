@@ -117,19 +117,61 @@ def _load_model(prep: Prepared, model, tokenizer) -> None:
             allow_pickle=m.allow_pickle,
         )
     lora = cfg.lora
+    layers = _trained_layers(cfg, model)
     if not lora.enabled:  # full fine-tuning: the reference is a frozen copy of the starting model
         import copy
 
         prep.frozen = copy.deepcopy(model).eval().requires_grad_(False)
-        prep.model = model.train().requires_grad_(True)
+        prep.model = model.train().requires_grad_(layers is None)
+        if layers is not None:  # only the method's layers (and modules, when named) train
+            _unfreeze(prep.model, layers, lora.target_modules)
     else:
         if cfg.training_args.get("gradient_checkpointing"):
             model.enable_input_require_grads()  # so the LoRA weights still get gradients
         prep.model = apply_lora(
-            model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+            model,
+            r=lora.r,
+            alpha=lora.alpha,
+            dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            layers=layers,
         )
     if prep.saved is not None:
         load_adapter_weights(prep.model, prep.out / CHECKPOINT)
+
+
+def _trained_layers(cfg: UnlearnConfig, model) -> list[int] | None:
+    """The decoder layers that train: lora.layers, else the method's own (e.g. RMU's), else all (None)."""
+    from llm_unlearn.train.objectives import get
+
+    from llm_unlearn.train.head import decoder_layers
+
+    objective = get(cfg.objective.method)
+    if cfg.lora.layers is not None:
+        layers = list(cfg.lora.layers)
+    elif objective.train_layers is not None:
+        layers = objective.train_layers(cfg.objective, model)
+    else:
+        return None
+    n = len(decoder_layers(model))
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad or not layers:
+        raise UserError(f"layers {bad or layers} do not exist: the model has {n} decoder layers (0..{n - 1})")
+    return layers
+
+
+def _unfreeze(model, layers: list[int], modules: list[str] | None) -> None:
+    """Full fine-tuning of some layers: the parameters of decoder layers `layers` (only the named
+    modules in them, when given) train; every other parameter stays frozen."""
+    from llm_unlearn.train.head import decoder_layers
+
+    blocks = decoder_layers(model)
+    for i in layers:
+        for name, p in blocks[i].named_parameters():
+            if not modules or any(f".{m}." in f".{name}" for m in modules):
+                p.requires_grad_(True)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError(f"no parameter of layers {layers} matches lora.target_modules {modules}")
 
 
 def _tokenize_and_plan(prep: Prepared) -> None:
