@@ -142,9 +142,8 @@ def _load_model(prep: Prepared, model, tokenizer) -> None:
 
 def _trained_layers(cfg: UnlearnConfig, model) -> list[int] | None:
     """The decoder layers that train: lora.layers, else the method's own (e.g. RMU's), else all (None)."""
-    from llm_unlearn.train.objectives import get
-
     from llm_unlearn.train.head import decoder_layers
+    from llm_unlearn.train.objectives import get
 
     objective = get(cfg.objective.method)
     if cfg.lora.layers is not None:
