@@ -62,25 +62,37 @@ def before(tiny_world):
 
 @pytest.mark.parametrize("method", sorted(OBJECTIVES))
 def test_method_forgets_and_keeps_retain(tiny_world, before, tmp_path, method):
-    over = {
-        "model.name_or_path": str(tiny_world["model_dir"]),
-        "data.data": str(tiny_world["data_dir"]),
-        "data.add_eos": True,
-        "train.output_dir": str(tmp_path / method),
-        "train.learning_rate": 5e-3,
-        "train.batch_size": 8,
-        "train.merge": False,
-        "train.plots": False,
-        "train.progress": False,
-        "schedule.chunk_size": 100,
-        "schedule.epochs": 3,
-        "calibration.mode": "off",
-        "objective.method": method,
-    }
+    """Through the command line, as a user runs it: `llm-unlearn train --method NAME`."""
+    from peft import PeftModel
+
+    from llm_unlearn.cli import main
+
+    out = tmp_path / method
+    argv = [
+        "--quiet",
+        "train",
+        "--model",
+        str(tiny_world["model_dir"]),
+        "--data",
+        str(tiny_world["data_dir"]),
+    ]
+    argv += ["--output-dir", str(out), "--method", method, "--add-eos", "--lr", "5e-3", "--batch-size", "8"]
+    argv += [
+        "--chunk-size",
+        "100",
+        "--epochs",
+        "3",
+        "--calibration",
+        "off",
+        "--no-merge",
+        "--no-plots",
+        "--no-progress",
+    ]
     if method == "altpo":
-        over["objective.alternatives"] = "retain"
-    summary = run_unlearning(build_config(overrides=over))
-    model, tok, ds = summary["model"], tiny_world["tokenizer"], tiny_world["ds"]
+        argv += ["--alternatives", "retain"]
+    assert main(argv) == 0
+    model = PeftModel.from_pretrained(tiny_world["make_model"](), str(out / "adapter"))
+    tok, ds = tiny_world["tokenizer"], tiny_world["ds"]
     f0, r0 = before
     f1, r1 = answer_nll(model, tok, ds.forget), answer_nll(model, tok, ds.retain)
     print(f"{method}: forget NLL {f0:.3f} -> {f1:.3f}, retain NLL {r0:.3f} -> {r1:.3f}")
