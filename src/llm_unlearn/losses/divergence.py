@@ -119,6 +119,26 @@ def reference_topk(ref_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     return values, indices, tail
 
 
+def _check_topk_args(logits, ref_topk_logprobs, ref_topk_indices, ref_tail_logprobs, min_tail_prob):
+    """(leading shape, V, k) after checking the shapes of renyi_divergence_topk's arguments."""
+    if not 0.0 <= min_tail_prob < 1.0:
+        raise ValueError(f"min_tail_prob must be in [0, 1), got {min_tail_prob}")
+    _check_same_shape("ref_topk_logprobs", ref_topk_logprobs, "ref_topk_indices", ref_topk_indices)
+    lead = logits.shape[:-1]
+    if ref_topk_logprobs.shape[:-1] != lead:
+        raise ValueError(
+            f"ref_topk_logprobs {tuple(ref_topk_logprobs.shape)} must match logits {tuple(logits.shape)} except in the last dim"
+        )
+    if ref_tail_logprobs is not None and ref_tail_logprobs.shape != lead:
+        raise ValueError(
+            f"ref_tail_logprobs must have shape {tuple(lead)}, got {tuple(ref_tail_logprobs.shape)}"
+        )
+    vocab, k = logits.shape[-1], ref_topk_indices.shape[-1]
+    if not 1 <= k <= vocab:
+        raise ValueError(f"top-k size must be in [1, V={vocab}], got {k}")
+    return lead, vocab, k
+
+
 def renyi_divergence_topk(
     logits: torch.Tensor,
     ref_topk_logprobs: torch.Tensor,
@@ -161,21 +181,9 @@ def renyi_divergence_topk(
     """
     alpha = _check_alpha(alpha)
     min_tail_prob = float(min_tail_prob)
-    if not 0.0 <= min_tail_prob < 1.0:
-        raise ValueError(f"min_tail_prob must be in [0, 1), got {min_tail_prob}")
-    _check_same_shape("ref_topk_logprobs", ref_topk_logprobs, "ref_topk_indices", ref_topk_indices)
-    lead = logits.shape[:-1]
-    if ref_topk_logprobs.shape[:-1] != lead:
-        raise ValueError(
-            f"ref_topk_logprobs {tuple(ref_topk_logprobs.shape)} must match logits {tuple(logits.shape)} except in the last dim"
-        )
-    if ref_tail_logprobs is not None and ref_tail_logprobs.shape != lead:
-        raise ValueError(
-            f"ref_tail_logprobs must have shape {tuple(lead)}, got {tuple(ref_tail_logprobs.shape)}"
-        )
-    vocab, k = logits.shape[-1], ref_topk_indices.shape[-1]
-    if not 1 <= k <= vocab:
-        raise ValueError(f"top-k size must be in [1, V={vocab}], got {k}")
+    lead, vocab, k = _check_topk_args(
+        logits, ref_topk_logprobs, ref_topk_indices, ref_tail_logprobs, min_tail_prob
+    )
     tensors = [logits, ref_topk_logprobs, ref_topk_indices]
     if ref_tail_logprobs is not None:
         tensors.append(ref_tail_logprobs[..., None])
