@@ -75,7 +75,15 @@ def _documented(name: str, value: typing.Any) -> bool:
         elif kind is str:
             ok_type |= isinstance(value, str)
         elif typing.get_origin(kind) is list:
-            ok_type |= isinstance(value, list) and all(isinstance(v, str) for v in value) and bool(value)
+            (item,) = typing.get_args(kind)
+            ok_items = (
+                all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+                if isinstance(value, list)
+                else False
+            )
+            if item is int:  # layer indices
+                ok_items = ok_items and all(v >= 0 for v in value)
+            ok_type |= isinstance(value, list) and ok_items and bool(value)
     if not ok_type:
         return False
     if name in PATH_OPTIONS and value == "":

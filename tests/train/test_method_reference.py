@@ -93,3 +93,27 @@ def test_pdu_multiplier_survives_a_resume(tiny_world, tmp_path, monkeypatch):
     r = {k: v for k, v in resumed["model"].named_parameters() if v.requires_grad}
     for k in w:  # same computation on CPU: a resumed run equals the uninterrupted one
         torch.testing.assert_close(r[k], w[k], rtol=0, atol=1e-6)
+
+
+def test_undial_with_a_topk_cache_takes_its_full_target_live(tiny_world, tmp_path):
+    """A top-k cache holds no full forget distribution: UNDIAL's target is then computed live, so the
+    term equals the live one (the same computation)."""
+    pm = make_lora_model(tiny_world)
+    rows = make_rows(tiny_world, 3, 3)
+    batch = collate_rows(tiny_world, rows)
+    obj = ObjectiveOptions(method="undial", retain_weight=0.0, divergence_weight=0.0)
+    sel = AnswerHeadSelector(pm)
+    cache = ReferenceCache.build(pm, rows, needs_of(obj), tmp_path / "k", mode="topk", topk=8, selector=sel)
+    assert cache.kinds["forget"] == "topk"
+    _, live = unlearning_loss(pm, batch, obj, sel)
+    _, cached = unlearning_loss(pm, batch, obj, sel, cache)
+    sel.remove()
+    assert cached["undial"] == live["undial"]
+
+
+def test_rmu_says_its_reference_is_live():
+    from llm_unlearn.train.reference import choose_mode
+
+    mode, why = choose_mode("auto", ObjectiveOptions(method="rmu"), [], 10, "float16", 8)
+    assert mode == "off" and "hidden states" in why
+    assert needs_of(ObjectiveOptions(method="rmu", retain_weight=0.0)).any is False

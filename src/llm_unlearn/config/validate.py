@@ -106,6 +106,11 @@ def validate(cfg) -> None:
         raise ConfigError(
             "option lora.target_modules must be null (the architecture's default) or non-empty names"
         )
+    layers = cfg.lora.layers
+    if layers is not None and (not layers or any(i < 0 for i in layers)):
+        raise ConfigError(
+            f"option lora.layers must be null (all layers) or layer indices >= 0, got {layers!r}"
+        )
     _validate_calibration(cfg.calibration)
     _validate_training_args(cfg)
 

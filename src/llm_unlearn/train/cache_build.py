@@ -134,8 +134,8 @@ def build_cache(
     :func:`cache_fingerprint` of the arguments).
     """
     t0 = time.time()
-    if not needs.any:
-        raise ValueError("this objective uses no reference model: there is nothing to cache")
+    if not needs.cacheable:
+        raise ValueError("this objective uses no reference log-probs: there is nothing to cache")
     keys = [int(r["row_key"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise ValueError("row_key values must be unique")

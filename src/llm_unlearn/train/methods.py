@@ -148,6 +148,7 @@ def _label_positions(labels: torch.Tensor, rows_mask: torch.Tensor):
     terms=(RMU_FORGET, RMU_RETAIN),
     capture_layer=rmu_layer,
     train_layers=rmu_train_layers,
+    needs=lambda o: ReferenceNeeds(hidden=o.retain_weight > 0),
     summary="RMU: steer a layer's forget activations to a random direction, keep retain ones (Li et al. 2024)",
 )
 def rmu(step: Step, o) -> dict[str, TermValue]:
@@ -185,6 +186,8 @@ def undial(step: Step, o) -> dict[str, TermValue]:
     out: dict[str, TermValue] = {}
     if step.has_forget:
         ref = step.reference()
+        if ref.forget_logits is None:  # a top-k cache holds no full distribution: computed live
+            ref = step.source.live_outputs(step.model, step.batch, ReferenceNeeds(forget="dist"), step.pos)
         ref_logits = ref.forget_logits
         if ref_logits.shape[0] != int(step.tok_push.sum()):
             ref_logits = ref_logits[step.tok_push[step.tok_forget]]

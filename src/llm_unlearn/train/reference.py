@@ -130,6 +130,10 @@ class LiveReference:
         target, selector = self._target(model)
         return compute_reference(target, selector, batch, needs, pos)
 
+    def live_outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
+        """Computed now, whatever the source (e.g. a full distribution a top-k cache does not hold)."""
+        return self.outputs(model, batch, needs, pos)
+
     def forward(self, model, input_ids, attention_mask, labels, layer: int | None = None):
         """The reference on any sequences (e.g. alternative answers): (logits [N, V] at the answer
         positions of `labels`, those positions, the output of decoder layer `layer` or None)."""
@@ -157,6 +161,9 @@ class CachedReference:
             return self.live.outputs(model, batch, needs, pos)
         return self.cache.lookup(batch, needs)
 
+    def live_outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
+        return self.live.outputs(model, batch, needs, pos)
+
     def forward(self, model, input_ids, attention_mask, labels, layer: int | None = None):
         return self.live.forward(model, input_ids, attention_mask, labels, layer)
 
@@ -172,6 +179,9 @@ class FixedReference:
 
     def outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
         return self.fixed
+
+    def live_outputs(self, model, batch, needs, pos=None) -> ReferenceOutputs:
+        return self.live.outputs(model, batch, needs, pos)
 
     def forward(self, model, input_ids, attention_mask, labels, layer: int | None = None):
         return self.live.forward(model, input_ids, attention_mask, labels, layer)
@@ -222,6 +232,11 @@ def choose_mode(mode: str, obj, rows, vocab: int, dtype: str, budget_gib: float)
     needs = as_needs(obj)
     if not needs.any:
         return "off", "the objective uses no reference model"
+    if not needs.cacheable:
+        return (
+            "off",
+            "the objective uses the reference's hidden states, computed live (the cache holds log-probs)",
+        )
     if mode == "off":
         return "off", "train.reference_cache = off: the reference runs on every step"
     if mode in ("full", "topk"):

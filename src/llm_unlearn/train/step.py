@@ -52,6 +52,7 @@ class ReferenceNeeds:
 
     forget: str | None = None
     retain: str | None = None
+    hidden: bool = False  # the reference's hidden states (a layer's output): always computed live
 
     def __post_init__(self):
         for side in (self.forget, self.retain):
@@ -60,6 +61,11 @@ class ReferenceNeeds:
 
     @property
     def any(self) -> bool:
+        return self.cacheable or self.hidden
+
+    @property
+    def cacheable(self) -> bool:
+        """Something the reference cache can hold (log-probs or distributions)."""
         return self.forget is not None or self.retain is not None
 
 
