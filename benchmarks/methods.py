@@ -174,6 +174,12 @@ def notes_for(result: dict) -> list[str]:
         x, b = m["metrics"], before
         if x["forget_em"] >= b["forget_em"] - 0.1 and (x["mia_auc"] or 0) >= (b["mia_auc"] or 0) - 0.1:
             out.append(f"{n}: forget EM and MIA AUC barely moved at this budget (does little here)")
+        elif x["mia_auc"] is not None and x["mia_auc"] >= (b["mia_auc"] or 0) - 0.1:
+            out.append(f"{n}: MIA AUC {x['mia_auc']:.2f}: the forget documents still look like training data")
+        if 0.3 <= x["forget_em"] < b["forget_em"] - 0.1:
+            out.append(
+                f"{n}: forgets only part of the forget records at this budget (EM {x['forget_em']:.2f})"
+            )
         if x["retain_em"] <= 0.1 and x["forget_em"] <= 0.1:
             out.append(f"{n}: forget and retain both destroyed (retain EM {x['retain_em']:.2f})")
         elif x["retain_em"] < b["retain_em"] - 0.3:
@@ -193,15 +199,23 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ok = {n: m["metrics"] for n, m in result["methods"].items() if "metrics" in m}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
     b = result["before"]
     ax1.scatter([b["forget_em"]], [b["retain_em"]], marker="*", s=160, color="gray", zorder=3)
     ax1.annotate("before", (b["forget_em"], b["retain_em"]), textcoords="offset points", xytext=(-40, -12))
-    for i, (n, m) in enumerate(ok.items()):
-        ax1.scatter([m["forget_em"]], [m["retain_em"]], s=50, zorder=3)
-        ax1.annotate(
-            n, (m["forget_em"], m["retain_em"]), textcoords="offset points", xytext=(5, 4 - 9 * (i % 3))
-        )
+    # methods at the same point share one label
+    points: dict[tuple[float, float], list[str]] = {}
+    for n, m in ok.items():
+        points.setdefault((round(m["forget_em"], 3), round(m["retain_em"], 3)), []).append(n)
+    cmap = plt.get_cmap("tab20")
+    placed: list[tuple[float, float, int]] = []
+    for i, ((x, y), group) in enumerate(points.items()):
+        dy = 4  # move a label down while it would sit on a neighbour's
+        while any(abs(x - px) < 0.25 and abs(y - py) < 0.05 and dy == pd for px, py, pd in placed):
+            dy -= 11
+        placed.append((x, y, dy))
+        ax1.scatter([x], [y], s=55, zorder=3, color=cmap(i % 20))
+        ax1.annotate(", ".join(group), (x, y), textcoords="offset points", xytext=(6, dy), fontsize=9)
     ax1.set_xlim(-0.05, 1.1)
     ax1.set_ylim(-0.05, 1.1)
     ax1.set_xlabel("forget exact match (lower = forgotten)")
@@ -211,14 +225,15 @@ def plot(result: dict, path: Path) -> None:
     names = list(ok)
     aucs = [ok[n]["mia_auc"] if ok[n]["mia_auc"] is not None else float("nan") for n in names]
     colors = ["tab:green" if abs(a - 0.5) <= 0.1 else "tab:orange" for a in aucs]
-    ax2.bar(names, aucs, color=colors)
+    bars = ax2.bar(names, aucs, color=colors)
+    ax2.bar_label(bars, labels=[f"{a:.2f}" for a in aucs], fontsize=8, padding=2)
     ax2.axhline(0.5, color="k", ls="--", lw=1, label="0.5 = looks never seen (ideal)")
     ax2.axhline(b["mia_auc"], color="gray", ls=":", lw=1, label=f"before ({b['mia_auc']:.2f})")
-    ax2.set_ylim(0, 1.05)
-    ax2.set_ylabel("MIA loss-attack AUC")
+    ax2.set_ylim(0, 1.25)
+    ax2.set_ylabel("MIA loss-attack AUC (< 0.5: over-unlearned, > 0.5: still a member)")
     ax2.set_title("membership inference on the forget documents")
-    ax2.tick_params(axis="x", rotation=45)
-    ax2.legend(loc="upper right", fontsize=8)
+    plt.setp(ax2.get_xticklabels(), rotation=40, ha="right")
+    ax2.legend(loc="upper center", ncol=2, fontsize=8)
     fig.suptitle(
         f"unlearning methods on the demo data, {result['budget'].get('optimizer_steps')} steps each, "
         f"lr {result['budget'].get('learning_rate')} (CPU)"
@@ -235,7 +250,12 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="", help="comma-separated subset (default: every registered one)")
     ap.add_argument("--name", default="methods-cpu", help="output file stem")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON in --out")
     args = ap.parse_args(argv)
+    if args.replot:
+        path = Path(args.out) / f"{args.name}.json"
+        plot(json.loads(path.read_text(encoding="utf-8")), path.with_suffix(".png"))
+        return 0
     torch.set_num_threads(1)  # as the demo: the model is tiny
     progress = not args.no_progress
     work, out = Path(args.work), Path(args.out)
