@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint bench quality clean
+.PHONY: install demo test lint bench quality methods clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 quality: $(STAMP)
 	$(PY) benchmarks/quality.py
+
+# every registered unlearning method on the demo data, same budget (benchmarks/results/methods-cpu.*)
+methods: $(STAMP)
+	$(PY) benchmarks/methods.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info src/*.egg-info
