@@ -12,7 +12,7 @@ import pytest
 
 from llm_unlearn.train.objectives import OBJECTIVES
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "methods-cpu.json"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "methods-cpu.json"
 UNIT = ("forget_em", "forget_rougeL", "retain_em", "retain_rougeL", "mia_auc", "mia_score", "task_aggregate")
 
 
