@@ -15,6 +15,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from llm_unlearn.data.formats import read_text
 from llm_unlearn.errors import DataError, UserError
 
 _FIELDS = ("text", "answer")
@@ -23,20 +24,6 @@ _FIELDS = ("text", "answer")
 def _packaged_text() -> tuple[str, str]:
     ref = resources.files("llm_unlearn.data").joinpath("refusals.txt")
     return str(ref), ref.read_text(encoding="utf-8")
-
-
-def _read_user_file(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from e
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(path, f"not valid UTF-8 (byte 0x{data[e.start]:02x})", line=line) from e
 
 
 def _parse_jsonl(where: str, text: str) -> list[str]:
@@ -76,7 +63,7 @@ def load_refusals(path: str | Path | None = None) -> list[str]:
         suffix = p.suffix.lower()
         if suffix not in (".txt", ".jsonl"):
             raise UserError(f"{p}: alternative answers must be a .txt (one per line) or .jsonl file")
-        where, text = str(p), _read_user_file(p)
+        where, text = str(p), read_text(p)
     if suffix == ".jsonl":
         answers = _parse_jsonl(where, text)
     else:
@@ -107,7 +94,7 @@ def load_alternatives_by_id(path: str | Path) -> dict[str, list[str]]:
     if p.suffix.lower() != ".jsonl":
         return {}
     by_id: dict[str, list[str]] = {}
-    for lineno, raw in enumerate(_read_user_file(p).split("\n"), start=1):
+    for lineno, raw in enumerate(read_text(p).split("\n"), start=1):
         line = raw.strip()
         if not line:
             continue

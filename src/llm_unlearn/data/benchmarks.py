@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_unlearn.data.formats import read_text
 from llm_unlearn.errors import DataError, UserError
 
 __all__ = [
@@ -104,18 +105,6 @@ class MuseData:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from e
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(path, f"not valid UTF-8 (offset {e.start})", line=line) from e
 
 
 def read_objects(path: str | os.PathLike) -> list[tuple[int, Any]]:
@@ -124,7 +113,7 @@ def read_objects(path: str | os.PathLike) -> list[tuple[int, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
-    text = _text(path)
+    text = read_text(path)
     if path.suffix == ".json":
         try:
             obj = json.loads(text)
