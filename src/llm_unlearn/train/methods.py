@@ -249,6 +249,21 @@ def satimp(step: Step, o) -> dict[str, TermValue]:
 
 
 # ----------------------------------------------------------------------------- PDU
+def _global_retain_nll(step: Step, out: dict[str, TermValue]) -> float | None:
+    """This step's retain NLL for the dual update: under data parallelism the mean over every
+    process's retain tokens (one all-reduce, on every process every step, so every process keeps the
+    same multiplier); None when no process has retain tokens."""
+    import torch.distributed as dist
+
+    nll = float(out[T.RETAIN_NLL].value.detach()) if T.RETAIN_NLL in out else None
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return nll
+    n = float(step.tok_retain.sum()) if nll is not None else 0.0
+    t = torch.tensor([(nll or 0.0) * n, n], dtype=torch.float64, device=step.logp.device)
+    dist.all_reduce(t)
+    return float(t[0]) / float(t[1]) if float(t[1]) > 0 else None
+
+
 @register(
     "pdu",
     terms=(PDU_FORGET, T.RETAIN_NLL, PDU_DUAL),
@@ -262,8 +277,8 @@ def pdu(step: Step, o) -> dict[str, TermValue]:
         value = losses.pdu_forget_loss(step.logits[step.tok_push])
         out[PDU_FORGET] = TermValue(value, o.forget_weight, T.FORGET_TOKENS)
     out.update(retain_block(step, o, nll_weight=dual))
-    if T.RETAIN_NLL in out:
-        retain_nll = float(out[T.RETAIN_NLL].value.detach())
+    retain_nll = _global_retain_nll(step, out)
+    if retain_nll is not None:
         eps = step.state.setdefault(
             "pdu_eps", o.pdu_retain_eps if o.pdu_retain_eps is not None else retain_nll
         )
