@@ -388,3 +388,28 @@ def test_train_sbatch_requeues_before_the_time_limit_and_resumes(tiny_world, sin
     a, b = _adapter(single_run_adam), _adapter(out)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["pdu", "simnpo"])
+def test_methods_with_state_or_sequence_terms_match_single_process(tiny_world, tmp_path, method):
+    """PDU keeps a multiplier updated from the retain NLL every step (all-reduced, so every process keeps
+    the same one); SimNPO is a mean over forget *rows*: both match one process with the whole batch."""
+    args = ["--method", method, "--divergence-weight", "0", "--no-merge", "--no-plots"]
+    single = tmp_path / "single"
+    assert cli.main(["--quiet", "train", *_train_args(tiny_world, single, *args)]) == 0
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        _launch_cmd(*_train_args(tiny_world, out, *args)),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_close_adapters(tiny_world, _adapter(single), _adapter(out))
+    rtol = _sgd_rtol(tiny_world, _adapter(single))
+    for a, b in zip(_history(single), _history(out)):
+        assert b["loss"] == pytest.approx(a["loss"], rel=rtol), (a, b)
+        if method == "pdu":
+            assert b["pdu_dual"] == pytest.approx(a["pdu_dual"], rel=rtol), (a, b)
