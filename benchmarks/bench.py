@@ -824,6 +824,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--device-name", default=None, help="override the recorded device name (e.g. nvidia-smi's)"
     )
+    p.add_argument(
+        "--note", default=None, help="recorded as machine.note (e.g. what else was running on the machine)"
+    )
     return p.parse_args(argv)
 
 
@@ -938,6 +941,7 @@ def main(argv=None) -> dict[str, Any]:
             "peft": peft.__version__,
         },
         "platform": platform.platform(),
+        "machine": {"cpu_count": os.cpu_count(), "note": args.note},
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
