@@ -253,15 +253,17 @@ def semeval_slice(
 
 
 def memorize(model, tok, records: list[dict], *, epochs: int, lr: float, batch_size: int, seed: int) -> dict:
-    """Train ``model`` on ``input + " " + output + EOS`` with the loss on the answer and EOS only (what
-    greedy generation must reproduce), rows sorted by length, AdamW with warm-up and linear decay."""
+    """Train ``model`` on the prompt's tokens as the evaluation encodes it (``tok(input)``), then the
+    answer's tokens and EOS, with the loss on the answer and EOS only: exactly what greedy generation
+    from the evaluation's prompt must reproduce (and stop after). Rows sorted by length, AdamW with
+    warm-up and linear decay."""
     torch.manual_seed(seed)
     seqs, starts = [], []
     for r in records:
-        prompt = tok(r["input"] + " ").input_ids
-        full = tok(r["input"] + " " + r["output"]).input_ids + [tok.eos_token_id]
-        seqs.append(full)
-        starts.append(min(len(prompt), len(full) - 1))
+        prompt = list(tok(r["input"]).input_ids)
+        answer = list(tok(r["output"], add_special_tokens=False).input_ids)
+        seqs.append(prompt + answer + [tok.eos_token_id])
+        starts.append(len(prompt))
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     total = epochs * len(batches)
@@ -339,7 +341,10 @@ def prepare_semeval(
     ]
     tok = train_bpe_tokenizer(texts, vocab_size=min(shape["vocab"], 4096))
     model = _small_model(shape, len(tok), torch.float32, device, seed, tokenizer=tok)
-    key = json.dumps([n_per_split, epochs, lr, MEMORIZE_BATCH, shape, seed, len(tok)], sort_keys=True)
+    # "prompt+answer": the memorized sequence is the evaluation's prompt tokens + the answer's tokens
+    key = json.dumps(
+        ["prompt+answer", n_per_split, epochs, lr, MEMORIZE_BATCH, shape, seed, len(tok)], sort_keys=True
+    )
     saved = model_cache / "memorized.pt" if model_cache else None
     if saved is not None and saved.is_file() and torch.load(saved)["key"] == key:
         blob = torch.load(saved)
