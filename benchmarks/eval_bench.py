@@ -26,7 +26,12 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SEMEVAL = REPO.parent / "shared" / "data" / "semeval25"
+# beside the checkout (../shared), or inside it (a copy of the working tree with shared/, e.g. on a GPU host)
+SEMEVAL = next(
+    (p for p in (REPO.parent / "shared" / "data" / "semeval25", REPO / "shared" / "data" / "semeval25")
+     if (p / "train" / "forget.jsonl").is_file()),
+    REPO.parent / "shared" / "data" / "semeval25",
+)  # fmt: skip
 MEMORIZE_BATCH = 8
 SMALL = {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 2048, "vocab": 8192}
 
