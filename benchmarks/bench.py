@@ -808,6 +808,12 @@ def parse_args(argv=None):
         help="directory to keep the memorized evaluation model in (reused when the setup is the same)",
     )
     p.add_argument(
+        "--eval-from",
+        default=None,
+        help="take the evaluation section from this JSON (written by benchmarks/eval_bench.py, the "
+        "realistic check run on its own) instead of running it (--eval is then ignored)",
+    )
+    p.add_argument(
         "--mmlu",
         choices=["small", "quick", "none"],
         default="small",
@@ -867,8 +873,12 @@ def main(argv=None) -> dict[str, Any]:
             eb = _load_sibling("eval_bench")
             mm = eb.mmlu_bench(device, workdir, **MMLU_SIZES[args.mmlu])
         ev = None
-        eval_size = args.eval
-        if eval_size == "realistic":
+        eval_size = "none" if args.eval_from else args.eval
+        if args.eval_from:
+            ev = json.loads(Path(args.eval_from).read_text())
+            ev["from"] = str(args.eval_from)
+            eval_size = "realistic"
+        elif eval_size == "realistic":
             eb = _load_sibling("eval_bench")
             kw = {} if args.eval_batch_size is None else {"batch_size": args.eval_batch_size}
             cache = Path(args.eval_model_cache) if args.eval_model_cache else None
@@ -876,7 +886,7 @@ def main(argv=None) -> dict[str, Any]:
             if ev is None:
                 print("eval: ../shared/data/semeval25 not found; running the demo-size check instead")
                 eval_size = "demo"
-        if eval_size in ("demo", "quick"):
+        if eval_size in ("demo", "quick") and not args.eval_from:
             ev = eval_bench(device, eval_size, workdir, args.eval_batch_size or 32)
         if ev is not None:
             ev["size"] = eval_size
