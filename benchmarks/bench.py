@@ -749,6 +749,42 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_eval_stages(ev: dict[str, Any], mm: dict[str, Any] | None) -> None:
+    """``ev["stages_items_per_s"]``: items/s per stage of both modes, and MMLU's questions/s."""
+    if "stages" not in ev.get("batched", {}):
+        return
+    ev["stages_items_per_s"] = {
+        k: {
+            "batched": ev["batched"]["stages"][k]["items_per_s"],
+            "official_compat": ev["official_compat"]["stages"].get(k, {}).get("items_per_s"),
+        }
+        for k in ev["batched"]["stages"]
+        if isinstance(ev["batched"]["stages"][k], dict) and "items_per_s" in ev["batched"]["stages"][k]
+    }
+    if mm is not None:
+        ev["stages_items_per_s"]["mmlu"] = {
+            "batched": mm["prefix_cache"]["questions_per_s"],
+            "official_compat": mm["whole_prompt"]["questions_per_s"],
+            "note": "questions/s of the MMLU benchmark: prefix cache vs whole prompts "
+            "(Open-Instruct scores MMLU batched; there is no one-at-a-time MMLU)",
+        }
+
+
+def merge_eval(out: Path, eval_json: Path) -> dict[str, Any]:
+    """Replace the evaluation section of the results ``out`` by ``eval_json`` (written by
+    ``benchmarks/eval_bench.py``, the realistic check run on its own) and recompute the targets."""
+    result = json.loads(out.read_text())
+    ev = json.loads(eval_json.read_text())
+    ev["size"], ev["from"] = "realistic", str(eval_json)
+    add_eval_stages(ev, result.get("mmlu"))
+    result["eval"] = ev
+    result["targets"] = target_status(result)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_out, out)
+    return result
+
+
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -808,10 +844,11 @@ def parse_args(argv=None):
         help="directory to keep the memorized evaluation model in (reused when the setup is the same)",
     )
     p.add_argument(
-        "--eval-from",
+        "--merge-eval",
         default=None,
-        help="take the evaluation section from this JSON (written by benchmarks/eval_bench.py, the "
-        "realistic check run on its own) instead of running it (--eval is then ignored)",
+        help="run nothing: put this JSON (written by benchmarks/eval_bench.py, the realistic check run "
+        "on its own) as the evaluation section of --out (default benchmarks/results/<shape>-<device>.json) "
+        "and recompute its targets; with --eval none, the two parts of make bench run separately",
     )
     p.add_argument(
         "--mmlu",
@@ -838,6 +875,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge_eval:
+        out = Path(args.out) if args.out else ROOT / "results" / f"{args.shape}-{args.device}.json"
+        result = merge_eval(out, Path(args.merge_eval))
+        print(format_table(result))
+        print(f"evaluation section of {out} replaced by {args.merge_eval}")
+        return result
     t_start = time.time()
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -873,12 +916,8 @@ def main(argv=None) -> dict[str, Any]:
             eb = _load_sibling("eval_bench")
             mm = eb.mmlu_bench(device, workdir, **MMLU_SIZES[args.mmlu])
         ev = None
-        eval_size = "none" if args.eval_from else args.eval
-        if args.eval_from:
-            ev = json.loads(Path(args.eval_from).read_text())
-            ev["from"] = str(args.eval_from)
-            eval_size = "realistic"
-        elif eval_size == "realistic":
+        eval_size = args.eval
+        if eval_size == "realistic":
             eb = _load_sibling("eval_bench")
             kw = {} if args.eval_batch_size is None else {"batch_size": args.eval_batch_size}
             cache = Path(args.eval_model_cache) if args.eval_model_cache else None
@@ -886,27 +925,11 @@ def main(argv=None) -> dict[str, Any]:
             if ev is None:
                 print("eval: ../shared/data/semeval25 not found; running the demo-size check instead")
                 eval_size = "demo"
-        if eval_size in ("demo", "quick") and not args.eval_from:
+        if eval_size in ("demo", "quick"):
             ev = eval_bench(device, eval_size, workdir, args.eval_batch_size or 32)
         if ev is not None:
             ev["size"] = eval_size
-            if "stages" in ev.get("batched", {}):
-                ev["stages_items_per_s"] = {
-                    k: {
-                        "batched": ev["batched"]["stages"][k]["items_per_s"],
-                        "official_compat": ev["official_compat"]["stages"].get(k, {}).get("items_per_s"),
-                    }
-                    for k in ev["batched"]["stages"]
-                    if isinstance(ev["batched"]["stages"][k], dict)
-                    and "items_per_s" in ev["batched"]["stages"][k]
-                }
-                if mm is not None:
-                    ev["stages_items_per_s"]["mmlu"] = {
-                        "batched": mm["prefix_cache"]["questions_per_s"],
-                        "official_compat": mm["whole_prompt"]["questions_per_s"],
-                        "note": "questions/s of the MMLU benchmark: prefix cache vs whole prompts "
-                        "(Open-Instruct scores MMLU batched; there is no one-at-a-time MMLU)",
-                    }
+            add_eval_stages(ev, mm)
 
     step0 = {v: r["loss_step0"]["total"] for v, r in results.items()}
     checks = {}
