@@ -749,6 +749,42 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_eval_stages(ev: dict[str, Any], mm: dict[str, Any] | None) -> None:
+    """``ev["stages_items_per_s"]``: items/s per stage of both modes, and MMLU's questions/s."""
+    if "stages" not in ev.get("batched", {}):
+        return
+    ev["stages_items_per_s"] = {
+        k: {
+            "batched": ev["batched"]["stages"][k]["items_per_s"],
+            "official_compat": ev["official_compat"]["stages"].get(k, {}).get("items_per_s"),
+        }
+        for k in ev["batched"]["stages"]
+        if isinstance(ev["batched"]["stages"][k], dict) and "items_per_s" in ev["batched"]["stages"][k]
+    }
+    if mm is not None:
+        ev["stages_items_per_s"]["mmlu"] = {
+            "batched": mm["prefix_cache"]["questions_per_s"],
+            "official_compat": mm["whole_prompt"]["questions_per_s"],
+            "note": "questions/s of the MMLU benchmark: prefix cache vs whole prompts "
+            "(Open-Instruct scores MMLU batched; there is no one-at-a-time MMLU)",
+        }
+
+
+def merge_eval(out: Path, eval_json: Path) -> dict[str, Any]:
+    """Replace the evaluation section of the results ``out`` by ``eval_json`` (written by
+    ``benchmarks/eval_bench.py``, the realistic check run on its own) and recompute the targets."""
+    result = json.loads(out.read_text())
+    ev = json.loads(eval_json.read_text())
+    ev["size"], ev["from"] = "realistic", str(eval_json)
+    add_eval_stages(ev, result.get("mmlu"))
+    result["eval"] = ev
+    result["targets"] = target_status(result)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_out, out)
+    return result
+
+
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -808,6 +844,13 @@ def parse_args(argv=None):
         help="directory to keep the memorized evaluation model in (reused when the setup is the same)",
     )
     p.add_argument(
+        "--merge-eval",
+        default=None,
+        help="run nothing: put this JSON (written by benchmarks/eval_bench.py, the realistic check run "
+        "on its own) as the evaluation section of --out (default benchmarks/results/<shape>-<device>.json) "
+        "and recompute its targets; with --eval none, the two parts of make bench run separately",
+    )
+    p.add_argument(
         "--mmlu",
         choices=["small", "quick", "none"],
         default="small",
@@ -824,11 +867,20 @@ def parse_args(argv=None):
     p.add_argument(
         "--device-name", default=None, help="override the recorded device name (e.g. nvidia-smi's)"
     )
+    p.add_argument(
+        "--note", default=None, help="recorded as machine.note (e.g. what else was running on the machine)"
+    )
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge_eval:
+        out = Path(args.out) if args.out else ROOT / "results" / f"{args.shape}-{args.device}.json"
+        result = merge_eval(out, Path(args.merge_eval))
+        print(format_table(result))
+        print(f"evaluation section of {out} replaced by {args.merge_eval}")
+        return result
     t_start = time.time()
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -877,23 +929,7 @@ def main(argv=None) -> dict[str, Any]:
             ev = eval_bench(device, eval_size, workdir, args.eval_batch_size or 32)
         if ev is not None:
             ev["size"] = eval_size
-            if "stages" in ev.get("batched", {}):
-                ev["stages_items_per_s"] = {
-                    k: {
-                        "batched": ev["batched"]["stages"][k]["items_per_s"],
-                        "official_compat": ev["official_compat"]["stages"].get(k, {}).get("items_per_s"),
-                    }
-                    for k in ev["batched"]["stages"]
-                    if isinstance(ev["batched"]["stages"][k], dict)
-                    and "items_per_s" in ev["batched"]["stages"][k]
-                }
-                if mm is not None:
-                    ev["stages_items_per_s"]["mmlu"] = {
-                        "batched": mm["prefix_cache"]["questions_per_s"],
-                        "official_compat": mm["whole_prompt"]["questions_per_s"],
-                        "note": "questions/s of the MMLU benchmark: prefix cache vs whole prompts "
-                        "(Open-Instruct scores MMLU batched; there is no one-at-a-time MMLU)",
-                    }
+            add_eval_stages(ev, mm)
 
     step0 = {v: r["loss_step0"]["total"] for v, r in results.items()}
     checks = {}
@@ -938,6 +974,7 @@ def main(argv=None) -> dict[str, Any]:
             "peft": peft.__version__,
         },
         "platform": platform.platform(),
+        "machine": {"cpu_count": os.cpu_count(), "note": args.note},
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),

@@ -26,7 +26,12 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SEMEVAL = REPO.parent / "shared" / "data" / "semeval25"
+# beside the checkout (../shared), or inside it (a copy of the working tree with shared/, e.g. on a GPU host)
+SEMEVAL = next(
+    (p for p in (REPO.parent / "shared" / "data" / "semeval25", REPO / "shared" / "data" / "semeval25")
+     if (p / "train" / "forget.jsonl").is_file()),
+    REPO.parent / "shared" / "data" / "semeval25",
+)  # fmt: skip
 MEMORIZE_BATCH = 8
 SMALL = {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 2048, "vocab": 8192}
 
@@ -253,15 +258,17 @@ def semeval_slice(
 
 
 def memorize(model, tok, records: list[dict], *, epochs: int, lr: float, batch_size: int, seed: int) -> dict:
-    """Train ``model`` on ``input + " " + output + EOS`` with the loss on the answer and EOS only (what
-    greedy generation must reproduce), rows sorted by length, AdamW with warm-up and linear decay."""
+    """Train ``model`` on the prompt's tokens as the evaluation encodes it (``tok(input)``), then the
+    answer's tokens and EOS, with the loss on the answer and EOS only: exactly what greedy generation
+    from the evaluation's prompt must reproduce (and stop after). Rows sorted by length, AdamW with
+    warm-up and linear decay."""
     torch.manual_seed(seed)
     seqs, starts = [], []
     for r in records:
-        prompt = tok(r["input"] + " ").input_ids
-        full = tok(r["input"] + " " + r["output"]).input_ids + [tok.eos_token_id]
-        seqs.append(full)
-        starts.append(min(len(prompt), len(full) - 1))
+        prompt = list(tok(r["input"]).input_ids)
+        answer = list(tok(r["output"], add_special_tokens=False).input_ids)
+        seqs.append(prompt + answer + [tok.eos_token_id])
+        starts.append(len(prompt))
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     total = epochs * len(batches)
@@ -339,7 +346,10 @@ def prepare_semeval(
     ]
     tok = train_bpe_tokenizer(texts, vocab_size=min(shape["vocab"], 4096))
     model = _small_model(shape, len(tok), torch.float32, device, seed, tokenizer=tok)
-    key = json.dumps([n_per_split, epochs, lr, MEMORIZE_BATCH, shape, seed, len(tok)], sort_keys=True)
+    # "prompt+answer": the memorized sequence is the evaluation's prompt tokens + the answer's tokens
+    key = json.dumps(
+        ["prompt+answer", n_per_split, epochs, lr, MEMORIZE_BATCH, shape, seed, len(tok)], sort_keys=True
+    )
     saved = model_cache / "memorized.pt" if model_cache else None
     if saved is not None and saved.is_file() and torch.load(saved)["key"] == key:
         blob = torch.load(saved)
@@ -410,6 +420,7 @@ def semeval_bench(
             )
             runs[name].append({"seconds": time.perf_counter() - t0, "timing": res[name]["timing"]})
     gens = {name: _generations(workdir / f"semeval-{name}") for name in runs}
+    nlls = {name: _answer_nlls(workdir / f"semeval-{name}") for name in runs}
     for name, rs in runs.items():
         secs = [x["seconds"] for x in rs]
         stages = {}
@@ -447,13 +458,40 @@ def semeval_bench(
     out["identical_generations"] = round(
         sum(x == y for x, y in zip(gens["batched"], gens["official_compat"])) / n_items, 4
     )
-    out["scores_agree"] = out["aggregate_abs_diff"] <= 0.005 and out["terms_max_abs_diff"] <= 0.005
+    # answer NLLs: float32, summed in another order (other matrix-product blocking, causal kernel instead
+    # of a mask). Each layer's products reduce over at most K = intermediate terms, a relative error of
+    # about sqrt(K) * u (u = 2**-24) per layer; over L layers the logits move by about
+    # L * sqrt(K) * u * |logit| and an NLL (log-sum-exp minus a logit) by as much: the tolerance is
+    # L * sqrt(K) * u * max(1, |nll|) (small shape: 8 * sqrt(2048) * 6e-8 = 2.2e-5 relative)
+    rel = info["model"]["layers"] * info["model"]["intermediate"] ** 0.5 * 2.0**-24
+    pairs = [
+        (x, y) for x, y in zip(nlls["batched"], nlls["official_compat"]) if x is not None and y is not None
+    ]
+    out["answer_nll"] = {
+        "compared": len(pairs),
+        "max_abs_diff": max((abs(x - y) for x, y in pairs), default=0.0),
+        "max_rel_diff": max((abs(x - y) / max(1.0, abs(y)) for x, y in pairs), default=0.0),
+        "tolerance_rel": rel,
+    }
+    out["answer_nll"]["within_tolerance"] = out["answer_nll"]["max_rel_diff"] <= rel
+    out["scores_agree"] = (
+        out["aggregate_abs_diff"] <= 0.005
+        and out["terms_max_abs_diff"] <= 0.005
+        and out["identical_generations"] == 1.0
+        and out["answer_nll"]["within_tolerance"]
+        and out["batched"]["mia_loss_auc"] == out["official_compat"]["mia_loss_auc"]
+    )
     return out
 
 
 def _generations(path: Path) -> list[str]:
     rows = [json.loads(x) for x in (path / "generations.jsonl").read_text().splitlines() if x.strip()]
     return [r["model_output"] for r in sorted(rows, key=lambda r: r["id"])]
+
+
+def _answer_nlls(path: Path) -> list[float | None]:
+    rows = [json.loads(x) for x in (path / "generations.jsonl").read_text().splitlines() if x.strip()]
+    return [r.get("nll") for r in sorted(rows, key=lambda r: r["id"])]
 
 
 def main(argv=None) -> dict[str, Any] | None:

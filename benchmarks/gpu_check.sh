@@ -3,8 +3,9 @@
 # (OLMo architecture, hidden 2048, 16 layers, 16 heads, intermediate 8192, vocabulary 50304, tied
 # embeddings; random init, nothing downloaded) in bfloat16, batch 8 x 512, every variant (trunk floor
 # and reference forward included) plus the diagnostics, the MMLU prefix-cache check (small shape), the
-# evaluation speed check (realistic when ../shared/data/semeval25 is there, else demo-size), and the
-# scaling sweep (ours vs seed_style over sequence length, vocabulary, answer fraction; CUDA peak memory).
+# evaluation speed check (realistic when ../shared/data/semeval25 or ./shared/data/semeval25 is there:
+# a small-shape model memorizing a slice of it, batched vs --official-compat, 256 new tokens, items/s
+# per stage: generation, answer NLL, MIA, MMLU; else demo-size), and the scaling sweep (ours vs seed_style over sequence length, vocabulary, answer fraction; CUDA peak memory).
 # Writes benchmarks/results/olmo-1b-cuda.json, scaling-cuda.json and scaling-cuda.png (with the GPU's
 # name as nvidia-smi reports it) and copies them to $OUT when that is set.
 #
@@ -24,7 +25,7 @@ RESULT=benchmarks/results/olmo-1b-cuda.json
 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} timeout 560 "$PY" benchmarks/bench.py --shape olmo-1b --device cuda \
   --dtype bfloat16 --steps 10 --warmup 2 --threads 4 --device-name "$NAME" \
   --variants sft_floor,seed_style,ours,ours_no_cache,ours_no_divergence,ours_gc,sft_floor_gc,ours_topk,trunk_floor,ref_forward \
-  --mmlu small --scaling --out "$RESULT"
+  --mmlu small --scaling --note "gpu_check.sh (one GPU, nothing else running)" --out "$RESULT"
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   cp "$RESULT" benchmarks/results/scaling-cuda.json benchmarks/results/scaling-cuda.png "$OUT/"

@@ -7,7 +7,7 @@ One sweep per axis around a base point (the other two axes held at their base va
 * vocabulary 8k, 32k, 100k (base 32k; 100k ~ OLMo-2's 100,278);
 * answer fraction 0.1, 0.3, 0.6 (base 0.3).
 
-Every (point, variant) runs in a fresh process, so that the process's peak RSS (``ru_maxrss``; on CUDA
+Every (point, variant) runs in a fresh process, so that the process's peak RSS (``VmHWM``; on CUDA
 ``torch.cuda.max_memory_allocated``) belongs to that variant alone. The process builds the model (an
 OLMo-2 of ``--scaling-shape``: by default hidden 256, 4 layers, batch 4, sized to run in a few minutes
 on 2 CPU cores), its LoRA adapter and (for ``ours``) the reference cache, records its RSS, then takes
@@ -75,9 +75,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
         rss_before = _rss_bytes()
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak_before = _peak_rss_bytes()
         res = bench.run_steps(b, [spec["variant"]], spec["steps"], 1, probes=False)[spec["variant"]]
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_rss_bytes()
         out = {
             "ms_per_step": res["ms_per_step"],
             "ms_steps": res["ms_steps"],
@@ -102,6 +102,20 @@ def points() -> list[tuple[str, dict[str, Any]]]:
         for v in values:
             out.append((axis, dict(BASE, **{axis: v})))
     return out
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS: ``VmHWM`` of /proc/self/status (the high-water mark of this process's own
+    memory, reset by exec), else ``ru_maxrss``. ``ru_maxrss`` alone is not enough: Linux carries it over
+    fork + exec, so a point launched from a large process (``bench.py --scaling`` after its own runs)
+    would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run(
@@ -180,7 +194,7 @@ def run(
         "shape": shape,
         "base": BASE,
         "axes": AXES,
-        "memory_metric": "cuda max_memory_allocated" if device == "cuda" else "process peak RSS (ru_maxrss)",
+        "memory_metric": "cuda max_memory_allocated" if device == "cuda" else "process peak RSS (VmHWM)",
         "rows": rows,
         "torch": torch.__version__,
         "platform": platform.platform(),

@@ -78,3 +78,43 @@ def test_official_compat_flag_runs_only_the_official_passes(tiny_world, tmp_path
         assert results[mode]["config"]["official_compat"] is (mode == "official")
     for key in ("harmonic-mean-task-aggregate", "mia_loss_acc"):
         assert results["official"][key] == pytest.approx(results["batched"][key], abs=0.005)
+
+
+def test_length_buckets_and_token_budget():
+    from llm_unlearn.evaluation.runtime import length_batches
+
+    # a row joins a batch only when padding it adds at most max_padding of the longest row
+    assert list(length_batches([10, 9, 5, 4, 1], 8, None, 0.25)) == [[0, 1], [2, 3], [4]]
+    assert list(length_batches([10, 9, 5, 4, 1], 8)) == [[0, 1, 2, 3, 4]]
+    assert list(length_batches([10, 9, 5, 4, 1], 8, 20, 0.25)) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError):
+        list(length_batches([1], 1, None, 1.0))
+    assert batched.token_budget(None, "cpu") == batched.TOKENS_PER_BATCH["cpu"]
+    assert batched.token_budget(None, "cuda") == batched.TOKENS_PER_BATCH["default"]
+    assert batched.token_budget(100, "cpu") == 100
+
+
+@pytest.mark.parametrize("max_padding", [0.0, 0.9])
+def test_buckets_merged_prefill_and_budgets_keep_the_results(tiny_world, monkeypatch, max_padding):
+    """Prompts of very different length (so several prefill buckets are merged into one decoding batch)
+    and small token budgets give the one-at-a-time results."""
+    model, tok = tiny_world["make_model"](), tiny_world["tokenizer"]
+    records = (tiny_world["ds"].forget + tiny_world["ds"].retain)[:6]
+    docs = [encode(tok, d)[:40] for d in list(tiny_world["ds"].documents)[:3]]
+    prompts = [encode(tok, r["input"]) for r in records] + [d[:n] for d, n in zip(docs, (5, 23, 40))]
+    seqs = [encode(tok, r["input"] + r["output"]) for r in records] + docs
+    starts = [len(encode(tok, r["input"])) for r in records] + [2, 10, 30]
+    monkeypatch.setattr(batched, "MAX_PADDING", max_padding)
+    with progress_bar(0, "test", False) as bar:
+        kw = {"batch_size": 8, "bar": bar}
+        gen_b = batched.generate(
+            model, tok, prompts, max_new_tokens=10, max_tokens_per_batch=None, early_stop=True, **kw
+        )
+        gen_o = official.generate(
+            model, tok, prompts, max_new_tokens=10, max_tokens_per_batch=None, early_stop=True, **kw
+        )
+        nll_o = official.answer_nll(model, tok, seqs, starts, max_tokens_per_batch=None, **kw)
+        for budget in (None, 64):
+            nll_b = batched.answer_nll(model, tok, seqs, starts, max_tokens_per_batch=budget, **kw)
+            assert nll_b == pytest.approx(nll_o, rel=1e-4, abs=1e-5)
+    assert gen_b == gen_o

@@ -1,11 +1,17 @@
-"""The fast implementation of the evaluation passes: length-sorted, padded batches (the default mode).
+"""The fast implementation of the evaluation passes: length-bucketed, padded batches (the default mode).
 
-Prompts are sorted by length and batched (at most ``batch_size`` rows and, for the forward passes,
-``max_tokens_per_batch`` padded tokens: rows of similar length together). Generation uses LEFT padding,
-an attention mask and position ids from the mask, greedy, one token per step from the key/value cache,
-and a row that has produced EOS leaves the batch at once (its cache rows are dropped), so a batch costs
-what its unfinished rows need, not ``batch x longest``. The NLL passes use RIGHT padding (positions of
-the real tokens are unchanged). :mod:`.official` has the same interface, one example at a time.
+Rows are sorted by length and grouped: at most ``batch_size`` rows, at most ``max_tokens_per_batch``
+padded tokens (for the NLL passes None means the device's default, :data:`TOKENS_PER_BATCH`: small on a
+CPU), and a row joins a batch only when padding it costs at most :data:`MAX_PADDING` of the batch's
+longest row (length buckets). Generation uses LEFT padding, an attention mask and position ids from the
+mask, greedy, one token per step from the key/value cache: each decoding group is prefilled per length
+bucket and the buckets' caches merged into one left-padded batch (no prefill of padding between rows of
+very different length; every step serves all rows), and a row that has produced EOS leaves the batch at
+once (its cache rows are dropped), so a batch costs what its unfinished rows need, not
+``batch x longest``. The NLL passes use RIGHT padding WITHOUT an attention mask (causal attention never
+lets a real token see the padding after it; positions are unchanged) and the answer NLL computes logits
+only from the batch's first scored position on. :mod:`.official` has the same interface, one example at
+a time.
 """
 
 from __future__ import annotations
@@ -28,7 +34,33 @@ from llm_unlearn.evaluation.runtime import (
     position_ids,
 )
 
-__all__ = ["generate", "answer_nll", "document_statistics", "forward_last_logits"]
+__all__ = [
+    "generate",
+    "answer_nll",
+    "document_statistics",
+    "forward_last_logits",
+    "MAX_PADDING",
+    "TOKENS_PER_BATCH",
+    "token_budget",
+]
+
+# the most padding a row may add to its batch, as a fraction of the batch's longest row (length
+# buckets): padded positions cost as much as real ones, and on a CPU (compute bound) batching rows of
+# very different length costs more than it saves
+MAX_PADDING = 0.25
+# the default token budget of one forward batch of the NLL passes (``max_tokens_per_batch=None``): on an
+# accelerator large batches fill the device; on a CPU the passes are compute bound already one sequence
+# at a time (the matrix products have a row per token) and a batch whose activations outgrow the caches
+# is SLOWER per token (measured, small shape, 1 thread: 256 tokens 2.2 s, 1024 3.1 s, 4096 3.9 s for the
+# same 32 answers), so CPU batches stay small
+TOKENS_PER_BATCH = {"cpu": 256, "default": 4096}
+
+
+def token_budget(max_tokens_per_batch: int | None, device: torch.device) -> int:
+    """``max_tokens_per_batch``, or the device's default (:data:`TOKENS_PER_BATCH`) when None."""
+    if max_tokens_per_batch is not None:
+        return max_tokens_per_batch
+    return TOKENS_PER_BATCH.get(torch.device(device).type, TOKENS_PER_BATCH["default"])
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -67,27 +99,73 @@ def _prunable_cache(cache) -> bool:
     )
 
 
-def _greedy_batch(
-    model, seqs: Sequence[Sequence[int]], max_new_tokens: int, eos: set[int], pad_id: int, device
-) -> list[list[int]] | None:
-    """Greedy decoding of one left-padded batch, one token per step from the key/value cache; a row
-    that emits an EOS id (kept as its last token) or reaches ``max_new_tokens`` leaves the batch: its
-    rows of the cache, mask and positions are dropped. Returns the new tokens per row, or None when the
-    model's cache cannot be pruned this way (the caller then uses ``model.generate``)."""
-    params = forward_params(model)
-    cache_arg = "cache" if "cache" in params else "past_key_values"
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+def _prefill(model, seqs, pad_id: int, device, keep: dict):
+    """One left-padded forward with the cache on: ``(cache, mask, last positions, next tokens)``, or
+    None when the model returns no cache this loop can prune."""
     ids, mask = pad_batch(seqs, pad_id, side="left", device=device)
     pos = position_ids(mask)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None or not _prunable_cache(cache):
         return None
+    return cache, mask, pos[:, -1], out.logits[:, -1, :].argmax(-1)
+
+
+def _merge_prefills(parts: list[tuple]) -> tuple:
+    """The prefills of several length buckets as one left-padded batch: every layer's keys and values
+    (and the attention mask) padded on the left to the longest bucket and concatenated over the batch;
+    the padded positions are masked out, so each row attends to exactly its own tokens, as before."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p[1].shape[1] for p in parts)
+    cache = parts[0][0]
+
+    def left_pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = width - t.shape[dim]
+        if n == 0:
+            return t
+        shape = list(t.shape)
+        shape[dim] = n
+        return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+    for li, layer in enumerate(cache.layers):
+        layer.keys = torch.cat([left_pad(p[0].layers[li].keys, -2) for p in parts], dim=0)
+        layer.values = torch.cat([left_pad(p[0].layers[li].values, -2) for p in parts], dim=0)
+    mask = torch.cat([left_pad(p[1], 1) for p in parts], dim=0)
+    return cache, mask, torch.cat([p[2] for p in parts]), torch.cat([p[3] for p in parts])
+
+
+def _greedy_batch(
+    model,
+    seqs: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos: set[int],
+    pad_id: int,
+    device,
+    buckets: Sequence[Sequence[int]] | None = None,
+) -> list[list[int]] | None:
+    """Greedy decoding of one batch, one token per step from the key/value cache. The prompts are
+    prefilled per length bucket (``buckets``: lists of row indices; default one bucket), left-padded,
+    and the buckets' caches merged into one left-padded batch, so that the prefill does not pay for
+    padding rows of very different length to each other while every decoding step serves all rows. A
+    row that emits an EOS id (kept as its last token) or reaches ``max_new_tokens`` leaves the batch:
+    its rows of the cache, mask and positions are dropped. Returns the new tokens per row, or None when
+    the model's cache cannot be pruned this way (the caller then uses ``model.generate``)."""
+    params = forward_params(model)
+    cache_arg = "cache" if "cache" in params else "past_key_values"
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    buckets = [list(b) for b in buckets] if buckets else [list(range(len(seqs)))]
+    parts = []
+    for bucket in buckets:
+        part = _prefill(model, [seqs[i] for i in bucket], pad_id, device, keep)
+        if part is None:
+            return None
+        parts.append(part)
+    cache, mask, last_pos, nxt = _merge_prefills(parts)
     generated: list[list[int]] = [[] for _ in seqs]
-    rows = torch.arange(len(seqs), device=device)  # the original row of each live row
-    last_pos = pos[:, -1]
+    # the original row of each live row
+    rows = torch.tensor([i for b in buckets for i in b], dtype=torch.long, device=device)
     eos_t = torch.tensor(sorted(eos), dtype=torch.long, device=device) if eos else None
-    nxt = out.logits[:, -1, :].argmax(-1)
     for step in range(max_new_tokens):
         for r, t in zip(rows.tolist(), nxt.tolist()):
             generated[r].append(int(t))
@@ -158,14 +236,23 @@ def generate(
     pad_id = pad_token_id(tokenizer)
     outputs: list[str] = [""] * len(encoded)
     own_loop = early_stop and accepts_position_ids(model) and _plain_greedy(model)
-    for idx in length_batches([len(e) for e in encoded], batch_size, max_tokens_per_batch):
+    lengths = [len(e) for e in encoded]
+    # decoding groups: up to batch_size rows within the token budget; with the own loop each group is
+    # prefilled per length bucket (MAX_PADDING) and decoded as one batch, else the buckets are the groups
+    groups = length_batches(lengths, batch_size, max_tokens_per_batch, None if own_loop else MAX_PADDING)
+    for idx in groups:
         seqs = [encoded[i] for i in idx]
         new = None
         if own_loop:
-            new = _greedy_batch(model, seqs, max_new_tokens, eos, pad_id, device)
+            buckets = list(length_batches([len(x) for x in seqs], batch_size, None, MAX_PADDING))
+            new = _greedy_batch(model, seqs, max_new_tokens, eos, pad_id, device, buckets)
             own_loop = new is not None  # a model whose cache this loop cannot prune: generate()
         if new is None:
-            new = _generate_batch(model, seqs, max_new_tokens, pad_id, device)
+            new = []
+            for bucket in length_batches([len(x) for x in seqs], batch_size, None, MAX_PADDING):
+                rows = _generate_batch(model, [seqs[j] for j in bucket], max_new_tokens, pad_id, device)
+                new.extend(zip(bucket, rows))
+            new = [row for _, row in sorted(new, key=lambda x: x[0])]
         for row, i in zip(new, idx):
             outputs[i] = decode_new_tokens(tokenizer, _until_eos(row, eos))
         bar.update(len(idx))
@@ -173,12 +260,13 @@ def generate(
 
 
 # ------------------------------------------------------------------------------------------ NLL passes
-def _row_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> list[float | None]:
+def _row_mean_nll(logits: torch.Tensor, labels: torch.Tensor, offset: int = 0) -> list[float | None]:
     """Per-row mean NLL of ``labels`` (IGNORE_INDEX = ignored) under ``logits`` (shifted as a causal
-    LM), one row at a time in float32 (as transformers' causal-LM loss upcasts)."""
+    LM; ``logits[:, j]`` is the prediction made at position ``offset + j``), one row at a time in
+    float32 (as transformers' causal-LM loss upcasts)."""
     out: list[float | None] = []
     for row_logits, row_labels in zip(logits, labels):
-        targets = row_labels[1:]
+        targets = row_labels[offset + 1 :]
         valid = (targets != IGNORE_INDEX).nonzero().flatten()
         if valid.numel() == 0:
             out.append(None)
@@ -191,6 +279,18 @@ def _row_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> list[float | No
     return out
 
 
+def _right_padded_forward(model, input_ids: torch.Tensor, mask: torch.Tensor, **kwargs):
+    """The model on a RIGHT-padded batch. Causal attention never lets a real token see the padding after
+    it and the positions of the real tokens are 0.. as without padding, so the attention mask is left
+    out (SDPA's causal kernel instead of a materialized mask); models that are not plain causal
+    decoders may need it: it is passed when the model has no ``logits_to_keep`` (an older or custom
+    model) so that only models known to slice their logits that way skip it."""
+    if "logits_to_keep" in forward_params(model):
+        return model(input_ids=input_ids, use_cache=False, **kwargs)
+    kwargs.pop("logits_to_keep", None)
+    return model(input_ids=input_ids, attention_mask=mask, **kwargs)
+
+
 @torch.no_grad()
 def answer_nll(
     model,
@@ -199,21 +299,30 @@ def answer_nll(
     starts: Sequence[int],
     *,
     batch_size: int,
-    max_tokens_per_batch: int,
+    max_tokens_per_batch: int | None,
     bar,
 ) -> list[float | None]:
     """Mean NLL of the tokens of each ``seqs[i]`` after its first ``starts[i]``, in right-padded
-    batches (every sequence must have a token to score)."""
+    length buckets (every sequence must have a token to score). Logits are computed only from the
+    first scored position of the batch on (``logits_to_keep``), where the model takes it."""
     device = model_device(model)
     pad_id = pad_token_id(tokenizer)
+    slices = "logits_to_keep" in forward_params(model)
     result: list[float | None] = [None] * len(seqs)
-    for idx in length_batches([len(s) for s in seqs], batch_size, max_tokens_per_batch):
+    lengths = [len(s) for s in seqs]
+    budget = token_budget(max_tokens_per_batch, device)
+    for idx in length_batches(lengths, batch_size, budget, MAX_PADDING):
         input_ids, mask = pad_batch([seqs[i] for i in idx], pad_id, side="right", device=device)
         labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
         for r, i in enumerate(idx):
             labels[r, : starts[i]] = IGNORE_INDEX
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
-        for i, v in zip(idx, _row_mean_nll(logits, labels)):
+        width = input_ids.shape[1]
+        # logits at positions offset.. predict the tokens offset+1..; the first scored token of the
+        # batch is min(starts) (>= 1)
+        offset = max(min(starts[i] for i in idx) - 1, 0) if slices else 0
+        kw = {"logits_to_keep": width - offset} if slices else {}
+        logits = _right_padded_forward(model, input_ids, mask, **kw).logits
+        for i, v in zip(idx, _row_mean_nll(logits, labels, offset)):
             result[i] = v
         bar.update(len(idx))
     return result
@@ -227,17 +336,19 @@ def document_statistics(
     *,
     k_percent: float,
     batch_size: int,
-    max_tokens_per_batch: int,
+    max_tokens_per_batch: int | None,
     bar,
 ) -> list[dict]:
     """:func:`~llm_unlearn.evaluation.mia.token_statistics` of each token list (at least 2 tokens),
-    from right-padded batches (each row's logits cut to its own length)."""
+    from right-padded length buckets (each row's logits cut to its own length)."""
     device = model_device(model)
     pad_id = pad_token_id(tokenizer)
     result: list[dict] = [{}] * len(seqs)
-    for idx in length_batches([len(s) for s in seqs], batch_size, max_tokens_per_batch):
+    lengths = [len(s) for s in seqs]
+    budget = token_budget(max_tokens_per_batch, device)
+    for idx in length_batches(lengths, batch_size, budget, MAX_PADDING):
         input_ids, mask = pad_batch([seqs[i] for i in idx], pad_id, side="right", device=device)
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        logits = _right_padded_forward(model, input_ids, mask).logits
         for r, i in enumerate(idx):
             n = len(seqs[i])
             result[i] = token_statistics(logits[r, :n], input_ids[r, :n], k_percent)

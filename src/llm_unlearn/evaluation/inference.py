@@ -141,12 +141,13 @@ def answer_nll(
     batch_size: int = 16,
     official_compat: bool = False,
     progress: bool = True,
-    max_tokens_per_batch: int = 4096,
+    max_tokens_per_batch: int | None = None,
     desc: str = "answer NLL",
 ) -> list[float | None]:
     """Mean NLL of each expected output given its input, as the organizers compute it: encode
     ``input + output`` (no separator) and score the tokens after the first ``len(encode(input))``.
-    None where nothing is left to score."""
+    None where nothing is left to score. ``max_tokens_per_batch`` (batched mode): padded tokens per
+    forward batch; None: the device's default (:data:`~llm_unlearn.evaluation.batched.TOKENS_PER_BATCH`)."""
     seqs: list[list[int]] = []
     starts: list[int] = []
     for q, a in zip(inputs, outputs):
@@ -181,7 +182,7 @@ def document_statistics(
     official_compat: bool = False,
     k_percent: float = 20,
     progress: bool = True,
-    max_tokens_per_batch: int = 4096,
+    max_tokens_per_batch: int | None = None,
     desc: str = "MIA",
 ) -> list[dict]:
     """Per document: ``nll`` (mean token NLL of the whole document, labels = input ids, as the

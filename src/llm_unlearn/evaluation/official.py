@@ -58,7 +58,7 @@ def answer_nll(
     starts: Sequence[int],
     *,
     batch_size: int,
-    max_tokens_per_batch: int,
+    max_tokens_per_batch: int | None,
     bar,
 ) -> list[float | None]:
     """Mean NLL of the tokens of each ``seqs[i]`` after its first ``starts[i]``: the loss of
@@ -82,7 +82,7 @@ def document_statistics(
     *,
     k_percent: float,
     batch_size: int,
-    max_tokens_per_batch: int,
+    max_tokens_per_batch: int | None,
     bar,
 ) -> list[dict]:
     """:func:`~llm_unlearn.evaluation.mia.token_statistics` of each token list (at least 2 tokens), one
