@@ -210,3 +210,45 @@ def collate_rows(world, rows):
 
     pad = world["tokenizer"].pad_token_id
     return AlternativesCollator(UnlearnCollator(pad), pad)(rows)
+
+
+# ----------------------------------------------------------------------------- an MMLU fixture
+MMLU_FIXTURE = {
+    "abstract_algebra": {
+        "dev": [
+            ["Find the order of the group Z_4.", "1", "2", "4", "8", "C"],
+            ["Is every field a ring?", "Yes", "No", "Only finite ones", "Only infinite ones", "A"],
+        ],
+        "test": [
+            ["What is 2 + 2 in Z_3?", "0", "1", "2", "3", "B"],
+            ["How many elements does S_3 have?", "3", "6", "9", "12", "B"],
+            ['A "quoted", comma question?', "x, y", "z", "w", "v", "D"],
+        ],
+    },
+    "marketing": {
+        "dev": [["What is a brand?", "A name", "A price", "A place", "A product", "A"]],
+        "test": [
+            ["What are the 4 Ps?", "Product, price, place, promotion", "People", "Profit", "Plans", "A"],
+            ["Segmentation divides a market into?", "Prices", "Groups", "Ads", "Stores", "B"],
+        ],
+    },
+    "high_school_us_history": {
+        "dev": [],  # no dev file at all: 0-shot
+        "test": [["Who was the first US president?", "Adams", "Jefferson", "Washington", "Lincoln", "C"]],
+    },
+}
+
+
+def write_csv_fixture(root, data=MMLU_FIXTURE):
+    """MMLU CSV files (the Hendrycks layout: <split>/<subject>_<split>.csv) of `data` under `root`."""
+    import csv
+
+    for subject, splits in data.items():
+        for split, rows in splits.items():
+            if not rows:
+                continue
+            path = root / split / f"{subject}_{split}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerows(rows)
+    return root

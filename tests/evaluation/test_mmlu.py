@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -10,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import MMLU_FIXTURE as FIXTURE
+from conftest import write_csv_fixture
 from llm_unlearn.errors import DataError, UserError
 from llm_unlearn.evaluation.mmlu import (
     MMLUQuestion,
@@ -28,43 +29,6 @@ from llm_unlearn.evaluation.mmlu import (
 )
 from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, SUBJECTS
 from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
-
-FIXTURE = {
-    "abstract_algebra": {
-        "dev": [
-            ["Find the order of the group Z_4.", "1", "2", "4", "8", "C"],
-            ["Is every field a ring?", "Yes", "No", "Only finite ones", "Only infinite ones", "A"],
-        ],
-        "test": [
-            ["What is 2 + 2 in Z_3?", "0", "1", "2", "3", "B"],
-            ["How many elements does S_3 have?", "3", "6", "9", "12", "B"],
-            ['A "quoted", comma question?', "x, y", "z", "w", "v", "D"],
-        ],
-    },
-    "marketing": {
-        "dev": [["What is a brand?", "A name", "A price", "A place", "A product", "A"]],
-        "test": [
-            ["What are the 4 Ps?", "Product, price, place, promotion", "People", "Profit", "Plans", "A"],
-            ["Segmentation divides a market into?", "Prices", "Groups", "Ads", "Stores", "B"],
-        ],
-    },
-    "high_school_us_history": {
-        "dev": [],  # no dev file at all: 0-shot
-        "test": [["Who was the first US president?", "Adams", "Jefferson", "Washington", "Lincoln", "C"]],
-    },
-}
-
-
-def write_csv_fixture(root: Path, data=FIXTURE) -> Path:
-    for subject, splits in data.items():
-        for split, rows in splits.items():
-            if not rows:
-                continue
-            path = root / split / f"{subject}_{split}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerows(rows)
-    return root
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -309,8 +309,7 @@ def test_a_record_follows_its_documents_latest_loss_between_evaluations():
 def test_mmlu_budget_enters_the_proxy(tiny_world, tmp_path):
     """With calibration.mmlu the monitor scores `mmlu_items` questions a subject and the proxy becomes
     mean(task aggregate, MIA score, MMLU), the three parts of the official final score."""
-    from test_mmlu import write_csv_fixture
-
+    from conftest import write_csv_fixture
     from llm_unlearn.data.holdout import Holdout, read_forget_documents
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.evaluation.monitor import TrainingMonitor

@@ -4,19 +4,21 @@
   ``torch.nn.functional.cross_entropy`` expects by default.
 * ``pad_batch`` pads token lists to one width, on the right (training, scoring passes) or on the left
   (generation: every row's last real token sits in the last column).
-* ``bucket_batches`` groups items of similar length so that a batch is padded little.
+* ``bucket_batches`` groups items of similar length so that a batch is padded little: in a seeded
+  random order (training), or longest first (``length_batches``: one pass over fixed data, e.g. the
+  reference cache and the evaluation, optionally in length buckets with ``max_padding``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 IGNORE_INDEX = -100
 
-__all__ = ["IGNORE_INDEX", "bucket_batches", "pad_batch", "padding_fraction"]
+__all__ = ["IGNORE_INDEX", "bucket_batches", "length_batches", "pad_batch", "padding_fraction"]
 
 
 def pad_batch(
@@ -55,6 +57,37 @@ def pad_batch(
     return ids, mask
 
 
+def length_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    max_tokens: int | None = None,
+    max_padding: float | None = None,
+) -> Iterator[list[int]]:
+    """Indices grouped into batches of at most ``batch_size``, longest first; with ``max_tokens`` a batch
+    also stops growing when ``len(batch) * longest`` would exceed it (a single item always fits); with
+    ``max_padding`` (a fraction in [0, 1)) a row joins a batch only when padding it to the batch's longest
+    row adds at most that fraction of the longest length (length buckets: rows of very different length
+    are not padded to each other)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_padding is not None and not 0 <= max_padding < 1:
+        raise ValueError(f"max_padding must be in [0, 1), got {max_padding}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and (
+            len(batch) >= batch_size
+            or (max_tokens is not None and (len(batch) + 1) * max(longest, 1) > max_tokens)
+            or (max_padding is not None and longest - lengths[i] > max_padding * longest)
+        ):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
 def bucket_batches(
     lengths: Sequence[int],
     batch_size: int,
@@ -75,13 +108,12 @@ def bucket_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if longest_first:
+        return list(length_batches(lengths, batch_size, max_tokens))
     rng = random.Random(seed)
     order = list(range(len(lengths)))
-    if longest_first:
-        order.sort(key=lambda i: (-lengths[i], i))
-    else:
-        rng.shuffle(order)
-        order.sort(key=lambda i: lengths[i])
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])
     batches: list[list[int]] = []
     batch: list[int] = []
     for i in order:
@@ -94,8 +126,7 @@ def bucket_batches(
         batch.append(i)
     if batch:
         batches.append(batch)
-    if not longest_first:
-        rng.shuffle(batches)
+    rng.shuffle(batches)
     return batches
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
+
+from llm_unlearn.data.batching import length_batches  # noqa: F401  (re-exported)
 
 __all__ = [
     "model_device",
@@ -95,37 +97,6 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar over ``total`` items (disabled unless ``enabled``; removed when done)."""
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def length_batches(
-    lengths: Sequence[int],
-    batch_size: int,
-    max_tokens: int | None = None,
-    max_padding: float | None = None,
-) -> Iterator[list[int]]:
-    """Indices grouped into batches of at most ``batch_size``, longest first; with ``max_tokens`` a batch
-    also stops growing when ``len(batch) * longest`` would exceed it (a single item always fits); with
-    ``max_padding`` (a fraction in [0, 1)) a row joins a batch only when padding it to the batch's longest
-    row adds at most that fraction of the longest length (length buckets: rows of very different length
-    are not padded to each other)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if max_padding is not None and not 0 <= max_padding < 1:
-        raise ValueError(f"max_padding must be in [0, 1), got {max_padding}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batch: list[int] = []
-    for i in order:
-        longest = lengths[batch[0]] if batch else lengths[i]
-        if batch and (
-            len(batch) >= batch_size
-            or (max_tokens is not None and (len(batch) + 1) * max(longest, 1) > max_tokens)
-            or (max_padding is not None and longest - lengths[i] > max_padding * longest)
-        ):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
 
 
 def clean_up_tokenization(text: str) -> str:
