@@ -103,3 +103,15 @@ def test_options_command_prints_every_option(capsys):
     assert all(s.key in out for s in option_specs())
     assert main(["options", "--markdown"]) == 0
     assert capsys.readouterr().out.strip() == markdown_table().strip()
+
+
+def test_layer_lists_from_the_command_line_and_altpo_without_alternatives():
+    args = build_parser().parse_args(["train", "--lora-layers", "5,6,7"])
+    assert build_config(overrides=train_overrides(args)).lora.layers == [5, 6, 7]
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        build_config(overrides={"lora.layers": "a,b"})
+    with pytest.raises(ConfigError, match="layer indices >= 0"):
+        build_config(overrides={"lora.layers": [-1]})
+    with pytest.raises(ConfigError, match="altpo needs plausible alternative answers"):
+        build_config(overrides={"objective.method": "altpo"})
+    assert build_config(overrides={"objective.method": "altpo", "objective.alternatives": "retain"})

@@ -117,3 +117,26 @@ def test_rmu_says_its_reference_is_live():
     mode, why = choose_mode("auto", ObjectiveOptions(method="rmu"), [], 10, "float16", 8)
     assert mode == "off" and "hidden states" in why
     assert needs_of(ObjectiveOptions(method="rmu", retain_weight=0.0)).any is False
+
+
+def test_a_bad_alternatives_file_fails_before_the_model_loads(tiny_world, tmp_path, monkeypatch):
+    import llm_unlearn.modeling as modeling
+    from llm_unlearn.errors import UserError
+    from llm_unlearn.train.loop import run_unlearning
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the alternatives were read")
+
+    monkeypatch.setattr(modeling, "load_model", no_load)
+    cfg = build_config(
+        overrides={
+            "model.name_or_path": str(tiny_world["model_dir"]),
+            "data.data": str(tiny_world["data_dir"]),
+            "train.output_dir": str(tmp_path / "out"),
+            "objective.method": "idk_dpo",
+            "objective.alternatives": str(tmp_path / "missing.txt"),
+        }
+    )
+    with pytest.raises(UserError, match="cannot read"):
+        run_unlearning(cfg)
+    assert not (tmp_path / "out").exists()

@@ -129,6 +129,22 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
     return value
 
 
+def _coerce_declared(value: Any, current: Any, name: str, cls, field_name: str) -> Any:
+    """_coerce, plus a list of integers given as text ("5,6,7" on the command line) for an option
+    declared list[int] (lora.layers)."""
+    import typing
+
+    hint = typing.get_type_hints(cls)[field_name]
+    args = typing.get_args(hint) or (hint,)
+    if isinstance(value, str) and list[int] in args:
+        parts = [x.strip() for x in str(value).split(",") if x.strip()]
+        try:
+            return [int(x) for x in parts]
+        except ValueError:
+            raise ConfigError(f"option {name}: expected comma-separated integers, got {value!r}") from None
+    return _coerce(value, current, name)
+
+
 def _alias(section: str, sub: str, source: str) -> str:
     """The current name of option `section.sub`, warning once per use of an old name."""
     new = ALIASES.get(f"{section}.{sub}")
@@ -170,7 +186,9 @@ def apply_overrides(
             sub = _alias(key, sub, source)
             if sub not in names:
                 raise ConfigError(f"{source}: unknown option {key}.{sub} (known: {', '.join(sorted(names))})")
-            setattr(section, sub, _coerce(v, getattr(section, sub), f"{key}.{sub}"))
+            setattr(
+                section, sub, _coerce_declared(v, getattr(section, sub), f"{key}.{sub}", type(section), sub)
+            )
             if explicit is not None:
                 explicit.add(f"{key}.{sub}")
     return cfg

@@ -111,6 +111,12 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"option lora.layers must be null (all layers) or layer indices >= 0, got {layers!r}"
         )
+    if cfg.objective.method == "altpo" and not cfg.objective.alternatives:
+        raise ConfigError(
+            "altpo needs plausible alternative answers: give objective.alternatives (--alternatives FILE, "
+            ".jsonl rows with id + text for per-record alternatives, or 'retain': answers of retain records "
+            "of the same task)"
+        )
     _validate_calibration(cfg.calibration)
     _validate_training_args(cfg)
 

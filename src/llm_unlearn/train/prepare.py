@@ -40,6 +40,7 @@ class Prepared:
     args: Any = None  # transformers.TrainingArguments
     per_chunk_steps: list = field(default_factory=list)
     frozen: Any = None  # full fine-tuning: a frozen copy of the starting model (the reference)
+    alternatives: dict | None = None  # forget record id -> its alternative answer (idk_dpo, altpo)
 
     @property
     def finished(self) -> bool:
@@ -92,6 +93,7 @@ def _read_data(cfg: UnlearnConfig) -> Prepared:
             forget_recs, read_forget_documents(c.forget_documents)
         )
     prep.forget_recs, prep.retain_recs = forget_recs, retain_recs
+    prep.alternatives = _read_alternatives(prep)  # a bad file fails here, before the model loads
     return prep
 
 
@@ -204,30 +206,15 @@ def _add_alternatives(prep: Prepared, kw: dict) -> None:
     """For methods that prefer an alternative answer (idk_dpo, altpo): each forget row gets
     ``alt_input_ids`` / ``alt_labels`` (its prompt + the alternative); retain rows carry their own ids
     (never used) so every batch collates."""
-    from llm_unlearn.data import alternatives as alt
     from llm_unlearn.data.tokenize import tokenize_records
-    from llm_unlearn.train.objectives import get
 
-    o = prep.cfg.objective
-    if not get(o.method).alternatives:
+    if prep.alternatives is None:
         return
-    if o.method == "altpo" and not o.alternatives:
-        raise UserError(
-            "altpo needs plausible alternative answers: give objective.alternatives (--alternatives FILE, "
-            ".jsonl rows with id + text for per-record alternatives, or 'retain': answers of retain records "
-            "of the same task)"
-        )
-    seed = prep.cfg.train.seed
-    if o.alternatives == "retain":
-        generic, by_id = [], _retain_alternatives(prep)
-    else:
-        generic = alt.load_refusals(o.alternatives)
-        by_id = alt.load_alternatives_by_id(o.alternatives) if o.alternatives else {}
     alt_recs = [
         {
             "id": r.id,
             "input": r.input,
-            "output": alt.alternative_for(r.id, generic, by_id, seed),
+            "output": prep.alternatives[str(r.id)],
             "split": "forget",
         }
         for r in prep.forget_recs
@@ -275,6 +262,25 @@ def build_training_args(cfg: UnlearnConfig, out: Path, dtype: torch.dtype):
         return TrainingArguments(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"training_args: {exc}") from None
+
+
+def _read_alternatives(prep: Prepared) -> dict[str, str] | None:
+    """{forget record id: its alternative answer} for methods that prefer one (idk_dpo, altpo): from
+    objective.alternatives (a file, or 'retain'), else the packaged refusals; seeded per record. None
+    for other methods."""
+    from llm_unlearn.data import alternatives as alt
+    from llm_unlearn.train.objectives import get
+
+    o = prep.cfg.objective
+    if not get(o.method).alternatives:
+        return None
+    if o.alternatives == "retain":
+        generic, by_id = [], _retain_alternatives(prep)
+    else:
+        generic = alt.load_refusals(o.alternatives)
+        by_id = alt.load_alternatives_by_id(o.alternatives) if o.alternatives else {}
+    seed = prep.cfg.train.seed
+    return {str(r.id): alt.alternative_for(r.id, generic, by_id, seed) for r in prep.forget_recs}
 
 
 def _retain_alternatives(prep: Prepared) -> dict[str, list[str]]:
