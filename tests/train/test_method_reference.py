@@ -140,3 +140,42 @@ def test_a_bad_alternatives_file_fails_before_the_model_loads(tiny_world, tmp_pa
     with pytest.raises(UserError, match="cannot read"):
         run_unlearning(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_full_finetuning_resumes_as_the_uninterrupted_run(tiny_world, tmp_path, monkeypatch):
+    """Under full fine-tuning the checkpoint holds the whole model (model.safetensors) and a resume
+    loads it back: killed after chunk 1 and resumed, the run ends with the uninterrupted run's weights."""
+    import llm_unlearn.train.checkpoint as ckpt
+    from llm_unlearn.train.loop import run_unlearning
+
+    def cfg(out):
+        return build_config(
+            overrides={
+                "model.name_or_path": str(tiny_world["model_dir"]),
+                "data.data": str(tiny_world["data_dir"]),
+                "train.output_dir": str(out),
+                "train.learning_rate": 1e-3,
+                "train.plots": False,
+                "train.progress": False,
+                "schedule.chunk_size": 10,
+                "schedule.epochs": 1,
+                "calibration.mode": "off",
+                "lora.enabled": False,
+            }
+        )
+
+    whole = run_unlearning(cfg(tmp_path / "whole"))["model"].state_dict()
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_unlearning(cfg(tmp_path / "cut"))
+    assert (tmp_path / "cut" / "checkpoint" / "model.safetensors").is_file()
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    resumed = run_unlearning(cfg(tmp_path / "cut"))["model"].state_dict()
+    for k in whole:  # the same computation on CPU (as the LoRA resume test)
+        torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=1e-6)
