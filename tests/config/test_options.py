@@ -115,3 +115,17 @@ def test_layer_lists_from_the_command_line_and_altpo_without_alternatives():
     with pytest.raises(ConfigError, match="altpo needs plausible alternative answers"):
         build_config(overrides={"objective.method": "altpo"})
     assert build_config(overrides={"objective.method": "altpo", "objective.alternatives": "retain"})
+
+
+def test_method_example_configs_load_with_their_methods_defaults():
+    root = README.parent / "examples" / "configs" / "methods"
+    paths = sorted(root.glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"simnpo", "idk_dpo", "rmu", "full_finetune"}
+    for path in paths:
+        cfg = build_config(path)
+        if path.stem == "full_finetune":
+            assert cfg.lora.enabled is False
+            continue
+        assert cfg.objective.method == path.stem
+        assert cfg.objective.divergence_weight == 0.0  # the method's own default, not the project's
+    assert build_config(root / "rmu.yaml").lora.target_modules == ["down_proj"]
