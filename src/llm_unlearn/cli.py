@@ -84,7 +84,7 @@ def add_train_parser(sub) -> None:
     )
     p.add_argument("--preset", help="default | clausen2025 | atyaephyra | ails-ntua")
     for flag, key, kw in train_flags():
-        p.add_argument(flag, dest=key, default=None, **kw)
+        p.add_argument(flag, dest=_dest(flag, key), default=None, **kw)
     for flag, key, value, helptext in train_switches():
         p.add_argument(flag, dest=key, action="store_const", const=value, default=None, help=helptext)
     p.add_argument(
@@ -100,12 +100,18 @@ def add_train_parser(sub) -> None:
 
 
 def train_overrides(args) -> dict[str, Any]:
+    from llm_unlearn.config.options import FLAG_ALIASES
+
     over: dict[str, Any] = {}
-    _warn_old_flags()
-    for _, key, _ in train_flags():
-        v = getattr(args, key, None)
-        if v is not None:
-            over[key] = v
+    for flag, key, _ in train_flags():
+        v = getattr(args, _dest(flag, key), None)
+        if v is None:
+            continue
+        if flag in FLAG_ALIASES:  # an old flag: still read, with a warning
+            logging.getLogger(__name__).warning("%s is deprecated; use %s", flag, FLAG_ALIASES[flag])
+            if over.get(key) is not None:
+                continue  # the new flag, given too, wins
+        over[key] = v
     for _, key, _, _ in train_switches():
         v = getattr(args, key, None)
         if v is not None:
@@ -117,12 +123,12 @@ def train_overrides(args) -> dict[str, Any]:
     return over
 
 
-def _warn_old_flags() -> None:
+def _dest(flag: str, key: str) -> str:
+    """The argparse destination of a flag: its config key; an old (aliased) flag gets its own, so that
+    train_overrides knows it was used."""
     from llm_unlearn.config.options import FLAG_ALIASES
 
-    for old, new in FLAG_ALIASES.items():
-        if any(a == old or a.startswith(old + "=") for a in sys.argv[1:]):
-            logging.getLogger(__name__).warning("%s is deprecated; use %s", old, new)
+    return f"{key}|{flag}" if flag in FLAG_ALIASES else key
 
 
 def cmd_train(args) -> int:

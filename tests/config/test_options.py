@@ -129,3 +129,13 @@ def test_method_example_configs_load_with_their_methods_defaults():
         assert cfg.objective.method == path.stem
         assert cfg.objective.divergence_weight == 0.0  # the method's own default, not the project's
     assert build_config(root / "rmu.yaml").lora.target_modules == ["down_proj"]
+
+
+def test_old_flags_warn_when_main_is_called_in_process(caplog):
+    import logging
+
+    args = build_parser().parse_args(["train", "--rt-mult", "0.5", "--retain-weight", "2"])
+    with caplog.at_level(logging.WARNING):
+        over = train_overrides(args)
+    assert over["objective.retain_weight"] == 2.0  # the new flag wins over the old one
+    assert "--rt-mult is deprecated; use --retain-weight" in caplog.text
