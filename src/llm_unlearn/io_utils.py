@@ -8,17 +8,48 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+# Every temporary path the tool makes is named `.llm-unlearn-tmp.<pid>.<random>.<name>` (and the previous
+# version of a directory being replaced `.llm-unlearn-old.<pid>.<random>.<name>`): a name no user file
+# has, so that cleaning up after a killed run never touches a user's `.notes.tmp`.
+TMP_PREFIX = ".llm-unlearn-tmp."
+OLD_PREFIX = ".llm-unlearn-old."
+_TOOL_TEMP = re.compile(r"^\.llm-unlearn-(tmp|old)\.(\d+)\.([A-Za-z0-9_]+)\.(.+)$")
+
+
+def temp_parts(name: str) -> tuple[str, int, str] | None:
+    """("tmp" | "old", pid, the name it stands for) of a temporary name this tool made; None for any
+    other name."""
+    m = _TOOL_TEMP.match(name)
+    return (m.group(1), int(m.group(2)), m.group(4)) if m else None
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}.", suffix=f".{path.name}", dir=path.parent)
+
+
+def make_temp_dir(path: Path) -> Path:
+    return Path(
+        tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}.", suffix=f".{path.name}", dir=path.parent)
+    )
+
+
+def old_path(path: Path) -> Path:
+    """Where `atomic_dir` moves the previous version of `path` during the swap."""
+    return path.with_name(f"{OLD_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{path.name}")
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -57,42 +88,63 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
 
 def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     """Create directory `path` atomically: `fill(tmpdir)` writes into a temporary sibling, which is
-    then renamed over `path`. An existing `path` is replaced only after `fill` succeeded."""
+    then renamed over `path`. An existing `path` is replaced only after `fill` succeeded. Use it only
+    for a directory that is wholly this tool's (a path named in its output manifest)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    old = path.with_name(f".{path.name}.old")
+    tmp = make_temp_dir(path)
+    old = old_path(path)
     try:
         fill(tmp)
         os.chmod(tmp, _default_mode(0o777))  # mkdtemp made it private (0700)
-        if path.exists():
-            if old.exists():
-                shutil.rmtree(old)
+        if path.exists() or path.is_symlink():
             os.replace(path, old)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         recover_dir(path)  # a failure between the two renames: put the previous version back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    remove_path(old)
     return path
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a symlink (not its target) or a directory tree; a missing path is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _temps_of(path: Path, kind: str) -> list[Path]:
+    if not path.parent.is_dir():
+        return []
+    out = []
+    for p in path.parent.iterdir():
+        parts = temp_parts(p.name)
+        if parts and parts[0] == kind and parts[2] == path.name:
+            out.append(p)
+    return sorted(out, key=lambda p: p.stat().st_mtime_ns if p.exists() else 0)
 
 
 def recover_dir(path: str | os.PathLike, clean: bool = False) -> Path:
     """Finish what an interrupted `atomic_dir` left: when `path` is missing but its previous version
-    `.<name>.old` is there (killed between the two renames), rename it back. Several processes may
-    call this at once. `clean` also removes the temporary `.<name>.*.tmp` directories of writes that
-    were killed (only when nothing is writing `path`)."""
+    (`.llm-unlearn-old.*.<name>`) is there (killed between the two renames), rename it back. Several
+    processes may call this at once. `clean` also removes the temporary directories of writes of
+    `path` that were killed (only when nothing is writing `path`), and leftover previous versions."""
     path = Path(path)
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.is_dir():
+    olds = [p for p in _temps_of(path, "old") if p.is_dir()]
+    if not path.exists() and olds:
         try:
-            os.replace(old, path)
+            os.replace(olds[-1], path)
         except FileNotFoundError:  # another process did it
             pass
-    if clean and path.parent.is_dir():
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            shutil.rmtree(tmp, ignore_errors=True)
+    if clean:
+        for tmp in _temps_of(path, "tmp") + _temps_of(path, "old"):
+            remove_path(tmp)
     return path
 
 

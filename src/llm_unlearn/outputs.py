@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -56,10 +55,44 @@ def read_marker(path: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def write_marker(path: str | os.PathLike, kind: str) -> None:
+def _written(path: str | os.PathLike) -> dict[str, str]:
+    """name -> subcommand that wrote it, from the marker's manifest (`written`)."""
+    written = (read_marker(path) or {}).get("written")
+    if isinstance(written, dict):
+        return {k: v for k, v in written.items() if isinstance(k, str) and isinstance(v, str)}
+    return {}
+
+
+def manifest(path: str | os.PathLike, kind: str | None = None) -> set[str]:
+    """The top-level names inside `path` that this tool wrote (the marker's manifest); only those a
+    subcommand `kind` wrote when given; empty for a directory without marker."""
+    return {n for n, k in _written(path).items() if kind is None or k == kind}
+
+
+def write_marker(
+    path: str | os.PathLike, kind: str, written: Iterable[str] = (), replace: bool = False
+) -> None:
+    """Write the marker of `path`: the subcommand `kind` and the manifest of the names the tool wrote
+    there (name -> the subcommand that wrote it). The names of an earlier marker are kept (they are
+    still ours) unless `replace`; `written` are recorded as written by `kind`."""
+    names = {} if replace else _written(path)
+    names.update({n: kind for n in written if n not in (MARKER, LOCK)})
+    _write_manifest(path, kind, names)
+
+
+def _write_manifest(path: str | os.PathLike, kind: str, written: dict[str, str]) -> None:
     from llm_unlearn import __version__
 
-    io_utils.atomic_write_json(Path(path) / MARKER, {"kind": kind, "llm_unlearn": __version__}, indent=None)
+    io_utils.atomic_write_json(
+        Path(path) / MARKER,
+        {"kind": kind, "llm_unlearn": __version__, "written": dict(sorted(written.items()))},
+        indent=None,
+    )
+
+
+def _entries(out: Path) -> list[str]:
+    """The names in `out` that are not the tool's bookkeeping (marker, lock, its temporary names)."""
+    return sorted(p.name for p in out.iterdir() if p.name not in (MARKER, LOCK) and not _is_tmp(p.name))
 
 
 def prepare_output_dir(
@@ -72,45 +105,64 @@ def prepare_output_dir(
 ) -> Path:
     """The one output-directory policy of every subcommand.
 
-    - `path` may not be an input, lie inside one, or contain one (`inputs`: files or directories);
+    - `path` may not be an input, lie inside one, or contain one (`inputs`: files or directories,
+      symlinks resolved);
     - an existing `path` must be empty, or hold this tool's output of the same `kind` (its marker file
-      `.llm-unlearn.json` says so; a directory without marker whose entries are all in `own_names`
-      counts as well: outputs of versions before the marker). Anything else is refused with one line
-      unless `overwrite`; then the caller replaces its own outputs only, never the other files;
-    - `create`: make the directory and write the marker (False: check only, write nothing).
-    Returns the path. Temporary files of killed writes (`.*.tmp`) are ignored by the check."""
+      `.llm-unlearn.json` says so). Anything else is refused with one line unless `overwrite`. No name
+      is ever taken as proof of ownership: only the marker's manifest (`written`) is;
+    - `own_names`: the top-level names this run will write. One that exists but is not in the manifest
+      is a user's file: refused, with or without `overwrite` (`--overwrite` replaces the tool's earlier
+      outputs, never a user's file);
+    - `create`: make the directory and write the marker with `own_names` added to its manifest (False:
+      check only, write nothing).
+    Returns the path. The tool's own temporary names (`.llm-unlearn-tmp.*`) are ignored by the check."""
     from llm_unlearn.errors import UserError
 
     out = Path(path)
+    own = [n for n in own_names]
     check_not_input(out, inputs, "output directory")
     if out.exists() and not out.is_dir():
         raise UserError(f"output directory {out} exists and is not a directory")
     if out.is_dir():
         marker = read_marker(out)
-        entries = [p.name for p in out.iterdir() if p.name not in (MARKER, LOCK) and not _is_tmp(p.name)]
+        entries = _entries(out)
         if marker is not None and marker.get("kind") != kind and not overwrite:
             raise UserError(
                 f"{out} holds the output of `llm-unlearn {marker.get('kind')}`, not of `{kind}`; "
-                "use another --output-dir (or --overwrite to write into it anyway)"
+                "use another --output-dir (or --overwrite to write into it anyway; other files are kept)"
             )
         if marker is None and entries and not overwrite:
-            own = set(own_names)
-            if not own or not set(entries) <= own:
-                shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-                raise UserError(
-                    f"{out} is not empty and was not written by `llm-unlearn {kind}` (it holds {shown}); "
-                    "use an empty or new --output-dir (or --overwrite to write into it; other files "
-                    "are kept)"
-                )
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UserError(
+                f"{out} is not empty and was not written by `llm-unlearn {kind}` (it holds {shown}); "
+                "use an empty or new --output-dir (or --overwrite to write into it; other files are kept)"
+            )
+        check_clashes(out, own)
     if create:
         out.mkdir(parents=True, exist_ok=True)
-        if read_marker(out) is None or read_marker(out).get("kind") != kind:
-            write_marker(out, kind)
+        write_marker(out, kind, own)
     return out
 
 
+def check_clashes(out: Path, names: Iterable[str]) -> None:
+    """Refuse when one of `names` exists in `out` (a file, directory or symlink) but is not in its
+    manifest: the user's own file, never replaced."""
+    from llm_unlearn.errors import UserError
+
+    marker = read_marker(out)
+    if marker is not None and "written" not in marker:
+        return  # a marker of a version before the manifest: its directory held only the tool's outputs
+    ours = manifest(out)
+    clash = [n for n in names if n not in ours and ((out / n).exists() or (out / n).is_symlink())]
+    if clash:
+        raise UserError(
+            f"{out / clash[0]} exists and was not written by llm-unlearn; it is never replaced (move it, "
+            "or use another --output-dir)"
+        )
+
+
 def _is_tmp(name: str) -> bool:
-    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".old"))
+    return io_utils.temp_parts(name) is not None
 
 
 def check_output_file(
@@ -142,25 +194,25 @@ def check_output_file(
 
 
 def remove_stale_tmp(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files and directories (`.<name>.*.tmp`, `.<name>.old` whose `<name>`
-    exists) that killed writes left in `directory`. Call only while holding the directory's lock."""
+    """Remove the temporary files and directories that killed writes of this tool left in `directory`
+    (`.llm-unlearn-tmp.<pid>.*` and `.llm-unlearn-old.<pid>.*` of another process; a previous version
+    whose path is missing is put back first). No other name is touched: a user's `.notes.tmp` stays.
+    Call only while holding the directory's lock (nobody else writes there then)."""
     removed = []
     d = Path(directory)
     if not d.is_dir():
         return removed
-    for p in d.iterdir():
-        if not p.name.startswith("."):
+    for p in sorted(d.iterdir()):
+        parts = io_utils.temp_parts(p.name)
+        if parts is None or parts[1] == os.getpid():
             continue
-        stale = p.name.endswith(".tmp") or (p.name.endswith(".old") and (d / p.name[1:-4]).exists())
-        if stale:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-            removed.append(p)
+        kind, _, name = parts
+        if kind == "old" and not (d / name).exists() and not (d / name).is_symlink():
+            io_utils.recover_dir(d / name)
+            if not p.exists():
+                continue
+        io_utils.remove_path(p)
+        removed.append(p)
     return removed
 
 
@@ -253,27 +305,73 @@ def fill_output_dir(
     marker_kind: str | None = None,
     replace_dir: bool = True,
 ) -> Path:
-    """Write a whole output directory with `fill(tmp)`. `replace_dir`: `out_dir` is replaced as a whole
-    (atomically, with the marker of `marker_kind`); False: the files are moved into it one by one (each
-    atomically), no other file in it is touched, and no marker is written (a directory that also holds
-    other files is never marked as ours)."""
+    """Write an output directory with `fill(tmp)`.
+
+    With `marker_kind` (a subcommand's output directory, e.g. finetune's or merge's): `fill` writes
+    into a temporary directory inside `out_dir`; then every top-level entry it made is moved into
+    `out_dir` (each atomically), the manifest names them, and the entries of this tool's earlier
+    output of the same kind that this write did not make again are removed. Nothing else in `out_dir`
+    is touched; an entry that exists but is not in the manifest (a user's file) is refused before
+    anything moves. A new `out_dir` is written whole beside it and renamed into place (a kill leaves
+    no directory; its temporary sibling is removed by the next write). Without `marker_kind`: `out_dir` is wholly the caller's (a path in its own
+    manifest, e.g. train's `DIR/model`) and is replaced as a whole (`io_utils.atomic_dir`).
+    `replace_dir` is accepted for compatibility and ignored."""
+    del replace_dir
     out_dir = Path(out_dir)
+    if marker_kind is None:
+        return io_utils.atomic_dir(out_dir, fill)
+    remove_stale_siblings(out_dir)
+    if not out_dir.exists() and not out_dir.is_symlink():  # new: made whole beside it, then renamed
 
-    def fill_marked(tmp: Path) -> None:
-        fill(tmp)
-        if marker_kind:
-            write_marker(tmp, marker_kind)
+        def fill_marked(tmp: Path) -> None:
+            fill(tmp)
+            write_marker(tmp, marker_kind, [p.name for p in tmp.iterdir()])
 
-    if replace_dir or not out_dir.is_dir():
         return io_utils.atomic_dir(out_dir, fill_marked)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = io_utils.make_temp_dir(out_dir / "fill")
     try:
         fill(tmp)
-        for f in sorted(tmp.rglob("*")):
-            if f.is_file():
-                dest = out_dir / f.relative_to(tmp)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, dest)
+        made = sorted(p.name for p in tmp.iterdir() if p.name not in (MARKER, LOCK))
+        check_clashes(out_dir, made)
+        earlier = manifest(out_dir, marker_kind) - set(made)
+        write_marker(out_dir, marker_kind, made)  # named before they move: a kill leaves them listed
+        for name in made:
+            _move_into(tmp / name, out_dir / name)
+        for name in sorted(earlier):
+            io_utils.remove_path(out_dir / name)
+        _write_manifest(
+            out_dir, marker_kind, {n: k for n, k in _written(out_dir).items() if n not in earlier}
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def remove_stale_siblings(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove what a killed write of a whole new `out_dir` left beside it: the tool's temporary
+    directories for that name (`.llm-unlearn-tmp.<pid>.*.<name>` of another process) in its parent.
+    Call while holding `out_dir`'s lock."""
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for p in sorted(out_dir.parent.iterdir()):
+        parts = io_utils.temp_parts(p.name)
+        if parts and parts[0] == "tmp" and parts[2] == out_dir.name and parts[1] != os.getpid():
+            io_utils.remove_path(p)
+            removed.append(p)
+    return removed
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Move `src` to `dest` (a path of ours), atomically for a file; a directory replaces the earlier
+    one by two renames (the earlier one moved aside first, removed after)."""
+    if src.is_dir() and (dest.exists() or dest.is_symlink()):
+        old = io_utils.old_path(dest)
+        os.replace(dest, old)
+        os.replace(src, dest)
+        io_utils.remove_path(old)
+    else:
+        if dest.is_dir() and not dest.is_symlink():
+            io_utils.remove_path(dest)
+        os.replace(src, dest)

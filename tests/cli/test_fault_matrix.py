@@ -2,7 +2,7 @@
 stage boundary, a failing write at every write site, and concurrent starts.
 
 Every case ends with: the original data and model byte-identical; every output either complete or
-absent (a killed write may leave only a hidden `.*.tmp`, removed by the next start); and the same
+absent (a killed write may leave only a hidden `.llm-unlearn-tmp.*`, removed by the next start); and the same
 command run again giving the uninterrupted result (the same adapter and loss history).
 
 The interrupted runs are forked children of the test process (the libraries are imported already,
@@ -26,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llm_unlearn import cli
+from llm_unlearn import cli, io_utils
 
 CTX = multiprocessing.get_context("fork")
 
@@ -116,7 +116,7 @@ def _child(argv, stage: str, sig: int, err_path: str) -> None:
         if (
             when == "checkpoint-swap"
             and Path(a[1]).name == "checkpoint"
-            and Path(a[1]).with_name(".checkpoint.old").exists()
+            and any((io_utils.temp_parts(q.name) or ("",))[0] == "old" for q in Path(a[1]).parent.iterdir())
         ):
             os.kill(os.getpid(), sig)  # the old checkpoint is aside, the new one not yet in place
         result = real(*a, **k)
@@ -164,7 +164,7 @@ def _assert_rerun_equals_reference(inputs, out: Path) -> None:
     steps = lambda p: [json.loads(x)["step"] for x in (p / "log_history.jsonl").read_text().splitlines()]  # noqa: E731
     assert steps(out) == steps(inputs["ref"])
     assert (out / "model" / "model.safetensors").is_file()
-    assert not list(out.glob(".*.tmp")) and not (out / "checkpoint").exists()
+    assert not [q for q in out.iterdir() if io_utils.temp_parts(q.name)] and not (out / "checkpoint").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "kill-9"])

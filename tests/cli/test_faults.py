@@ -232,7 +232,8 @@ def test_atomic_dir_keeps_the_old_version_when_the_final_rename_fails(tmp_path, 
     real_replace = os.replace
 
     def replace(src, dst):
-        if Path(src).name.endswith(".tmp"):  # the new version's rename fails (after the old one moved aside)
+        parts = io_utils.temp_parts(Path(src).name)
+        if parts and parts[0] == "tmp":  # the new version's rename fails (after the old one moved aside)
             raise OSError(5, "Input/output error")
         return real_replace(src, dst)
 
@@ -263,16 +264,17 @@ def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
     target = tmp_path / "checkpoint"
     io_utils.atomic_dir(target, lambda d: (d / "state.json").write_text('{"completed_chunks": 1}'))
     before = _tree(target)
-    os.replace(target, tmp_path / ".checkpoint.old")
-    (tmp_path / ".checkpoint.abc123.tmp").mkdir()
-    (tmp_path / ".checkpoint.abc123.tmp" / "state.json").write_text('{"completed_chunks": 2}')
+    os.replace(target, tmp_path / f"{io_utils.OLD_PREFIX}999999.abcd.checkpoint")
+    half = tmp_path / f"{io_utils.TMP_PREFIX}999999.abc123.checkpoint"
+    half.mkdir()
+    (half / "state.json").write_text('{"completed_chunks": 2}')
     io_utils.recover_dir(target, clean=True)
     assert _tree(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
 
 def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_path, monkeypatch):
-    """A run killed during the checkpoint swap after chunk 4 (the checkpoint is `.checkpoint.old`)
+    """A run killed during the checkpoint swap after chunk 4 (the checkpoint is moved aside)
     resumes after chunk 4 and ends with the uninterrupted adapter."""
     import llm_unlearn.train.checkpoint as run_mod
 
@@ -291,7 +293,7 @@ def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_
     with pytest.raises(Killed):
         cli.main(["--quiet", "train", *_train_args(tiny_world, out)])
     monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
-    os.replace(out / "checkpoint", out / ".checkpoint.old")
+    os.replace(out / "checkpoint", out / f"{io_utils.OLD_PREFIX}999999.abcd.checkpoint")
     assert cli.main(["--quiet", "train", *_train_args(tiny_world, out)]) == 0
     _assert_same_adapter(_adapter(reference_run / "adapter"), _adapter(out / "adapter"))
     assert _steps(out) == list(range(1, 31))

@@ -97,12 +97,17 @@ def test_prepare_output_dir_rules(tmp_path):
     prepare_output_dir(ours, "evaluate")
     with pytest.raises(UserError, match="`llm-unlearn evaluate`, not of `mmlu`"):
         prepare_output_dir(ours, "mmlu")
-    # outputs of versions before the marker: only our own names
+    # a directory without marker whose files merely carry our output names is the user's (issue 18):
+    # refused, and with --overwrite the same-named file is still never replaced
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     (legacy / "metrics.json").write_text("{}")
-    prepare_output_dir(legacy, "mmlu", own_names=("metrics.json", "predictions.jsonl"))
-    assert read_marker(legacy)["kind"] == "mmlu"
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match="metrics.json"):
+            prepare_output_dir(
+                legacy, "mmlu", own_names=("metrics.json", "predictions.jsonl"), overwrite=overwrite
+            )
+    assert read_marker(legacy) is None and (legacy / "metrics.json").read_text() == "{}"
     # check only: nothing created
     prepare_output_dir(tmp_path / "new", "train", create=False)
     assert not (tmp_path / "new").exists()
@@ -198,7 +203,9 @@ def test_merge_never_deletes_user_files(tiny_world, finished, tmp_path, capsys):
     assert "not empty" in _err(capsys)[0]
     assert cli.main([*argv, "--overwrite"]) == 0
     assert (user / "keep.txt").read_text() == "mine" and (user / "model.safetensors").is_file()
-    assert read_marker(user) is None  # a directory with other files is never marked as ours
+    # the manifest names only what merge wrote; the user's file is not in it
+    written = read_marker(user)["written"]
+    assert "model.safetensors" in written and "keep.txt" not in written
     # our own merge output: replaced as a whole, again and again
     mine = tmp_path / "merged"
     for _ in range(2):
@@ -531,11 +538,15 @@ def test_disk_full_in_safetensors_during_a_run_is_one_line(tiny_world, tmp_path,
 def test_stale_tmp_dirs_are_removed_at_the_next_start(tiny_world, tmp_path):
     out = tmp_path / "out"
     assert cli.main(_train(tiny_world, out)) == 0
-    (out / ".checkpoint.abc123.tmp").mkdir()
-    (out / ".checkpoint.abc123.tmp" / "adapter_model.safetensors").write_bytes(b"half")
-    (out / ".run.json.xyz.tmp").write_text("{")
+    from llm_unlearn.io_utils import TMP_PREFIX
+
+    half = out / f"{TMP_PREFIX}999999.abc123.checkpoint"  # what a killed process (pid 999999) left
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"half")
+    (out / f"{TMP_PREFIX}999999.xyz.run.json").write_text("{")
+    (out / ".notes.tmp").write_text("the user's")  # not the tool's name: never touched
     assert cli.main(_train(tiny_world, out)) == 0
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(f"{TMP_PREFIX}*")) and (out / ".notes.tmp").read_text() == "the user's"
 
 
 # ----------------------------------------------------------------------------- evaluation sanity

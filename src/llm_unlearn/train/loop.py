@@ -103,7 +103,7 @@ class ChunkLoop:
         if is_main_process():
             from llm_unlearn.outputs import write_marker
 
-            write_marker(prep.out, "train")
+            write_marker(prep.out, "train", ckpt.TRAIN_OWN_NAMES)
         self.trainer = self._build_trainer()
         if saved:  # e.g. PDU's multiplier, RMU's control vector
             self.trainer.objective_state = dict(saved.get("objective_state") or {})
