@@ -18,17 +18,18 @@ forget record belongs to the document whose id is the record id less its ``sc<k>
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_unlearn.data.slices import document_key, unit_id
+from llm_unlearn.data.slices import unit_key
 from llm_unlearn.errors import DataError, UserError
 
 
 def base_id(record_id: str) -> str:
-    """The unit id of a record as documents are matched by it: its id without the ``sc<k>``/``qa<k>``
-    suffix, surrounding quotes removed (the rule of data/slices.py)."""
-    return document_key(unit_id(record_id))
+    """The unit a record id or a document id names, as records and documents are matched
+    (``data/slices.unit_key``: every id convention of the organizers' files)."""
+    return unit_key(record_id)
 
 
 @dataclass
@@ -112,7 +113,18 @@ def document_records(documents: list[dict], forget_records) -> list:
     from llm_unlearn.data.records import Record
 
     units = {base_id(r.id) for r in forget_records}
-    matched = [d for d in documents if document_key(d["id"]) in units] or list(documents)
+    matched = [d for d in documents if base_id(d["id"]) in units]
+    if not matched and documents:
+        logging.getLogger(__name__).warning(
+            "none of the %d forget documents names a forget unit (document %r is read as unit %r, record "
+            "%r as %r): every document is unlearned after the records",
+            len(documents),
+            documents[0]["id"],
+            base_id(documents[0]["id"]),
+            forget_records[0].id if forget_records else None,
+            base_id(forget_records[0].id) if forget_records else None,
+        )
+        matched = list(documents)
     return [Record(id=d["id"], input="", output=d["document"], task=None, split="forget") for d in matched]
 
 
@@ -121,22 +133,22 @@ def with_documents(forget_records: list, documents: list[dict]) -> tuple[list, s
     record of their unit (at the end when none matches), so that a chunk unlearns a unit's records and its
     document together; returns ``(rows, indices of the document rows)``."""
     docs = document_records(documents, forget_records)
-    by_unit = {document_key(d.id): d for d in docs}
     last = {base_id(r.id): i for i, r in enumerate(forget_records)}
     after: dict[int, list] = {}
     placed = set()
-    for unit, doc in by_unit.items():
+    for j, doc in enumerate(docs):  # several documents may name one unit (record-id convention)
+        unit = base_id(doc.id)
         if unit in last:
             after.setdefault(last[unit], []).append(doc)
-            placed.add(unit)
+            placed.add(j)
     rows, doc_rows = [], set()
     for i, r in enumerate(forget_records):
         rows.append(r)
         for doc in after.get(i, []):
             doc_rows.add(len(rows))
             rows.append(doc)
-    for doc in docs:
-        if document_key(doc.id) not in placed:
+    for j, doc in enumerate(docs):
+        if j not in placed:
             doc_rows.add(len(rows))
             rows.append(doc)
     return rows, doc_rows

@@ -4,11 +4,14 @@ SemEval-2025 Task 4 ties records and documents together by id:
 
 * a record's id is its **unit id** followed by ``sc<k>`` or ``qa<k>`` (e.g. ``12762334sc1``,
   ``12762334qa0``); all records with the same unit id (one story, one biography) form a **unit**;
-* the MIA member documents are the Task3 forget documents: a member's id is the unit id of its
-  forget records (``12762334``).
+* the MIA member documents are the Task3 forget documents. The organizers name a member by the unit
+  id of its forget records (``69383905``, the train split) **or** by a record id with its suffix
+  (``12762334sc1``, the validation split); both name the unit ``12762334``.
 
-Some ids carry literal double quotes (``"2ebb..."sc1``); they are part of the unit id as far as grouping
-records goes, and are stripped when a unit id is compared with a document id.
+Some ids carry literal double quotes (``"2ebb..."sc1``, or the whole id quoted); they are part of the
+unit id as far as grouping records goes. Whenever a record and a document are matched, both ids are
+reduced by :func:`unit_key` (the one rule for every convention: surrounding whitespace and quotes, the
+``sc<k>``/``qa<k>`` suffix, integer ids).
 
 The rule of :func:`slice_data` with a limit ``N`` (``N`` = None or 0: everything, unchanged):
 
@@ -25,9 +28,11 @@ The rule of :func:`slice_data` with a limit ``N`` (``N`` = None or 0: everything
    the first unit of the sequence is taken whole, so a slice is never empty.
 4. The taken records are returned in their original file order. Forget and retain are sliced
    independently by the same rule with the same ``N``.
-5. **MIA documents.** Members are the member documents whose id (quotes stripped) is the unit id
-   (quotes stripped) of a taken forget unit, in their file order; non-members are the first as many
-   non-member documents as there are members. Without a limit both lists are returned unchanged.
+5. **MIA documents.** Members are the member documents whose :func:`unit_key` is the unit key of a
+   taken forget unit, in their file order; non-members are the first as many non-member documents as
+   there are members. Without a limit both lists are returned unchanged. When member documents are
+   given and none of them belongs to a taken forget unit, the slice is refused (``UserError``, one line
+   showing how a document id and a record id were read): a slice never loses its MIA silently.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["unit_id", "document_key", "slice_records", "slice_data", "Slice"]
+__all__ = ["unit_id", "unit_key", "document_key", "slice_records", "slice_data", "Slice"]
 
 _SUFFIX = re.compile(r"(sc|qa)\d+$")
 
@@ -52,8 +57,18 @@ def unit_id(record_id: str) -> str:
 
 
 def document_key(identifier: str) -> str:
-    """What unit ids and document ids are compared by: the id with surrounding double quotes removed."""
-    return str(identifier).strip().strip('"')
+    """The id with surrounding whitespace and double quotes removed."""
+    return str(identifier).strip().strip('"').strip()
+
+
+def unit_key(identifier: Any) -> str:
+    """The unit a record id or a document id names, under every convention of the organizers' files:
+    ``69383905`` (a unit id), ``12762334sc1`` / ``12762334qa0`` (a record id), ``"2ebb..."sc1`` (quotes
+    inside), ``"12762334sc1"`` (quotes around), ``69383905`` read as an integer (or as a float such as
+    ``69383905.0`` from a parquet column). Records and documents are matched by it."""
+    if isinstance(identifier, float) and identifier.is_integer():
+        identifier = int(identifier)
+    return document_key(_SUFFIX.sub("", document_key(identifier)))
 
 
 def _units(records: Sequence[Any]) -> tuple[list[str], dict[str, list[int]], dict[str, Any]]:
@@ -122,6 +137,15 @@ def slice_data(
         return Slice(list(forget), list(retain), members, nonmembers)
     f = slice_records(forget, limit)
     r = slice_records(retain, limit)
-    keys = {document_key(unit_id(_get(rec, "id"))) for rec in f}
-    m = [d for d in members if document_key(d["id"]) in keys]
+    keys = {unit_key(_get(rec, "id")) for rec in f}
+    m = [d for d in members if unit_key(d["id"]) in keys]
+    if members and not m:
+        from llm_unlearn.errors import UserError
+
+        doc, rec = members[0]["id"], _get(f[0], "id") if f else None
+        raise UserError(
+            f"none of the {len(members)} MIA member documents belongs to a forget unit of the slice of "
+            f"{limit} records (document {doc!r} is read as unit {unit_key(doc)!r}, record {rec!r} as "
+            f"{unit_key(rec)!r}); members are the Task3 forget documents: raise --limit, or check the ids"
+        )
     return Slice(f, r, m, nonmembers[: len(m)])

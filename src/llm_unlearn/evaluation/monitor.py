@@ -22,7 +22,6 @@ from typing import Any
 
 from llm_unlearn.data.holdout import Holdout, base_id
 from llm_unlearn.data.records import record_kind
-from llm_unlearn.data.slices import document_key
 from llm_unlearn.train import calibration as cal
 
 
@@ -94,7 +93,9 @@ class TrainingMonitor:
         ]
         self.retain_sample = sample_items(self.retain, items, seed + 1)
         docs = list(forget_documents or [])
-        by_id = {document_key(d["id"]): j for j, d in enumerate(docs)}
+        by_id: dict[str, int] = {}
+        for j, d in enumerate(docs):  # a unit's first document (ids read by data/slices.unit_key)
+            by_id.setdefault(base_id(d["id"]), j)
         self.documents = docs
         # unit of each forget row: ("document", j) when its document is known, else ("record", i)
         self.unit_of = {

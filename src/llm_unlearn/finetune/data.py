@@ -58,7 +58,7 @@ def _read_record_file(path: str | Path) -> list:
 def _gather_records(data, split, forget, retain, records, limit) -> tuple[list, set[str], set[str]]:
     """(sliced records, unit keys of all records, unit keys of the records taken)."""
     from llm_unlearn.data.records import load_unlearning_data
-    from llm_unlearn.data.slices import document_key, slice_records, unit_id
+    from llm_unlearn.data.slices import slice_records, unit_key
 
     recs: list = []
     all_units: set[str] = set()
@@ -71,24 +71,24 @@ def _gather_records(data, split, forget, retain, records, limit) -> tuple[list, 
         raise UserError("--retain needs --forget (or use --records FILE)")
     parts += [_read_record_file(path) for path in records or []]
     for part in parts:
-        all_units |= {document_key(unit_id(r.id)) for r in part}
+        all_units |= {unit_key(r.id) for r in part}
         part = slice_records(part, limit)
-        taken_units |= {document_key(unit_id(r.id)) for r in part}
+        taken_units |= {unit_key(r.id) for r in part}
         recs += part
     return recs, all_units, taken_units
 
 
 def _gather_documents(documents, limit, all_units: set[str], taken_units: set[str]) -> list[dict]:
     """Documents tied to a record unit go with it; of the others the first ``limit`` are kept."""
-    from llm_unlearn.data.slices import document_key
+    from llm_unlearn.data.slices import unit_key
 
     docs: list[dict] = []
     for path in documents or []:
         part = read_documents(path)
         if limit:
-            tied = [d for d in part if d["id"] is not None and document_key(d["id"]) in all_units]
-            free = [d for d in part if not (d["id"] is not None and document_key(d["id"]) in all_units)]
-            part = [d for d in tied if document_key(d["id"]) in taken_units] + free[:limit]
+            tied = [d for d in part if d["id"] is not None and unit_key(d["id"]) in all_units]
+            free = [d for d in part if not (d["id"] is not None and unit_key(d["id"]) in all_units)]
+            part = [d for d in tied if unit_key(d["id"]) in taken_units] + free[:limit]
         docs += part
     return docs
 
