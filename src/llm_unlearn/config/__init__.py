@@ -164,6 +164,8 @@ def apply_overrides(
     `explicit` collects the dotted keys that were set."""
     for key, value in overrides.items():
         if key == "preset":
+            if not isinstance(value, str) or value not in PRESETS:
+                raise ConfigError(f"{source}: unknown preset {value!r} (known: {', '.join(PRESETS)})")
             continue
         if key == "training_args":
             if not isinstance(value, dict):
@@ -215,14 +217,42 @@ def apply_method_defaults(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnConf
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain YAML keeps
+    the last one silently: `learning_rate: 1e-4` then `learning_rate: 0.5` would train at 0.5)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: the key {key!r} is given twice (lines {seen[key]} and {line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        loader = _StrictLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data() or {}
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: the top level must be a mapping of sections")
     return data
@@ -236,7 +266,12 @@ def build_config(
     """defaults -> method defaults -> preset -> YAML -> overrides (dotted keys such as
     'train.learning_rate'). The method's defaults apply to what the later layers leave unset."""
     file_data = load_yaml(yaml_path) if yaml_path else {}
-    name = preset or file_data.get("preset") or "default"
+    over_preset = (overrides or {}).get("preset")
+    if preset is not None and over_preset is not None and preset != over_preset:
+        raise ConfigError(f"two presets given: --preset {preset} and preset={over_preset}; keep one")
+    name = preset or over_preset or file_data.get("preset") or "default"
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     explicit: set[str] = set()
     cfg = preset_config(name, explicit)
     if file_data:

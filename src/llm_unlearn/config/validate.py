@@ -147,6 +147,9 @@ def _validate_training_args(cfg) -> None:
     for k, v in ta.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"training_args.{k} must be a finite number, got {v}")
+        err = _training_arg_type_error(k, v)
+        if err:
+            raise ConfigError(err)
     if "gradient_accumulation_steps" in ta and (
         isinstance(ta["gradient_accumulation_steps"], bool)
         or not isinstance(ta["gradient_accumulation_steps"], int)
@@ -174,6 +177,53 @@ def _validate_training_args(cfg) -> None:
             )
     # the values themselves are checked by TrainingArguments on this machine's devices, still before the
     # model loads (run.build_training_args, called first thing by run_unlearning)
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _training_arg_type_error(name: str, value: Any, hints: dict | None = None) -> str | None:
+    """Why `value` does not fit the declared type of TrainingArguments field `name` (None if it does).
+    Checked where the declared type is made of plain kinds (bool, int, float, str, None, list, dict); a
+    field that also takes an enum accepts its string names (TrainingArguments checks them)."""
+    import types
+    import typing
+
+    if hints is None:
+        from transformers import TrainingArguments
+
+        hints = typing.get_type_hints(TrainingArguments)
+    hint = hints.get(name)
+    if hint is None:
+        return None
+    kinds = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
+    plain = [k for k in kinds if k in _PLAIN or typing.get_origin(k) in (list, dict) or k in (list, dict)]
+    if len(plain) < len(kinds):  # an enum or another class: its string names are accepted
+        if isinstance(value, str):
+            return None
+        kinds = tuple(plain)
+    if not kinds:
+        return None
+    for kind in kinds:
+        origin = typing.get_origin(kind) or kind
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+        if kind is type(None) and value is None:
+            return None
+        if origin in (list, dict) and isinstance(value, origin):
+            return None
+    want = " or ".join(getattr(k, "__name__", str(k)).replace("NoneType", "null") for k in kinds)
+    return f"training_args.{name} must be {want}, got {value!r}"
 
 
 def eval_interval(value: Any) -> str | int:
