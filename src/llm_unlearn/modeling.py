@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from llm_unlearn.adapter import attach_adapter, check_adapter_fits  # noqa: F401  (their old home)
+from llm_unlearn.data.formats import read_json_object
 from llm_unlearn.data.tokenize import ensure_pad_token
 from llm_unlearn.errors import UserError
 
@@ -131,6 +133,8 @@ def load_model(
         kwargs["gguf_file"] = gguf_file
     else:
         kwargs["use_safetensors"] = _use_safetensors(name_or_path, allow_pickle)
+    if not gguf_file:
+        read_json_object(Path(name_or_path) / "config.json", "a model config")
     try:
         config = AutoConfig.from_pretrained(
             name_or_path,
@@ -203,6 +207,19 @@ def smollm2_gguf() -> tuple[str, str] | None:
     return None
 
 
+def check_tokenizer_fits(model, tokenizer, tokenizer_name: str | None = None) -> None:
+    """Refuse a tokenizer whose token ids go past the model's embedding rows (another model's
+    tokenizer): every such id would fail with an IndexError deep in the forward pass."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UserError(
+            f"the tokenizer{f' {tokenizer_name}' if tokenizer_name else ''} has {len(tokenizer)} tokens, "
+            f"but the model's embedding has {rows} rows: it belongs to another model (use the model's own "
+            "tokenizer, or leave --tokenizer out)"
+        )
+
+
 def _has_safetensors(path: str) -> bool:
     p = Path(path)
     return p.is_dir() and any(p.glob("*.safetensors"))
@@ -229,80 +246,11 @@ def load_model_and_tokenizer(
         gguf_file=gguf_file,
         allow_pickle=allow_pickle,
     )
+    check_tokenizer_fits(model, tok, tokenizer)
     if adapter:
         model = attach_adapter(model, adapter, allow_pickle=allow_pickle)
     model.eval()
     return model, tok
-
-
-def attach_adapter(model, adapter_dir: str, is_trainable: bool = False, allow_pickle: bool = False):
-    from peft import PeftModel
-
-    if not Path(adapter_dir, "adapter_config.json").is_file():
-        raise UserError(f"not a PEFT adapter directory (no adapter_config.json): {adapter_dir}")
-    if not Path(adapter_dir, "adapter_model.safetensors").is_file() and not allow_pickle:
-        raise UserError(
-            f"{adapter_dir} has no adapter_model.safetensors (pickle adapter weights are loaded only "
-            "with --allow-pickle)"
-        )
-    check_adapter_fits(model, adapter_dir)
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
-
-
-def check_adapter_fits(model, adapter_dir: str | Path) -> None:
-    """Refuse (one line) an adapter that was not made for `model`'s architecture: every LoRA weight
-    must name a linear (or embedding) module of the model, with matching shapes (lora_A [r, in],
-    lora_B [out, r]); an adapter for a deeper model names layers this one lacks. Reads only the
-    safetensors header; a corrupt file is reported as such."""
-    import re
-
-    from safetensors import safe_open
-
-    f = Path(adapter_dir, "adapter_model.safetensors")
-    if not f.is_file():
-        return  # pickle adapter (--allow-pickle): PEFT checks what it can
-    try:
-        with safe_open(str(f), framework="pt") as fh:
-            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-    except Exception as exc:  # SafetensorError and friends
-        raise UserError(f"{f} is not a readable safetensors file (corrupt or truncated?): {exc}") from None
-    modules = dict(model.named_modules())
-    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for key, shape in shapes.items():
-        m = re.match(
-            r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?\.weight$",
-            key,
-        )
-        if not m:
-            continue
-        name, part = m.group(1), m.group(2)
-        mod = modules.get(name)
-        if mod is None:
-            layer = re.search(r"\.layers\.(\d+)\.", key)
-            deeper = (
-                f" (the adapter has layer {layer.group(1)}, the model {n_layers} layers)"
-                if layer and n_layers is not None and int(layer.group(1)) >= n_layers
-                else ""
-            )
-            raise UserError(
-                f"the adapter {adapter_dir} does not fit the model: it adapts {name}, which the model "
-                f"does not have{deeper}; was it trained on another base model?"
-            )
-        base = getattr(mod, "base_layer", mod)
-        in_f, out_f = getattr(base, "in_features", None), getattr(base, "out_features", None)
-        if in_f is None and isinstance(base, torch.nn.Embedding):
-            in_f, out_f = base.num_embeddings, base.embedding_dim
-        want = {
-            "lora_A": (None, in_f),
-            "lora_B": (out_f, None),
-            "lora_embedding_A": (None, in_f),
-            "lora_embedding_B": (out_f, None),
-        }[part]
-        if len(shape) != 2 or any(w is not None and w != g for w, g in zip(want, shape)):
-            raise UserError(
-                f"the adapter {adapter_dir} does not fit the model: {key} has shape {list(shape)}, the "
-                f"model's {name} is {in_f} -> {out_f}; was it trained on another base model?"
-            )
 
 
 # ----------------------------------------------------------------------------- LoRA

@@ -113,3 +113,23 @@ def check_path(path: Path) -> None:
             f"unsupported data file type {path.suffix or '(no extension)'!r} for {path}; "
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
+
+
+def read_json_object(path: Path, what: str, required: tuple[str, ...] = ()) -> dict | None:
+    """A local JSON file that must hold an object (with the `required` string fields): None when the
+    file does not exist (a hub id, or transformers says what is missing); one UserError line naming the
+    file otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (expected {what}, a JSON object)") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected {what} (a JSON object), got a JSON {type(data).__name__}")
+    for key in required:
+        if not isinstance(data.get(key), str):
+            raise UserError(f"{path}: {what} without a {key!r} field (a string); is it complete?")
+    return data

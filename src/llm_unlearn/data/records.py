@@ -259,12 +259,13 @@ def _read_documents(path: Path) -> list[dict]:
         rid = row.get("id")
         if isinstance(rid, int) and not isinstance(rid, bool):
             row = {**row, "id": str(rid)}
-        docs.append(
-            {
-                "id": string_field(path, line, row, "id"),
-                "document": string_field(path, line, row, "document"),
-            }
-        )
+        doc = {
+            "id": string_field(path, line, row, "id"),
+            "document": string_field(path, line, row, "document"),
+        }
+        if not doc["document"].strip():  # no tokens: its loss (and every MIA statistic) would be NaN
+            raise DataError(path, "the document is empty or blank", line=line, field="document")
+        docs.append(doc)
     if not docs:
         raise DataError(path, "no documents (empty file)", field="document")
     return docs
