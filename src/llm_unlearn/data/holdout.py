@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_unlearn.data.fields import Record
 from llm_unlearn.data.slices import document_key, unit_id
 from llm_unlearn.errors import DataError, UserError
 
@@ -109,8 +110,6 @@ def document_records(documents: list[dict], forget_records) -> list:
     """Forget rows for the forget documents (``--unlearn-documents``): one Record per document whose id
     is the unit id of a forget record (all of them when none matches, e.g. generic data without SemEval
     ids), with an empty prompt, so that the whole document is labelled."""
-    from llm_unlearn.data.records import Record
-
     units = {base_id(r.id) for r in forget_records}
     matched = [d for d in documents if document_key(d["id"]) in units] or list(documents)
     return [Record(id=d["id"], input="", output=d["document"], task=None, split="forget") for d in matched]
