@@ -21,7 +21,7 @@ from conftest import collate_rows, make_lora_model, make_rows
 from llm_unlearn.config import ObjectiveOptions
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loss import unlearning_loss
-from llm_unlearn.train.objectives import OBJECTIVES
+from llm_unlearn.train.methods import OBJECTIVES
 
 TOL = {"rel": 1e-9, "abs": 1e-10}
 
