@@ -2,7 +2,7 @@
 
 The independent side runs the model the textbook way: full [B, T, V] logits of the model and of the
 reference (the adapter switched off), the causal shift, padded masks, and each method's formula
-written out here (Python loops or plain tensor expressions) -- not through train/objectives.py,
+written out here (Python loops or plain tensor expressions) -- not through train/methods/,
 train/loss.py, the answer-only head or the per-row reductions the production path uses.
 
 Tolerance: the model runs in float64, so both sides are float64 computations of the same quantities

@@ -39,10 +39,9 @@ def read_forget_retain(
             + "; pass retain=FILE"
         )
     _check_overlap(forget_rows, retain_rows)
-    bundle = DataBundle(
+    return DataBundle(
         forget=[r for _, _, r in forget_rows], retain=[r for _, _, r in retain_rows], files=_unique(files)
     )
-    return bundle
 
 
 def _find_plain(directory: Path, stem: str) -> list[Path]:
