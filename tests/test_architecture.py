@@ -33,7 +33,8 @@ ROOT = "llm_unlearn"
 # ``train``); ``llm_unlearn`` itself (its ``__init__``: the version string only) is the bottom.
 # Parts on one line are peers: neither imports the other.
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__",),  # __version__
+    ("__init__",),  # __version__ (outputs.py, train/process.py, cli.py read it); if it becomes the lazy
+    # public API (DESIGN.md), it moves to the top and the version to a module of its own
     ("errors",),
     ("io_utils",),
     ("data",),  # readers, tokenization, batching, schedule: no model, no options
@@ -192,6 +193,13 @@ def test_the_graph_sees_function_level_and_relative_imports():
     graph = import_graph()
     assert "llm_unlearn.train.loss" in graph["llm_unlearn.train.trainer"]
     assert "llm_unlearn.data.records" in graph["llm_unlearn.train.prepare"]  # a function-level import
+    names = {"llm_unlearn", "llm_unlearn.train", "llm_unlearn.train.step", "llm_unlearn.train.methods"}
+    names.add("llm_unlearn.train.methods.npo")
+    rel = ast.parse("from ..step import Step").body[0]
+    assert _resolve(rel, "llm_unlearn.train.methods.npo", Path("npo.py"), names) == {"llm_unlearn.train.step"}
+    sub = ast.parse("from . import npo").body[0]
+    init = Path("__init__.py")
+    assert _resolve(sub, "llm_unlearn.train.methods", init, names) == {"llm_unlearn.train.methods.npo"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
