@@ -41,9 +41,9 @@ def opt(
     """A dataclass field carrying the option's declaration in its metadata.
 
     flag: the command-line flag (``--lr``); switch: ``(flag, value)`` for a flag without argument that
-    sets the value; choices: the allowed values (or ``"objectives"``: the method names, ``presets.METHOD_NAMES``);
-    range: ``(low, high, low_open, high_open)``, None = no bound; path: a file or directory (an empty
-    string is refused); own_check: validated by its own rule in validate().
+    sets the value; choices: the allowed values (or ``"objectives"``: the method names,
+    ``presets.METHOD_NAMES``); range: ``(low, high, low_open, high_open)``, None = no bound; path: a
+    file or directory (an empty string is refused); own_check: validated by its own rule in validate().
     """
     meta = {
         "help": help,

@@ -133,8 +133,9 @@ def build_cache(
 ) -> ReferenceCache:
     """Run the reference once over `rows`, write the cache to `directory` (replacing it) and open it.
 
-    `needs`: a ReferenceNeeds or the objective options. rows: tokenized examples with ``input_ids``, ``labels`` (unshifted, IGNORE_INDEX = ignored),
-    ``is_forget`` and a unique integer ``row_key``. Batches hold rows of similar length, at most
+    `needs`: a ReferenceNeeds or the objective options. rows: tokenized examples with ``input_ids``,
+    ``labels`` (unshifted, IGNORE_INDEX = ignored), ``is_forget`` and a unique integer ``row_key``.
+    Batches hold rows of similar length, at most
     `batch_size` rows and `max_tokens` padded tokens. `selector`: the model's AnswerHeadSelector (one is
     made, and removed afterwards, when None). `fingerprint` is stored in the header (default:
     :func:`cache_fingerprint` of the arguments).
