@@ -140,7 +140,6 @@ def build_cache(
     made, and removed afterwards, when None). `fingerprint` is stored in the header (default:
     :func:`cache_fingerprint` of the arguments).
     """
-    global BUILD_COUNT
     t0 = time.time()
     needs = as_needs(needs)
     if not needs.cacheable:
@@ -191,6 +190,12 @@ def build_cache(
         if own_selector:
             selector.remove()
     log.info("reference cache built in %.1fs in %s", time.time() - t0, directory)
+    return _open_built(directory)
+
+
+def _open_built(directory) -> ReferenceCache:
+    """The cache build_cache has just written to `directory` (one more in BUILD_COUNT)."""
+    global BUILD_COUNT
     BUILD_COUNT += 1
     cache = ReferenceCache.open(directory)
     if cache is None:  # pragma: no cover - we just wrote it
