@@ -249,7 +249,7 @@ class Bench:
     ):
         from llm_unlearn.config import ObjectiveOptions, TrainOptions
         from llm_unlearn.modeling import apply_lora
-        from llm_unlearn.train import cache as reference_cache
+        from llm_unlearn.train import cache_build
         from llm_unlearn.train.head import AnswerHeadSelector
 
         self.shape, self.device, self.dtype = shape, device, dtype
@@ -277,14 +277,14 @@ class Bench:
             topk=opts.reference_cache_topk,
             selector=self.selector,
         )
-        self.cache = reference_cache.ReferenceCache.build(self.pm, rows, self.obj, workdir / "cache", **kw)
+        self.cache = cache_build.build_cache(self.pm, rows, self.obj, workdir / "cache", **kw)
         self.cache_nodiv = self.cache_topk = None
         if "ours_no_divergence" in variants:
-            self.cache_nodiv = reference_cache.ReferenceCache.build(
+            self.cache_nodiv = cache_build.build_cache(
                 self.pm, rows, self.obj_nodiv, workdir / "cache_nodiv", **kw
             )
         if "ours_topk" in variants:
-            self.cache_topk = reference_cache.ReferenceCache.build(
+            self.cache_topk = cache_build.build_cache(
                 self.pm, rows, self.obj, workdir / "cache_topk", **dict(kw, mode="topk")
             )
         self.cache_seconds = time.perf_counter() - t0

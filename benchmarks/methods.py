@@ -5,7 +5,7 @@
 1. the demo's steps 1-3 once (`llm_unlearn.demo`, seed 0): the synthetic SemEval-layout dataset, a BPE
    tokenizer, a tiny OLMo-2 that has memorized forget and retain (saved to WORK/target-model/);
 2. the "before" evaluation of that target (`evaluate_semeval` exactly as the demo calls it);
-3. for every method in `llm_unlearn.train.objectives.OBJECTIVES` (new methods appear by themselves):
+3. for every method in `llm_unlearn.train.methods.OBJECTIVES` (new methods appear by themselves):
    unlearning through the public API (`build_config` + `run_unlearning`) from the saved target, with the
    demo's unlearning options (lr 5e-3, 3 chunks, 8 epochs per chunk, 3 retain rows per forget row, LoRA
    alpha 32, the forget people's documents unlearned too) and calibration off (no gate, no stop, the
@@ -41,7 +41,7 @@ from llm_unlearn.data.records import read_mia_documents  # noqa: E402
 from llm_unlearn.evaluation.scoring import mia_score  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 from llm_unlearn.train.loop import run_unlearning  # noqa: E402
-from llm_unlearn.train.objectives import OBJECTIVES  # noqa: E402
+from llm_unlearn.train.methods import OBJECTIVES  # noqa: E402
 
 SEED = 0  # the demo's
 # the same for every method: no evaluation during training, no gate, no early stop, the last state kept

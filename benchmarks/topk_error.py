@@ -41,7 +41,7 @@ def measure(pm, selector, rows, caches, obj, batch_size=16):
     from llm_unlearn import losses
     from llm_unlearn.data.tokenize import UnlearnCollator
     from llm_unlearn.train.head import answer_logits
-    from llm_unlearn.train.objectives import divergence_term
+    from llm_unlearn.train.methods._shared import divergence_term
     from llm_unlearn.train.step import Step, answer_positions
 
     params = [p for p in pm.parameters() if p.requires_grad]
@@ -60,7 +60,7 @@ def measure(pm, selector, rows, caches, obj, batch_size=16):
             logp = losses.token_log_probs(logits, pos.targets)
             is_forget = batch["is_forget"]
             step = Step(pm, batch, pos, logits, logp, is_forget, is_forget, get_reference=lambda r=ref: r)
-            d = divergence_term(step, obj).value * n  # the production term (train/objectives.py)
+            d = divergence_term(step, obj).value * n  # the production term (train/methods/_shared.py)
             g = _grad_vector(d, params)
             values[name] += float(d.detach())
             grads[name] = g if grads[name] is None else grads[name] + g
@@ -103,7 +103,7 @@ def main(argv=None):
     from llm_unlearn.demo import memorization_texts, train_target_model
     from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer
     from llm_unlearn.tiny import train_bpe_tokenizer
-    from llm_unlearn.train import cache as rc
+    from llm_unlearn.train import cache_build
     from llm_unlearn.train.head import AnswerHeadSelector
     from llm_unlearn.train.loss import unlearning_loss
 
@@ -135,16 +135,16 @@ def main(argv=None):
     vocab = len(tok)
     ks = [k for k in (int(x) for x in args.ks.split(",")) if k <= vocab]
     caches = {
-        "full32": rc.ReferenceCache.build(
+        "full32": cache_build.build_cache(
             pm, rows, obj, tmp / "full32", mode="full", dtype="float32", selector=selector
         )
     }
     for dt in ("float16", "bfloat16"):
-        caches[f"full_{dt}"] = rc.ReferenceCache.build(
+        caches[f"full_{dt}"] = cache_build.build_cache(
             pm, rows, obj, tmp / dt, mode="full", dtype=dt, selector=selector
         )
     for k in ks:
-        caches[f"top{k}"] = rc.ReferenceCache.build(
+        caches[f"top{k}"] = cache_build.build_cache(
             pm, rows, obj, tmp / f"k{k}", mode="topk", topk=k, dtype="float16", selector=selector
         )
 

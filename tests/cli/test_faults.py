@@ -303,7 +303,7 @@ def test_resume_recovers_a_checkpoint_left_aside(tiny_world, reference_run, tmp_
 def test_a_non_finite_loss_stops_with_term_chunk_and_step_and_keeps_the_checkpoint(
     tiny_world, tmp_path, monkeypatch, capsys
 ):
-    import llm_unlearn.train.objectives as trainer_mod
+    import llm_unlearn.train.methods._shared as trainer_mod
 
     out = tmp_path / "run"
     real_npo = trainer_mod.losses.npo_loss

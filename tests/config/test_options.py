@@ -47,7 +47,7 @@ def test_choices_and_ranges_come_from_the_declarations():
 
 
 def test_objective_method_choices_are_the_registry():
-    from llm_unlearn.train.objectives import OBJECTIVES
+    from llm_unlearn.train.methods import OBJECTIVES
 
     assert CHOICES["objective.method"] == tuple(OBJECTIVES)
     with pytest.raises(ConfigError, match="objective.method must be one of"):

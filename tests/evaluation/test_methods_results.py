@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.train.objectives import OBJECTIVES
+from llm_unlearn.train.methods import OBJECTIVES
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "methods-cpu.json"
 UNIT = ("forget_em", "forget_rougeL", "retain_em", "retain_rougeL", "mia_auc", "mia_score", "task_aggregate")

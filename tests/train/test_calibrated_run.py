@@ -312,8 +312,8 @@ def test_mmlu_budget_enters_the_proxy(tiny_world, tmp_path):
     from conftest import write_csv_fixture
     from llm_unlearn.data.holdout import Holdout, read_forget_documents
     from llm_unlearn.data.records import load_unlearning_data
-    from llm_unlearn.evaluation.monitor import TrainingMonitor
     from llm_unlearn.train import calibration as cal
+    from llm_unlearn.train.monitor import TrainingMonitor
 
     bundle = load_unlearning_data(tiny_world["data_dir"])
     docs = read_forget_documents(tiny_world["data_dir"] / "mia" / "member.jsonl")

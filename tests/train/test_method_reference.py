@@ -10,10 +10,10 @@ import torch
 
 from conftest import collate_rows, make_lora_model, make_rows
 from llm_unlearn.config import ObjectiveOptions, build_config
-from llm_unlearn.train.cache import ReferenceCache
+from llm_unlearn.train.cache_build import build_cache
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loss import unlearning_loss
-from llm_unlearn.train.objectives import needs_of
+from llm_unlearn.train.methods import needs_of
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +39,7 @@ def test_cached_reference_gives_the_live_terms(tiny_world, tmp_path, opts):
     batch = collate_rows(tiny_world, rows)
     obj = ObjectiveOptions(**opts)
     sel = AnswerHeadSelector(pm)
-    cache = ReferenceCache.build(
-        pm, rows, needs_of(obj), tmp_path / "c", mode="full", dtype="float32", selector=sel
-    )
+    cache = build_cache(pm, rows, needs_of(obj), tmp_path / "c", mode="full", dtype="float32", selector=sel)
     _, live = unlearning_loss(pm, batch, obj, sel)
     _, cached = unlearning_loss(pm, batch, obj, sel, cache)
     sel.remove()
@@ -103,7 +101,7 @@ def test_undial_with_a_topk_cache_takes_its_full_target_live(tiny_world, tmp_pat
     batch = collate_rows(tiny_world, rows)
     obj = ObjectiveOptions(method="undial", retain_weight=0.0, divergence_weight=0.0)
     sel = AnswerHeadSelector(pm)
-    cache = ReferenceCache.build(pm, rows, needs_of(obj), tmp_path / "k", mode="topk", topk=8, selector=sel)
+    cache = build_cache(pm, rows, needs_of(obj), tmp_path / "k", mode="topk", topk=8, selector=sel)
     assert cache.kinds["forget"] == "topk"
     _, live = unlearning_loss(pm, batch, obj, sel)
     _, cached = unlearning_loss(pm, batch, obj, sel, cache)
@@ -112,7 +110,7 @@ def test_undial_with_a_topk_cache_takes_its_full_target_live(tiny_world, tmp_pat
 
 
 def test_rmu_says_its_reference_is_live():
-    from llm_unlearn.train.reference import choose_mode
+    from llm_unlearn.train.cache_mode import choose_mode
 
     mode, why = choose_mode("auto", ObjectiveOptions(method="rmu"), [], 10, "float16", 8)
     assert mode == "off" and "hidden states" in why

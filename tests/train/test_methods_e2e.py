@@ -20,7 +20,7 @@ import torch
 from llm_unlearn.config import build_config
 from llm_unlearn.data.tokenize import tokenize_records
 from llm_unlearn.train.loop import run_unlearning
-from llm_unlearn.train.objectives import OBJECTIVES
+from llm_unlearn.train.methods import OBJECTIVES
 
 FORGET_RISE = 0.5
 RETAIN_MAX = 1.5

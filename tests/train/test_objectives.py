@@ -2,7 +2,7 @@
 
 The independent side runs the model the textbook way: full [B, T, V] logits of the model and of the
 reference (the adapter switched off), the causal shift, padded masks, and each method's formula
-written out here (Python loops or plain tensor expressions) -- not through train/objectives.py,
+written out here (Python loops or plain tensor expressions) -- not through train/methods/,
 train/loss.py, the answer-only head or the per-row reductions the production path uses.
 
 Tolerance: the model runs in float64, so both sides are float64 computations of the same quantities
@@ -21,7 +21,7 @@ from conftest import collate_rows, make_lora_model, make_rows
 from llm_unlearn.config import ObjectiveOptions
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loss import unlearning_loss
-from llm_unlearn.train.objectives import OBJECTIVES
+from llm_unlearn.train.methods import OBJECTIVES
 
 TOL = {"rel": 1e-9, "abs": 1e-10}
 

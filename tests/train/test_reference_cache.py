@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 from conftest import make_lora_model
 from llm_unlearn.config import ObjectiveOptions, build_config
 from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
-from llm_unlearn.train import cache as rc
-from llm_unlearn.train import cache_build, reference
+from llm_unlearn.train import cache_build, cache_mode, reference_source
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loop import run_unlearning
 from llm_unlearn.train.loss import unlearning_loss
@@ -61,7 +60,7 @@ OBJECTIVES = {
 def _build(pm, rows, obj, path, **kw):
     kw.setdefault("mode", "full")
     kw.setdefault("dtype", "float32")
-    return rc.ReferenceCache.build(pm, rows, obj, path, batch_size=3, **kw)
+    return cache_build.build_cache(pm, rows, obj, path, batch_size=3, **kw)
 
 
 def test_collator_passes_row_key_through(tiny_world):
@@ -189,8 +188,8 @@ def test_auto_mode_picks_full_within_the_budget_and_no_cache_beyond(tiny_world, 
         pm, rows, ObjectiveOptions(retain_divergence="token_renyi_legacy"), tmp_path / "l", mode="auto"
     )
     assert legacy.header["retain"] == "logp" and not (tmp_path / "l" / "vocab.bin").exists()
-    assert reference.resolve_mode("auto", 10, 100, "float32", 4000 / 2**30) == "full"
-    assert reference.resolve_mode("auto", 11, 100, "float32", 4000 / 2**30) == "off"
+    assert cache_mode.resolve_mode("auto", 10, 100, "float32", 4000 / 2**30) == "full"
+    assert cache_mode.resolve_mode("auto", 11, 100, "float32", 4000 / 2**30) == "off"
 
 
 def test_lookup_refuses_what_it_does_not_hold(tiny_world, tmp_path):
@@ -212,19 +211,19 @@ def test_fingerprint_reuses_or_rebuilds(tiny_world, tmp_path):
     pm = _lora_model(tiny_world)
     rows = _rows(tiny_world)
     kw = dict(mode="auto", dtype="float16", budget_gib=8.0, topk=256)
-    d = tmp_path / reference.CACHE_DIRNAME
+    d = tmp_path / reference_source.CACHE_DIRNAME
     _, built = cache_build.open_or_build(pm, rows, obj, d, **kw)
     assert built
     mtime = (d / "header.json").stat().st_mtime_ns
-    n = rc.BUILD_COUNT
+    n = cache_build.BUILD_COUNT
     with torch.no_grad():  # the adapter is not part of the reference: still reused
         for name, p in pm.named_parameters():
             if "lora_B" in name:
                 p.add_(0.1)
     cache, built = cache_build.open_or_build(pm, rows, obj, d, **kw)
-    assert not built and rc.BUILD_COUNT == n and (d / "header.json").stat().st_mtime_ns == mtime
+    assert not built and cache_build.BUILD_COUNT == n and (d / "header.json").stat().st_mtime_ns == mtime
     _, built = cache_build.open_or_build(pm, rows, obj, d, **dict(kw, dtype="float32"))  # another dtype
-    assert built and rc.BUILD_COUNT == n + 1
+    assert built and cache_build.BUILD_COUNT == n + 1
     _, built = cache_build.open_or_build(pm, rows[:-1], obj, d, **dict(kw, dtype="float32"))  # other rows
     assert built
     with torch.no_grad():  # other base weights
@@ -237,9 +236,9 @@ def test_fingerprint_reuses_or_rebuilds(tiny_world, tmp_path):
     _, built = cache_build.open_or_build(
         pm, rows[:-1], obj, d, **dict(kw, dtype="float32"), rank=1, world_size=2
     )
-    rank1 = tmp_path / f"{reference.CACHE_DIRNAME}-rank1"
+    rank1 = tmp_path / f"{reference_source.CACHE_DIRNAME}-rank1"
     assert built and (rank1 / "header.json").is_file() and (d / "header.json").is_file()
-    reference.remove_cache_dirs(tmp_path)
+    reference_source.remove_cache_dirs(tmp_path)
     assert not d.exists() and not rank1.exists()
 
 
@@ -291,7 +290,7 @@ def test_a_run_with_an_fp32_cache_gives_the_adapter_of_a_run_without(tiny_world,
     run_unlearning(
         _cfg(tiny_world, tmp_path / "off", **over), model=tiny_world["make_model"](), tokenizer=tok
     )
-    n = rc.BUILD_COUNT
+    n = cache_build.BUILD_COUNT
     run_unlearning(
         _cfg(
             tiny_world,
@@ -302,8 +301,8 @@ def test_a_run_with_an_fp32_cache_gives_the_adapter_of_a_run_without(tiny_world,
         model=tiny_world["make_model"](),
         tokenizer=tok,
     )
-    assert rc.BUILD_COUNT == n + 1
-    assert not (tmp_path / "on" / reference.CACHE_DIRNAME).exists()  # a finished run removes it
+    assert cache_build.BUILD_COUNT == n + 1
+    assert not (tmp_path / "on" / reference_source.CACHE_DIRNAME).exists()  # a finished run removes it
     a, b = _adapter(tmp_path / "off"), _adapter(tmp_path / "on")
     assert a.keys() == b.keys()
     assert (
@@ -343,9 +342,9 @@ def test_resume_reuses_the_cache(tiny_world, tmp_path, monkeypatch):
         run_unlearning(
             _cfg(tiny_world, tmp_path / "res", **over), model=tiny_world["make_model"](), tokenizer=tok
         )
-    header = tmp_path / "res" / reference.CACHE_DIRNAME / "header.json"
+    header = tmp_path / "res" / reference_source.CACHE_DIRNAME / "header.json"
     assert header.is_file()
-    n = rc.BUILD_COUNT
+    n = cache_build.BUILD_COUNT
     fp = json.loads(header.read_text())["fingerprint"]
     assert fp["model_path"] == str(tiny_world["model_dir"]) and fp["tokenization"]["add_eos"] is True
     assert len(fp["data_files"]) == 2 and all(len(h) == 64 for h in fp["data_files"].values())
@@ -353,7 +352,7 @@ def test_resume_reuses_the_cache(tiny_world, tmp_path, monkeypatch):
     run_unlearning(
         _cfg(tiny_world, tmp_path / "res", **over), model=tiny_world["make_model"](), tokenizer=tok
     )
-    assert rc.BUILD_COUNT == n  # reused, not rebuilt
+    assert cache_build.BUILD_COUNT == n  # reused, not rebuilt
     assert not header.exists()  # the finished run removed it
     a, b = _adapter(tmp_path / "full"), _adapter(tmp_path / "res")
     for k in a:
@@ -376,11 +375,11 @@ def test_resume_with_a_stale_cache_rebuilds_it(tiny_world, tmp_path, monkeypatch
         run_unlearning(
             _cfg(tiny_world, tmp_path / "r", **over), model=tiny_world["make_model"](), tokenizer=tok
         )
-    header = tmp_path / "r" / reference.CACHE_DIRNAME / "header.json"
+    header = tmp_path / "r" / reference_source.CACHE_DIRNAME / "header.json"
     h = json.loads(header.read_text())
     h["fingerprint"]["model_path"] = "somewhere/else"  # as if built for another model
     header.write_text(json.dumps(h))
-    n = rc.BUILD_COUNT
+    n = cache_build.BUILD_COUNT
     monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(_cfg(tiny_world, tmp_path / "r", **over), model=tiny_world["make_model"](), tokenizer=tok)
-    assert rc.BUILD_COUNT == n + 1
+    assert cache_build.BUILD_COUNT == n + 1

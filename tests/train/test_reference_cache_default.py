@@ -30,8 +30,7 @@ from safetensors.torch import load_file
 
 from llm_unlearn.config import ObjectiveOptions, TrainOptions, build_config
 from llm_unlearn.data.tokenize import tokenize_records
-from llm_unlearn.train import cache as rc
-from llm_unlearn.train import reference
+from llm_unlearn.train import cache_build, cache_mode, reference_source
 from llm_unlearn.train.loop import run_unlearning
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,24 +132,24 @@ def test_auto_is_the_default_and_chooses_full_or_off_never_topk():
         {"labels": [-100, 4, 5], "is_forget": True},
     ]
     obj = ObjectiveOptions()  # Rényi over the vocabulary: 3 retain answer tokens need 3 x V values
-    mode, why = reference.choose_mode("auto", obj, rows, 1000, "float16", 6000 / 2**30)
+    mode, why = cache_mode.choose_mode("auto", obj, rows, 1000, "float16", 6000 / 2**30)
     assert mode == "full" and "fit the budget" in why and "3 retain answer tokens" in why
-    mode, why = reference.choose_mode("auto", obj, rows, 1001, "float16", 6000 / 2**30)
+    mode, why = cache_mode.choose_mode("auto", obj, rows, 1001, "float16", 6000 / 2**30)
     assert mode == "off" and "do not fit" in why and "topk" in why  # the approximation stays opt-in
-    assert reference.choose_mode("topk", obj, rows, 10**6, "float16", 1e-9)[0] == "topk"
-    assert reference.choose_mode("off", obj, rows, 10, "float16", 8)[0] == "off"
+    assert cache_mode.choose_mode("topk", obj, rows, 10**6, "float16", 1e-9)[0] == "topk"
+    assert cache_mode.choose_mode("off", obj, rows, 10, "float16", 8)[0] == "off"
     # one float per token: always fits
     legacy = ObjectiveOptions(retain_divergence="token_renyi_legacy")
-    assert reference.choose_mode("auto", legacy, rows, 10**9, "float16", 1e-9)[0] == "full"
+    assert cache_mode.choose_mode("auto", legacy, rows, 10**9, "float16", 1e-9)[0] == "full"
     none = ObjectiveOptions(method="gradient_ascent")
-    assert reference.choose_mode("auto", none, rows, 10, "float16", 8) == (
+    assert cache_mode.choose_mode("auto", none, rows, 10, "float16", 8) == (
         "off",
         "the objective uses no reference model",
     )
 
 
 def test_auto_beyond_the_budget_runs_without_a_cache(tiny_world, tmp_path, capsys):
-    n = rc.BUILD_COUNT
+    n = cache_build.BUILD_COUNT
     over = {"train.reference_cache_budget_gib": 1e-9, "schedule.epochs": 1}
     run_unlearning(
         _cfg(tiny_world, tmp_path / "r", **over),
@@ -161,17 +160,17 @@ def test_auto_beyond_the_budget_runs_without_a_cache(tiny_world, tmp_path, capsy
     assert len(lines) == 1 and lines[0].startswith(
         "reference cache: off (auto: the exact distributions do not fit"
     )
-    assert rc.BUILD_COUNT == n
+    assert cache_build.BUILD_COUNT == n
 
 
 # ----------------------------------------------------------------------------- the paths it touches
 def test_auto_with_gradient_accumulation_gives_the_adapter_of_off(
     tiny_world, off_run, bound, tmp_path, capsys
 ):
-    n = rc.BUILD_COUNT
+    n = cache_build.BUILD_COUNT
     run_unlearning(_cfg(tiny_world, tmp_path / "auto"), model=tiny_world["make_model"](),
                    tokenizer=tiny_world["tokenizer"])  # fmt: skip
-    assert rc.BUILD_COUNT == n + 1  # the default built a cache
+    assert cache_build.BUILD_COUNT == n + 1  # the default built a cache
     lines = _mode_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("reference cache: full (auto: the exact distributions fit")
     assert 1e-4 < bound < 0.05  # M between 0.2 and 100: a bound that can fail
@@ -197,12 +196,12 @@ def test_auto_resumed_gives_the_adapter_of_off(tiny_world, off_run, bound, tmp_p
     with pytest.raises(_Kill):
         run_unlearning(_cfg(tiny_world, tmp_path / "res"), model=tiny_world["make_model"](),
                        tokenizer=tiny_world["tokenizer"])  # fmt: skip
-    assert (tmp_path / "res" / reference.CACHE_DIRNAME / "header.json").is_file()
-    n = rc.BUILD_COUNT
+    assert (tmp_path / "res" / reference_source.CACHE_DIRNAME / "header.json").is_file()
+    n = cache_build.BUILD_COUNT
     monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
     run_unlearning(_cfg(tiny_world, tmp_path / "res"), model=tiny_world["make_model"](),
                    tokenizer=tiny_world["tokenizer"])  # fmt: skip
-    assert rc.BUILD_COUNT == n  # the resumed run reused the cache
+    assert cache_build.BUILD_COUNT == n  # the resumed run reused the cache
     worst = _assert_within_fp16_bound(tmp_path / "res", off_run, bound)
     print(f"resume: max relative |B_auto - B_off| = {worst:.2e} (bound {bound:.2e})")
 

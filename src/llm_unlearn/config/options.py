@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_unlearn.config.presets import METHOD_NAMES
+
 SEED_TARGET_MODULES = ["q_proj", "v_proj", "up_proj", "down_proj"]
 
 RETAIN_DIVERGENCES = ("renyi", "kl", "token_renyi_legacy", "none")
@@ -39,9 +41,9 @@ def opt(
     """A dataclass field carrying the option's declaration in its metadata.
 
     flag: the command-line flag (``--lr``); switch: ``(flag, value)`` for a flag without argument that
-    sets the value; choices: the allowed values (or ``"objectives"``: the registered objective names);
-    range: ``(low, high, low_open, high_open)``, None = no bound; path: a file or directory (an empty
-    string is refused); own_check: validated by its own rule in validate().
+    sets the value; choices: the allowed values (or ``"objectives"``: the method names,
+    ``presets.METHOD_NAMES``); range: ``(low, high, low_open, high_open)``, None = no bound; path: a
+    file or directory (an empty string is refused); own_check: validated by its own rule in validate().
     """
     meta = {
         "help": help,
@@ -399,9 +401,9 @@ class OptionSpec:
 
 
 def option_specs(resolve_choices: bool = True) -> list[OptionSpec]:
-    """Every option, in declaration order. With `resolve_choices`, the objective names come from the
-    registry (which imports torch); without, that option has no fixed choices (the CLI's case: --help
-    stays fast, validate() checks the name)."""
+    """Every option, in declaration order. With `resolve_choices`, the choices of objective.method are
+    the method names (``presets.METHOD_NAMES``); without, that option has no fixed choices (the CLI's
+    case: argparse takes any name and validate() refuses an unknown one in its own words)."""
     import typing
 
     out = []
@@ -414,9 +416,7 @@ def option_specs(resolve_choices: bool = True) -> list[OptionSpec]:
             if choices == "objectives" and not resolve_choices:
                 choices = None
             elif choices == "objectives":
-                from llm_unlearn.train.objectives import OBJECTIVES
-
-                choices = tuple(OBJECTIVES)
+                choices = METHOD_NAMES
             out.append(
                 OptionSpec(
                     key=f"{section}.{f.name}",

@@ -1,5 +1,8 @@
 """The presets: partial configurations applied over the defaults. `default` is the corrected method;
-the others reproduce the upstream systems exactly."""
+the others reproduce the upstream systems exactly. Also the methods as configuration knows them: their
+names (METHOD_NAMES, the choices of objective.method) and their own defaults (METHOD_DEFAULTS). The
+methods themselves are registered in ``llm_unlearn.train.methods``, which checks that it registers
+exactly these names in this order; configuration never imports training code."""
 
 from __future__ import annotations
 
@@ -46,6 +49,25 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# Every method, in registration order (the order of train/methods/__init__.py, of `--method`'s choices and
+# of the log columns): plain names, so that options and validate() know them without importing train/.
+METHOD_NAMES: tuple[str, ...] = (
+    "npo_rt_div",
+    "npo",
+    "gradient_ascent",
+    "gradient_difference",
+    "sugd",
+    "simnpo",
+    "idk_dpo",
+    "altpo",
+    "rmu",
+    "undial",
+    "ce_u",
+    "wga",
+    "satimp",
+    "pdu",
+)
+
 # Each method's own defaults (applied to options a preset, YAML file or flag did not set). Sources:
 # the method's paper or open-unlearning's trainer config (locuslab/open-unlearning, configs/trainer/*.yaml,
 # commit d3d7cf9), as docs/methods.md details. The retain side of every method: a retain NLL weighted by
@@ -67,7 +89,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "idk_dpo": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # DPO.yaml
     "altpo": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # DPO.yaml
     # RMU.yaml weights; WMDP trains only the MLP output projection (down_proj) of the steered layer and the
-    # two below it (methods.py rmu_train_layers)
+    # two below it (train/methods/rmu.py rmu_train_layers)
     "rmu": {
         "objective.forget_weight": 1.0,
         "objective.retain_weight": 1.0,

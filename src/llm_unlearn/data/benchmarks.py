@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_unlearn.data.fields import DataBundle, Record
 from llm_unlearn.data.formats import read_text
 from llm_unlearn.errors import DataError, UserError
 
@@ -259,8 +260,6 @@ def tofu_training_bundle(directory: str | os.PathLike, split: str, template: str
     """A DataBundle from a TOFU directory: ``forgetNN`` -> forget = forgetNN, retain = retain{100-NN};
     ``full`` / ``retainNN`` / ``holdoutNN`` -> that file as the forget set alone (a finetune set).
     ``template`` "qa" wraps the question as ``Question: {q}\\nAnswer:``; "raw" keeps it as is."""
-    from llm_unlearn.data.records import DataBundle, Record
-
     if template not in ("qa", "raw"):
         raise UserError(f"unknown TOFU template {template!r} (qa or raw)")
     directory = Path(directory)

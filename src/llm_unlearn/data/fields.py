@@ -1,4 +1,5 @@
-"""The SemEval / generic field mapping: one data file's rows -> validated ``Record`` objects.
+"""The SemEval / generic field mapping: one data file's rows -> validated ``Record`` objects; and
+``DataBundle``, the forget and retain sets that every layout's reader returns.
 
 A record is one prompt/answer pair (SemEval-2025 Task 4 format: ``{id, input, output, task, split}``).
 Files may be ``.jsonl``, ``.json`` (a list of objects, or ``{"data": [...]}``), ``.parquet`` or ``.csv``
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_unlearn.data.formats import check_path, raw_rows
@@ -47,6 +48,15 @@ class Record:
     output: str
     task: str | None
     split: str
+
+
+@dataclass
+class DataBundle:
+    """The forget and retain sets, and every file read to build them (in reading order)."""
+
+    forget: list[Record]
+    retain: list[Record]
+    files: list[Path] = field(default_factory=list)
 
 
 def _split_from_name(path: Path) -> str | None:

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_unlearn.data.fields import Record
 from llm_unlearn.data.slices import unit_key
 from llm_unlearn.errors import DataError, UserError
 
@@ -110,8 +111,6 @@ def document_records(documents: list[dict], forget_records) -> list:
     """Forget rows for the forget documents (``--unlearn-documents``): one Record per document whose id
     is the unit id of a forget record (all of them when none matches, e.g. generic data without SemEval
     ids), with an empty prompt, so that the whole document is labelled."""
-    from llm_unlearn.data.records import Record
-
     units = {base_id(r.id) for r in forget_records}
     matched = [d for d in documents if base_id(d["id"]) in units]
     if not matched and documents:

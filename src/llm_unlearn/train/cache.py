@@ -12,7 +12,8 @@ side (forget rows / retain rows):
   APPROXIMATION (a lower bound; error measured in ``benchmarks/results/topk-error.json``); ``float16``
   storage adds a relative error of about 5e-4 per stored log-prob.
 
-Which mode a run uses, and why, is decided in ``train/reference.py`` (``choose_mode``).
+Which mode a run uses, and why, is decided in ``train/cache_mode.py`` (``choose_mode``). This module is
+the storage only (open, read); the one reference pass that fills it is ``train/cache_build.py``.
 
 Layout (written into a temporary sibling, then renamed: a directory that exists is complete)::
 
@@ -44,7 +45,8 @@ import numpy as np
 import torch
 
 from llm_unlearn.data.batching import IGNORE_INDEX
-from llm_unlearn.train.step import ReferenceNeeds, ReferenceOutputs, answer_token_count, as_needs
+from llm_unlearn.train.methods import as_needs
+from llm_unlearn.train.step import ReferenceNeeds, ReferenceOutputs, answer_token_count
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,6 @@ HEADER = "header.json"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 NP_STORAGE = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}  # bf16 as raw bits
 SIDES = ("forget", "retain")
-
-# how many times build() ran in this process (tests use it to see that a resume reused the cache)
-BUILD_COUNT = 0
 
 
 def side_kind(need: str | None, mode: str) -> str | None:
@@ -130,20 +129,6 @@ class ReferenceCache:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("reference cache in %s is unreadable (%s); it will be rebuilt", d, exc)
             return None
-
-    @classmethod
-    def build(cls, model, rows, needs, directory, **kwargs) -> ReferenceCache:
-        """Run the reference once over `rows` and write the cache to `directory` (replacing it); see
-        :func:`llm_unlearn.train.cache_build.build_cache` for the arguments."""
-        from llm_unlearn.train.cache_build import build_cache
-
-        global BUILD_COUNT
-        build_cache(model, rows, as_needs(needs), directory, **kwargs)
-        BUILD_COUNT += 1
-        cache = cls.open(directory)
-        if cache is None:  # pragma: no cover - we just wrote it
-            raise RuntimeError(f"could not read back the reference cache written to {directory}")
-        return cache
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, batch: Mapping[str, torch.Tensor], needs) -> ReferenceOutputs:

@@ -1,5 +1,6 @@
 """Building the reference cache: fingerprints (what the stored values depend on), one reference pass
-over the training rows written through memory maps, and open-or-build across processes."""
+(``train/reference.py``) over the training rows written through memory maps into the storage of
+``train/cache.py``, and open-or-build across processes."""
 
 from __future__ import annotations
 
@@ -31,11 +32,16 @@ from llm_unlearn.train.cache import (
     stamp,
     to_storage,
 )
+from llm_unlearn.train.cache_mode import dist_tokens, resolve_mode
 from llm_unlearn.train.head import AnswerHeadSelector, unwrap_model, vocab_size
-from llm_unlearn.train.reference import dist_tokens, reference_logits, reference_mode, resolve_mode
-from llm_unlearn.train.step import ReferenceNeeds, as_needs
+from llm_unlearn.train.methods import as_needs
+from llm_unlearn.train.reference import reference_logits, reference_mode
+from llm_unlearn.train.step import ReferenceNeeds
 
 log = logging.getLogger(__name__)
+
+# how many times build_cache() ran in this process (tests use it to see that a resume reused the cache)
+BUILD_COUNT = 0
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -112,7 +118,7 @@ def _resolve_kinds(
 def build_cache(
     model,
     rows: Sequence[Mapping[str, Any]],
-    needs: ReferenceNeeds,
+    needs,
     directory,
     *,
     mode: str = "auto",
@@ -124,16 +130,18 @@ def build_cache(
     selector: AnswerHeadSelector | None = None,
     fingerprint: Mapping[str, Any] | None = None,
     pad_token_id: int = 0,
-) -> None:
-    """Run the reference once over `rows` and write the cache to `directory` (replacing it).
+) -> ReferenceCache:
+    """Run the reference once over `rows`, write the cache to `directory` (replacing it) and open it.
 
-    rows: tokenized examples with ``input_ids``, ``labels`` (unshifted, IGNORE_INDEX = ignored),
-    ``is_forget`` and a unique integer ``row_key``. Batches hold rows of similar length, at most
+    `needs`: a ReferenceNeeds or the objective options. rows: tokenized examples with ``input_ids``,
+    ``labels`` (unshifted, IGNORE_INDEX = ignored), ``is_forget`` and a unique integer ``row_key``.
+    Batches hold rows of similar length, at most
     `batch_size` rows and `max_tokens` padded tokens. `selector`: the model's AnswerHeadSelector (one is
     made, and removed afterwards, when None). `fingerprint` is stored in the header (default:
     :func:`cache_fingerprint` of the arguments).
     """
     t0 = time.time()
+    needs = as_needs(needs)
     if not needs.cacheable:
         raise ValueError("this objective uses no reference log-probs: there is nothing to cache")
     keys = [int(r["row_key"]) for r in rows]
@@ -182,6 +190,17 @@ def build_cache(
         if own_selector:
             selector.remove()
     log.info("reference cache built in %.1fs in %s", time.time() - t0, directory)
+    return _open_built(directory)
+
+
+def _open_built(directory) -> ReferenceCache:
+    """The cache build_cache has just written to `directory` (one more in BUILD_COUNT)."""
+    global BUILD_COUNT
+    BUILD_COUNT += 1
+    cache = ReferenceCache.open(directory)
+    if cache is None:  # pragma: no cover - we just wrote it
+        raise RuntimeError(f"could not read back the reference cache written to {directory}")
+    return cache
 
 
 def _open_maps(tmp: Path, dist_kind, dtype, n_tokens, n_vocab_rows, vocab, k) -> dict:
@@ -254,7 +273,7 @@ def open_or_build(
             log.info("reusing the reference cache in %s", directory)
             return cache, False
         kw = dict(mode=mode, dtype=dtype, budget_gib=budget_gib, topk=topk, selector=selector, fingerprint=fp)
-        return ReferenceCache.build(
+        return build_cache(
             model, rows, needs, directory, pad_token_id=pad_token_id, batch_size=batch_size, **kw
         ), True
 

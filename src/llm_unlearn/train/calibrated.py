@@ -1,6 +1,6 @@
 """The calibration of one unlearning run: evaluates on schedule, applies the gate, decides when to end a
-chunk or the run, and keeps the best adapter weights. `run.py` calls it; the rules it applies are the
-pure functions of `calibration.py`, the measurements those of `evaluation/monitor.py`.
+chunk or the run, and keeps the best adapter weights. `loop.py` calls it; the rules it applies are the
+pure functions of `calibration.py`, the measurements those of `train/monitor.py`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Calibrator:
         document_rows: set[int] | None = None,
     ) -> Calibrator | None:
         from llm_unlearn.data.holdout import read_forget_documents, read_holdout
-        from llm_unlearn.evaluation.monitor import TrainingMonitor
+        from llm_unlearn.train.monitor import TrainingMonitor
 
         c = cfg.calibration
         interval = eval_interval(c.eval_every)

@@ -1,7 +1,7 @@
 """Calibrated unlearning: which forget rows to keep pushing, when to stop, which checkpoint to keep.
 
 Pure functions of evaluation results (no torch), so that the rules can be tested on synthetic metric
-trajectories. The evaluation itself lives in `evaluation/monitor.py`; `run.py` applies the rules.
+trajectories. The evaluation itself lives in `train/monitor.py`; `calibrated.py` applies the rules.
 
 The problem they solve: NPO pushes the forget data's likelihood down without a floor. Left alone it
 goes *past* the point where the forget data looks like data the model never saw, and a loss-based

@@ -120,7 +120,7 @@ class ChunkLoop:
         from transformers import PrinterCallback
 
         from llm_unlearn.data.tokenize import AlternativesCollator, UnlearnCollator
-        from llm_unlearn.train.reference import for_run
+        from llm_unlearn.train.reference_source import for_run
         from llm_unlearn.train.trainer import UnlearnTrainer
 
         p = self.prep
@@ -372,7 +372,7 @@ class ChunkLoop:
 
 def _remove_run_state(out: Path) -> None:
     """A finished run keeps no checkpoint, Trainer scratch or reference cache."""
-    from llm_unlearn.train.reference import remove_cache_dirs
+    from llm_unlearn.train.reference_source import remove_cache_dirs
 
     for name in (ckpt.CHECKPOINT, ".trainer"):  # renamed first: a kill while deleting leaves only a .tmp
         if (out / name).exists():

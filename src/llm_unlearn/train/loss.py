@@ -1,5 +1,5 @@
 """The loss of one batch: answer positions -> model logits -> calibration gate -> the objective's terms
-(``objectives.py``) -> weighted total, every term checked for NaN / inf.
+(``train/methods/``, looked up in ``train/registry.py``) -> weighted total, every term checked for NaN / inf.
 
     total = sum over the objective's terms of  weight x scale(unit) x value
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from llm_unlearn import losses
-from llm_unlearn.train import objectives
+from llm_unlearn.train import methods
 from llm_unlearn.train import terms as T
 from llm_unlearn.train.head import AnswerHeadSelector, answer_logits, capture_layer_output
 from llm_unlearn.train.reference import LiveReference, as_reference
@@ -56,7 +56,7 @@ def unlearning_loss(
     labels, is_forget = batch["labels"], batch["is_forget"].bool()
     batch = {**batch, "is_forget": is_forget}
     pos = answer_positions(labels)
-    objective = objectives.get(obj.method)
+    objective = methods.get(obj.method)
     layer = objective.capture_layer(obj, model) if objective.capture_layer else None
     with capture_layer_output(model, layer) as captured:
         logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos)
@@ -65,7 +65,7 @@ def unlearning_loss(
     if callable(term_scale):
         term_scale = term_scale(push)
     source = as_reference(reference) if reference is not None else LiveReference(selector)
-    needs = objectives.needs_of(obj)
+    needs = methods.needs_of(obj)
     step = Step(
         model=model,
         batch=batch,

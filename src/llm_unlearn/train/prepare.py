@@ -145,7 +145,7 @@ def _load_model(prep: Prepared, model, tokenizer) -> None:
 def _trained_layers(cfg: UnlearnConfig, model) -> list[int] | None:
     """The decoder layers that train: lora.layers, else the method's own (e.g. RMU's), else all (None)."""
     from llm_unlearn.train.head import decoder_layers
-    from llm_unlearn.train.objectives import get
+    from llm_unlearn.train.methods import get
 
     objective = get(cfg.objective.method)
     if cfg.lora.layers is not None:
@@ -269,7 +269,7 @@ def _read_alternatives(prep: Prepared) -> dict[str, str] | None:
     objective.alternatives (a file, or 'retain'), else the packaged refusals; seeded per record. None
     for other methods."""
     from llm_unlearn.data import alternatives as alt
-    from llm_unlearn.train.objectives import get
+    from llm_unlearn.train.methods import get
 
     o = prep.cfg.objective
     if not get(o.method).alternatives:

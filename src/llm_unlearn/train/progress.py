@@ -1,5 +1,5 @@
 """What a run reports while it trains: the progress bar, the log rows, the chunk summaries. Every
-loss term appears under its registered name (``objectives.all_terms``)."""
+loss term appears under its registered name (``methods.all_terms``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 from transformers import TrainerCallback
 
-from llm_unlearn.train import objectives
+from llm_unlearn.train import methods
 from llm_unlearn.train.process import any_process
 
 
@@ -15,7 +15,7 @@ def log_row(logs: dict, step: int, chunk: int, epoch: float) -> dict:
     """One row of log_history.jsonl from the Trainer's logs: step, chunk, epoch, loss, every term, lr,
     grad_norm."""
     row = {"step": step, "chunk": chunk, "epoch": round(float(epoch), 4)}
-    for k in ("loss", *objectives.all_terms(), "learning_rate", "grad_norm"):
+    for k in ("loss", *methods.all_terms(), "learning_rate", "grad_norm"):
         if k in logs:
             row["lr" if k == "learning_rate" else k] = float(logs[k])
     return row
@@ -37,7 +37,7 @@ def chunk_summary(c: int, chunk, rows: list[dict], seconds: float) -> dict:
         "seconds": round(seconds, 2),
         "mean_loss": mean("loss"),
     }
-    for term in objectives.all_terms():
+    for term in methods.all_terms():
         value = mean(term)
         if value is not None:
             summary[f"mean_{term}"] = value
@@ -62,7 +62,7 @@ class Progress:
     def postfix(self, row: dict) -> None:
         if self.bar is not None:
             fields = {"chunk": row["chunk"]}
-            for k in ("loss", *objectives.all_terms()):
+            for k in ("loss", *methods.all_terms()):
                 if k in row and not math.isnan(row[k]):
                     fields[k] = f"{row[k]:.3f}"
             self.bar.set_postfix(fields, refresh=False)

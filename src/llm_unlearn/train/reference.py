@@ -7,39 +7,25 @@ source's business.
   :class:`~llm_unlearn.train.step.ReferenceNeeds` say).
 * :class:`CachedReference`: read from a :class:`~llm_unlearn.train.cache.ReferenceCache`, computed
   once per run (rows carry a ``row_key``).
+* :class:`FixedReference`: outputs computed beforehand (tests, benchmarks).
 
-:func:`for_run` decides which one a run uses (``train.reference_cache``: ``auto`` = the cache when
-the exact distributions fit the budget, else live; ``full`` / ``topk`` / ``off`` on request) and says
-why in one line.
+Which one a run uses: ``train/cache_mode.py`` (the policy, ``choose_mode``) and
+``train/reference_source.py`` (``for_run``: the run's source, building or reusing the cache).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from llm_unlearn import losses
 from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
-from llm_unlearn.train.head import AnswerHeadSelector, answer_logits, unwrap_model, vocab_size
-from llm_unlearn.train.step import (
-    AnswerPositions,
-    ReferenceNeeds,
-    ReferenceOutputs,
-    answer_positions,
-    answer_token_count,
-    as_needs,
-)
-
-log = logging.getLogger(__name__)
-
-CACHE_DIRNAME = "reference_cache"
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4}
+from llm_unlearn.train.head import AnswerHeadSelector, answer_logits, unwrap_model
+from llm_unlearn.train.methods import as_needs
+from llm_unlearn.train.step import AnswerPositions, ReferenceOutputs, answer_positions
 
 
 # ----------------------------------------------------------------------------- computing it
@@ -196,123 +182,3 @@ def as_reference(x):
     if hasattr(x, "lookup"):
         return CachedReference(x)
     raise TypeError(f"not a reference source: {type(x).__name__}")
-
-
-# ----------------------------------------------------------------------------- which one a run uses
-def resolve_mode(mode: str, n_dist_tokens: int, vocab: int, dtype: str, budget_gib: float) -> str:
-    """'auto' -> 'full' when n_dist_tokens * vocab * itemsize <= budget, else 'off' (no cache: the
-    top-k approximation changes the loss, so it is never chosen for the user)."""
-    if mode not in ("auto", "full", "topk"):
-        raise ValueError(f"reference cache mode must be auto, full or topk, got {mode!r}")
-    if dtype not in ITEMSIZE:
-        raise ValueError(f"reference cache dtype must be one of {', '.join(ITEMSIZE)}, got {dtype!r}")
-    if mode != "auto":
-        return mode
-    return "full" if n_dist_tokens * vocab * ITEMSIZE[dtype] <= budget_gib * 2**30 else "off"
-
-
-def dist_tokens(needs: ReferenceNeeds, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Answer tokens whose full reference distribution the objective needs."""
-    n = 0
-    for r in rows:
-        side = needs.forget if bool(r.get("is_forget", False)) else needs.retain
-        if side == "dist":
-            n += answer_token_count(r["labels"])
-    return n
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
-
-
-def choose_mode(mode: str, obj, rows, vocab: int, dtype: str, budget_gib: float) -> tuple[str, str]:
-    """``(mode, reason)`` for a run: ``off`` (no cache), ``full`` or ``topk``; ``reason`` is one line
-    for the user. ``auto`` gives ``full`` when the needed full reference distributions (answer tokens x
-    V x itemsize of ``dtype``) fit ``budget_gib`` or none are needed, else ``off``."""
-    needs = as_needs(obj)
-    if not needs.any:
-        return "off", "the objective uses no reference model"
-    if not needs.cacheable:
-        return (
-            "off",
-            "the objective uses the reference's hidden states, computed live (the cache holds log-probs)",
-        )
-    if mode == "off":
-        return "off", "train.reference_cache = off: the reference runs on every step"
-    if mode in ("full", "topk"):
-        return mode, f"train.reference_cache = {mode}"
-    if "dist" not in (needs.forget, needs.retain):
-        return "full", "auto: the objective needs no vocabulary distributions (one float per answer token)"
-    n = dist_tokens(needs, rows)
-    sides = " and ".join(s for s in ("forget", "retain") if getattr(needs, s) == "dist")
-    size = f"{n} {sides} answer tokens x V {vocab} x {dtype} = {_gib(n * vocab * ITEMSIZE[dtype])}"
-    if resolve_mode("auto", n, vocab, dtype, budget_gib) == "full":
-        return "full", f"auto: the exact distributions fit the budget ({size} <= {budget_gib:g} GiB)"
-    return "off", (
-        f"auto: the exact distributions do not fit the budget ({size} > {budget_gib:g} GiB); the reference "
-        "runs on every step (raise train.reference_cache_budget_gib, or opt into the approximate "
-        "train.reference_cache = topk)"
-    )
-
-
-def for_run(cfg, model, rows, out_dir, *, selector, pad_token_id: int, data_files=(), frozen=None):
-    """The reference source of a run: cached in DIR/reference_cache/ (reused on resume when its
-    fingerprint matches) or live. Prints one line saying which and why.
-
-    The cache fingerprint covers the model path and base weights, the data files' sha256, the
-    tokenization options and the token ids themselves, the objective's needs, mode, dtype, top-k and
-    budget. Under full fine-tuning `frozen` (the starting model) is the reference.
-    """
-    from llm_unlearn.io_utils import sha256_file
-    from llm_unlearn.train.cache_build import open_or_build
-
-    t, needs = cfg.train, as_needs(cfg.objective)
-    mode, reason = choose_mode(
-        t.reference_cache,
-        needs,
-        rows,
-        vocab_size(model),
-        t.reference_cache_dtype,
-        t.reference_cache_budget_gib,
-    )
-    if int(os.environ.get("RANK", "0")) == 0:  # one line, on stdout like the run's summary
-        print(f"reference cache: {mode} ({reason})", flush=True)
-    if mode == "off":
-        return LiveReference(selector, frozen)
-    d = cfg.data
-    extra = {
-        "model_path": cfg.model.name_or_path,
-        "data_files": {str(p): sha256_file(p) for p in data_files},
-        "tokenization": {
-            "joiner": d.joiner,
-            "add_eos": d.add_eos,
-            "max_length": d.max_length,
-            "limit": d.limit,
-        },
-    }
-    cache, built = open_or_build(
-        frozen if frozen is not None else model,
-        rows,
-        needs,
-        Path(out_dir) / CACHE_DIRNAME,
-        mode=mode,
-        dtype=t.reference_cache_dtype,
-        budget_gib=t.reference_cache_budget_gib,
-        topk=t.reference_cache_topk,
-        extra=extra,
-        selector=selector if frozen is None else None,
-        pad_token_id=pad_token_id,
-        rank=int(os.environ.get("RANK", "0")),
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-    )
-    log.info("%s the reference cache: %s", "built" if built else "reused", cache)
-    return CachedReference(cache, selector, frozen)
-
-
-def remove_cache_dirs(out_dir) -> None:
-    """Delete DIR/reference_cache and its per-rank siblings (a finished run does not need them)."""
-    import shutil
-
-    for p in Path(out_dir).glob(f"{CACHE_DIRNAME}*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)

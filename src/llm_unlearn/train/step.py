@@ -69,15 +69,6 @@ class ReferenceNeeds:
         return self.forget is not None or self.retain is not None
 
 
-def as_needs(x) -> ReferenceNeeds:
-    """`x` itself when it is a ReferenceNeeds, else the needs of the objective options `x`."""
-    if isinstance(x, ReferenceNeeds):
-        return x
-    from llm_unlearn.train.objectives import needs_of  # objectives import this module
-
-    return needs_of(x)
-
-
 @dataclass
 class ReferenceOutputs:
     """What the reference contributes for the rows of one batch (absent parts are None).

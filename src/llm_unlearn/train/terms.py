@@ -1,8 +1,8 @@
 """The names of the loss terms and of what each is averaged over, defined once.
 
 Logs (``log_history.jsonl``), the progress bar, the chunk summaries in ``run.json`` and the plots all
-use these names. An objective (``objectives.py``) declares which terms it produces; the full list in
-log order is :func:`llm_unlearn.train.objectives.all_terms`.
+use these names. A method (``train/methods/``) declares which terms it produces; the full list in
+log order is :func:`llm_unlearn.train.registry.all_terms`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from transformers import Trainer
 
 from llm_unlearn.data.batching import IGNORE_INDEX
 from llm_unlearn.errors import NonFiniteLossError
-from llm_unlearn.train import objectives
+from llm_unlearn.train import methods
 from llm_unlearn.train import terms as T
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loss import pushed_rows, unlearning_loss
@@ -60,7 +60,7 @@ def global_terms(
     over the processes (one all-reduce)."""
     import torch.distributed as dist
 
-    names = objectives.all_terms()
+    names = methods.all_terms()
     world = dist.get_world_size()
     vec = torch.tensor(
         [terms.get(k, 0.0) * scale.get(units.get(k, ""), 1.0) for k in names]
@@ -170,7 +170,7 @@ class UnlearnTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            for k in objectives.all_terms():
+            for k in methods.all_terms():
                 if self._counts.get(k):
                     logs[k] = self._sums[k] / self._counts[k]
             logs["chunk"] = self.chunk_index + 1

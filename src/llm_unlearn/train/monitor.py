@@ -9,7 +9,7 @@ Each evaluation measures, on the current model (adapter on), batched and greedy:
   documents when both exist, else forget answers against holdout record answers;
 - for the gate (`calibration.py`): each forget unit's loss and the holdout thresholds.
 
-The rules that use these numbers (gate, stop, selection) are in `llm_unlearn.calibration`.
+The rules that use these numbers (gate, stop, selection) are in `llm_unlearn.train.calibration`; their driver is `train/calibrated.py`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def sample_items(records: Sequence[Any], k: int, seed: int) -> list[int]:
 class TrainingMonitor:
     """Budgeted evaluation of a model under unlearning (see the module docstring).
 
-    forget / retain: the training records (forget row i has row key i, as in run.py);
+    forget / retain: the training records (forget row i has row key i, as in train/prepare.py);
     holdout: never-seen documents and/or records; forget_documents: the forget side's documents.
     """
 
