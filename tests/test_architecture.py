@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("losses",),  # pure formulas
     ("config",),  # options, presets, validate (the method names live here as plain strings)
     ("outputs",),  # the output-directory policy
+    ("adapter",),  # a PEFT adapter: attaching it, its fit and its base model
     ("modeling", "tiny"),  # loading / building models
     ("plots",),
     ("train",),
