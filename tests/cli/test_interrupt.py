@@ -42,6 +42,7 @@ def _raising(exc):
             ["merge", "--model", "m", "--adapter", "a", "--output-dir", "o"],
             "nothing was written in o",
         ),
+        ("train", "cmd_train", ["train", "--output-dir", "t"], "the chunks completed so far are saved in t"),
         ("options", "cmd_options", ["options"], "nothing was written"),
         ("methods", "cmd_methods", ["methods"], "nothing was written"),
     ],
@@ -142,3 +143,31 @@ def test_a_signal_to_a_running_command(sig):
     last = err.rstrip("\n").split("\n")[-1]
     assert last.startswith(f"stopped: interrupted by {name}; nothing was written"), repr(err)
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, kept, rerun",
+    [
+        (
+            {"command": "evaluate", "output_dir": "e", "benchmark": "semeval"},
+            "stages finished so far are kept in e",
+            "resume",
+        ),
+        (
+            {"command": "evaluate", "output_dir": "e", "benchmark": "tofu"},
+            "nothing was written in e",
+            "start over",
+        ),
+        ({"command": "mmlu", "output_dir": "m"}, "nothing was written in m", "start over"),
+        ({"command": "sample", "output": "s.md"}, "nothing was written to s.md", "start over"),
+        ({"command": "finetune", "output_dir": "f"}, "nothing was written in f", "start over"),
+    ],
+)
+def test_what_each_subcommand_keeps(capsys, args, kept, rerun):
+    import argparse
+
+    from llm_unlearn.cli.errors import run_guarded
+
+    assert run_guarded(_raising(KeyboardInterrupt), argparse.Namespace(**args), debug=True) == 3
+    (line,) = _lines(capsys)
+    assert kept in line and line.endswith(f"Run the same command again to {rerun}."), line

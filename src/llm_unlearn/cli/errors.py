@@ -120,12 +120,14 @@ def install_sigterm():
 def _what_was_kept(args) -> tuple[str, str]:
     """(what a stopped subcommand leaves, what a rerun does) — by subcommand."""
     command = getattr(args, "command", None)
-    out = getattr(args, "output_dir", None) or getattr(args, "output", None)
+    out = getattr(args, "output_dir", None) or getattr(args, "train.output_dir", None)
     where = f" in {out}" if out else ""
+    if getattr(args, "output", None):  # sample: one file (and its .jsonl beside it)
+        where = f" to {args.output}"
     if command == "train":
         return f"the chunks completed so far are saved{where}", "resume"
     if command == "evaluate" and getattr(args, "benchmark", "semeval") in (None, "semeval"):
-        return f"the evaluation stages finished so far are kept{where} (.stages)", "resume from them"
+        return f"the evaluation stages finished so far are kept{where} (.stages)", "resume"
     if command == "demo":
         return f"the stages finished so far are kept{where}", "start over"
     return f"nothing was written{where} (the outputs are written at the end)", "start over"
