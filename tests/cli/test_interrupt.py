@@ -66,7 +66,7 @@ def test_sigterm_and_train_messages(monkeypatch, capsys):
     assert main(["demo"]) == 3
     (line,) = _lines(capsys)
     assert line.startswith(
-        "stopped: interrupted by SIGTERM; the stages finished so far are kept in runs/demo"
+        "stopped: interrupted by signal 15 (SIGTERM); the stages finished so far are kept in runs/demo"
     )
     # train's own handler says what it saved: its message is kept as it is
     monkeypatch.setattr(demo, "cmd_demo", _raising(TrainingInterrupted("interrupted in chunk 2/5; saved")))
@@ -139,7 +139,7 @@ def test_a_signal_to_a_running_command(sig):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 3, err
-    name = "Ctrl-C (SIGINT)" if sig == signal.SIGINT else "SIGTERM"
+    name = "Ctrl-C (SIGINT)" if sig == signal.SIGINT else "signal 15 (SIGTERM)"
     last = err.rstrip("\n").split("\n")[-1]
     assert last.startswith(f"stopped: interrupted by {name}; nothing was written"), repr(err)
     assert "Traceback" not in err

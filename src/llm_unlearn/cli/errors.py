@@ -99,7 +99,7 @@ class Signalled(TrainingInterrupted):
 
 def _signal_name(signum: int) -> str:
     try:
-        return signal.Signals(signum).name
+        return f"signal {signum} ({signal.Signals(signum).name})"
     except ValueError:
         return f"signal {signum}"
 
