@@ -40,11 +40,11 @@ def _raising(exc):
             "merge",
             "cmd_merge",
             ["merge", "--model", "m", "--adapter", "a", "--output-dir", "o"],
-            "nothing was written in o",
+            "no result was written in o",
         ),
         ("train", "cmd_train", ["train", "--output-dir", "t"], "the chunks completed so far are saved in t"),
-        ("options", "cmd_options", ["options"], "nothing was written"),
-        ("methods", "cmd_methods", ["methods"], "nothing was written"),
+        ("options", "cmd_options", ["options"], "no result was written"),
+        ("methods", "cmd_methods", ["methods"], "no result was written"),
     ],
 )
 def test_ctrl_c_in_any_subcommand_is_exit_3_and_one_line(monkeypatch, capsys, module, attr, argv, kept):
@@ -141,7 +141,7 @@ def test_a_signal_to_a_running_command(sig):
     assert proc.returncode == 3, err
     name = "Ctrl-C (SIGINT)" if sig == signal.SIGINT else "signal 15 (SIGTERM)"
     last = err.rstrip("\n").split("\n")[-1]
-    assert last.startswith(f"stopped: interrupted by {name}; nothing was written"), repr(err)
+    assert last.startswith(f"stopped: interrupted by {name}; no result was written"), repr(err)
     assert "Traceback" not in err
 
 
@@ -155,12 +155,12 @@ def test_a_signal_to_a_running_command(sig):
         ),
         (
             {"command": "evaluate", "output_dir": "e", "benchmark": "tofu"},
-            "nothing was written in e",
+            "no result was written in e",
             "start over",
         ),
-        ({"command": "mmlu", "output_dir": "m"}, "nothing was written in m", "start over"),
-        ({"command": "sample", "output": "s.md"}, "nothing was written to s.md", "start over"),
-        ({"command": "finetune", "output_dir": "f"}, "nothing was written in f", "start over"),
+        ({"command": "mmlu", "output_dir": "m"}, "no result was written in m", "start over"),
+        ({"command": "sample", "output": "s.md"}, "no result was written to s.md", "start over"),
+        ({"command": "finetune", "output_dir": "f"}, "no result was written in f", "start over"),
     ],
 )
 def test_what_each_subcommand_keeps(capsys, args, kept, rerun):

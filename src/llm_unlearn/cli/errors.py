@@ -130,7 +130,7 @@ def _what_was_kept(args) -> tuple[str, str]:
         return f"the evaluation stages finished so far are kept{where} (.stages)", "resume"
     if command == "demo":
         return f"the stages finished so far are kept{where}", "start over"
-    return f"nothing was written{where} (the outputs are written at the end)", "start over"
+    return f"no result was written{where} (results are written whole, at the end)", "start over"
 
 
 def interrupted(args, what: str) -> int:
