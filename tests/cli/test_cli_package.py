@@ -38,7 +38,7 @@ def test_flags_come_from_the_declarations(name, cls):
     hidden = {"--overwrite"} if name == "demo" else set()  # demo: accepted, no effect
     assert flags - hidden == declared
     for f, _ in fields_of(cls):
-        assert f.metadata["help"] in " ".join(parser.format_help().split()), f.name
+        assert "".join(f.metadata["help"].split()) in "".join(parser.format_help().split()), f.name
 
 
 def test_merge_defaults_and_required_flags():
