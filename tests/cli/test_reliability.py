@@ -489,7 +489,7 @@ def _boundary_cases():
 
 
 def test_known_failures_become_one_line_and_debug_keeps_the_traceback(monkeypatch, capsys):
-    import llm_unlearn.cli as cli_mod
+    import llm_unlearn.cli.demo as cli_mod
 
     cases = _boundary_cases()
     for exc, expect in cases:

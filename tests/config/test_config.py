@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from llm_unlearn.cli import main, train_overrides
+from llm_unlearn.cli import main
+from llm_unlearn.cli.train import train_overrides
 from llm_unlearn.config import PRESETS, build_config, config_from_dict, preset_config
 from llm_unlearn.errors import ConfigError
 

@@ -80,3 +80,25 @@ def test_check_options_on_an_instance():
         check_options(Demo(ntrain=1.5))
     with pytest.raises(ConfigError, match="--no-prefix-cache must be true/false"):
         check_options(Demo(prefix_cache="yes"))
+
+
+def test_declared_defaults_in_the_namespace():
+    """With declared_defaults the parsed namespace holds the declared values (a subcommand without a
+    configuration layer below its flags reads args.NAME); read_flags still checks every value."""
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_flags(p, Demo, declared_defaults=True)
+    args = p.parse_args([])
+    assert (args.model, args.threshold, args.ntrain, args.mode, args.prefix_cache) == (
+        None,
+        0.5,
+        5,
+        "fast",
+        True,
+    )
+    assert not hasattr(args, "hidden")  # no flag declared, no destination
+    args = p.parse_args(["--no-prefix-cache", "--ntrain", "2"])
+    assert (args.prefix_cache, args.ntrain) == (False, 2)
+    assert read_flags(args, Demo).ntrain == 2
+    with pytest.raises(ConfigError, match="--ntrain must be >= 0"):
+        read_flags(p.parse_args(["--ntrain", "-3"]), Demo)
+    assert "(default 0.5)" in p.format_help()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.cli import build_parser, main, train_flags, train_overrides
+from llm_unlearn.cli import build_parser, main
+from llm_unlearn.cli.train import train_flags, train_overrides
 from llm_unlearn.config import CHOICES, RANGES, build_config, option_specs
 from llm_unlearn.config.options import ALIASES, FLAG_ALIASES
 from llm_unlearn.config.reference import markdown_table

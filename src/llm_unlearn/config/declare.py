@@ -7,7 +7,8 @@ gets from here:
 
 - ``add_flags(parser, cls)``: one argparse flag per declared ``flag`` / ``switch`` (defaults are None
   in argparse, so "not given" is known; ``list[...]`` types take ``nargs='+'``; ``int`` / ``float``
-  flags parse as numbers);
+  flags parse as numbers); with ``declared_defaults=True`` the namespace holds the declared defaults
+  instead (a subcommand with no configuration layer below its flags: ``args.NAME`` is the value);
 - ``read_flags(args, cls, **base)``: the dataclass instance (given flags over ``base`` over the
   declared defaults), checked by ``check_options``;
 - ``check_options(obj)``: every value against its declared type, choices, range and path rule (the
@@ -78,21 +79,31 @@ def _default(f: dataclasses.Field):
     return None if f.default is dataclasses.MISSING else f.default
 
 
-def add_flags(parser, cls, *, required: tuple[str, ...] = (), dest_prefix: str = "") -> None:
+def add_flags(
+    parser,
+    cls,
+    *,
+    required: tuple[str, ...] = (),
+    dest_prefix: str = "",
+    declared_defaults: bool = False,
+) -> None:
     """Add a flag for every field of `cls` that declares one (`flag=` or `switch=`). Fields named in
-    `required` are required flags. Destinations are ``dest_prefix + field name``."""
+    `required` are required flags. Destinations are ``dest_prefix + field name``. Argparse defaults
+    are None ("not given", so ``read_flags``' ``base`` can fill them), or with `declared_defaults` the
+    declared defaults (then a ``base`` given to ``read_flags`` is always overridden)."""
     for f, hint in fields_of(cls):
         m = f.metadata
         dest = dest_prefix + f.name
+        default = _default(f) if declared_defaults else None
         if m.get("switch"):
             flag, value = m["switch"]
             parser.add_argument(
-                flag, dest=dest, action="store_const", const=value, default=None, help=m.get("help")
+                flag, dest=dest, action="store_const", const=value, default=default, help=m.get("help")
             )
             continue
         if not m.get("flag"):
             continue
-        kw: dict[str, Any] = {"dest": dest, "default": None, "help": _help(f)}
+        kw: dict[str, Any] = {"dest": dest, "default": default, "help": _help(f)}
         kind = _kinds(hint)[0] if _kinds(hint) else str
         if typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
