@@ -8,56 +8,16 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["add_parser", "cmd_methods", "method_rows", "method_listing", "format_table", "SOURCES"]
-
-# the "source" column of the README's Methods table (tests/cli/test_methods_cli.py keeps them equal)
-SOURCES = {
-    "npo_rt_div": "Clausen (2025), SemEval-2025 Task 4; the Rényi divergence replaces the seed's "
-    "token-level term (this project)",
-    "npo": "Zhang et al. 2024 (arXiv:2404.05868); OU `NPO.yaml`",
-    "gradient_ascent": "baseline; OU `GradAscent`",
-    "gradient_difference": "baseline; OU `GradDiff`",
-    "sugd": "AILS-NTUA, SemEval-2025 Task 4 (the `ails-ntua` preset)",
-    "simnpo": "Fan et al. 2024 (arXiv:2410.07163); OU `SimNPO.yaml`",
-    "idk_dpo": "Rafailov et al. 2023; OU `DPO.yaml`, `tofu/idk.yaml`",
-    "altpo": "Mekala et al. 2024 (arXiv:2409.13474); OU `community/methods/AltPO`",
-    "rmu": "Li et al. 2024, WMDP (arXiv:2403.03218); OU `RMU.yaml`",
-    "undial": "Dong et al., NAACL 2025 (arXiv:2402.10052); OU `UNDIAL.yaml`",
-    "ce_u": "Yang 2025 (arXiv:2503.01224); OU `CEU.yaml`",
-    "wga": "Wang et al., ICLR 2025 (arXiv:2502.19301); OU `WGA.yaml`",
-    "satimp": "Yang et al., ICML 2025 (arXiv:2505.11953); OU `SatImp.yaml`",
-    "pdu": "Entesari et al. 2025 (arXiv:2506.05314); OU `PDU.yaml`",
-}
+__all__ = ["add_parser", "cmd_methods", "method_rows", "method_listing", "format_table"]
 
 
 def method_rows() -> list[dict]:
     """One dict per registered method, in registration order: ``name``, ``summary``, ``source``,
-    ``terms``, ``needs_reference`` (with the method's own defaults), ``defaults`` (dotted key -> value).
+    ``terms``, ``needs_reference`` (with the method's own defaults), ``defaults`` (dotted key -> value):
+    the registry's ``describe()``."""
+    from llm_unlearn.train.methods import describe
 
-    Built on today's registry (``train/objectives.py``); the shape is the one of the coming
-    ``train/registry.describe()``, which this function is meant to return."""
-    import dataclasses
-
-    from llm_unlearn.config.options import ObjectiveOptions
-    from llm_unlearn.config.presets import METHOD_DEFAULTS
-    from llm_unlearn.train.objectives import OBJECTIVES
-
-    rows = []
-    for name, objective in OBJECTIVES.items():
-        defaults = dict(METHOD_DEFAULTS.get(name, {}))
-        own = {k.split(".", 1)[1]: v for k, v in defaults.items() if k.startswith("objective.")}
-        options = dataclasses.replace(ObjectiveOptions(), method=name, **own)
-        rows.append(
-            {
-                "name": name,
-                "summary": objective.summary,
-                "source": SOURCES.get(name, ""),
-                "terms": list(objective.terms),
-                "needs_reference": bool(objective.needs(options).any),
-                "defaults": defaults,
-            }
-        )
-    return rows
+    return describe()
 
 
 def _defaults_text(defaults: dict) -> str:
