@@ -283,12 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     from llm_unlearn.finetune import add_finetune_parser
 
     add_finetune_parser(sub)
-    try:
-        from llm_unlearn.evaluation.commands import add_subcommands
-    except ImportError:  # pragma: no cover - only while the package is partially installed
-        add_subcommands = None
-    if add_subcommands is not None:
-        add_subcommands(sub)
+    from llm_unlearn.cli import evaluate, mmlu, sample
+
+    evaluate.add_parser(sub)
+    mmlu.add_parser(sub)
+    sample.add_parser(sub)
     return parser
 
 
