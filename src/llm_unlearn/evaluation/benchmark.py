@@ -23,7 +23,7 @@ A benchmark is a small object with
 - ``text(summary, out_dir)``: the lines the command line prints afterwards.
 
 Adding a benchmark = one module in ``evaluation/benchmarks/`` that calls :func:`register_benchmark`
-(found there on first use of the registry) + a reader in ``data/`` + tests. The runner
+(found there on first use of the registry; a name starting with ``_`` is skipped) + a reader in ``data/`` + tests. The runner
 (:mod:`llm_unlearn.evaluation.run`) and the ``evaluate`` subcommand pick it up; no CLI edit.
 """
 
@@ -117,6 +117,8 @@ def _discover() -> None:
     from llm_unlearn.evaluation import benchmarks
 
     for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
         importlib.import_module(f"{benchmarks.__name__}.{info.name}")
 
 

@@ -26,7 +26,7 @@ from llm_unlearn.config.options import opt
 from llm_unlearn.data.benchmarks import MuseData, read_objects
 from llm_unlearn.errors import DataError, UserError
 from llm_unlearn.evaluation.benchmark import register_benchmark
-from llm_unlearn.evaluation.benchmarks.tofu import (
+from llm_unlearn.evaluation.benchmarks._shared import (
     PROMPT_FORMAT_HELP,
     PROMPT_FORMATS,
     SYSTEM_PROMPT_HELP,

@@ -33,6 +33,14 @@ from llm_unlearn.config.options import opt
 from llm_unlearn.data.benchmarks import TofuData, read_objects
 from llm_unlearn.errors import DataError, UserError
 from llm_unlearn.evaluation.benchmark import register_benchmark
+from llm_unlearn.evaluation.benchmarks._shared import (
+    PROMPT_FORMAT_HELP,
+    PROMPT_FORMATS,
+    SYSTEM_PROMPT_HELP,
+    check_retain_reference,
+    headline_text,
+    model_config,
+)
 from llm_unlearn.evaluation.metrics import tofu_muse as bm
 from llm_unlearn.evaluation.report import (
     make_summary,
@@ -333,14 +341,6 @@ def evaluate_tofu(
 
 # ------------------------------------------------------------------------------ the registered benchmark
 _POS = (1, None, False, False)
-PROMPT_FORMATS = ("auto", "chat", "qa", "raw")
-PROMPT_FORMAT_HELP = (
-    "TOFU/MUSE QA prompts: auto = the chat template when the tokenizer has one, else qa "
-    "('Question: {q}\\nAnswer: {a}'); raw = question + ' ' + answer"
-)
-SYSTEM_PROMPT_HELP = (
-    "system message with --prompt-format chat (default 'You are a helpful assistant.'; '' for none)"
-)
 
 
 @dataclass
@@ -360,29 +360,6 @@ class TofuOptions:
         None, "generation length (default 200)", flag="--max-new-tokens", range=_POS
     )
     batch_size: int = opt(16, "batch size", flag="--batch-size", range=_POS)
-
-
-def check_retain_reference(path: str | None) -> None:
-    if path and not Path(path).is_file():
-        raise UserError(f"--retain-reference file not found: {path}")
-
-
-def model_config(source, opts) -> dict[str, Any]:
-    """The run's ``config`` entries of a TOFU / MUSE summary."""
-    return {
-        "model": getattr(source, "model", None),
-        "adapter": getattr(source, "adapter", None),
-        "tokenizer": getattr(source, "tokenizer", None),
-        "data": opts.data,
-        "limit": opts.limit,
-    }
-
-
-def headline_text(summary: dict) -> str:
-    def f(v):
-        return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-    return "\n".join(f"{k:>22}: {f(v)}" for k, v in summary["headline"].items())
 
 
 class TofuBenchmark:
