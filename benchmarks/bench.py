@@ -529,7 +529,7 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.demo import memorization_texts, train_target_model
-    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
     from llm_unlearn.tiny import train_bpe_tokenizer
 
     sz = EVAL_SIZES[size]

@@ -64,7 +64,7 @@ def mmlu_fixture(n_subjects: int = 2, n_test: int = 12, seed: int = 0) -> dict[s
     """Synthetic MMLU in ``load_mmlu``'s form, with the lengths of the real benchmark: per question a
     stem of 25-110 words and four 1-12-word choices (5-shot prompts of about 500-1000 tokens with the
     benchmark's tokenizer, questions of about 40-150), 5 dev questions per subject. Deterministic."""
-    from llm_unlearn.evaluation.mmlu import MMLUQuestion
+    from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import MMLUQuestion
 
     rng = random.Random(seed)
     vocab = _words()
@@ -109,7 +109,7 @@ def _small_model(
 
 
 def _mmlu_run(model, tok, data, prefix_cache: bool, batch_size: int, out: Path) -> tuple[float, list[dict]]:
-    from llm_unlearn.evaluation.mmlu import evaluate_mmlu
+    from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import evaluate_mmlu
 
     t0 = time.perf_counter()
     evaluate_mmlu(
@@ -140,7 +140,7 @@ def mmlu_bench(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Prefix-cached vs whole-prompt MMLU (see the module docstring)."""
-    from llm_unlearn.evaluation.mmlu import format_example
+    from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import format_example
     from llm_unlearn.tiny import train_bpe_tokenizer
 
     shape = dict(SMALL, **(small or {}))
@@ -197,7 +197,7 @@ def mmlu_bench(
 
 
 def _prompt_lengths(tok, data) -> dict[str, float]:
-    from llm_unlearn.evaluation.mmlu import build_prompt, gen_prompt
+    from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import build_prompt, gen_prompt
 
     prefix, full = [], []
     for s, v in data.items():
@@ -392,7 +392,7 @@ def semeval_bench(
     without the SemEval data. ``prepare_kw``: see :func:`prepare_semeval`."""
     import types
 
-    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
 
     prepared = prepare_semeval(device, workdir, **prepare_kw)
     if prepared is None:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "src"))
 from llm_unlearn import demo  # noqa: E402
 from llm_unlearn.config import build_config  # noqa: E402
 from llm_unlearn.data.records import read_mia_documents  # noqa: E402
-from llm_unlearn.evaluation.scoring import mia_score  # noqa: E402
+from llm_unlearn.evaluation.metrics.semeval import mia_score  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 from llm_unlearn.train.loop import run_unlearning  # noqa: E402
 from llm_unlearn.train.methods import OBJECTIVES  # noqa: E402

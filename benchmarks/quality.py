@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "src"))
 from llm_unlearn.config import build_config  # noqa: E402
 from llm_unlearn.data.records import load_unlearning_data, read_mia_documents  # noqa: E402
 from llm_unlearn.data.slices import document_key, slice_data  # noqa: E402
-from llm_unlearn.evaluation.semeval import evaluate_semeval  # noqa: E402
+from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl  # noqa: E402
 
 # name -> (preset, extra overrides)

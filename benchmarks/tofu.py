@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm_unlearn.config import build_config
     from llm_unlearn.data.benchmarks import load_tofu, qa_prompt
     from llm_unlearn.demo import train_target_model
-    from llm_unlearn.evaluation.tofu import evaluate_tofu
+    from llm_unlearn.evaluation.benchmarks.tofu import evaluate_tofu
     from llm_unlearn.io_utils import atomic_write_json
     from llm_unlearn.tiny import train_bpe_tokenizer
     from llm_unlearn.train.loop import run_unlearning

@@ -44,28 +44,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("adapter",),  # a PEFT adapter: attaching it, its fit and its base model
     ("modeling", "tiny"),  # loading / building models
     ("plots",),
-    ("train",),
-    ("evaluation",),
+    ("evaluation",),  # passes, metrics, benchmarks, the runner: they know nothing of training
+    ("train",),  # its calibration monitor evaluates with evaluation's passes and metrics
     ("finetune",),
     ("demo",),
     ("cli",),
     ("__main__",),
 ]
-
-# Upward edges that exist only because evaluation/ is being restructured on another branch; the lead
-# removes each one at the merge (train/monitor.py moved here from evaluation/, its imports of
-# evaluation's passes and metrics move with the restructuring).
-EXPECTED_TO_FIX_AT_MERGE: set[tuple[str, str]] = {
-    # the official MIA score (1 - 2|AUC - 0.5|), a pure formula that calibration's proxy score uses; it
-    # belongs with evaluation's pure metrics, which the restructuring moves (then below train, or the
-    # formula moves down)
-    ("llm_unlearn.train.calibration", "llm_unlearn.evaluation.scoring"),
-    ("llm_unlearn.train.monitor", "llm_unlearn.evaluation.inference"),
-    ("llm_unlearn.train.monitor", "llm_unlearn.evaluation.mia"),
-    ("llm_unlearn.train.monitor", "llm_unlearn.evaluation.mmlu"),
-    ("llm_unlearn.train.monitor", "llm_unlearn.evaluation.scoring"),
-    ("llm_unlearn.train.monitor", "llm_unlearn.evaluation.semeval"),
-}
 
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
@@ -208,16 +193,9 @@ def test_no_import_cycle():
 
 
 def test_no_upward_import():
-    bad = [e for e in upward_imports(import_graph()) if e not in EXPECTED_TO_FIX_AT_MERGE]
+    bad = upward_imports(import_graph())
     layers = " < ".join("/".join(names) for names in LAYERS)
     assert not bad, f"imports against the layering ({layers}):\n" + "\n".join(f"  {a} -> {b}" for a, b in bad)
-
-
-def test_expected_exceptions_still_exist():
-    """An exception that no longer happens is removed from EXPECTED_TO_FIX_AT_MERGE."""
-    graph = import_graph()
-    gone = sorted((a, b) for a, b in EXPECTED_TO_FIX_AT_MERGE if b not in graph.get(a, ()))
-    assert not gone, f"no longer imported, remove from EXPECTED_TO_FIX_AT_MERGE: {gone}"
 
 
 def _too_long() -> list[str]:

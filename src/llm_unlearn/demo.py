@@ -221,7 +221,7 @@ def _unlearning_overrides(
 
 
 def _evaluate(model, tokenizer, bundle, mia, output_dir: Path, progress: bool) -> dict:
-    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
 
     return evaluate_semeval(
         model,

@@ -340,7 +340,7 @@ def _mmlu_dir(root: Path) -> Path:
 
 
 def test_evaluate_reuses_finished_stages_and_redoes_what_changed(tiny_world, tmp_path, monkeypatch):
-    import llm_unlearn.evaluation.semeval as semeval_mod
+    import llm_unlearn.evaluation.benchmarks.semeval.evaluate as semeval_mod
 
     calls: dict[str, int] = {}
     fail: set[str] = set()
@@ -359,7 +359,7 @@ def test_evaluate_reuses_finished_stages_and_redoes_what_changed(tiny_world, tmp
     counting("generate", semeval_mod, "greedy_generate")
     counting("nll", semeval_mod, "answer_nll")
     counting("mia", semeval_mod, "document_statistics")
-    import llm_unlearn.evaluation.mmlu as mmlu_mod
+    import llm_unlearn.evaluation.benchmarks.mmlu.evaluate as mmlu_mod
 
     counting("mmlu", mmlu_mod, "evaluate_mmlu")
     data = tmp_path / "data"

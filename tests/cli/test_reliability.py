@@ -582,7 +582,7 @@ def test_overlapping_or_one_sided_mia_sets_are_refused_before_the_model_loads(ti
 
 def test_small_tasks_and_missing_splits_are_warned_in_report_md(tiny_world, tmp_path):
     from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
-    from llm_unlearn.evaluation.semeval import evaluate_semeval
+    from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
 
     bundle = load_unlearning_data(tiny_world["data_dir"])
     bundle.retain = []

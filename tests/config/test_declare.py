@@ -102,3 +102,42 @@ def test_declared_defaults_in_the_namespace():
     with pytest.raises(ConfigError, match="--ntrain must be >= 0"):
         read_flags(p.parse_args(["--ntrain", "-3"]), Demo)
     assert "(default 0.5)" in p.format_help()
+
+
+_NAMES = ["a", "b"]
+
+
+@dataclass
+class Spread:
+    pick: str = opt("a", "one of the names known now", flag="--pick", choices=lambda: tuple(_NAMES))
+    k: float = opt(20, "k of the Min-K% attack", flag="--k")
+    adapter: str | None = opt(None, "an adapter", flag="--adapter")
+    quiet: bool = opt(False, "no bars", switch=("--quiet", True))
+
+
+def test_only_exclude_and_other_help_texts():
+    p = argparse.ArgumentParser(exit_on_error=False)
+    g = p.add_argument_group("first")
+    add_flags(g, Spread, only=("pick", "k"), helps={"k": "100% of it"})
+    add_flags(p, Spread, exclude=("pick", "k"), helps={"adapter": "the unlearned adapter"})
+    text = p.format_help()  # "%" in a help text is escaped for argparse
+    assert "100% of it (default 20)" in text and "the unlearned adapter" in text and "an adapter" not in text
+    d = read_flags(p.parse_args(["--pick", "b", "--quiet"]), Spread)
+    assert (d.pick, d.k, d.adapter, d.quiet) == ("b", 20, None, True)
+    q = argparse.ArgumentParser()
+    add_flags(q, Spread, only=("quiet",))
+    assert "Min-K" not in q.format_help() and "--pick" not in q.format_help()
+
+
+def test_choices_from_a_callable_are_resolved_when_used():
+    _NAMES.append("c")
+    try:
+        p = argparse.ArgumentParser(exit_on_error=False)
+        add_flags(p, Spread)
+        assert read_flags(p.parse_args(["--pick", "c"]), Spread).pick == "c"
+        with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+            p.parse_args(["--pick", "d"])
+        with pytest.raises(ConfigError, match="--pick must be one of a, b, c"):
+            check_options(Spread(pick="d"))
+    finally:
+        _NAMES.remove("c")

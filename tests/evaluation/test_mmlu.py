@@ -12,7 +12,8 @@ import torch
 from conftest import MMLU_FIXTURE as FIXTURE
 from conftest import write_csv_fixture
 from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation.mmlu import (
+from llm_unlearn.evaluation.benchmarks.mmlu.categories import CATEGORIES, SUBJECT_SUBCATEGORIES, SUBJECTS
+from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import (
     MMLUQuestion,
     answer_token_ids,
     build_prompt,
@@ -27,7 +28,6 @@ from llm_unlearn.evaluation.mmlu import (
     select_instances,
     shared_prefix_length,
 )
-from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, SUBJECT_SUBCATEGORIES, SUBJECTS
 from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
 

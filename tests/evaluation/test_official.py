@@ -10,9 +10,9 @@ import json
 import pytest
 
 from llm_unlearn import cli
-from llm_unlearn.evaluation import batched, inference, official
-from llm_unlearn.evaluation.inference import BATCHED, OFFICIAL, select_passes
-from llm_unlearn.evaluation.runtime import encode, progress_bar
+from llm_unlearn.evaluation.passes import batched, inference, official
+from llm_unlearn.evaluation.passes.inference import BATCHED, OFFICIAL, select_passes
+from llm_unlearn.evaluation.passes.runtime import encode, progress_bar
 
 PASSES = ("generate", "answer_nll", "document_statistics")
 
@@ -81,7 +81,7 @@ def test_official_compat_flag_runs_only_the_official_passes(tiny_world, tmp_path
 
 
 def test_length_buckets_and_token_budget():
-    from llm_unlearn.evaluation.runtime import length_batches
+    from llm_unlearn.evaluation.passes.runtime import length_batches
 
     # a row joins a batch only when padding it adds at most max_padding of the longest row
     assert list(length_batches([10, 9, 5, 4, 1], 8, None, 0.25)) == [[0, 1], [2, 3], [4]]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.evaluation.mia import loss_auc
-from llm_unlearn.evaluation.scoring import semeval_results
+from llm_unlearn.evaluation.metrics.mia import loss_auc
+from llm_unlearn.evaluation.metrics.semeval import semeval_results
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results" / "quality-cpu.json"

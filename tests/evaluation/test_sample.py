@@ -10,7 +10,7 @@ import torch
 
 from llm_unlearn.data.records import load_unlearning_data
 from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
-from llm_unlearn.evaluation.inference import greedy_generate
+from llm_unlearn.evaluation.passes.inference import greedy_generate
 from llm_unlearn.evaluation.sample import (
     jsonl_path_for,
     render_markdown,

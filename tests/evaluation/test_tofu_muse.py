@@ -13,8 +13,8 @@ from llm_unlearn import cli
 from llm_unlearn.data.benchmarks import load_muse, load_tofu, tofu_training_bundle
 from llm_unlearn.data.records import load_unlearning_data
 from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation import bench_metrics as bm
-from llm_unlearn.evaluation.tofu import tofu_metrics
+from llm_unlearn.evaluation.benchmarks.tofu import tofu_metrics
+from llm_unlearn.evaluation.metrics import tofu_muse as bm
 
 TOFU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
 
@@ -230,7 +230,7 @@ def test_bad_muse_file_and_bad_retain_reference(tmp_path, tiny_lm, capsys):
 
 
 def test_bad_tofu_retain_reference(tmp_path):
-    from llm_unlearn.evaluation.tofu import read_retain_reference
+    from llm_unlearn.evaluation.benchmarks.tofu import read_retain_reference
 
     p = tmp_path / "tofu_items.jsonl"
     p.write_text(
@@ -245,7 +245,7 @@ def test_bad_tofu_retain_reference(tmp_path):
 
 # ----------------------------------------------------------------------------- prompts and token statistics
 def test_qa_prompt_boundary_and_eos(tiny_lm):
-    from llm_unlearn.evaluation.qa_scoring import QAEncoder
+    from llm_unlearn.evaluation.passes.answer_stats import QAEncoder
 
     tok = tiny_lm["tokenizer"]
     enc = QAEncoder(tok, "auto")
@@ -265,7 +265,7 @@ def test_qa_prompt_boundary_and_eos(tiny_lm):
 def test_chat_template_prompt(tiny_lm):
     import copy
 
-    from llm_unlearn.evaluation.qa_scoring import QAEncoder
+    from llm_unlearn.evaluation.passes.answer_stats import QAEncoder
 
     tok = copy.deepcopy(tiny_lm["tokenizer"])
     tok.chat_template = (
@@ -291,7 +291,7 @@ def test_answer_token_stats_match_one_sequence_at_a_time(tiny_lm):
     of values ~|6|: 1e-5 absolute); argmax equality is checked where the top-2 gap exceeds that."""
     import torch
 
-    from llm_unlearn.evaluation.qa_scoring import QAEncoder, answer_token_stats
+    from llm_unlearn.evaluation.passes.answer_stats import QAEncoder, answer_token_stats
 
     model, tok = tiny_lm["model"], tiny_lm["tokenizer"]
     enc = QAEncoder(tok, "qa")
@@ -356,7 +356,7 @@ def test_tofu_metrics_hand_worked():
 
 
 def test_muse_metrics_hand_worked():
-    from llm_unlearn.evaluation.muse import muse_metrics
+    from llm_unlearn.evaluation.benchmarks.muse import muse_metrics
 
     rows = [
         {"set": "verbmem", "rouge": 1.0},
@@ -523,7 +523,7 @@ def test_train_reads_a_tofu_directory(tmp_path, tiny_lm):
 
 
 def test_semeval_summary_has_the_common_shape():
-    from llm_unlearn.evaluation.bench_report import semeval_summary
+    from llm_unlearn.evaluation.report import semeval_summary
 
     results = {
         "forget-set": {"overall-regurgitation-score": 0.2},

@@ -200,8 +200,8 @@ def test_calibrated_run_moves_the_auc_toward_one_half_and_records_its_choice(tin
     assert (out / "plots" / "evaluation.png").stat().st_size > 1000
     # the kept adapter is the selected state: re-evaluating it gives the selected evaluation's AUC
     from llm_unlearn.data.holdout import read_forget_documents
-    from llm_unlearn.evaluation.inference import document_statistics
-    from llm_unlearn.evaluation.mia import loss_auc
+    from llm_unlearn.evaluation.metrics.mia import loss_auc
+    from llm_unlearn.evaluation.passes.inference import document_statistics
 
     m = summary["model"].eval()
     tok = tiny_world["tokenizer"]

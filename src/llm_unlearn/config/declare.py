@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from llm_unlearn.config.validate import _check_range, _type_error
 from llm_unlearn.errors import ConfigError
 
-__all__ = ["fields_of", "add_flags", "read_flags", "check_options", "flag_name"]
+__all__ = ["fields_of", "add_flags", "read_flags", "check_options", "flag_name", "choices_of"]
 
 
 def fields_of(cls) -> list[tuple[dataclasses.Field, Any]]:
@@ -64,13 +65,28 @@ def _number(kind):
     return parse
 
 
-def _help(f: dataclasses.Field) -> str:
+def choices_of(f: dataclasses.Field) -> tuple | None:
+    """The declared choices of a field: a tuple, or a callable returning them (resolved now: e.g. the
+    names in a registry that grows at run time); None for free values (a string such as
+    ``"objectives"`` is resolved by validate() and is None here)."""
+    choices = f.metadata.get("choices")
+    if callable(choices):
+        choices = tuple(choices())
+    return choices if isinstance(choices, tuple) else None
+
+
+def _help(f: dataclasses.Field, text: str | None = None) -> str:
     m, default = f.metadata, _default(f)
-    text = m.get("help", "")
+    text = m.get("help", "") if text is None else text
+    text = _escape(text)  # argparse %-formats help texts: "Min-K%" would fail
     if default is None or isinstance(default, bool) or m.get("switch"):
         return text
     shown = ",".join(map(str, default)) if isinstance(default, list) else default
     return f"{text} (default {shown})"
+
+
+def _escape(text: str | None) -> str | None:
+    return text if text is None or "%%" in text else text.replace("%", "%%")
 
 
 def _default(f: dataclasses.Field):
@@ -85,25 +101,36 @@ def add_flags(
     *,
     required: tuple[str, ...] = (),
     dest_prefix: str = "",
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+    helps: Mapping[str, str] | None = None,
     declared_defaults: bool = False,
 ) -> None:
     """Add a flag for every field of `cls` that declares one (`flag=` or `switch=`). Fields named in
-    `required` are required flags. Destinations are ``dest_prefix + field name``. Argparse defaults
-    are None ("not given", so ``read_flags``' ``base`` can fill them), or with `declared_defaults` the
-    declared defaults (then a ``base`` given to ``read_flags`` is always overridden)."""
+    `required` are required flags. Destinations are ``dest_prefix + field name``. `only` / `exclude`:
+    just these fields / all but these (to spread one class over argument groups); `helps`: another
+    help text for some fields (field name -> text, e.g. what ``--adapter`` means for one command).
+    Argparse defaults are None ("not given", so ``read_flags``' ``base`` can fill them), or with
+    `declared_defaults` the declared defaults (then a ``base`` given to ``read_flags`` is always
+    overridden)."""
+    helps = helps or {}
     for f, hint in fields_of(cls):
+        if (only is not None and f.name not in only) or f.name in exclude:
+            continue
         m = f.metadata
         dest = dest_prefix + f.name
         default = _default(f) if declared_defaults else None
+        text = helps.get(f.name)
         if m.get("switch"):
             flag, value = m["switch"]
+            shown = m.get("help") if text is None else text
             parser.add_argument(
-                flag, dest=dest, action="store_const", const=value, default=default, help=m.get("help")
+                flag, dest=dest, action="store_const", const=value, default=default, help=_escape(shown)
             )
             continue
         if not m.get("flag"):
             continue
-        kw: dict[str, Any] = {"dest": dest, "default": default, "help": _help(f)}
+        kw: dict[str, Any] = {"dest": dest, "default": default, "help": _help(f, text)}
         kind = _kinds(hint)[0] if _kinds(hint) else str
         if typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
@@ -112,8 +139,8 @@ def add_flags(
                 kw["type"] = _number(item)
         elif kind in (int, float):
             kw["type"] = _number(kind)
-        choices = m.get("choices")
-        if isinstance(choices, tuple):
+        choices = choices_of(f)
+        if choices is not None:
             kw["choices"] = list(choices)
         if f.name in required:
             kw["required"] = True
@@ -148,8 +175,8 @@ def check_options(obj) -> None:
             continue
         if m.get("path") and value == "":
             raise ConfigError(f"option {name} is an empty string; leave it out or give a path")
-        choices = m.get("choices")
-        if isinstance(choices, tuple) and value not in choices:
+        choices = choices_of(f)
+        if choices is not None and value not in choices:
             raise ConfigError(f"option {name} must be one of {', '.join(map(str, choices))}, got {value!r}")
         bounds = m.get("range")
         if bounds is not None:

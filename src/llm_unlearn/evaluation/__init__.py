@@ -1,14 +1,21 @@
-"""SemEval-2025 Task 4 evaluation, MMLU (Open-Instruct-compatible) and the CLI subcommands.
+"""Evaluation as a library: benchmarks behind one interface, run by one runner.
 
-Modules: :mod:`.scoring` (official formulas, pure), :mod:`.mia` (membership-inference attacks, pure),
-:mod:`.inference` (generation and NLL passes; :mod:`.batched` or :mod:`.official` runs them),
-:mod:`.semeval` (:func:`evaluate_semeval`), :mod:`.report` (report.md, plots), :mod:`.mmlu`
-(:func:`evaluate_mmlu`), :mod:`.sample` (``sample``), :mod:`.commands` (CLI subcommands).
+- :mod:`.benchmark`: the ``Benchmark`` protocol and the registry (``register_benchmark``,
+  ``get_benchmark``, ``benchmark_names``);
+- :mod:`.run`: the one runner (``run_evaluation``: inputs checked, output directory prepared and
+  locked, model loaded, benchmark run) and ``evaluate(...)``, its library form; ``ModelSource``;
+- :mod:`.passes`: model passes with no benchmark knowledge (greedy generation, answer NLL, document
+  statistics, per-answer-token statistics; batched or one at a time);
+- :mod:`.metrics`: pure formulas (SemEval scores, MIA attacks, TOFU/MUSE metrics), no model;
+- :mod:`.benchmarks`: ``semeval/``, ``tofu``, ``muse``, ``mmlu/``; each registers itself;
+- :mod:`.report`: the one summary shape, the common report.md and plots;
+- :mod:`.sample`: ``llm-unlearn sample`` (a few generations, unlearned beside base);
+- :mod:`.monitor`: training-time evaluation (used by train/calibrated.py).
 """
 
 from __future__ import annotations
 
-from llm_unlearn.evaluation.scoring import (
+from llm_unlearn.evaluation.metrics.semeval import (
     final_aggregate,
     harmonic_aggregate,
     knowledge_score,
@@ -19,8 +26,16 @@ from llm_unlearn.evaluation.scoring import (
 )
 
 __all__ = [
+    "evaluate",
+    "run_evaluation",
+    "ModelSource",
+    "get_benchmark",
+    "benchmark_names",
+    "register_benchmark",
     "evaluate_semeval",
     "evaluate_mmlu",
+    "evaluate_tofu",
+    "evaluate_muse",
     "mia_auc",
     "mia_score",
     "harmonic_aggregate",
@@ -32,9 +47,17 @@ __all__ = [
 ]
 
 _LAZY = {
-    "evaluate_semeval": "llm_unlearn.evaluation.semeval",
-    "evaluate_mmlu": "llm_unlearn.evaluation.mmlu",
-    "mia_auc": "llm_unlearn.evaluation.mia",
+    "evaluate": "llm_unlearn.evaluation.run",
+    "run_evaluation": "llm_unlearn.evaluation.run",
+    "ModelSource": "llm_unlearn.evaluation.run",
+    "get_benchmark": "llm_unlearn.evaluation.benchmark",
+    "benchmark_names": "llm_unlearn.evaluation.benchmark",
+    "register_benchmark": "llm_unlearn.evaluation.benchmark",
+    "evaluate_semeval": "llm_unlearn.evaluation.benchmarks.semeval.evaluate",
+    "evaluate_mmlu": "llm_unlearn.evaluation.benchmarks.mmlu.evaluate",
+    "evaluate_tofu": "llm_unlearn.evaluation.benchmarks.tofu",
+    "evaluate_muse": "llm_unlearn.evaluation.benchmarks.muse",
+    "mia_auc": "llm_unlearn.evaluation.metrics.mia",
 }
 
 

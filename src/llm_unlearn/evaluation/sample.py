@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_unlearn.data.records import record_kind
-from llm_unlearn.evaluation.inference import greedy_generate
+from llm_unlearn.evaluation.metrics.semeval import score_row
+from llm_unlearn.evaluation.passes.inference import greedy_generate
 from llm_unlearn.evaluation.report import md_cell
-from llm_unlearn.evaluation.scoring import score_row
 from llm_unlearn.io_utils import atomic_write_jsonl, atomic_write_text
 
 __all__ = [

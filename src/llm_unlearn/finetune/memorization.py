@@ -22,8 +22,8 @@ def memorization_scores(
     all others (qa and records without a SemEval kind). Returns ``{"em", "rougeL", "n_em", "n_rouge"}``
     (a mean is None when no item of its kind was given)."""
     from llm_unlearn.data.records import record_kind
-    from llm_unlearn.evaluation.inference import greedy_generate
-    from llm_unlearn.evaluation.scoring import knowledge_score, regurgitation_score
+    from llm_unlearn.evaluation.metrics.semeval import knowledge_score, regurgitation_score
+    from llm_unlearn.evaluation.passes.inference import greedy_generate
 
     records = list(records)
     if not records:

@@ -46,7 +46,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llm_unlearn.evaluation.scoring import mia_score
+from llm_unlearn.evaluation.metrics.semeval import mia_score
 
 MODES = ("off", "stop", "gate")
 

@@ -80,7 +80,7 @@ class TrainingMonitor:
         # MMLU in the proxy when a budget is given: the data is read once, `mmlu_items` questions a subject
         self.mmlu_items = mmlu_items
         if mmlu:
-            from llm_unlearn.evaluation.mmlu import load_mmlu
+            from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import load_mmlu
 
             self.mmlu = load_mmlu(mmlu)
         else:
@@ -110,7 +110,7 @@ class TrainingMonitor:
     def evaluate(self, model, *, step: int, chunk: int) -> dict[str, Any]:
         """One evaluation of ``model`` at ``step`` (of ``chunk``): the row of scores described in the
         module docstring (plus ``_active`` / ``_caps`` for the gate when it is on)."""
-        from llm_unlearn.evaluation.mia import loss_auc
+        from llm_unlearn.evaluation.metrics.mia import loss_auc
 
         t0 = time.time()
         kw = {"batch_size": self.batch_size, "progress": False}
@@ -124,7 +124,7 @@ class TrainingMonitor:
             row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
         row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
         if self.mmlu is not None:
-            from llm_unlearn.evaluation.mmlu import evaluate_mmlu
+            from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import evaluate_mmlu
 
             res = evaluate_mmlu(
                 model,
@@ -145,9 +145,9 @@ class TrainingMonitor:
     def _score_samples(self, model, row: dict[str, Any], kw: dict) -> None:
         """Knowledge, regurgitation and mean answer NLL of the sampled forget and retain records, and
         the task aggregate of both, into ``row``."""
-        from llm_unlearn.evaluation.inference import answer_nll, greedy_generate
-        from llm_unlearn.evaluation.scoring import aggregated_terms, harmonic_aggregate, split_scores
-        from llm_unlearn.evaluation.semeval import generation_rows
+        from llm_unlearn.evaluation.benchmarks.semeval.evaluate import generation_rows
+        from llm_unlearn.evaluation.metrics.semeval import aggregated_terms, harmonic_aggregate, split_scores
+        from llm_unlearn.evaluation.passes.inference import answer_nll, greedy_generate
 
         split_objs = {}
         for split, recs, idx in (
@@ -174,7 +174,7 @@ class TrainingMonitor:
         """``(forget document NLLs, holdout document NLLs, {forget row: answer NLL}, holdout answer
         NLLs)``, each None when not measured: documents when both sides have them; answers when the
         holdout has records and some forget unit is a record (or no document losses exist)."""
-        from llm_unlearn.evaluation.inference import answer_nll, document_statistics
+        from llm_unlearn.evaluation.passes.inference import answer_nll, document_statistics
 
         doc_nll = hold_doc = rec_nll = hold_rec = None
         if self.documents and self.holdout.documents:

@@ -1,8 +1,8 @@
 """MMLU accuracy as Open-Instruct's MMLU evaluation computes it (the number SemEval-2025 Task 4 uses).
 
 This module runs the evaluation (:func:`evaluate_mmlu`, optional lm-evaluation-harness tasks) and is the
-public API of the MMLU parts: prompts in :mod:`.mmlu_prompts`, data in :mod:`.mmlu_data`, scoring (and
-the shared-prefix key/value cache) in :mod:`.mmlu_scoring`, categories in :mod:`.mmlu_categories`.
+public API of the MMLU parts: prompts in :mod:`.prompts`, data in :mod:`.data`, scoring (and the
+shared-prefix key/value cache) in :mod:`.prefix_scoring`, categories in :mod:`.categories`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from llm_unlearn.errors import UserError
-from llm_unlearn.evaluation.mmlu_categories import SUBJECT_SUBCATEGORIES
-from llm_unlearn.evaluation.mmlu_data import load_mmlu, read_mmlu_metrics, select_instances
-from llm_unlearn.evaluation.mmlu_prompts import (
+from llm_unlearn.evaluation.benchmarks.mmlu.categories import SUBJECT_SUBCATEGORIES
+from llm_unlearn.evaluation.benchmarks.mmlu.data import load_mmlu, read_mmlu_metrics, select_instances
+from llm_unlearn.evaluation.benchmarks.mmlu.prefix_scoring import (
+    compute_metrics,
+    predict,
+    predict_with_prefix,
+    shared_prefix_length,
+)
+from llm_unlearn.evaluation.benchmarks.mmlu.prompts import (
     CHOICES,
     MAX_PROMPT_TOKENS,
     MMLUQuestion,
@@ -29,12 +35,6 @@ from llm_unlearn.evaluation.mmlu_prompts import (
     format_example,
     format_subject,
     gen_prompt,
-)
-from llm_unlearn.evaluation.mmlu_scoring import (
-    compute_metrics,
-    predict,
-    predict_with_prefix,
-    shared_prefix_length,
 )
 
 log = logging.getLogger(__name__)

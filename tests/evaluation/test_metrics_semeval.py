@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from llm_unlearn.data.records import load_unlearning_data, record_kind
-from llm_unlearn.evaluation.scoring import (
+from llm_unlearn.evaluation.metrics.semeval import (
     aggregated_terms,
     final_aggregate,
     harmonic_aggregate,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from llm_unlearn.evaluation import bench_metrics as bm
+from llm_unlearn.evaluation.metrics import tofu_muse as bm
 
 
 def test_truth_ratio_is_geometric_mean_of_perturbed_over_paraphrase():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation.mmlu_prompts import CHOICES, MMLUQuestion
+from llm_unlearn.evaluation.benchmarks.mmlu.prompts import CHOICES, MMLUQuestion
 
 log = logging.getLogger(__name__)
 

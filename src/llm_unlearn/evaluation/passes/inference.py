@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from llm_unlearn.evaluation import batched, official
-from llm_unlearn.evaluation.batched import forward_last_logits
-from llm_unlearn.evaluation.mia import token_statistics
-from llm_unlearn.evaluation.runtime import (
+from llm_unlearn.evaluation.passes import batched, official
+from llm_unlearn.evaluation.passes.batched import forward_last_logits
+from llm_unlearn.evaluation.passes.runtime import (
     clean_up_tokenization,
     decode_new_tokens,
     encode,
@@ -34,6 +33,7 @@ from llm_unlearn.evaluation.runtime import (
     model_device,
     progress_bar,
 )
+from llm_unlearn.evaluation.passes.token_stats import token_statistics
 
 __all__ = [
     "Passes",
@@ -147,7 +147,7 @@ def answer_nll(
     """Mean NLL of each expected output given its input, as the organizers compute it: encode
     ``input + output`` (no separator) and score the tokens after the first ``len(encode(input))``.
     None where nothing is left to score. ``max_tokens_per_batch`` (batched mode): padded tokens per
-    forward batch; None: the device's default (:data:`~llm_unlearn.evaluation.batched.TOKENS_PER_BATCH`)."""
+    forward batch; None: the device's default (:data:`~llm_unlearn.evaluation.passes.batched.TOKENS_PER_BATCH`)."""
     seqs: list[list[int]] = []
     starts: list[int] = []
     for q, a in zip(inputs, outputs):
@@ -187,7 +187,7 @@ def document_statistics(
 ) -> list[dict]:
     """Per document: ``nll`` (mean token NLL of the whole document, labels = input ids, as the
     organizers' loss attack), ``n_tokens`` (predicted tokens), ``min_k``, ``min_k_plus_plus`` (see
-    :mod:`llm_unlearn.evaluation.mia`), all from the same forward pass. A document of fewer than two
+    :mod:`llm_unlearn.evaluation.metrics.mia`), all from the same forward pass. A document of fewer than two
     tokens has NaN statistics."""
     seqs = [encode(tokenizer, d) for d in documents]
     nan_stats = token_statistics(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), k_percent)

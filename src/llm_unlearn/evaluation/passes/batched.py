@@ -21,8 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
-from llm_unlearn.evaluation.mia import token_statistics
-from llm_unlearn.evaluation.runtime import (
+from llm_unlearn.evaluation.passes.runtime import (
     accepts_position_ids,
     decode_new_tokens,
     eos_ids,
@@ -33,6 +32,7 @@ from llm_unlearn.evaluation.runtime import (
     pad_token_id,
     position_ids,
 )
+from llm_unlearn.evaluation.passes.token_stats import token_statistics
 
 __all__ = [
     "generate",
@@ -339,7 +339,7 @@ def document_statistics(
     max_tokens_per_batch: int | None,
     bar,
 ) -> list[dict]:
-    """:func:`~llm_unlearn.evaluation.mia.token_statistics` of each token list (at least 2 tokens),
+    """:func:`~llm_unlearn.evaluation.passes.token_stats.token_statistics` of each token list (at least 2 tokens),
     from right-padded length buckets (each row's logits cut to its own length)."""
     device = model_device(model)
     pad_id = pad_token_id(tokenizer)

@@ -10,18 +10,20 @@ import pytest
 import torch
 
 from llm_unlearn.errors import UserError
-from llm_unlearn.evaluation.mia import (
+from llm_unlearn.evaluation.metrics.mia import (
     attack_aucs,
     loss_auc,
     lowest_k_mean,
     mia_auc,
-    min_k_plus_plus_score,
-    min_k_plus_plus_token_scores,
     min_k_score,
-    token_statistics,
     zlib_ratio,
 )
-from llm_unlearn.evaluation.scoring import mia_score
+from llm_unlearn.evaluation.metrics.semeval import mia_score
+from llm_unlearn.evaluation.passes.token_stats import (
+    min_k_plus_plus_score,
+    min_k_plus_plus_token_scores,
+    token_statistics,
+)
 
 
 def brute_auc(pos, neg):

@@ -28,7 +28,7 @@ import torch
 from llm_unlearn.data.batching import pad_batch
 from llm_unlearn.data.benchmarks import qa_prompt
 from llm_unlearn.errors import UserError
-from llm_unlearn.evaluation.runtime import eval_mode, length_batches, model_device, progress_bar
+from llm_unlearn.evaluation.passes.runtime import eval_mode, length_batches, model_device, progress_bar
 
 __all__ = [
     "PROMPT_FORMATS",

@@ -13,7 +13,7 @@ Sets (see :func:`llm_unlearn.data.benchmarks.load_tofu`): ``forget`` (forgetNN_p
 * ``min_k``: Min-40% log-probability of the answer tokens (forget, holdout), for privleak;
 * the NLLs the numbers come from, and the generation.
 
-The formulas are in :mod:`llm_unlearn.evaluation.bench_metrics`; which aggregate is used where:
+The formulas are in :mod:`llm_unlearn.evaluation.metrics.tofu_muse`; which aggregate is used where:
 forget truth ratio ``mean(min(R, 1/R))``, others ``mean(max(0, 1 - R))`` (the framework's
 ``closer_to_1_better`` / ``true_better``); forget quality = KS p-value of the forget ``R`` of this model
 vs the retain model's (from its ``tofu_items.jsonl``, ``--retain-reference``); model utility = harmonic
@@ -25,13 +25,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_unlearn.data.benchmarks import TofuData, read_objects
-from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation import bench_metrics as bm
-from llm_unlearn.evaluation.bench_report import (
+from llm_unlearn.config.options import opt
+from llm_unlearn.data.benchmarks import TofuData
+from llm_unlearn.errors import UserError
+from llm_unlearn.evaluation.benchmark import register_benchmark
+from llm_unlearn.evaluation.benchmarks._shared import (
+    PROMPT_FORMAT_HELP,
+    PROMPT_FORMATS,
+    SYSTEM_PROMPT_HELP,
+    check_retain_reference,
+    headline_text,
+    model_config,
+)
+from llm_unlearn.evaluation.benchmarks._tofu_reference import SETS, _check_reference, read_retain_reference
+from llm_unlearn.evaluation.metrics import tofu_muse as bm
+from llm_unlearn.evaluation.report import (
     make_summary,
     plot_headline,
     plot_histograms,
@@ -42,56 +54,19 @@ from llm_unlearn.io_utils import atomic_write_jsonl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_tofu", "read_retain_reference", "tofu_metrics", "GENERATION_SETS", "MIN_K_PERCENT"]
+__all__ = [
+    "evaluate_tofu",
+    "read_retain_reference",
+    "tofu_metrics",
+    "GENERATION_SETS",
+    "MIN_K_PERCENT",
+    "TofuOptions",
+    "TofuBenchmark",
+]
 
-SETS = ("forget", "retain", "real_authors", "world_facts", "holdout")
 GENERATION_SETS = ("forget", "retain", "real_authors", "world_facts")
 MIN_K_PERCENT = 40  # the framework's privleak attack (mia_min_k, k = 0.4)
 _PREFIX = {"retain": "retain", "real_authors": "ra", "world_facts": "wf"}
-
-
-def read_retain_reference(path: str | Path) -> dict[str, Any]:
-    """The retain model's ``tofu_items.jsonl``: its forget truth ratios (and questions, to check that
-    both were evaluated on the same forget set) and Min-K scores of forget and holdout."""
-    path = Path(path)
-    out: dict[str, Any] = {"path": str(path), "forget": {}, "holdout": {}}
-    for line, row in read_objects(path):
-        if not isinstance(row, dict):
-            raise DataError(path, "expected a JSON object", line=line)
-        s = row.get("set")
-        if s not in SETS:
-            raise DataError(path, f"expected one of {', '.join(SETS)}, got {s!r}", line=line, field="set")
-        if s not in ("forget", "holdout"):
-            continue
-        index = row.get("index")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise DataError(path, "expected a non-negative integer", line=line, field="index")
-        fields = ("truth_ratio", "min_k") if s == "forget" else ("min_k",)
-        entry = {"question": row.get("question")}
-        for f in fields:
-            v = row.get(f)
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise DataError(path, "expected a number", line=line, field=f)
-            entry[f] = float(v)
-        out[s][index] = entry
-    if not out["forget"]:
-        raise DataError(path, "no forget rows (set = forget) with a truth_ratio")
-    return out
-
-
-def _check_reference(reference: Mapping[str, Any], data: TofuData) -> None:
-    forget = reference["forget"]
-    if sorted(forget) != list(range(len(data.forget))):
-        raise UserError(
-            f"{reference['path']}: the retain reference has {len(forget)} forget items, this evaluation "
-            f"{len(data.forget)}; evaluate the retain model on the same --forget-split"
-        )
-    for i, item in enumerate(data.forget):
-        q = forget[i].get("question")
-        if q is not None and q != item.question:
-            raise UserError(
-                f"{reference['path']}: forget item {i} is a different question; same --forget-split needed"
-            )
 
 
 def tofu_metrics(
@@ -257,9 +232,13 @@ def evaluate_tofu(
 ) -> dict[str, Any]:
     """Score every set, write ``tofu_items.jsonl``, ``tofu_summary.json``, ``report.md`` and ``plots/``;
     return the summary."""
-    from llm_unlearn.evaluation.inference import greedy_generate
-    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder, answer_token_stats
-    from llm_unlearn.evaluation.runtime import pad_token_id
+    from llm_unlearn.evaluation.passes.answer_stats import (
+        DEFAULT_SYSTEM_PROMPT,
+        QAEncoder,
+        answer_token_stats,
+    )
+    from llm_unlearn.evaluation.passes.inference import greedy_generate
+    from llm_unlearn.evaluation.passes.runtime import pad_token_id
 
     reference = read_retain_reference(retain_reference) if retain_reference else None
     if reference is not None:
@@ -314,3 +293,72 @@ def evaluate_tofu(
     )
     _write_tofu_outputs(out, summary, rows, reference)
     return summary
+
+
+# ------------------------------------------------------------------------------ the registered benchmark
+_POS = (1, None, False, False)
+
+
+@dataclass
+class TofuOptions:
+    data: str | None = opt(None, "a TOFU directory", flag="--data", path=True)
+    forget_split: str = opt("forget10", "TOFU: forget01 | forget05 | forget10", flag="--forget-split")
+    retain_reference: str | None = opt(
+        None,
+        "the retain model's tofu_items.jsonl / muse_items.jsonl (forget quality; privleak's reference AUC)",
+        flag="--retain-reference",
+        path=True,
+    )
+    prompt_format: str = opt("auto", PROMPT_FORMAT_HELP, flag="--prompt-format", choices=PROMPT_FORMATS)
+    system_prompt: str | None = opt(None, SYSTEM_PROMPT_HELP, flag="--system-prompt")
+    limit: int | None = opt(None, "at most N items per set", flag="--limit", range=_POS)
+    max_new_tokens: int | None = opt(
+        None, "generation length (default 200)", flag="--max-new-tokens", range=_POS
+    )
+    batch_size: int = opt(16, "batch size", flag="--batch-size", range=_POS)
+
+
+class TofuBenchmark:
+    name = "tofu"
+    summary = "TOFU (Maini et al. 2024): forget quality, model utility, privleak; --data is a TOFU directory"
+    options = TofuOptions
+    required = ("data",)
+    exclusive = ()
+    outputs = ("tofu_items.jsonl", "tofu_summary.json", "report.md", "plots")
+
+    def inputs(self, opts: TofuOptions) -> list[str | None]:
+        return [opts.data, opts.retain_reference]
+
+    def check(self, opts: TofuOptions) -> TofuData:
+        """The TOFU data (--limit items per set) and the retain reference, read before the model."""
+        from llm_unlearn.data.benchmarks import load_tofu
+
+        check_retain_reference(opts.retain_reference)
+        data = load_tofu(opts.data, opts.forget_split)
+        if opts.limit:
+            for name in SETS:
+                setattr(data, name, getattr(data, name)[: opts.limit])
+        if opts.retain_reference:
+            read_retain_reference(opts.retain_reference)  # a bad file fails before the model loads
+        return data
+
+    def run(self, model, tokenizer, data: TofuData, opts: TofuOptions, out_dir, progress, *, source=None):
+        return evaluate_tofu(
+            model,
+            tokenizer,
+            data,
+            output_dir=out_dir,
+            prompt_format=opts.prompt_format,
+            system_prompt=opts.system_prompt,
+            retain_reference=opts.retain_reference,
+            batch_size=opts.batch_size,
+            max_new_tokens=opts.max_new_tokens or 200,
+            progress=progress,
+            config=model_config(source, opts),
+        )
+
+    def text(self, summary: dict, out_dir) -> str:
+        return f"{headline_text(summary)}\nresults in {out_dir}/ (tofu_summary.json, tofu_items.jsonl, report.md, plots/)"
+
+
+register_benchmark(TofuBenchmark())

@@ -1,8 +1,8 @@
 """The SemEval-2025 Task 4 evaluation of a model: generations, scores, MIA, outputs.
 
 :func:`evaluate_semeval` is the Python API (the demo and ``llm-unlearn evaluate`` call it). What it
-computes is described in :mod:`llm_unlearn.evaluation.scoring`, :mod:`llm_unlearn.evaluation.mia` and
-:mod:`llm_unlearn.evaluation.inference`. Files written to ``output_dir`` (all atomically):
+computes is described in :mod:`llm_unlearn.evaluation.metrics.semeval`, :mod:`llm_unlearn.evaluation.metrics.mia` and
+:mod:`llm_unlearn.evaluation.passes.inference`. Files written to ``output_dir`` (all atomically):
 
 * ``evaluation_results.json`` / ``evaluation_results.jsonl``: the official keys plus ``mia_attacks``,
   ``timing``, ``config`` (and ``warnings``);
@@ -20,19 +20,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_unlearn.evaluation.inference import answer_nll, document_statistics, greedy_generate, model_device
-from llm_unlearn.evaluation.mia import attack_aucs, zlib_ratio
-from llm_unlearn.evaluation.scoring import (
+from llm_unlearn.evaluation.benchmarks.semeval.checks import (
+    MIN_ITEMS_PER_TASK,
+    MIN_MIA_DOCUMENTS,
+    check_mia_sets,
+    sanity_warnings,
+)
+from llm_unlearn.evaluation.metrics.mia import attack_aucs, zlib_ratio
+from llm_unlearn.evaluation.metrics.semeval import (
     MMLU_THRESHOLD,
     rouge_recalls,
     score_generation_rows,
     semeval_results,
 )
-from llm_unlearn.evaluation.semeval_checks import (
-    MIN_ITEMS_PER_TASK,
-    MIN_MIA_DOCUMENTS,
-    check_mia_sets,
-    sanity_warnings,
+from llm_unlearn.evaluation.passes.inference import (
+    answer_nll,
+    document_statistics,
+    greedy_generate,
+    model_device,
 )
 from llm_unlearn.io_utils import StageCache
 
@@ -299,10 +304,10 @@ def evaluate_semeval(
     ``bundle``: a :class:`~llm_unlearn.data.records.DataBundle` (its forget and retain records are
     generated from and scored). ``mia``: ``(members, nonmembers)``, lists of ``{"id", "document"}``
     (as :func:`~llm_unlearn.data.records.read_mia_documents` returns). ``mmlu_average``: the MMLU
-    accuracy (from ``metrics.json`` or :func:`~llm_unlearn.evaluation.mmlu.evaluate_mmlu`). Without MIA
+    accuracy (from ``metrics.json`` or :func:`~llm_unlearn.evaluation.benchmarks.mmlu.evaluate.evaluate_mmlu`). Without MIA
     or MMLU the final ``aggregate-score`` is -1, as in the organizers' script. ``official_compat``: the
     organizers' one-at-a-time passes instead of the batched ones (see
-    :func:`~llm_unlearn.evaluation.inference.select_passes`). ``config``: extra entries for the
+    :func:`~llm_unlearn.evaluation.passes.inference.select_passes`). ``config``: extra entries for the
     ``config`` key of the results. With ``output_dir`` every output file is written there.
     ``stages``: keeps the generations, answer NLLs and MIA statistics as each stage finishes, and
     reuses them when the stage's inputs are unchanged (resume after an interruption).
@@ -369,7 +374,11 @@ def write_outputs(
     output_dir: str | Path, results: Mapping[str, Any], rows: Sequence[Mapping], mia: Sequence[Mapping]
 ) -> Path:
     """Write every output file of an evaluation into ``output_dir`` (atomically, file by file)."""
-    from llm_unlearn.evaluation.report import plot_mia_nll, plot_semeval_scores, write_report
+    from llm_unlearn.evaluation.benchmarks.semeval.report import (
+        plot_mia_nll,
+        plot_semeval_scores,
+        write_report,
+    )
     from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl
 
     out = Path(output_dir)

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from llm_unlearn.data.batching import pad_batch
-from llm_unlearn.evaluation.batched import forward_last_logits
-from llm_unlearn.evaluation.mmlu_categories import CATEGORIES, subject_categories
-from llm_unlearn.evaluation.mmlu_prompts import answer_token_ids
-from llm_unlearn.evaluation.runtime import (
+from llm_unlearn.evaluation.benchmarks.mmlu.categories import CATEGORIES, subject_categories
+from llm_unlearn.evaluation.benchmarks.mmlu.prompts import answer_token_ids
+from llm_unlearn.evaluation.passes.batched import forward_last_logits
+from llm_unlearn.evaluation.passes.runtime import (
     accepts_position_ids,
     eval_mode,
     forward_params,

@@ -18,13 +18,24 @@ MUSE reports the ROUGE numbers x100; here they are in [0, 1] like the framework'
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_unlearn.config.options import opt
 from llm_unlearn.data.benchmarks import MuseData, read_objects
 from llm_unlearn.errors import DataError, UserError
-from llm_unlearn.evaluation import bench_metrics as bm
-from llm_unlearn.evaluation.bench_report import (
+from llm_unlearn.evaluation.benchmark import register_benchmark
+from llm_unlearn.evaluation.benchmarks._shared import (
+    PROMPT_FORMAT_HELP,
+    PROMPT_FORMATS,
+    SYSTEM_PROMPT_HELP,
+    check_retain_reference,
+    headline_text,
+    model_config,
+)
+from llm_unlearn.evaluation.metrics import tofu_muse as bm
+from llm_unlearn.evaluation.report import (
     make_summary,
     plot_headline,
     plot_histograms,
@@ -33,7 +44,15 @@ from llm_unlearn.evaluation.bench_report import (
 )
 from llm_unlearn.io_utils import atomic_write_jsonl
 
-__all__ = ["evaluate_muse", "muse_metrics", "read_muse_reference", "KNOWMEM_STOPS", "MIN_K_PERCENT"]
+__all__ = [
+    "evaluate_muse",
+    "muse_metrics",
+    "read_muse_reference",
+    "KNOWMEM_STOPS",
+    "MIN_K_PERCENT",
+    "MuseOptions",
+    "MuseBenchmark",
+]
 
 KNOWMEM_STOPS = ("\n\n", "\nQuestion", "Question:")
 MIN_K_PERCENT = 40
@@ -94,7 +113,7 @@ def _reference_auc(retain_reference: str | Path | None, reference_auc: float | N
 
 def _verbmem_rows(model, tokenizer, data: MuseData, *, max_new_tokens, batch_size, progress) -> list[dict]:
     """VerbMem: the greedy continuation of every prompt and its ROUGE-L F1 against ``gt``."""
-    from llm_unlearn.evaluation.inference import greedy_generate
+    from llm_unlearn.evaluation.passes.inference import greedy_generate
 
     verb = greedy_generate(
         model,
@@ -121,7 +140,7 @@ def _verbmem_rows(model, tokenizer, data: MuseData, *, max_new_tokens, batch_siz
 def _knowmem_rows(model, tokenizer, enc, data: MuseData, *, batch_size, progress) -> list[dict]:
     """KnowMem (forget, then retain): the greedy answer after the in-context examples, cut at the stop
     words, and its ROUGE-L F1 against the answer."""
-    from llm_unlearn.evaluation.inference import greedy_generate
+    from llm_unlearn.evaluation.passes.inference import greedy_generate
 
     rows = []
     for name, qa, icl in (
@@ -156,7 +175,7 @@ def _knowmem_rows(model, tokenizer, enc, data: MuseData, *, batch_size, progress
 def _privleak_rows(model, tokenizer, data: MuseData, *, batch_size, progress) -> list[dict]:
     """PrivLeak: the Min-40% score (and NLL) of every forget, holdout and retain text; a text too short
     to score is an error."""
-    from llm_unlearn.evaluation.inference import document_statistics
+    from llm_unlearn.evaluation.passes.inference import document_statistics
 
     rows = []
     for name, texts in (
@@ -231,7 +250,7 @@ def evaluate_muse(
 ) -> dict[str, Any]:
     """Score VerbMem, KnowMem and PrivLeak; write ``muse_items.jsonl``, ``muse_summary.json``,
     ``report.md`` and ``plots/``; return the summary."""
-    from llm_unlearn.evaluation.qa_scoring import DEFAULT_SYSTEM_PROMPT, QAEncoder
+    from llm_unlearn.evaluation.passes.answer_stats import DEFAULT_SYSTEM_PROMPT, QAEncoder
 
     ref_auc, ref_source = _reference_auc(retain_reference, reference_auc)
     enc = QAEncoder(
@@ -264,3 +283,90 @@ def evaluate_muse(
     )
     _write_muse_outputs(out, summary, rows)
     return summary
+
+
+# ------------------------------------------------------------------------------ the registered benchmark
+_MUSE_SETS = (
+    "verbmem",
+    "knowmem_forget",
+    "knowmem_retain",
+    "privleak_forget",
+    "privleak_holdout",
+    "privleak_retain",
+)
+
+
+@dataclass
+class MuseOptions:
+    data: str | None = opt(
+        None, "MUSE's data/<corpus> directory (verbmem/, knowmem/, privleak/)", flag="--data", path=True
+    )
+    retain_reference: str | None = opt(
+        None,
+        "the retain model's tofu_items.jsonl / muse_items.jsonl (forget quality; privleak's reference AUC)",
+        flag="--retain-reference",
+        path=True,
+    )
+    reference_auc: float | None = opt(
+        None,
+        "MUSE: privleak's reference AUC without --retain-reference (default 0.5)",
+        flag="--reference-auc",
+        range=(0, 1, False, False),
+    )
+    prompt_format: str = opt("auto", PROMPT_FORMAT_HELP, flag="--prompt-format", choices=PROMPT_FORMATS)
+    system_prompt: str | None = opt(None, SYSTEM_PROMPT_HELP, flag="--system-prompt")
+    limit: int | None = opt(None, "at most N items per set", flag="--limit", range=(1, None, False, False))
+    max_new_tokens: int | None = opt(
+        None,
+        "VerbMem generation length (default 128)",
+        flag="--max-new-tokens",
+        range=(1, None, False, False),
+    )
+    batch_size: int = opt(16, "batch size", flag="--batch-size", range=(1, None, False, False))
+
+
+class MuseBenchmark:
+    name = "muse"
+    summary = "MUSE (Shi et al. 2024): VerbMem, KnowMem, PrivLeak; --data is MUSE's data/<corpus> directory"
+    options = MuseOptions
+    required = ("data",)
+    exclusive = ()
+    outputs = ("muse_items.jsonl", "muse_summary.json", "report.md", "plots")
+
+    def inputs(self, opts: MuseOptions) -> list[str | None]:
+        return [opts.data, opts.retain_reference]
+
+    def check(self, opts: MuseOptions) -> MuseData:
+        """The MUSE data (--limit items per set) and the retain reference, read before the model."""
+        from llm_unlearn.data.benchmarks import load_muse
+
+        check_retain_reference(opts.retain_reference)
+        data = load_muse(opts.data)
+        if opts.limit:
+            for name in _MUSE_SETS:
+                setattr(data, name, getattr(data, name)[: opts.limit])
+        if opts.retain_reference:
+            read_muse_reference(opts.retain_reference)
+        return data
+
+    def run(self, model, tokenizer, data: MuseData, opts: MuseOptions, out_dir, progress, *, source=None):
+        return evaluate_muse(
+            model,
+            tokenizer,
+            data,
+            output_dir=out_dir,
+            prompt_format=opts.prompt_format,
+            system_prompt=opts.system_prompt,
+            retain_reference=opts.retain_reference,
+            reference_auc=opts.reference_auc,
+            batch_size=opts.batch_size,
+            max_new_tokens=opts.max_new_tokens or 128,
+            progress=progress,
+            config=model_config(source, opts),
+        )
+
+    def text(self, summary: dict, out_dir) -> str:
+        return f"{headline_text(summary)}\nresults in {out_dir}/ (muse_summary.json, muse_items.jsonl, report.md, plots/)"
+
+
+register_benchmark(MuseBenchmark())

@@ -16,8 +16,8 @@ import torch
 
 from llm_unlearn.data.records import DataBundle, Record, load_unlearning_data, read_mia_documents
 from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
-from llm_unlearn.evaluation.inference import answer_nll, document_statistics, greedy_generate
-from llm_unlearn.evaluation.semeval import evaluate_semeval
+from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
+from llm_unlearn.evaluation.passes.inference import answer_nll, document_statistics, greedy_generate
 from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
 OFFICIAL_KEYS = [
@@ -261,7 +261,7 @@ def test_batch_size_does_not_change_generations(tiny):
 def test_finished_rows_leave_the_batch_without_changing_generations(tiny, batch_size):
     """The default loop drops a row from its batch at EOS; the tokens are those of generate() on the
     whole batch and of the organizers' one-at-a-time generate() (greedy: exact equality)."""
-    from llm_unlearn.evaluation import batched
+    from llm_unlearn.evaluation.passes import batched
 
     prompts = [r.input for r in tiny.bundle.forget + tiny.bundle.retain]
     kw = dict(max_new_tokens=40, batch_size=batch_size, progress=False)
@@ -279,7 +279,7 @@ def test_finished_rows_leave_the_batch_without_changing_generations(tiny, batch_
 
 
 def test_a_generation_config_with_processors_uses_generate(tiny, monkeypatch):
-    from llm_unlearn.evaluation import batched
+    from llm_unlearn.evaluation.passes import batched
 
     cfg = tiny.model.generation_config
     monkeypatch.setattr(cfg, "repetition_penalty", 1.3)

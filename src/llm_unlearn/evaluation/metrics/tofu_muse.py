@@ -141,14 +141,14 @@ def extraction_strength(correct: Sequence[bool]) -> float | None:
 
 def min_k_logprob(token_logprobs: Sequence[float], k_percent: float = 40) -> float:
     """Mean of the lowest ``max(1, int(n * k / 100))`` token log-probabilities (NaN for none)."""
-    from llm_unlearn.evaluation.mia import lowest_k_mean
+    from llm_unlearn.evaluation.metrics.mia import lowest_k_mean
 
     return lowest_k_mean(list(token_logprobs), k_percent)
 
 
 def muse_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
     """MUSE's AUC: ``1 - roc_auc(forget as members)`` for member scores (higher = member)."""
-    from llm_unlearn.evaluation.mia import mia_auc
+    from llm_unlearn.evaluation.metrics.mia import mia_auc
 
     return 1.0 - mia_auc(forget_scores, holdout_scores)
 

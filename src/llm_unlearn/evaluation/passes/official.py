@@ -1,7 +1,7 @@
 """The SemEval-2025 Task 4 organizers' evaluation loops: one example at a time, no padding (``--official-compat``).
 
 Each function has the interface of its counterpart in :mod:`.batched` (the default, fast mode), so that
-:func:`llm_unlearn.evaluation.inference.select_passes` can pick either. They do exactly what the
+:func:`llm_unlearn.evaluation.passes.inference.select_passes` can pick either. They do exactly what the
 organizers' script does: ``model.generate(input_ids, max_new_tokens, do_sample=False, use_cache=True,
 pad_token_id=eos)`` per prompt, and ``model(ids, labels=...).loss`` per scored sequence.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from llm_unlearn.data.batching import IGNORE_INDEX
-from llm_unlearn.evaluation.mia import token_statistics
-from llm_unlearn.evaluation.runtime import decode_new_tokens, model_device
+from llm_unlearn.evaluation.passes.runtime import decode_new_tokens, model_device
+from llm_unlearn.evaluation.passes.token_stats import token_statistics
 
 __all__ = ["generate", "answer_nll", "document_statistics"]
 
@@ -85,7 +85,7 @@ def document_statistics(
     max_tokens_per_batch: int | None,
     bar,
 ) -> list[dict]:
-    """:func:`~llm_unlearn.evaluation.mia.token_statistics` of each token list (at least 2 tokens), one
+    """:func:`~llm_unlearn.evaluation.passes.token_stats.token_statistics` of each token list (at least 2 tokens), one
     document at a time; ``nll`` is the organizers' ``model(ids, labels=ids).loss``."""
     device = model_device(model)
     result: list[dict] = []
