@@ -75,12 +75,12 @@ def attach_adapter(
 
     if not Path(adapter_dir, "adapter_config.json").is_file():
         raise UserError(f"not a PEFT adapter directory (no adapter_config.json): {adapter_dir}")
-    read_json_object(Path(adapter_dir, "adapter_config.json"), "a PEFT adapter config", ("peft_type",))
     if not Path(adapter_dir, "adapter_model.safetensors").is_file() and not allow_pickle:
         raise UserError(
             f"{adapter_dir} has no adapter_model.safetensors (pickle adapter weights are loaded only "
             "with --allow-pickle)"
         )
+    read_json_object(Path(adapter_dir, "adapter_config.json"), "a PEFT adapter config", ("peft_type",))
     check_adapter_fits(model, adapter_dir)
     check_adapter_base(model, adapter_dir, force=force)
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)

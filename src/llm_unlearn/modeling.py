@@ -235,8 +235,10 @@ def load_model_and_tokenizer(
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
     allow_pickle: bool = False,
+    force: bool = False,
 ):
-    """Load (model, tokenizer); with `adapter`, the PEFT adapter is attached (not merged)."""
+    """Load (model, tokenizer); with `adapter`, the PEFT adapter is attached (not merged); `force`: even
+    when it records another base model."""
     tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
     model = load_model(
         name_or_path,
@@ -248,9 +250,23 @@ def load_model_and_tokenizer(
     )
     check_tokenizer_fits(model, tok, tokenizer)
     if adapter:
-        model = attach_adapter(model, adapter, allow_pickle=allow_pickle)
+        model = attach_adapter(model, adapter, allow_pickle=allow_pickle, force=force)
     model.eval()
     return model, tok
+
+
+# what save_pretrained writes for a model and its tokenizer: the names `merge` and `finetune` claim up
+# front (a user's file of one of these names in their output directory is refused before any work)
+MODEL_OUTPUT_NAMES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 # ----------------------------------------------------------------------------- LoRA

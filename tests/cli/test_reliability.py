@@ -662,3 +662,39 @@ def test_sigterm_during_merge_exits_3_and_leaves_no_output(
     (line,) = _err(capsys)
     assert line.startswith("stopped: interrupted by signal 15") and "Run the same command again" in line
     assert not out.exists() and not list(tmp_path.glob(".*"))  # no half model, no tmp, no lock left
+
+
+# ----------------------------------------------------------------------------- an adapter knows its base
+def test_merge_and_evaluate_refuse_an_adapter_of_another_base_of_the_same_shapes(
+    tiny_world, finished, tmp_path, capsys
+):
+    """train records the base model in adapter/llm_unlearn_base.json; the same architecture with other
+    weights is refused (one line, exit 2) unless --force (issue 18, class 8)."""
+    import torch
+
+    from llm_unlearn.adapter import BASE_FILE
+
+    assert (finished / "adapter" / BASE_FILE).is_file()
+    other = tiny_world["make_model"]()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.01)
+    other.save_pretrained(tmp_path / "other", safe_serialization=True)
+    tiny_world["tokenizer"].save_pretrained(tmp_path / "other")
+    argv = ["--quiet", "merge", "--model", str(tmp_path / "other"), "--adapter", str(finished / "adapter")]
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "m1")]) == 2
+    (line,) = _err(capsys)
+    assert "trained on another base model" in line and "--force" in line
+    assert not (tmp_path / "m1").exists()
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "m2"), "--force"]) == 0
+    assert (tmp_path / "m2" / "model.safetensors").is_file()
+    # its own base: no --force needed
+    own = [
+        "--quiet",
+        "merge",
+        "--model",
+        str(tiny_world["model_dir"]),
+        "--adapter",
+        str(finished / "adapter"),
+    ]
+    assert cli.main([*own, "--output-dir", str(tmp_path / "m3")]) == 0

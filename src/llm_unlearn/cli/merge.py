@@ -26,8 +26,14 @@ class MergeOptions:
     )
     overwrite: bool = opt(
         False,
-        "write into a directory holding other files (they are kept; same-named files are replaced)",
+        "write into a directory holding other files (they are kept; only this tool's earlier outputs "
+        "are replaced)",
         switch=("--overwrite", True),
+    )
+    force: bool = opt(
+        False,
+        "merge an adapter that records another base model (adapter/llm_unlearn_base.json) anyway",
+        switch=("--force", True),
     )
 
 
@@ -43,27 +49,34 @@ def cmd_merge(args) -> int:
     from pathlib import Path
 
     from llm_unlearn.config.declare import read_flags
-    from llm_unlearn.modeling import attach_adapter, load_model, load_tokenizer, merge_and_save
-    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir, read_marker
+    from llm_unlearn.modeling import (
+        MODEL_OUTPUT_NAMES,
+        attach_adapter,
+        check_tokenizer_fits,
+        load_model,
+        load_tokenizer,
+        merge_and_save,
+    )
+    from llm_unlearn.outputs import DirectoryLock, prepare_output_dir
 
     o = read_flags(args, MergeOptions)
     out = Path(o.output_dir)
     inputs = [o.model, o.adapter]
-    prepare_output_dir(out, "merge", inputs, overwrite=o.overwrite, create=False)
-    # the lock lives beside the directory: a merge replaces the directory as a whole
+    policy = dict(overwrite=o.overwrite, own_names=MODEL_OUTPUT_NAMES, create=False)
+    prepare_output_dir(out, "merge", inputs, **policy)
+    # the lock lives beside the directory: a new one is written whole beside it and renamed into place
     with DirectoryLock(out, sibling=True):
-        prepare_output_dir(out, "merge", inputs, overwrite=o.overwrite, create=False)
-        ours = not out.exists() or not any(out.iterdir()) or (read_marker(out) or {}).get("kind") == "merge"
+        prepare_output_dir(out, "merge", inputs, **policy)
         tok = load_tokenizer(o.model, trust_remote_code=o.trust_remote_code)
         model = load_model(
             o.model, dtype=o.dtype, trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle
         )
+        check_tokenizer_fits(model, tok)
         merge_and_save(
-            attach_adapter(model, o.adapter, allow_pickle=o.allow_pickle),
+            attach_adapter(model, o.adapter, allow_pickle=o.allow_pickle, force=o.force),
             tok,
             out,
             marker_kind="merge",
-            replace_dir=ours,
         )
     print(f"merged model written to {o.output_dir}")
     return 0

@@ -56,6 +56,11 @@ class ModelSource:
         False, "load pickle weights (.bin) if no safetensors", switch=("--allow-pickle", True)
     )
     gguf_file: str | None = opt(None, "GGUF file inside --model", flag="--gguf-file")
+    force: bool = opt(
+        False,
+        "use an adapter that records another base model (adapter/llm_unlearn_base.json) anyway",
+        switch=("--force", True),
+    )
 
     def inputs(self) -> list[str | None]:
         return [self.model, self.adapter, self.tokenizer]
@@ -75,6 +80,7 @@ class ModelSource:
             trust_remote_code=self.trust_remote_code,
             allow_pickle=self.allow_pickle,
             gguf_file=self.gguf_file,
+            force=self.force,
         )
 
 

@@ -138,10 +138,15 @@ def sharded_state_dict(trainer) -> dict | None:
     return trainer.accelerator.get_state_dict(trainer.model_wrapped)
 
 
-def save_adapter(peft_model, path: Path, state_dict: dict | None = None) -> None:
-    atomic_dir(
-        path, lambda tmp: peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-    )
+def save_adapter(peft_model, path: Path, state_dict: dict | None = None, base: str | None = None) -> None:
+    """The adapter (safetensors) and the record of its base model (`adapter.write_base_fingerprint`)."""
+    from llm_unlearn.adapter import write_base_fingerprint
+
+    def fill(tmp: Path) -> None:
+        peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        write_base_fingerprint(tmp, peft_model, base)
+
+    atomic_dir(path, fill)
 
 
 def save_checkpoint(

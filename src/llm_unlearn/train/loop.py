@@ -299,7 +299,7 @@ class ChunkLoop:
         full_state = ckpt.sharded_state_dict(self.trainer)
         if is_main_process():
             if p.cfg.lora.enabled:
-                ckpt.save_adapter(p.model, p.out / "adapter", full_state)
+                ckpt.save_adapter(p.model, p.out / "adapter", full_state, base=p.cfg.model.name_or_path)
             self._merge(full_state)
             if p.cfg.train.plots:
                 self._plots(calibration)

@@ -118,6 +118,9 @@ def _load_model(prep: Prepared, model, tokenizer) -> None:
             gguf_file=m.gguf_file,
             allow_pickle=m.allow_pickle,
         )
+    from llm_unlearn.modeling import check_tokenizer_fits
+
+    check_tokenizer_fits(model, prep.tokenizer, m.tokenizer)
     lora = cfg.lora
     layers = _trained_layers(cfg, model)
     if not lora.enabled:  # full fine-tuning: the reference is a frozen copy of the starting model
