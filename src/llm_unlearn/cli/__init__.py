@@ -280,9 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     add_merge_parser(sub)
     add_options_parser(sub)
-    from llm_unlearn.finetune import add_finetune_parser
+    from llm_unlearn.cli import finetune as finetune_command
 
-    add_finetune_parser(sub)
+    finetune_command.add_parser(sub)
     try:
         from llm_unlearn.evaluation.commands import add_subcommands
     except ImportError:  # pragma: no cover - only while the package is partially installed
