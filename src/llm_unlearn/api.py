@@ -64,7 +64,9 @@ def unlearn(config=None, /, *, model=None, tokenizer=None, **overrides) -> dict[
     elif config is None or isinstance(config, (str, Path)):
         cfg = build_config(config, overrides=extra)
     else:
-        raise TypeError(f"config must be an UnlearnConfig, a YAML path or a dict, got {type(config).__name__}")
+        raise TypeError(
+            f"config must be an UnlearnConfig, a YAML path or a dict, got {type(config).__name__}"
+        )
     return run_unlearning(cfg, model=model, tokenizer=tokenizer)
 
 
