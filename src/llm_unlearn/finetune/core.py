@@ -8,7 +8,9 @@ Data flow:
            the loss is on EVERY token (the model memorizes prompts too, as a pretraining corpus would)
         -> length buckets: items sorted by length, cut into batches of similar length (optionally capped
            in tokens per batch), batch order shuffled each epoch (seeded), see :func:`llm_unlearn.data.batching.bucket_batches`
-        -> full fine-tuning, or LoRA then merge (``method="lora"``)
+           (``batching``: the other orders of the trainer, ``finetune/loop.epoch_batches``)
+        -> full fine-tuning, or LoRA then merge (``method="lora"``): the one trainer, ``trainer.train_model``
+           (AdamW, warm-up, constant or linear decay: ``loop.make_optimizer``)
         -> after every epoch: mean loss, and with ``until_em`` the memorization of a seeded sample of K
            records (greedy generation: exact match for qa items, ROUGE-L recall for sc items); training
            stops when both reach ``until_em``, or after ``epochs`` / ``max_steps``
@@ -22,6 +24,8 @@ download); any other value is loaded like ``train``'s ``--model`` (GGUF included
 tasks), applied to forget, retain and the ``records`` files each; a document whose id is the unit id of a
 record in the data is kept only when that unit was taken (a member document goes with its forget records),
 and of the other documents the first ``limit`` are kept.
+
+Options: :class:`llm_unlearn.finetune.options.FinetuneOptions` (declared once; the CLI's flags come from it).
 """
 
 from __future__ import annotations
