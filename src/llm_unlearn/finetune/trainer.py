@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from llm_unlearn.errors import UserError
 from llm_unlearn.finetune.data import tokenize_texts
 from llm_unlearn.finetune.loop import LoopResult, LoopSettings, make_optimizer, plan_budget, train_epochs
 from llm_unlearn.finetune.options import FinetuneOptions, check
@@ -119,7 +120,9 @@ def memorize(
     "learning_rate"}``; ``final_epoch_loss``: the plain mean of the last epoch's step losses."""
     o = options_of(opts, overrides)
     check(o)
-    if texts and isinstance(texts[0], str):
+    if not texts:
+        raise UserError("nothing to memorize (no texts given)")
+    if isinstance(texts[0], str):
         examples, _ = tokenize_texts(tokenizer, texts, o.max_length)
     else:
         examples = [list(e) for e in texts]
