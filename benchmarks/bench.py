@@ -528,8 +528,9 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
 
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
-    from llm_unlearn.demo import memorization_texts, train_target_model
+    from llm_unlearn.demo import MEMORIZATION, memorization_texts
     from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
+    from llm_unlearn.finetune import memorize_tiny
     from llm_unlearn.tiny import train_bpe_tokenizer
 
     sz = EVAL_SIZES[size]
@@ -539,13 +540,15 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
     texts = memorization_texts(ds.forget + ds.retain, ds.documents)
     tok = train_bpe_tokenizer(texts, vocab_size=sz["vocab"])
     t0 = time.perf_counter()
-    model, info = train_target_model(
+    model, info = memorize_tiny(
         texts,
         tok,
-        hidden_size=sz["hidden"],
-        num_layers=sz["layers"],
-        steps=sz["mem_steps"],
-        min_steps=sz["mem_steps"],
+        **MEMORIZATION,
+        tiny_hidden=sz["hidden"],
+        tiny_layers=sz["layers"],
+        tiny_intermediate=512,
+        max_steps=sz["mem_steps"],
+        lr=3e-3,
         progress=False,
     )
     mem_seconds = time.perf_counter() - t0

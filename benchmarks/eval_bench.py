@@ -260,8 +260,11 @@ def semeval_slice(
 def memorize(model, tok, records: list[dict], *, epochs: int, lr: float, batch_size: int, seed: int) -> dict:
     """Train ``model`` on the prompt's tokens as the evaluation encodes it (``tok(input)``), then the
     answer's tokens and EOS, with the loss on the answer and EOS only: exactly what greedy generation
-    from the evaluation's prompt must reproduce (and stop after). Rows sorted by length, AdamW with
-    warm-up and linear decay."""
+    from the evaluation's prompt must reproduce (and stop after). The finetune trainer
+    (``finetune.memorize``): rows sorted by length cut into batches whose order is shuffled every epoch,
+    AdamW with 10 warm-up steps and linear decay to 5%, no autocast."""
+    from llm_unlearn.finetune import memorize as train
+
     torch.manual_seed(seed)
     seqs, starts = [], []
     for r in records:
@@ -269,44 +272,26 @@ def memorize(model, tok, records: list[dict], *, epochs: int, lr: float, batch_s
         answer = list(tok(r["output"], add_special_tokens=False).input_ids)
         seqs.append(prompt + answer + [tok.eos_token_id])
         starts.append(len(prompt))
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    total = epochs * len(batches)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 10) * max(0.05, 1 - s / total)
+    t0 = time.perf_counter()
+    info = train(
+        model,
+        tok,
+        seqs,
+        label_from=starts,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        batching="sorted",
+        warmup_steps=10,
+        lr_floor=0.05,
+        dtype="float32",
+        progress=False,
     )
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    t0, losses = time.perf_counter(), []
-    for _ in range(epochs):
-        losses = []
-        for bi in torch.randperm(len(batches), generator=g).tolist():
-            b = batches[bi]
-            w = max(len(seqs[i]) for i in b)
-            ids = torch.full((len(b), w), tok.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(b), w), -100, dtype=torch.long)
-            for r, i in enumerate(b):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                labels[r, starts[i] : len(seqs[i])] = torch.tensor(seqs[i][starts[i] :])
-            mask = (labels != -100) | (
-                torch.arange(w)[None] < torch.tensor([len(seqs[i]) for i in b])[:, None]
-            )
-            dev = next(model.parameters()).device
-            loss = model(
-                input_ids=ids.to(dev), attention_mask=mask.long().to(dev), labels=labels.to(dev)
-            ).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-    model.eval()
     return {
         "epochs": epochs,
-        "steps": total,
-        "final_epoch_answer_loss": round(sum(losses) / len(losses), 5),
+        "steps": info["steps"],
+        "final_epoch_answer_loss": round(info["final_epoch_loss"], 5),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 

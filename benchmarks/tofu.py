@@ -17,9 +17,9 @@ Steps (all in ``--work-dir``, default ``runs/tofu-cpu``):
    holdout01); train a BPE tokenizer on every text of it;
 2. "fine-tune" the target on full(subset) + general knowledge and the retain model on
    retain(subset) + general knowledge: a tiny OLMo-2 (hidden 128, 4 layers) trained from scratch
-   with the demo's memorization helper (``demo.train_target_model``: loss on every token of
-   ``Question: {q}\\nAnswer: {a}``), same seed, same number of steps (``llm-unlearn finetune`` was not
-   on main when this was written; this is the same text the evaluator scores);
+   with the demo's memorization (``finetune.memorize_tiny`` with ``demo.MEMORIZATION``: loss on every
+   token of ``Question: {q}\\nAnswer: {a}``), same seed, same number of steps (this is the same text
+   the evaluator scores);
 3. unlearn the forget set from the target (``train --data data --split forget01``, i.e. forget01 +
    retain99 of the subset) with the default preset and with NPO only (``retain_weight = divergence_weight = 0``,
    ``retain_per_forget = 0``), with the demo's tiny-model settings (lr 5e-3, 3 chunks, 8 epochs per
@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from llm_unlearn.config import build_config
     from llm_unlearn.data.benchmarks import load_tofu, qa_prompt
-    from llm_unlearn.demo import train_target_model
+    from llm_unlearn.demo import MEMORIZATION
     from llm_unlearn.evaluation.benchmarks.tofu import evaluate_tofu
+    from llm_unlearn.finetune import memorize_tiny
     from llm_unlearn.io_utils import atomic_write_json
     from llm_unlearn.tiny import train_bpe_tokenizer
     from llm_unlearn.train.loop import run_unlearning
@@ -152,19 +153,24 @@ def main(argv: list[str] | None = None) -> int:
         ("retain", subset["retain"] + subset["general"]),
     ):
         t = time.time()
-        model, info = train_target_model(
+        model, info = memorize_tiny(
             texts(rows),
             tokenizer,
-            hidden_size=args.hidden,
-            num_layers=args.layers,
-            steps=args.steps,
-            min_steps=args.steps,
+            **MEMORIZATION,
+            tiny_hidden=args.hidden,
+            tiny_layers=args.layers,
+            tiny_intermediate=512,
+            max_steps=args.steps,
             lr=3e-3,
             seed=args.seed,
             progress=False,
         )
         timing[f"finetune_{name}_s"] = round(time.time() - t, 1)
-        train_info[name] = {"texts": len(rows), **info}
+        train_info[name] = {
+            "texts": len(rows),
+            "steps": info["steps"],
+            "final_epoch_loss": info["final_epoch_loss"],
+        }
         d = work / name
         model.save_pretrained(d, safe_serialization=True)
         tokenizer.save_pretrained(d)

@@ -100,7 +100,8 @@ def main(argv=None):
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.data.tokenize import UnlearnCollator, tokenize_records
-    from llm_unlearn.demo import memorization_texts, train_target_model
+    from llm_unlearn.demo import MEMORIZATION, memorization_texts
+    from llm_unlearn.finetune import memorize_tiny
     from llm_unlearn.modeling import apply_lora, load_model_and_tokenizer
     from llm_unlearn.tiny import train_bpe_tokenizer
     from llm_unlearn.train import cache_build
@@ -118,10 +119,10 @@ def main(argv=None):
         bundle = load_unlearning_data(tmp / "data")
         texts = memorization_texts(ds.forget + ds.retain, ds.documents)
         tok = train_bpe_tokenizer(texts + [d["document"] for d in ds.nonmember_docs], vocab_size=1024)
-        model, info = train_target_model(
-            texts, tok, steps=args.memorize_steps, min_steps=args.memorize_steps, progress=False
+        model, info = memorize_tiny(
+            texts, tok, **MEMORIZATION, max_steps=args.memorize_steps, lr=3e-3, progress=False
         )
-        source = {"memorized": info}
+        source = {"memorized": {k: info[k] for k in ("steps", "final_epoch_loss")}}
     obj = ObjectiveOptions()
     forget = tokenize_records(tok, bundle.forget, add_eos=True)
     retain = tokenize_records(tok, bundle.retain, add_eos=True)

@@ -93,7 +93,8 @@ def tiny_world(tmp_path_factory):
     import torch
 
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
-    from llm_unlearn.demo import memorization_texts, train_target_model
+    from llm_unlearn.demo import MEMORIZATION, memorization_texts
+    from llm_unlearn.finetune import memorize_tiny
     from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_world")
@@ -102,14 +103,14 @@ def tiny_world(tmp_path_factory):
     texts = memorization_texts(ds.forget + ds.retain, ds.documents)
     tok = train_bpe_tokenizer(texts + [d["document"] for d in ds.nonmember_docs], vocab_size=512)
     torch.manual_seed(0)
-    model, info = train_target_model(
+    model, info = memorize_tiny(  # the demo's schedule, a smaller model
         texts,
         tok,
-        hidden_size=64,
-        num_layers=2,
-        steps=260,
-        min_steps=260,
-        batch_size=32,
+        **MEMORIZATION,
+        tiny_hidden=64,
+        tiny_layers=2,
+        tiny_intermediate=512,
+        max_steps=260,
         lr=5e-3,
         progress=False,
     )

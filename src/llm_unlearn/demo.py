@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from llm_unlearn.data.batching import IGNORE_INDEX, pad_batch
 from llm_unlearn.io_utils import atomic_dir, atomic_write_json, atomic_write_jsonl
 
 # `demo --data`: memorize until exact match (qa) and ROUGE-L recall (sc) on a sample of 32 reach this.
@@ -29,71 +28,25 @@ DATA_UNTIL_EM = 0.9
 log = logging.getLogger(__name__)
 
 
+# The synthetic demo's memorization (finetune.memorize_tiny): what `demo.train_target_model` computed before
+# it became the finetune trainer. Every value differs from finetune's defaults (bucketed batches of 16,
+# warm-up min(20, steps // 10), decay to 10%, texts cut at 512 tokens) and is kept here, explicit, so
+# that the demo's target model stays bit-identical: one seeded permutation of all texts per epoch in
+# batches of 32, each batch padded to the longest text, warm-up 20 steps, linear decay to 5%, no cut.
+# (lr: finetune's default for the tiny model, 3e-3.)
+MEMORIZATION = {
+    "batching": "shuffle",
+    "batch_size": 32,
+    "warmup_steps": 20,
+    "lr_floor": 0.05,
+    "max_length": None,
+}
+DEMO_MEMORIZE_STEPS = 160
+
+
 def memorization_texts(records: list[dict], documents: list[str], joiner: str = " ") -> list[str]:
     """What the target model is trained on: every record as prompt + answer, and every document."""
     return [r["input"] + joiner + r["output"] for r in records] + list(documents)
-
-
-def train_target_model(
-    texts: list[str],
-    tokenizer,
-    *,
-    hidden_size: int = 128,
-    num_layers: int = 4,
-    steps: int = 600,
-    lr: float = 3e-3,
-    batch_size: int = 32,
-    seed: int = 0,
-    min_steps: int = 200,
-    target_loss: float = 0.02,
-    progress: bool = True,
-):
-    """Train a tiny OLMo-2 on `texts` (each + EOS, loss on every token) until it has memorized them:
-    stop at `steps`, or earlier once the mean loss over an epoch falls under `target_loss`."""
-    from llm_unlearn.tiny import build_tiny_olmo2
-
-    torch.manual_seed(seed)
-    model = build_tiny_olmo2(tokenizer, hidden_size=hidden_size, num_layers=num_layers, seed=seed)
-    enc = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
-    ids, mask = pad_batch(enc, tokenizer.pad_token_id, side="right")
-    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps)
-    )
-    g = torch.Generator().manual_seed(seed)
-    n_batches = math.ceil(len(enc) / batch_size)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="memorizing", unit="step", dynamic_ncols=True)
-    model.train()
-    step, epoch_losses = 0, []
-    while step < steps:
-        perm = torch.randperm(len(enc), generator=g)
-        epoch_losses = []
-        for b in range(n_batches):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            out = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx])
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            epoch_losses.append(out.loss.item())
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{out.loss.item():.4f}", refresh=False)
-            if step >= steps:
-                break
-        if step >= min_steps and sum(epoch_losses) / len(epoch_losses) < target_loss:
-            break
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return model, {"steps": step, "final_epoch_loss": sum(epoch_losses) / max(len(epoch_losses), 1)}
 
 
 def _summary(results: dict) -> dict:
@@ -131,13 +84,20 @@ def _memorize_synthetic(
 ):
     """Steps 2-3 on the synthetic data: a BPE tokenizer and a tiny target model trained from scratch, saved
     to ``target_dir``; (model, tokenizer, memorization info)."""
+    from llm_unlearn.finetune import memorize_tiny
     from llm_unlearn.tiny import train_bpe_tokenizer
 
     records = [r.__dict__ for r in bundle.forget + bundle.retain]
     texts = memorization_texts(records, documents)
     tokenizer = train_bpe_tokenizer(texts + [d["document"] for d in extra_docs], vocab_size=1024)
-    model, mem = train_target_model(
-        texts, tokenizer, steps=160, min_steps=160, lr=3e-3, seed=seed, progress=progress
+    model, mem = memorize_tiny(
+        texts,
+        tokenizer,
+        **MEMORIZATION,
+        max_steps=DEMO_MEMORIZE_STEPS,
+        lr=3e-3,
+        seed=seed,
+        progress=progress,
     )
 
     def save_target(tmp: Path) -> None:

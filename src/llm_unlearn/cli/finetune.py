@@ -1,10 +1,49 @@
-"""``llm-unlearn finetune``: a placeholder that registers today's parser (replaced when finetune's
-flags come from declarations)."""
+"""`llm-unlearn finetune`: every flag generated from :class:`llm_unlearn.finetune.FinetuneOptions`."""
 
 from __future__ import annotations
 
+__all__ = ["add_parser", "run"]
+
+
+class _RepeatableLists:
+    """What `add_flags` is given instead of the parser: a list flag (``nargs="+"``) also extends on each
+    repetition (``--records A --records B`` and ``--records A B`` give both), as the flags did before."""
+
+    def __init__(self, parser) -> None:
+        self._parser = parser
+
+    def add_argument(self, *names, **kw):
+        if kw.get("nargs") == "+":
+            kw["action"] = "extend"
+        return self._parser.add_argument(*names, **kw)
+
 
 def add_parser(sub) -> None:
-    from llm_unlearn.finetune.command import add_finetune_parser
+    """Register the `finetune` subcommand on the subparsers `sub`."""
+    from llm_unlearn.config.declare import add_flags
+    from llm_unlearn.finetune.options import FinetuneOptions
 
-    add_finetune_parser(sub)
+    p = sub.add_parser(
+        "finetune",
+        help="build a target model that has memorized the data (full fine-tuning or LoRA + merge)",
+        description="Fine-tune a causal LM (or a fresh tiny OLMo-2: --model tiny) on records and documents, "
+        "loss on every token, until a memorization criterion is met (--until-em) or for fixed epochs/steps.",
+    )
+    add_flags(_RepeatableLists(p), FinetuneOptions, required=("model", "output_dir"))
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Read the flags (checked against their declarations), fine-tune, print one line."""
+    from llm_unlearn.config.declare import read_flags
+    from llm_unlearn.finetune import finetune
+    from llm_unlearn.finetune.options import FinetuneOptions
+
+    s = finetune(read_flags(args, FinetuneOptions))
+    f = s["final"]
+    mem = ", ".join(f"{k} {f[k]:.3f}" for k in ("em", "rougeL") if f.get(k) is not None)
+    print(
+        f"done in {s['seconds']:.1f}s: {s['epochs']} epochs, {s['steps']} steps, stopped by {s['stopped']}; "
+        f"loss {f.get('mean_loss', float('nan')):.4f}{'; ' + mem if mem else ''} -> {s['output_dir']}"
+    )
+    return 0

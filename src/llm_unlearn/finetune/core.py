@@ -8,7 +8,9 @@ Data flow:
            the loss is on EVERY token (the model memorizes prompts too, as a pretraining corpus would)
         -> length buckets: items sorted by length, cut into batches of similar length (optionally capped
            in tokens per batch), batch order shuffled each epoch (seeded), see :func:`llm_unlearn.data.batching.bucket_batches`
-        -> full fine-tuning, or LoRA then merge (``method="lora"``)
+           (``batching``: the other orders of the trainer, ``finetune/loop.epoch_batches``)
+        -> full fine-tuning, or LoRA then merge (``method="lora"``): the one trainer, ``trainer.train_model``
+           (AdamW, warm-up, constant or linear decay: ``loop.make_optimizer``)
         -> after every epoch: mean loss, and with ``until_em`` the memorization of a seeded sample of K
            records (greedy generation: exact match for qa items, ROUGE-L recall for sc items); training
            stops when both reach ``until_em``, or after ``epochs`` / ``max_steps``
@@ -22,25 +24,26 @@ download); any other value is loaded like ``train``'s ``--model`` (GGUF included
 tasks), applied to forget, retain and the ``records`` files each; a document whose id is the unit id of a
 record in the data is kept only when that unit was taken (a member document goes with its forget records),
 and of the other documents the first ``limit`` are kept.
+
+Options: :class:`llm_unlearn.finetune.options.FinetuneOptions` (declared once; the CLI's flags come from it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.finetune.data import gather, texts_of, tokenize_texts
-from llm_unlearn.finetune.loop import LoopResult, LoopSettings, make_optimizer, plan_budget, train_epochs
+from llm_unlearn.finetune.loop import LoopResult, LoopSettings
 from llm_unlearn.finetune.memorization import memorization_sample
+from llm_unlearn.finetune.options import FinetuneOptions, check
+from llm_unlearn.finetune.trainer import options_of, train_model
 
 log = logging.getLogger(__name__)
 
@@ -50,78 +53,36 @@ SUMMARY_FILE = "finetune.json"
 
 
 # ------------------------------------------------------------------------------------------ output dir
-def _check_output_dir(out: Path, overwrite: bool, inputs: list) -> bool:
-    """The output-directory policy (outputs.prepare_output_dir), checked before anything is loaded;
-    returns whether OUT may be replaced as a whole (False: it holds other files, kept with --overwrite)."""
-    from llm_unlearn.outputs import LOCK, MARKER, prepare_output_dir, read_marker
+def _check_output_dir(out: Path, overwrite: bool, inputs: list) -> None:
+    """The output-directory policy (outputs.prepare_output_dir), checked before anything is loaded:
+    the names a saved model and finetune.json take are claimed up front (a user's file of one of those
+    names is refused); the directory itself is then written by outputs.fill_output_dir."""
+    from llm_unlearn.modeling import MODEL_OUTPUT_NAMES
+    from llm_unlearn.outputs import prepare_output_dir
 
     prepare_output_dir(
-        out, "finetune", inputs=inputs, overwrite=overwrite, own_names=(SUMMARY_FILE,), create=False
+        out,
+        "finetune",
+        inputs=inputs,
+        overwrite=overwrite,
+        own_names=(*MODEL_OUTPUT_NAMES, SUMMARY_FILE),
+        create=False,
     )
-    if not out.is_dir():
-        return True
-    marker = read_marker(out)
-    others = [p for p in out.iterdir() if p.name not in (MARKER, LOCK)]
-    return (marker is not None and marker.get("kind") == "finetune") or not others
-
-
-def _validate(
-    eval_every,
-    method,
-    epochs,
-    max_steps,
-    until_em,
-    eval_items,
-    lr,
-    batch_size,
-    max_length,
-    max_batch_tokens,
-    limit,
-    lora_r,
-    lora_alpha,
-):
-    if eval_every is not None and eval_every <= 0:
-        raise UserError(f"--eval-every must be positive, got {eval_every}")
-    if method not in ("full", "lora"):
-        raise UserError(f"--method must be full or lora, got {method!r}")
-    if until_em is not None and not (isinstance(until_em, (int, float)) and 0 < until_em <= 1):
-        raise UserError(f"--until-em must be in (0, 1], got {until_em}")
-    for name, value in (
-        ("--epochs", epochs),
-        ("--max-steps", max_steps),
-        ("--eval-items", eval_items),
-        ("--batch-size", batch_size),
-        ("--max-length", max_length),
-        ("--max-batch-tokens", max_batch_tokens),
-        ("--limit", limit),
-        ("--lora-r", lora_r),
-        ("--lora-alpha", lora_alpha),
-    ):
-        if value is not None and value <= 0:
-            raise UserError(f"{name} must be positive, got {value}")
-    if lr is not None and not (lr > 0 and math.isfinite(lr)):
-        raise UserError(f"--lr must be a positive number, got {lr}")
 
 
 # ------------------------------------------------------------------------------------------ steps
-def _build_model(o: SimpleNamespace, texts: list[str], dev: torch.device):
+def _build_model(o: FinetuneOptions, texts: list[str], dev: torch.device):
     """(tokenizer, model on ``dev``): a fresh tiny OLMo-2 with a BPE tokenizer trained on ``texts``, or the
     model ``o.model`` loaded with float32 master weights (bf16 compute comes from autocast on a GPU)."""
     if o.model == "tiny":
-        from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
+        from llm_unlearn.finetune.trainer import tiny_model
+        from llm_unlearn.tiny import train_bpe_tokenizer
 
         tok = train_bpe_tokenizer(texts + list(o.extra_tokenizer_texts), vocab_size=o.vocab_size)
-        net = build_tiny_olmo2(
-            tok,
-            hidden_size=o.tiny_hidden,
-            num_layers=o.tiny_layers,
-            intermediate_size=4 * o.tiny_hidden,
-            max_position_embeddings=max(512, o.max_length),
-            seed=o.seed,
-        )
+        net = tiny_model(tok, o)
         net.to(dev)
     else:
-        from llm_unlearn.modeling import load_model, load_tokenizer
+        from llm_unlearn.modeling import check_tokenizer_fits, load_model, load_tokenizer
 
         tok = load_tokenizer(
             o.tokenizer or o.model, trust_remote_code=o.trust_remote_code, gguf_file=o.gguf_file
@@ -134,30 +95,13 @@ def _build_model(o: SimpleNamespace, texts: list[str], dev: torch.device):
             gguf_file=o.gguf_file,
             allow_pickle=o.allow_pickle,
         )
+        check_tokenizer_fits(net, tok, o.tokenizer)
     if tok.eos_token_id is None:
         raise UserError(f"the tokenizer of {o.model} has no EOS token")
     return tok, net
 
 
-def _loop_settings(o: SimpleNamespace, tok, dev: torch.device, examples: list[list[int]]) -> LoopSettings:
-    s = LoopSettings(
-        batch_size=o.batch_size,
-        max_batch_tokens=o.max_batch_tokens,
-        seed=o.seed,
-        epochs=o.epochs,
-        max_steps=o.max_steps,
-        until_em=o.until_em,
-        eval_every=o.eval_every,
-        progress=o.progress,
-        device=dev,
-        pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        autocast=dev.type == "cuda" and torch.cuda.is_bf16_supported(),
-    )
-    plan_budget(s, [len(e) for e in examples])
-    return s
-
-
-def _log_plan(o: SimpleNamespace, recs, docs, s: LoopSettings, lr: float) -> None:
+def _log_plan(o: FinetuneOptions, recs, docs, s: LoopSettings, lr: float) -> None:
     log.info(
         "finetune: %d records + %d documents, %d steps/epoch (batch %d%s), up to %d epochs / %d steps, "
         "lr %g, %s on %s",
@@ -210,7 +154,7 @@ def _summary(o, recs, docs, sample, s: LoopSettings, res: LoopResult, lr, n_trun
     return summary
 
 
-def _write_output(out: Path, final, tok, summary: dict, replace_dir: bool) -> None:
+def _write_output(out: Path, final, tok, summary: dict) -> None:
     from llm_unlearn.outputs import fill_output_dir
 
     def fill(tmp: Path) -> None:
@@ -218,10 +162,10 @@ def _write_output(out: Path, final, tok, summary: dict, replace_dir: bool) -> No
         tok.save_pretrained(tmp)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
-    fill_output_dir(out, fill, marker_kind="finetune", replace_dir=replace_dir)
+    fill_output_dir(out, fill, marker_kind="finetune")
 
 
-def _train(o: SimpleNamespace, out: Path, replace_dir: bool, t0: float) -> dict[str, Any]:
+def _train(o: FinetuneOptions, out: Path, t0: float) -> dict[str, Any]:
     """Everything after the output-directory check, run while OUT is locked."""
     from llm_unlearn.modeling import default_device
 
@@ -232,24 +176,27 @@ def _train(o: SimpleNamespace, out: Path, replace_dir: bool, t0: float) -> dict[
     dev = torch.device(o.device) if o.device else default_device()
     torch.manual_seed(o.seed)
     tok, net = _build_model(o, texts, dev)
-    lr = o.lr
-    if lr is None:
-        lr = 3e-3 if o.model == "tiny" else (2e-4 if o.method == "lora" else 2e-5)
     train_net = net
     if o.method == "lora":
         from llm_unlearn.modeling import apply_lora
 
         train_net = apply_lora(net, r=o.lora_r, alpha=o.lora_alpha)
     examples, n_truncated = tokenize_texts(tok, texts, o.max_length)
-    s = _loop_settings(o, tok, dev, examples)
     sample = memorization_sample(recs, o.eval_items, o.seed)
-    optim = make_optimizer(train_net, lr, s)
-    _log_plan(o, recs, docs, s, lr)
-    res = train_epochs(train_net, tok, examples, sample, optim, s, t0)
+    s, res, lr = train_model(
+        train_net,
+        tok,
+        examples,
+        o,
+        dev,
+        sample=sample,
+        t0=t0,
+        on_plan=lambda s, lr: _log_plan(o, recs, docs, s, lr),
+    )
     final = train_net.merge_and_unload() if o.method == "lora" else train_net
     final.eval()
     summary = _summary(o, recs, docs, sample, s, res, lr, n_truncated, tok, t0)
-    _write_output(out, final, tok, summary, replace_dir)
+    _write_output(out, final, tok, summary)
     summary["output_dir"] = str(out)
     if o.return_model:
         return {**summary, "model_object": final, "tokenizer_object": tok}
@@ -257,74 +204,27 @@ def _train(o: SimpleNamespace, out: Path, replace_dir: bool, t0: float) -> dict[
 
 
 # ------------------------------------------------------------------------------------------ main entry
-def finetune(
-    *,
-    model: str = "tiny",
-    output_dir: str | Path,
-    gguf_file: str | None = None,
-    tokenizer: str | None = None,
-    data: str | Path | None = None,
-    split: str | None = None,
-    forget: str | Path | None = None,
-    retain: str | Path | None = None,
-    records: Sequence[str | Path] = (),
-    documents: Sequence[str | Path] = (),
-    limit: int | None = None,
-    method: str = "full",
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    until_em: float | None = None,
-    eval_items: int = 16,
-    eval_every: int = 1,
-    lr: float | None = None,
-    batch_size: int = 16,
-    max_length: int = 512,
-    max_batch_tokens: int | None = None,
-    seed: int = 0,
-    overwrite: bool = False,
-    progress: bool = True,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    tiny_hidden: int = 128,
-    tiny_layers: int = 4,
-    vocab_size: int = 1024,
-    joiner: str = " ",
-    dtype: str = "auto",
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-    extra_tokenizer_texts: Sequence[str] = (),
-    return_model: bool = False,
-) -> dict[str, Any]:
+def finetune(opts: FinetuneOptions | None = None, /, **overrides) -> dict[str, Any]:
     """Fine-tune ``model`` on the data until it has memorized it; write OUT and return the summary
-    (OUT/finetune.json). With ``return_model`` the returned dict also holds ``"model_object"`` and
-    ``"tokenizer_object"`` (the trained objects, not serialised). ``extra_tokenizer_texts``: texts the tiny
-    tokenizer is also trained on (not trained on by the model), e.g. holdout documents that must tokenize
-    well."""
-    o = SimpleNamespace(**locals())  # the options, handed to the steps as one object
+    (OUT/finetune.json).
+
+    ``opts``: a :class:`FinetuneOptions` (every option, declared once with its flag and default), and/or
+    its fields as keywords (``finetune(model="tiny", data="data/", output_dir="runs/target")``;
+    keywords win). With ``return_model`` the returned dict also holds ``"model_object"`` and
+    ``"tokenizer_object"`` (the trained objects, not serialised). ``extra_tokenizer_texts``: texts the
+    tiny tokenizer is also trained on (not trained on by the model), e.g. holdout documents that must
+    tokenize well."""
+    o = options_of(opts, overrides)
     t0 = time.time()
-    _validate(
-        eval_every,
-        method,
-        epochs,
-        max_steps,
-        until_em,
-        eval_items,
-        lr,
-        batch_size,
-        max_length,
-        max_batch_tokens,
-        limit,
-        lora_r,
-        lora_alpha,
-    )
-    if not output_dir:
+    check(o)
+    if not o.output_dir:
         raise UserError("no output directory given (use --output-dir DIR)")
-    out = Path(output_dir)
-    inputs = [data, forget, retain, *records, *documents] + ([] if model == "tiny" else [model, tokenizer])
-    replace_dir = _check_output_dir(out, overwrite, inputs)
-    # the lock lives beside OUT (OUT itself is replaced as a whole); released however the run ends
+    out = Path(o.output_dir)
+    inputs = [o.data, o.forget, o.retain, *o.records, *o.documents]
+    inputs += [] if o.model == "tiny" else [o.model, o.tokenizer]
+    _check_output_dir(out, o.overwrite, inputs)
+    # the lock lives beside OUT (a new OUT is written whole beside it); released however the run ends
     from llm_unlearn.outputs import DirectoryLock
 
     with DirectoryLock(out, sibling=True):
-        return _train(o, out, replace_dir, t0)
+        return _train(o, out, t0)

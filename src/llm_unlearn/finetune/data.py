@@ -110,15 +110,16 @@ def texts_of(recs: Sequence, docs: Sequence[dict], joiner: str) -> list[str]:
     ]
 
 
-def tokenize_texts(tok, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-    """(token ids of each text, EOS appended when missing, cut to ``max_length``; number cut)."""
+def tokenize_texts(tok, texts: Sequence[str], max_length: int | None) -> tuple[list[list[int]], int]:
+    """(token ids of each text, EOS appended when missing, cut to ``max_length`` (None: not cut); number
+    cut)."""
     eos = tok.eos_token_id
     examples, n_truncated = [], 0
     for t in texts:
         ids = list(tok(t).input_ids)
         if not ids or ids[-1] != eos:
             ids.append(eos)
-        if len(ids) > max_length:
+        if max_length is not None and len(ids) > max_length:
             ids, n_truncated = ids[:max_length], n_truncated + 1
         examples.append(ids)
     if n_truncated:
@@ -131,8 +132,18 @@ def tokenize_texts(tok, texts: Sequence[str], max_length: int) -> tuple[list[lis
     return examples, n_truncated
 
 
-def collate(examples: Sequence[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded batch; the loss is on every real token (padding is IGNORE_INDEX)."""
-    ids, mask = pad_batch(examples, pad_id, side="right")
+def collate(
+    examples: Sequence[list[int]],
+    pad_id: int,
+    device,
+    *,
+    width: int | None = None,
+    starts: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-padded batch (to ``width`` when given, else the longest example); the loss is on every real
+    token (padding is IGNORE_INDEX), or from ``starts[i]`` on in row i."""
+    ids, mask = pad_batch(examples, pad_id, side="right", width=width)
     labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    for row, start in enumerate(starts or []):
+        labels[row, :start] = IGNORE_INDEX
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}

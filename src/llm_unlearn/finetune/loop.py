@@ -1,4 +1,6 @@
-"""The fine-tuning loop: step budget, optimizer and schedule, epochs over length buckets, memorization checks."""
+"""The fine-tuning loop (the one memorization trainer): step budget, optimizer and schedule, epochs over
+batches (length buckets, a shuffled permutation or length-sorted batches: ``LoopSettings.batching``),
+memorization checks."""
 
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ from llm_unlearn.finetune.memorization import criterion_met, memorization_scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_EPOCH_CAP", "LoopResult", "LoopSettings", "plan_budget", "train_epochs"]
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "DEFAULT_EPOCH_CAP",
+    "LoopResult",
+    "LoopSettings",
+    "epoch_batches",
+    "make_optimizer",
+    "plan_budget",
+    "train_epochs",
+]
 
 DEFAULT_EPOCH_CAP = (
     200  # epochs allowed to reach an --until-em criterion when no --epochs/--max-steps is given
@@ -40,6 +51,9 @@ class LoopSettings:
     device: torch.device
     pad_id: int
     autocast: bool
+    batching: str = "buckets"  # buckets | shuffle | sorted (see epoch_batches)
+    warmup_steps: int | None = None  # None: min(20, max(1, step_cap // 10))
+    lr_floor: float = 0.1  # a fixed budget decays linearly to lr_floor x lr
     steps_per_epoch: int = 0
     epoch_cap: int = 0
     step_cap: int = 0
@@ -47,17 +61,51 @@ class LoopSettings:
 
 @dataclass
 class LoopResult:
-    """One row per epoch, optimizer steps taken, why training stopped, padding fraction of each epoch."""
+    """One row per epoch, optimizer steps taken, why training stopped, padding fraction of each epoch,
+    the loss of every step of the last epoch."""
 
     history: list[dict] = field(default_factory=list)
     step: int = 0
     stopped: str | None = None
     pad_fracs: list[float] = field(default_factory=list)
+    last_epoch_losses: list[float] = field(default_factory=list)
+
+
+def epoch_batches(
+    lengths: Sequence[int], s: LoopSettings, epoch: int, gen: torch.Generator
+) -> list[list[int]]:
+    """The batches (item indices) of epoch ``epoch`` (1-based), by ``s.batching``:
+
+    - ``buckets``: :func:`bucket_batches` seeded with ``seed * 100003 + epoch`` (similar lengths together,
+      capped by ``max_batch_tokens``);
+    - ``shuffle``: ``torch.randperm(n, generator=gen)`` cut into consecutive batches (``gen`` is seeded
+      once per run with ``seed``, so each epoch draws the next permutation);
+    - ``sorted``: items sorted by length (ties by index) cut once into consecutive batches, their order
+      ``torch.randperm(n_batches, generator=gen)``.
+    """
+    n, bs = len(lengths), s.batch_size
+    if s.batching == "buckets":
+        return bucket_batches(lengths, bs, max_tokens=s.max_batch_tokens, seed=s.seed * 100003 + epoch)
+    if s.batching == "shuffle":
+        perm = torch.randperm(n, generator=gen).tolist()
+        return [perm[i : i + bs] for i in range(0, n, bs)]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    fixed = [order[i : i + bs] for i in range(0, n, bs)]
+    return [fixed[i] for i in torch.randperm(len(fixed), generator=gen).tolist()]
 
 
 def plan_budget(s: LoopSettings, lengths: Sequence[int]) -> None:
     """Fill in steps per epoch, the epoch cap and the step cap of ``s``."""
-    s.steps_per_epoch = len(bucket_batches(lengths, s.batch_size, max_tokens=s.max_batch_tokens, seed=s.seed))
+    if s.batching not in ("buckets", "shuffle", "sorted"):
+        raise UserError(f"batching must be buckets, shuffle or sorted, got {s.batching!r}")
+    if s.batching != "buckets" and s.max_batch_tokens is not None:
+        raise UserError(f"--max-batch-tokens needs batching 'buckets' (got {s.batching!r})")
+    if s.batching == "buckets":
+        s.steps_per_epoch = len(
+            bucket_batches(lengths, s.batch_size, max_tokens=s.max_batch_tokens, seed=s.seed)
+        )
+    else:
+        s.steps_per_epoch = math.ceil(len(lengths) / s.batch_size)
     if s.max_steps is None and s.epochs is None:
         s.epoch_cap = DEFAULT_EPOCH_CAP if s.until_em is not None else DEFAULT_EPOCHS
     else:
@@ -67,27 +115,37 @@ def plan_budget(s: LoopSettings, lengths: Sequence[int]) -> None:
 
 
 def make_optimizer(train_net, lr: float, s: LoopSettings):
-    """(trainable parameters, AdamW, LambdaLR): warm-up, then constant (criterion) or linear decay to 10%
-    (fixed budget)."""
+    """(trainable parameters, AdamW, LambdaLR): linear warm-up over ``s.warmup_steps`` (default
+    min(20, max(1, step_cap // 10))), then constant (criterion) or linear decay over the step cap to
+    ``s.lr_floor`` (fixed budget): factor(step) = min(1, (step + 1) / warmup) x max(floor, 1 - step / cap)."""
     params = [p for p in train_net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = min(20, max(1, s.step_cap // 10))
+    warmup = s.warmup_steps or min(20, max(1, s.step_cap // 10))
     fixed_budget = s.until_em is None
-    step_cap = s.step_cap
+    step_cap, floor = s.step_cap, s.lr_floor
 
     def lr_factor(step: int) -> float:
         w = min(1.0, (step + 1) / warmup)
-        return w * (max(0.1, 1 - step / step_cap) if fixed_budget else 1.0)
+        return w * (max(floor, 1 - step / step_cap) if fixed_budget else 1.0)
 
     return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
 
-def _train_epoch(train_net, examples, lengths, batches, optim, s: LoopSettings, res: LoopResult, bar, epoch):
+def _train_epoch(train_net, data, batches, optim, s: LoopSettings, res: LoopResult, bar, epoch):
     """Optimizer steps over ``batches`` (until the step cap); returns (losses, token weights)."""
+    examples, lengths, starts = data
     params, opt, sched = optim
+    # shuffle pads every batch to the longest item (the demo's memorization padded the data once)
+    width = max(lengths) if s.batching == "shuffle" else None
     losses, weights = [], []
     for b in batches:
-        batch = collate([examples[i] for i in b], s.pad_id, s.device)
+        batch = collate(
+            [examples[i] for i in b],
+            s.pad_id,
+            s.device,
+            width=width,
+            starts=None if starts is None else [starts[i] for i in b],
+        )
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=s.autocast):
             loss = train_net(**batch).loss
         if not torch.isfinite(loss):
@@ -99,7 +157,7 @@ def _train_epoch(train_net, examples, lengths, batches, optim, s: LoopSettings, 
         opt.zero_grad(set_to_none=True)
         res.step += 1
         losses.append(loss.item())
-        weights.append(sum(lengths[i] - 1 for i in b))
+        weights.append(sum(lengths[i] - max(1, 0 if starts is None else starts[i]) for i in b))
         bar.update(1)
         bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
         if res.step >= s.step_cap:
@@ -122,15 +180,15 @@ def _check_memorization(row: dict, train_net, tok, sample, s: LoopSettings, bar,
     return s.until_em is not None and criterion_met(scores, s.until_em)
 
 
-def _run_epoch(train_net, tok, examples, lengths, sample, optim, s, res, bar, epoch, t0) -> dict:
-    """One epoch: fresh seeded buckets, the steps, the epoch's row (with memorization when due)."""
-    batches = bucket_batches(
-        lengths, s.batch_size, max_tokens=s.max_batch_tokens, seed=s.seed * 100003 + epoch
-    )
+def _run_epoch(train_net, tok, data, sample, optim, s, res, bar, epoch, gen, t0) -> dict:
+    """One epoch: its batches (epoch_batches), the steps, the epoch's row (with memorization when due)."""
+    lengths = data[1]
+    batches = epoch_batches(lengths, s, epoch, gen)
     res.pad_fracs.append(padding_fraction(lengths, batches))
     train_net.train()
     t_epoch = time.time()
-    losses, weights = _train_epoch(train_net, examples, lengths, batches, optim, s, res, bar, epoch)
+    losses, weights = _train_epoch(train_net, data, batches, optim, s, res, bar, epoch)
+    res.last_epoch_losses = losses
     row = {
         "epoch": epoch,
         "step": res.step,
@@ -145,16 +203,20 @@ def _run_epoch(train_net, tok, examples, lengths, sample, optim, s, res, bar, ep
     return row
 
 
-def train_epochs(train_net, tok, examples, sample, optim, s: LoopSettings, t0: float) -> LoopResult:
+def train_epochs(
+    train_net, tok, examples, sample, optim, s: LoopSettings, t0: float, label_from=None, desc="finetune"
+) -> LoopResult:
     """Epochs until the criterion, the epoch cap or the step cap; a progress bar unless ``s.progress`` is
-    False."""
+    False. ``examples``: token ids (EOS included), the loss on every token, or from ``label_from[i]`` on
+    (a prompt before it is not trained on)."""
     from tqdm.auto import tqdm
 
-    lengths = [len(e) for e in examples]
+    data = (examples, [len(e) for e in examples], label_from)
+    gen = torch.Generator().manual_seed(s.seed)  # shuffle / sorted: one stream of permutations per run
     res = LoopResult()
-    bar = tqdm(total=s.step_cap, desc="finetune", unit="step", dynamic_ncols=True, disable=not s.progress)
+    bar = tqdm(total=s.step_cap, desc=desc, unit="step", dynamic_ncols=True, disable=not s.progress)
     for epoch in range(1, s.epoch_cap + 1):
-        row = _run_epoch(train_net, tok, examples, lengths, sample, optim, s, res, bar, epoch, t0)
+        row = _run_epoch(train_net, tok, data, sample, optim, s, res, bar, epoch, gen, t0)
         res.history.append(row)
         log.debug("finetune epoch %s", row)
         if res.stopped:
