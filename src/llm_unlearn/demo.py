@@ -122,9 +122,14 @@ def _slice_user_data(bundle, limit, members, nonmembers, data_dir: Path):
         part.nonmembers,
     )
     # the calibration holdout: up to 48 non-members after the evaluation's (never trained on, and not
-    # the documents that grade the run)
+    # the documents that grade the run); when none are left (no --limit: every non-member grades the
+    # run), a third of the non-members (at most 48) is set aside for it, so that the demo is calibrated
+    # whenever MIA data exist
     used = {d["id"] for d in nonmembers}
     holdout_docs = [d for d in all_nonmembers if d["id"] not in used][:48] if members else []
+    if members and not holdout_docs and len(nonmembers) >= 3:
+        k = min(48, len(nonmembers) // 3)
+        nonmembers, holdout_docs = nonmembers[:-k], nonmembers[-k:]
     _write_records(bundle, data_dir)
     if members:
         atomic_write_jsonl(data_dir / "mia" / "member.jsonl", members)
@@ -209,6 +214,11 @@ def _prepare_target(out: Path, data, split, limit, seed: int, progress: bool):
         cand = Path(data) / "mia"
         mia_dir = cand if (cand / "member.jsonl").is_file() else (Path(data).parent / "mia")
     members, nonmembers = read_mia_documents(mia_dir) if (mia_dir / "member.jsonl").is_file() else ([], [])
+    if data is not None and not members:
+        print(
+            f"no MIA data (no member.jsonl in {cand} or {Path(data).parent / 'mia'}): the MIA is not "
+            "measured and the unlearning is not calibrated (see README 'Calibrated unlearning')"
+        )
     if data is None:
         trained = _memorize_synthetic(
             bundle, documents, nonmembers + holdout_docs, target_dir, seed, progress
