@@ -246,3 +246,13 @@ def test_finetune_follows_the_output_directory_policy(tmp_path):
     assert (out / "notes.txt").read_text() == "mine" and (out / "finetune.json").is_file()
     r = subprocess.run(base + ["--output-dir", str(data / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "input" in r.stderr
+
+
+def test_without_until_em_the_generation_check_runs_once_at_the_end(syn_data, tmp_path):
+    """issue 19: the memorization check (a greedy pass over the sample) is --until-em's criterion; a
+    fixed-budget run checks once, after its last epoch."""
+    s = finetune(
+        model="tiny", data=syn_data["dir"], output_dir=tmp_path / "t", epochs=3, eval_items=4, **TINY
+    )
+    checked = [row["epoch"] for row in s["history"] if "em" in row]
+    assert [row["epoch"] for row in s["history"]] == [1, 2, 3] and checked == [3]

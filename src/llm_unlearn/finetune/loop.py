@@ -197,7 +197,9 @@ def _run_epoch(train_net, tok, data, sample, optim, s, res, bar, epoch, gen, t0)
         "train_seconds": round(time.time() - t_epoch, 2),
     }
     last = res.step >= s.step_cap or epoch == s.epoch_cap
-    if sample and (epoch % s.eval_every == 0 or last):
+    # the generation check is the criterion of --until-em; without it, one check at the end reports the
+    # memorization reached (a greedy pass over the sample every epoch would cost more than the training)
+    if sample and ((s.until_em is not None and epoch % s.eval_every == 0) or last):
         if _check_memorization(row, train_net, tok, sample, s, bar, t0):
             res.stopped = "criterion"
     return row

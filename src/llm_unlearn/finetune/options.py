@@ -102,7 +102,9 @@ class FinetuneOptions:
         range=(0, 1, True, False),
     )
     eval_items: int = _own_count(16, "records in the memorization sample", "--eval-items")
-    eval_every: int = _own_count(1, "check memorization every N epochs", "--eval-every")
+    eval_every: int = _own_count(
+        1, "with --until-em: check memorization every N epochs (without it: once, at the end)", "--eval-every"
+    )
     lr: float | None = opt(
         None, "default: 3e-3 tiny, 2e-5 full, 2e-4 lora", flag="--lr", range=(0, None, True, False)
     )
