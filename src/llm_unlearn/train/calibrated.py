@@ -100,7 +100,21 @@ class Calibrator:
     def evaluate(self, model, *, step: int, chunk: int, chunk_rows: list[int] | None = None) -> str | None:
         """Evaluate now; returns "stop" (end the run), "end_chunk" (this chunk's forget rows all look
         unseen) or None."""
+        first = not self.evaluations
+        if first:  # minutes on a large model, with no bar of its own: say what it is doing
+            m = self.monitor
+            log.info(
+                "calibration: evaluating at step %d (greedy answers to %d forget + %d retain items, losses of "
+                "%d forget documents against %d holdout documents); every later evaluation costs the same",
+                step,
+                len(getattr(m, "forget_sample", ())),
+                len(getattr(m, "retain_sample", ())),
+                len(getattr(m, "documents", ()) or ()),
+                len(getattr(getattr(m, "holdout", None), "documents", ()) or ()),
+            )
         ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1)
+        if first:
+            log.info("calibration: one evaluation took %.1fs", ev.get("eval_seconds") or 0.0)
         active, caps = ev.pop("_active", None), ev.pop("_caps", None)
         if active is not None:
             self.active, self.caps = active, caps

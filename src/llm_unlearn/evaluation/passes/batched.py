@@ -64,6 +64,25 @@ def token_budget(max_tokens_per_batch: int | None, device: torch.device) -> int:
 
 
 # ------------------------------------------------------------------------------------------ generation
+def token_ticker(bar, max_new_tokens: int, rows: int, every_s: float = 1.0):
+    """A callback for the decoding loop that shows, at most once a ``every_s`` seconds, which token of
+    the batch is being decoded: a bar that moves once per batch would stand still for minutes on a
+    large model. None when the bar is disabled."""
+    import time
+
+    if bar is None or getattr(bar, "disable", True):
+        return None
+    last = [time.monotonic()]
+
+    def tick(step: int, live: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            bar.set_postfix_str(f"batch of {rows}: token {step + 1}/{max_new_tokens}, {live} decoding")
+
+    return tick
+
+
 def _plain_greedy(model) -> bool:
     """True when ``model.generate(do_sample=False)`` is a plain argmax: the generation config adds no
     logits processor (repetition penalty, n-gram ban, forced or suppressed tokens, minimum length)."""
@@ -143,6 +162,7 @@ def _greedy_batch(
     pad_id: int,
     device,
     buckets: Sequence[Sequence[int]] | None = None,
+    on_step=None,
 ) -> list[list[int]] | None:
     """Greedy decoding of one batch, one token per step from the key/value cache. The prompts are
     prefilled per length bucket (``buckets``: lists of row indices; default one bucket), left-padded,
@@ -169,6 +189,8 @@ def _greedy_batch(
     for step in range(max_new_tokens):
         for r, t in zip(rows.tolist(), nxt.tolist()):
             generated[r].append(int(t))
+        if on_step is not None:
+            on_step(step, len(rows))
         if step == max_new_tokens - 1:
             break
         live = ~torch.isin(nxt, eos_t) if eos_t is not None else torch.ones_like(nxt, dtype=torch.bool)
@@ -245,7 +267,8 @@ def generate(
         new = None
         if own_loop:
             buckets = list(length_batches([len(x) for x in seqs], batch_size, None, MAX_PADDING))
-            new = _greedy_batch(model, seqs, max_new_tokens, eos, pad_id, device, buckets)
+            tick = token_ticker(bar, max_new_tokens, len(idx))
+            new = _greedy_batch(model, seqs, max_new_tokens, eos, pad_id, device, buckets, on_step=tick)
             own_loop = new is not None  # a model whose cache this loop cannot prune: generate()
         if new is None:
             new = []
