@@ -114,7 +114,7 @@ class Calibrator:
             )
         ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1)
         if first:
-            log.info("calibration: one evaluation took %.1fs", ev.get("eval_seconds") or 0.0)
+            log.info("calibration: one evaluation took %.1fs", ev.get("seconds") or 0.0)
         active, caps = ev.pop("_active", None), ev.pop("_caps", None)
         if active is not None:
             self.active, self.caps = active, caps
