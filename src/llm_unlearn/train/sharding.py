@@ -125,3 +125,30 @@ def describe(trainer) -> dict | None:
         "trainable_tensors": len(trainable),
         "wrapped_model": type(trainer.model_wrapped).__name__,
     }
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """A copy of the trainable weights, whole: a sharded (DTensor) one is gathered, so every process
+    must call this at the same point (the calibration's evaluations run on every process)."""
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            t = p.detach()
+            out[n] = t.full_tensor() if isinstance(t, DTensor) else t.clone()
+    return out
+
+
+def copy_whole_into(param, value: torch.Tensor) -> None:
+    """Copy the whole tensor `value` into `param`; a sharded `param` takes its own shard of it (no
+    communication: every process holds `value`)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        part = distribute_tensor(
+            value.to(param.dtype), param.device_mesh, param.placements, src_data_rank=None
+        )
+        param.to_local().copy_(part.to_local())
+    else:
+        param.copy_(value)
