@@ -73,37 +73,28 @@ def _assert_matches_single(world, single: Path, out: Path) -> float:
     return max(float((a[k] - b[k]).norm() / a[k].norm()) for k in a)
 
 
-def test_fsdp_on_cpu_matches_single_process(tiny_world, single_run, tmp_path):
-    out = tmp_path / "fsdp"
-    t0 = time.time()
-    proc = subprocess.run(
-        _fsdp_cmd(*_args(tiny_world, out)),
+def _launch(world, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _fsdp_cmd(*_args(world, out), *extra),
         env=ddp._env(),
         capture_output=True,
         text=True,
         timeout=240,
-        cwd=tmp_path,
+        cwd=out.parent,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stdout.count("done in") == 1, proc.stdout
-    _assert_fsdp_was_active(out, proc.stdout)
-    assert not (out / "model").exists()  # no merged model from sharded weights: `llm-unlearn merge` after
-    rel = _assert_matches_single(tiny_world, single_run, out)
-    print(f"FSDP2 run (2 CPU processes): {time.time() - t0:.1f}s, adapter rel. diff {rel:.2e}")
 
 
-def test_fsdp_run_stopped_after_a_chunk_resumes_under_fsdp(tiny_world, single_run, tmp_path):
+def _stop_after_first_chunk(world, out: Path) -> int:
+    """Start the FSDP run, SIGTERM rank 1 once a chunk is saved; returns the chunks saved."""
     import psutil
 
-    out = tmp_path / "fsdp"
     proc = subprocess.Popen(
-        _fsdp_cmd(*_args(tiny_world, out)),
+        _fsdp_cmd(*_args(world, out)),
         env=ddp._env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=tmp_path,
+        cwd=out.parent,
     )
     try:
         deadline = time.time() + 200
@@ -119,20 +110,71 @@ def test_fsdp_run_stopped_after_a_chunk_resumes_under_fsdp(tiny_world, single_ru
         if proc.poll() is None:
             proc.kill()
     assert "stopped: interrupted" in err, err[-3000:]
-    saved = ddp._completed_chunks(out)
+    return ddp._completed_chunks(out)
+
+
+def test_fsdp_on_cpu_matches_single_process_and_resumes_under_fsdp(tiny_world, single_run, tmp_path):
+    """Stopped after a chunk (SIGTERM to one rank), resumed with the same command (sharded again): the
+    adapter and every logged loss equal the one-process run within the SGD bound."""
+    out = tmp_path / "fsdp"
+    t0 = time.time()
+    saved = _stop_after_first_chunk(tiny_world, out)
     assert 1 <= saved < 5, saved
-    # the same command again: it continues after the saved chunks, sharded again
-    proc = subprocess.run(
-        _fsdp_cmd(*_args(tiny_world, out)),
-        env=ddp._env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,
-    )
+    proc = _launch(tiny_world, out)
+    took = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stdout.count("done in") == 1, proc.stdout
     _assert_fsdp_was_active(out, proc.stdout)
     run = json.loads((out / "run.json").read_text())
     assert [c["chunk"] for c in run["chunks"]] == [1, 2, 3, 4, 5], run["chunks"]
+    assert not (out / "model").exists()  # no merged model from sharded weights: `llm-unlearn merge` after
     rel = _assert_matches_single(tiny_world, single_run, out)
-    print(f"FSDP2 resumed after {saved} chunk(s): adapter rel. diff {rel:.2e}")
+    print(
+        f"FSDP2 (2 CPU processes), resumed after {saved} chunk(s): {took:.1f}s, adapter rel. diff {rel:.2e}"
+    )
+
+
+def _calibration_flags(world, tmp_path: Path) -> list[str]:
+    holdout = tmp_path / "holdout.jsonl"
+    holdout.write_text("".join(json.dumps(d) + "\n" for d in world["ds"].nonmember_docs))
+    members = world["data_dir"] / "mia" / "member.jsonl"
+    return ["--holdout", str(holdout), "--forget-documents", str(members), "--eval-every", "chunk", "--eval-items", "6"]
+
+
+def test_calibrated_run_under_fsdp_evaluates_the_sharded_model_as_one_process(tiny_world, tmp_path):
+    """Evaluation on the sharded weights (every process evaluates, FSDP2 gathers each unit): the same
+    evaluations and the same selected state as one process, and the kept adapter within the bound."""
+    flags = _calibration_flags(tiny_world, tmp_path)
+    single = tmp_path / "single"
+    assert cli.main(["--quiet", "train", *_args(tiny_world, single), *flags]) == 0
+    out = tmp_path / "fsdp"
+    proc = _launch(tiny_world, out, *flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_fsdp_was_active(out, proc.stdout)
+    a = json.loads((single / "run.json").read_text())["calibration"]
+    b = json.loads((out / "run.json").read_text())["calibration"]
+    assert [e["step"] for e in b["evaluations"]] == [e["step"] for e in a["evaluations"]]
+    assert b["selected"] == a["selected"] and b["stop_reason"] == a["stop_reason"], (a, b)
+    rtol = ddp._sgd_rtol(tiny_world, ddp._adapter(single))
+    for x, y in zip(a["evaluations"], b["evaluations"]):
+        for k in ("forget_nll", "retain_nll"):
+            if x.get(k) is not None:
+                assert y[k] == pytest.approx(x[k], rel=rtol, abs=rtol), (k, x, y)
+    ddp._assert_close_adapters(tiny_world, ddp._adapter(single), ddp._adapter(out))
+    print(f"calibrated FSDP2 run: kept {b['selected']} of {len(b['evaluations'])} evaluations")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [("--full-finetune", "LoRA adapter only"), ("--optimizer-scope=run", "optimizer_scope: chunk")],
+)
+def test_what_cpu_fsdp_does_not_do_is_refused_in_one_line(
+    tiny_world, tmp_path, monkeypatch, capsys, flag, message
+):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rc = cli.main(["train", *_args(tiny_world, tmp_path / "out"), flag])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

@@ -61,8 +61,8 @@ def prepare(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> Prepared:
     from llm_unlearn.modeling import default_device, resolve_dtype
 
     # training arguments as transformers checks them, on this machine's devices, before the model loads
-    build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, default_device()))
     check_cpu_fsdp(cfg)  # what FSDP on CPU processes does not do, refused before the model loads
+    build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, default_device()))
     _load_model(prep, model, tokenizer)
     _tokenize_and_plan(prep)
     return prep
