@@ -139,7 +139,16 @@ def _calibration_flags(world, tmp_path: Path) -> list[str]:
     holdout = tmp_path / "holdout.jsonl"
     holdout.write_text("".join(json.dumps(d) + "\n" for d in world["ds"].nonmember_docs))
     members = world["data_dir"] / "mia" / "member.jsonl"
-    return ["--holdout", str(holdout), "--forget-documents", str(members), "--eval-every", "chunk", "--eval-items", "6"]
+    return [
+        "--holdout",
+        str(holdout),
+        "--forget-documents",
+        str(members),
+        "--eval-every",
+        "chunk",
+        "--eval-items",
+        "6",
+    ]
 
 
 def test_calibrated_run_under_fsdp_evaluates_the_sharded_model_as_one_process(tiny_world, tmp_path):
