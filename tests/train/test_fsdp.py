@@ -187,3 +187,41 @@ def test_what_cpu_fsdp_does_not_do_is_refused_in_one_line(
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+RESTORE_SCRIPT = """
+import torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from llm_unlearn.train.sharding import copy_whole_into, trainable_state
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Linear(3, 7))  # odd sizes: uneven shards
+mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+fully_shard(m[0], mesh=mesh)
+fully_shard(m, mesh=mesh)
+kept = trainable_state(m)
+with torch.no_grad():
+    for p in m.parameters():
+        p.to_local().add_(1.0)
+    params = dict(m.named_parameters())
+    for n, v in kept.items():
+        copy_whole_into(params[n], v)
+now = trainable_state(m)
+assert kept.keys() == now.keys() and all(torch.equal(kept[k], now[k]) for k in kept)
+print("restored", dist.get_rank())
+"""
+
+
+def test_a_kept_state_loads_back_into_the_shards_exactly(tmp_path):
+    """The calibration's best state: gathered whole from the shards, then (after more steps) loaded back
+    shard by shard; exact, with shards of uneven size."""
+    script = tmp_path / "restore.py"
+    script.write_text(RESTORE_SCRIPT)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", str(ddp._free_port()), str(script)]
+    env = {**ddp._env(), "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("restored") == 2, proc.stdout
