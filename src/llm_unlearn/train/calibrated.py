@@ -13,6 +13,7 @@ import torch
 
 from llm_unlearn.config import UnlearnConfig, eval_interval
 from llm_unlearn.train import calibration as cal
+from llm_unlearn.train.sharding import copy_whole_into, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Calibrator:
             self.best_index is None or ev["proxy"] >= self.evaluations[self.best_index]["proxy"]
         ):
             self.best_index = len(self.evaluations) - 1
-            self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            self.best_state = trainable_state(model)  # whole tensors (gathered under FSDP)
         if self.c.mode == "off":
             return None
         last = chunk == len(self.per_chunk_steps) - 1
@@ -155,7 +156,7 @@ class Calibrator:
             with torch.no_grad():
                 params = dict(model.named_parameters())
                 for n, v in self.best_state.items():
-                    params[n].copy_(v)
+                    copy_whole_into(params[n], v)
             chosen = f"evaluation {idx + 1} (step {self.evaluations[idx]['step']})"
         return {
             "mode": self.c.mode,

@@ -129,8 +129,12 @@ def fingerprint_changes(saved: dict, cfg: UnlearnConfig, data_sha: dict[str, str
 
 def sharded_state_dict(trainer) -> dict | None:
     """The full weights when DeepSpeed ZeRO-3 or FSDP shards them over the processes (gathered on
-    rank 0 through accelerate; every process must call this), None when each process holds them
+    rank 0 through accelerate, or on every process for FSDP2 on CPU; every process must call this), None when each process holds them
     whole (one process, DDP, ZeRO-1/2): then the adapter is read from the model directly."""
+    from llm_unlearn.train import sharding
+
+    if sharding.is_sharded(trainer.model) and not getattr(trainer, "is_fsdp_enabled", False):
+        return sharding.full_state_dict(trainer.model)  # FSDP2 applied on CPU processes (train/sharding.py)
     ds = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     sharded = getattr(trainer, "is_fsdp_enabled", False) or (ds is not None and ds.zero_stage == 3)
     if not sharded:

@@ -121,6 +121,7 @@ class ChunkLoop:
 
         from llm_unlearn.data.tokenize import AlternativesCollator, UnlearnCollator
         from llm_unlearn.train.reference_source import for_run
+        from llm_unlearn.train.sharding import shard_for_cpu
         from llm_unlearn.train.trainer import UnlearnTrainer
 
         p = self.prep
@@ -145,6 +146,7 @@ class ChunkLoop:
             data_files=p.data_files,
             frozen=p.frozen,
         )
+        shard_for_cpu(trainer)  # FSDP requested on CPU processes: FSDP2 now, on the whole model's reference
         trainer.add_callback(LoopCallback(self))
         trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
         return trainer
@@ -311,6 +313,7 @@ class ChunkLoop:
 
     def _summary(self, calibration, t0: float) -> dict:
         from llm_unlearn.data.schedule import summarize_plan
+        from llm_unlearn.train.sharding import describe as describe_sharding
 
         p = self.prep
         param = next(p.model.parameters())
@@ -331,6 +334,7 @@ class ChunkLoop:
             "calibration": calibration,
             "lora_modules": getattr(p.model, "targeted_module_names_short", None),
             "device": str(param.device),
+            "sharding": describe_sharding(self.trainer),
             "dtype": str(param.dtype).replace("torch.", ""),
             "wall_seconds": round(time.time() - t0, 2) + before,
         }

@@ -15,6 +15,7 @@ from llm_unlearn.config import UnlearnConfig
 from llm_unlearn.errors import ConfigError, UserError
 from llm_unlearn.train.checkpoint import CHECKPOINT, check_output_dir, data_fingerprint, load_adapter_weights
 from llm_unlearn.train.process import world_size
+from llm_unlearn.train.sharding import check_cpu_fsdp
 from llm_unlearn.train.trainer import steps_per_chunk
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def prepare(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> Prepared:
     from llm_unlearn.modeling import default_device, resolve_dtype
 
     # training arguments as transformers checks them, on this machine's devices, before the model loads
+    check_cpu_fsdp(cfg)  # what FSDP on CPU processes does not do, refused before the model loads
     build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, default_device()))
     _load_model(prep, model, tokenizer)
     _tokenize_and_plan(prep)
