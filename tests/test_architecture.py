@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),  # its calibration monitor evaluates with evaluation's passes and metrics
     ("finetune",),
     ("demo",),
+    ("api",),  # the public functions (llm_unlearn.unlearn / finetune / build_config; lazily from __init__)
     ("cli",),
     ("__main__",),
 ]
