@@ -698,3 +698,19 @@ def test_merge_and_evaluate_refuse_an_adapter_of_another_base_of_the_same_shapes
         str(finished / "adapter"),
     ]
     assert cli.main([*own, "--output-dir", str(tmp_path / "m3")]) == 0
+
+
+def test_train_never_writes_inside_its_config_or_alternatives_file_directory(tiny_world, tmp_path, capsys):
+    """Every input flag is an input of the output policy: a --config file or an --alternatives file
+    inside the output directory is refused before anything is written (issue 18)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cfg.yaml").write_text("train:\n  learning_rate: 0.001\n")
+    assert cli.main([*_train(tiny_world, out), "--config", str(out / "cfg.yaml")]) == 2
+    assert "contains the input" in _err(capsys)[0]
+    alts = out / "alts.txt"
+    (out / "cfg.yaml").unlink()
+    alts.write_text("I don't know.\n")
+    assert cli.main([*_train(tiny_world, out), "--method", "idk_dpo", "--alternatives", str(alts)]) == 2
+    assert "contains the input" in _err(capsys)[0]
+    assert sorted(p.name for p in out.iterdir()) == ["alts.txt"]

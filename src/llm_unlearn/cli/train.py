@@ -160,6 +160,10 @@ def cmd_train(args) -> int:
         raise UserError("no data given (use --data DIR or --forget FILE [--retain FILE])")
     if not cfg.train.output_dir:
         raise UserError("no output directory given (use --output-dir DIR)")
+    if args.config:  # the config file is an input like the data: never inside the output
+        from llm_unlearn.outputs import check_not_input
+
+        check_not_input(cfg.train.output_dir, [args.config], "output directory")
     summary = run_unlearning(cfg)  # TrainingInterrupted -> "stopped: ...", exit 3 (cli.errors)
     if is_main_process():
         from pathlib import Path

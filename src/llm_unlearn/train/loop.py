@@ -61,7 +61,17 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         raise UserError("no output directory given (use --output-dir DIR)")
     out = Path(cfg.train.output_dir)
     d, m, c = cfg.data, cfg.model, cfg.calibration
-    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain, c.holdout, c.forget_documents]
+    alternatives = cfg.objective.alternatives if cfg.objective.alternatives != "retain" else None
+    inputs = [
+        m.name_or_path,
+        m.tokenizer,
+        d.data,
+        d.forget,
+        d.retain,
+        c.holdout,
+        c.forget_documents,
+        alternatives,
+    ]
     prepare_output_dir(
         out, "train", inputs, overwrite=cfg.train.overwrite, own_names=ckpt.TRAIN_OWN_NAMES, create=False
     )
