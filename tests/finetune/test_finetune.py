@@ -256,3 +256,51 @@ def test_without_until_em_the_generation_check_runs_once_at_the_end(syn_data, tm
     )
     checked = [row["epoch"] for row in s["history"] if "em" in row]
     assert [row["epoch"] for row in s["history"]] == [1, 2, 3] and checked == [3]
+
+
+def test_a_rerun_into_its_own_directory_keeps_what_the_user_added(syn_data, tmp_path, capsys):
+    """issue 18, class 3: finetune rerun into its own (marked) directory replaces only its manifest's
+    entries; the user's notes and evaluation folder stay, with no --overwrite."""
+    out = tmp_path / "ft"
+    argv = [
+        "--quiet",
+        "finetune",
+        "--model",
+        "tiny",
+        "--data",
+        str(syn_data["dir"]),
+        "--output-dir",
+        str(out),
+    ]
+    argv += [
+        "--epochs",
+        "1",
+        "--tiny-hidden",
+        "32",
+        "--tiny-layers",
+        "1",
+        "--vocab-size",
+        "300",
+        "--no-progress",
+    ]
+    assert cli.main(argv) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "eval").mkdir()
+    (out / "eval" / "report.md").write_text("my evaluation")
+    assert cli.main(argv) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "eval" / "report.md").read_text() == "my evaluation"
+    assert (out / "finetune.json").is_file() and (out / "config.json").is_file()
+
+
+def test_demo_into_a_folder_holding_the_users_data_is_refused(tmp_path, capsys):
+    """issue 18, class 2: `demo --output-dir proj` where proj/ holds only the user's own data/ (the
+    tool's output name) is refused before anything is written."""
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    (proj / "data" / "forget.jsonl").write_text('{"id": "1sc1", "input": "a", "output": "b"}\n')
+    before = (proj / "data" / "forget.jsonl").read_bytes()
+    assert cli.main(["--quiet", "demo", "--output-dir", str(proj), "--no-progress"]) == 2
+    assert "not empty and was not written" in capsys.readouterr().err
+    assert (proj / "data" / "forget.jsonl").read_bytes() == before
+    assert sorted(p.name for p in proj.iterdir()) == ["data"]
