@@ -1,6 +1,6 @@
 """Every option of an unlearning run, declared once: type (the annotation), default, help text,
 command-line flag, allowed values or range, whether it is a path. The CLI's flags
-(``cli.py``), ``validate()`` and the README's configuration table (checked by a test) all come from
+(``cli/train.py``), ``validate()`` and the README's configuration table (checked by a test) all come from
 these declarations.
 
 This module is over 400 lines on purpose: one declaration per option, all in one place, is the point.

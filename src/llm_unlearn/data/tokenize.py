@@ -244,7 +244,7 @@ class UnlearnCollator:
             attention[i, :n] = att
         is_forget = torch.tensor([bool(f.get("is_forget", False)) for f in features], dtype=torch.bool)
         out = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "is_forget": is_forget}
-        if all("row_key" in f for f in features):  # the reference cache's row id (see reference_cache.py)
+        if all("row_key" in f for f in features):  # the reference cache's row id (see train/cache_build.py)
             out["row_key"] = torch.tensor([int(f["row_key"]) for f in features], dtype=torch.long)
         return out
 

@@ -49,8 +49,8 @@ class _RowsDataset(torch.utils.data.Dataset):
 def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     """Run (or resume) an unlearning job described by `cfg`; returns the run summary (run.json).
 
-    The output directory follows `io_utils.prepare_output_dir` (kind "train"; inputs: model,
-    tokenizer, data) and is locked for the whole run (`io_utils.DirectoryLock`); temporary files of
+    The output directory follows `outputs.prepare_output_dir` (kind "train"; inputs: model,
+    tokenizer, data) and is locked for the whole run (`outputs.DirectoryLock`); temporary files of
     killed writes are removed first. A signal (SIGTERM / Ctrl-C) at any point ends the run with
     `TrainingInterrupted` (during training: after the current step and the last chunk's checkpoint)."""
     from llm_unlearn.config import validate

@@ -3,7 +3,7 @@
 Each evaluation measures, on the current model (adapter on), batched and greedy:
 - knowledge (exact match) and regurgitation (ROUGE-L recall) on K sampled forget and K sampled retain
   records (sampled once, seeded, spread over tasks and sc/qa kinds), and from them the official task
-  aggregate (harmonic mean of the 12 terms, `evaluation/scoring.py`);
+  aggregate (harmonic mean of the 12 terms, `evaluation/metrics/semeval.py`);
 - the mean answer NLL of the sampled forget and retain records;
 - the loss-based MIA AUC between the forget side and the holdout: forget documents against holdout
   documents when both exist, else forget answers against holdout record answers;
