@@ -1,7 +1,17 @@
 """Benchmark harness: the unlearning step against a plain LoRA fine-tuning step, and the evaluation.
 
-    python benchmarks/bench.py --shape small --device cpu          # = make bench
-    python benchmarks/bench.py --shape olmo-1b --device cuda       # see benchmarks/gpu_check.sh
+    python benchmarks/bench.py --shape small --device cpu --quick        # = make bench-quick (<= 10 min)
+    python benchmarks/bench.py --shape small --device cpu --part steps   # = make bench-steps (one part)
+    python benchmarks/bench.py --shape small --device cpu --merge        # = make bench-merge
+    python benchmarks/bench.py --shape olmo-1b --device cuda             # see benchmarks/gpu_check.sh
+
+``make bench`` runs every registered part (``--list-parts``: steps, mmlu, eval, scaling; see
+``_register_parts`` and benchmarks/harness.py), each in its own process writing
+``results/<shape>-<device>.<part>.json``, then merges them into ``results/<shape>-<device>.json``. Without
+``--part``/``--quick``/``--merge`` it runs steps, mmlu and eval in one process (and scaling with
+``--scaling``) and writes the merged file directly, as before. Every part prints progress lines on
+stderr (what, step i of n, time left; at least every 20 s) and the end a summary beside the
+committed numbers.
 
 One process, one randomly initialised model of the chosen shape with one LoRA adapter (its B
 matrices made non-zero so that model and reference differ), the same batches and the same seed for
@@ -1117,15 +1127,15 @@ def part_scaling(args, ctx: dict[str, Any]) -> dict[str, Any]:
 
 def _register_parts() -> None:
     hz = _load_sibling("harness")
-    # a priori seconds on 2 idle cores (small shape, cpu): the first time-left estimate of each part
-    hz.register_part("steps", "training step ratios (all variants, one loop)", part_steps,
-                     full_s=230, quick_s=90)  # fmt: skip
-    hz.register_part("mmlu", "MMLU prefix cache vs whole prompts", part_mmlu, full_s=60, quick_s=30)
-    hz.register_part(
-        "eval", "evaluation speed: batched vs official-compat", part_eval, full_s=300, quick_s=60
-    )
+    # a priori seconds on 2 cores (from the committed runs' timings, load ~1.5-2.6): only the first
+    # time-left estimate of each part; the estimate follows the measured speed from the first step on
+    hz.register_part("steps", "training step ratios (one round-robin loop)", part_steps,
+                     full_s=180, quick_s=90)  # fmt: skip
+    hz.register_part("mmlu", "MMLU prefix cache vs whole prompts", part_mmlu, full_s=45, quick_s=25)
+    hz.register_part("eval", "evaluation speed: batched vs official-compat", part_eval,
+                     full_s=440, quick_s=70)  # fmt: skip
     hz.register_part("scaling", "scaling over sequence length, vocabulary, answer fraction", part_scaling,
-                     full_s=140)  # fmt: skip
+                     full_s=150)  # fmt: skip
 
 
 def run_part(name: str, args, setup: dict[str, Any], workdir: Path, results: Path, **extra) -> dict[str, Any]:
