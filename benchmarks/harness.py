@@ -4,7 +4,8 @@ and the summary table (this run beside the committed numbers).
 * :class:`Progress`: one line per event on stderr (flushed, also when stderr is not a terminal):
   what is being measured, step i of n, the time spent and an estimate of the time left; a heartbeat
   thread repeats the current line whenever nothing was printed for ``heartbeat_s`` (20 s), so a part
-  never stays silent for 30 s, even inside one long call.
+  never stays silent for 30 s, even inside one long call. The first time-left estimate is the part's
+  a priori seconds; from the first finished step on, the measured speed.
 * :func:`register_part` / :data:`PARTS`: the named parts of ``make bench`` (``bench.py`` registers
   steps, mmlu, eval, scaling; a later part registers itself the same way and gets its Makefile target
   ``bench-<name>`` from the pattern rule, its file and its place in the merge for free).
@@ -147,7 +148,7 @@ class Progress:
             self.tick()
 
     def start(self, title: str = "") -> Progress:
-        est = f", about {fmt_seconds(self.estimate_s)} on 2 idle cores" if self.estimate_s else ""
+        est = f", about {fmt_seconds(self.estimate_s)} (a priori, 2 cores)" if self.estimate_s else ""
         self.emit(f"[bench {self.part}] {title or 'starting'}: {self.units} steps{est}")
         if self.heartbeat_s is not None and self._thread is None:
             self._thread = threading.Thread(target=self._beat, name=f"progress-{self.part}", daemon=True)
@@ -439,7 +440,9 @@ def summary_rows(result: dict[str, Any], reference: dict[str, Any] | None) -> li
         value, sp = get(result)
         if value is None:
             continue
-        ref_value, ref_sp = get(reference) if reference else (None, None)
+        if sp and sp["n"] > 1:  # decided from the median over the repeats, as the step ratios
+            value = sp["median"]
+        ref_value, ref_sp = get(reference) if reference else (None, None)  # the README's value
         if reference and (reference.get("eval") or {}).get("size") != (result.get("eval") or {}).get("size"):
             if label.startswith("evaluation"):  # another check (demo vs realistic): not comparable
                 ref_value, ref_sp = None, None
