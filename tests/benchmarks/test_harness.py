@@ -208,3 +208,18 @@ def test_make_has_a_target_per_part():
                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     assert "--part steps" in dry.stdout and "--quick" in dry.stdout and "--merge" in dry.stdout
+
+
+def test_committed_quick_run_has_the_full_runs_keys():
+    quick = ROOT / "benchmarks" / "results" / "small-cpu.quick.json"
+    full = ROOT / "benchmarks" / "results" / "small-cpu.json"
+    if not (quick.is_file() and full.is_file()):
+        pytest.skip("no committed quick run yet (make bench-quick)")
+    q, f = json.loads(quick.read_text()), json.loads(full.read_text())
+    assert q["quick"] is True and set(f) <= set(q), set(f) - set(q)
+    assert set(q["parts"]) == {"steps", "mmlu", "eval"} and len(q["loadavg_start"]) == 3
+    for name in ("ours/trunk_floor", "seed_style/ours"):
+        rep = q["ratio_repeats"][name]
+        assert rep["n"] == q["repeats"] >= 3 and rep["min"] <= rep["median"] <= rep["max"]
+        assert q["targets"][name]["verdict"] in ("met", "within spread", "missed")
+    assert q["mmlu"]["prefix_cache"]["agreement"] == 1.0 and q["eval"]["scores_agree"] is True
