@@ -948,8 +948,8 @@ def parse_args(argv=None):
 QUICK_VARIANTS = VARIANTS
 QUICK_STEPS, QUICK_REPEATS = 2, 3
 FULL_REPEATS = 2  # the full run's 10 measured rounds as 2 repeats of 5
-# one subject of the small fixture's two, float32 only (a bfloat16 matmul on a CPU without bf16 units is
-# emulated: the pair alone took longer than the rest of the MMLU part)
+# one subject of the small fixture's two, float32 only (bfloat16 matrix products on this CPU ran ~3.5x
+# slower than float32 in a trial of this part: the bfloat16 pair took about as long as the rest of it)
 QUICK_MMLU = {"n_subjects": 1, "n_test": 6, "repeats": 3, "bf16": False}
 
 
@@ -1248,7 +1248,7 @@ def main(argv=None) -> dict[str, Any]:
         if missing:
             raise SystemExit(
                 "error: no result yet for part(s) " + ", ".join(missing) + "; run "
-                + " ".join(f"make bench-{n}" for n in missing)
+                + ", ".join(f"make bench-{n}" for n in missing)
             )  # fmt: skip
         files = {n: json.loads(p.read_text()) for n, p in paths.items()}
         out = Path(args.out) if args.out else hz.merged_path(results_dir, args.shape, dev, args.quick)

@@ -223,3 +223,41 @@ def test_committed_quick_run_has_the_full_runs_keys():
         assert rep["n"] == q["repeats"] >= 3 and rep["min"] <= rep["median"] <= rep["max"]
         assert q["targets"][name]["verdict"] in ("met", "within spread", "missed")
     assert q["mmlu"]["prefix_cache"]["agreement"] == 1.0 and q["eval"]["scores_agree"] is True
+
+
+def _recording_progress(hz, out):
+    made = []
+
+    def factory(units, total_weight=None):
+        p = hz.Progress(
+            "t", units, None, total_weight=total_weight, stream=out, heartbeat_s=None, min_interval_s=0
+        )
+        made.append(p)
+        return p.start()
+
+    return factory, made
+
+
+def test_scaling_and_realistic_eval_report_progress(bench, hz, tmp_path, monkeypatch):
+    """The parts of make bench that the quick run leaves out still count their steps (tiny sizes)."""
+    import torch
+
+    sc = bench._load_sibling("scaling")
+    eb = bench._load_sibling("eval_bench")
+    monkeypatch.setattr(sc, "AXES", {"seq": [16], "vocab": [256], "answer_fraction": [0.25]})
+    monkeypatch.setattr(sc, "BASE", {"seq": 16, "vocab": 256, "answer_fraction": 0.25})
+    out = io.StringIO()
+    factory, made = _recording_progress(hz, out)
+    tiny = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "batch": 2}
+    sc.run(steps=1, shape=tiny, out_dir=tmp_path, in_process=True, plot=False, progress=factory)
+    made[-1].close()
+    assert "step 2 of 2" in out.getvalue() and "seed_style" in out.getvalue()
+    if eb.semeval_slice(1, 1) is None:
+        pytest.skip("../shared/data/semeval25 not found")
+    out = io.StringIO()
+    factory, made = _recording_progress(hz, out)
+    small = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "vocab": 512}
+    ev = eb.semeval_bench(torch.device("cpu"), tmp_path, max_new_tokens=4, repeats=1, progress=factory,
+                          n_per_split=4, n_mia=2, epochs=1, small=small)  # fmt: skip
+    made[-1].close()
+    assert ev["batched"]["seconds"] > 0 and "step 6 of 6" in out.getvalue()
