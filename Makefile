@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint bench quality methods smollm2 clean
+.PHONY: install demo test lint bench bench-quick bench-merge bench-eval quality methods smollm2 clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,34 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# benchmarks (benchmarks/README.md). Each prints progress on stderr at least every 30 s.
+BENCH_ARGS ?= --shape small --device cpu
+BENCH = $(PY) benchmarks/bench.py $(BENCH_ARGS)
+BENCH_EVAL_MODEL_CACHE ?= runs/bench-eval-model
+
+# the reviewer's run (<= 10 min on 2 cores): step ratios over 3 repeats, MMLU on one subject, the
+# evaluation check on the demo model -> benchmarks/results/small-cpu.quick.json ("quick": true)
+bench-quick: $(STAMP)
+	$(BENCH) --quick
+
+# the full run, part by part (benchmarks/results/small-cpu.<part>.json; a killed part is rerun alone
+# with make bench-<part>), then merged into small-cpu.json; the parts are the harness's registry
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py --shape small --device cpu --scaling
+	@for part in $$($(BENCH) --list-parts); do \
+	  $(MAKE) --no-print-directory bench-$$part || exit $$?; \
+	done
+	$(MAKE) --no-print-directory bench-merge
+
+bench-merge: $(STAMP)
+	$(BENCH) --merge
+
+# the memorized evaluation model is kept, so that a rerun of this part does not train it again
+bench-eval: $(STAMP)
+	$(BENCH) --part eval --eval-model-cache $(BENCH_EVAL_MODEL_CACHE)
+
+# bench-steps, bench-mmlu, bench-scaling and any part registered later
+bench-%: $(STAMP)
+	$(BENCH) --part $*
 
 quality: $(STAMP)
 	$(PY) benchmarks/quality.py

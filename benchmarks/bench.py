@@ -1,7 +1,17 @@
 """Benchmark harness: the unlearning step against a plain LoRA fine-tuning step, and the evaluation.
 
-    python benchmarks/bench.py --shape small --device cpu          # = make bench
-    python benchmarks/bench.py --shape olmo-1b --device cuda       # see benchmarks/gpu_check.sh
+    python benchmarks/bench.py --shape small --device cpu --quick        # = make bench-quick (<= 10 min)
+    python benchmarks/bench.py --shape small --device cpu --part steps   # = make bench-steps (one part)
+    python benchmarks/bench.py --shape small --device cpu --merge        # = make bench-merge
+    python benchmarks/bench.py --shape olmo-1b --device cuda             # see benchmarks/gpu_check.sh
+
+``make bench`` runs every registered part (``--list-parts``: steps, mmlu, eval, scaling; see
+``_register_parts`` and benchmarks/harness.py), each in its own process writing
+``results/<shape>-<device>.<part>.json``, then merges them into ``results/<shape>-<device>.json``. Without
+``--part``/``--quick``/``--merge`` it runs steps, mmlu and eval in one process (and scaling with
+``--scaling``) and writes the merged file directly, as before. Every part prints progress lines on
+stderr (what, step i of n, time left; at least every 20 s) and the end a summary beside the
+committed numbers.
 
 One process, one randomly initialised model of the chosen shape with one LoRA adapter (its B
 matrices made non-zero so that model and reference differ), the same batches and the same seed for
@@ -254,7 +264,8 @@ class Bench:
 
         self.shape, self.device, self.dtype = shape, device, dtype
         model = build_model(shape, dtype, device, seed)
-        self.pm = apply_lora(model, r=16, alpha=64, dropout=0.0, target_modules=LORA_TARGETS)
+        with _load_sibling("harness").quiet_deprecations():  # peft reads is_gradient_checkpointing
+            self.pm = apply_lora(model, r=16, alpha=64, dropout=0.0, target_modules=LORA_TARGETS)
         torch.manual_seed(seed + 1)
         with torch.no_grad():  # a trained-looking adapter: model and reference differ
             for n, p in self.pm.named_parameters():
@@ -338,14 +349,15 @@ class Bench:
 
     @contextlib.contextmanager
     def checkpointing(self, on: bool):
+        hz = _load_sibling("harness")
         base = self.pm.get_base_model()
         if on:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            hz.checkpointing_on(base, {"use_reentrant": False})
         try:
             yield
         finally:
             if on:
-                base.gradient_checkpointing_disable()
+                hz.checkpointing_off(base)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -420,7 +432,7 @@ def memory_probes(bench: Bench, out: dict[str, Any]):
 
 # ----------------------------------------------------------------------------- the loop
 def run_steps(
-    bench: Bench, variants: list[str], steps: int, warmup: int, probes: bool = True
+    bench: Bench, variants: list[str], steps: int, warmup: int, probes: bool = True, progress=None
 ) -> dict[str, dict[str, Any]]:
     """Round-robin: each round, every variant loads its own adapter state, takes one step (timed:
     cache lookup, forward, backward, optimizer step, zero_grad), and saves its state. The last warm-up
@@ -437,6 +449,9 @@ def run_steps(
         batch = bench.batches[r % len(bench.batches)]
         order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate the order each round
         for v in order:
+            if progress is not None:
+                phase = f"warm-up round {r + 1}/{warmup}" if r < warmup else f"round {r + 1 - warmup}/{steps}"
+                progress.begin(f"{phase}, {v}")
             with torch.no_grad():
                 for p, s in zip(bench.params, states[v]):
                     p.copy_(s)
@@ -517,7 +532,9 @@ def _generations(path: Path) -> list[str]:
     return [r["model_output"] for r in sorted(rows, key=lambda r: r["id"])]
 
 
-def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int = 32) -> dict[str, Any]:
+def eval_bench(
+    device: torch.device, size: str, workdir: Path, batch_size: int = 32, progress=None
+) -> dict[str, Any]:
     """Batched evaluation vs official-compat on the same items of a (partially) memorized model.
 
     Items/s = items / wall time of `evaluate_semeval` (generation, answer NLL, scoring; no output
@@ -534,6 +551,10 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
     from llm_unlearn.tiny import train_bpe_tokenizer
 
     sz = EVAL_SIZES[size]
+    # progress steps: memorize (weight 6), warm-up, per mode an untimed run and the timed runs
+    n_timed = sz["repeats"] + max(1, sz["repeats"] - 1)
+    prog = _load_sibling("harness").open_progress(progress, 4 + n_timed, 6 + 1 + 2 + n_timed)
+    prog.begin(f"memorizing the demo data ({sz['mem_steps']} steps)", weight=6, force=True)
     ds = make_synthetic_dataset(n_entities_per_task=sz["entities"], seed=0)
     write_synthetic_dataset(ds, workdir / "eval-data")
     bundle = load_unlearning_data(workdir / "eval-data")
@@ -556,8 +577,10 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
     n_items = len(bundle.forget) + len(bundle.retain)
     kw = dict(max_new_tokens=sz["max_new_tokens"], batch_size=batch_size, progress=False)
     warm = types.SimpleNamespace(forget=bundle.forget[:2], retain=bundle.retain[:2], files=[])
-    evaluate_semeval(model, tok, warm, **kw)
-    evaluate_semeval(model, tok, warm, official_compat=True, **kw)
+    prog.begin("warm-up calls (2 items, both modes)")
+    with _load_sibling("harness").quiet_small_splits():
+        evaluate_semeval(model, tok, warm, **kw)
+        evaluate_semeval(model, tok, warm, official_compat=True, **kw)
     out: dict[str, Any] = {
         "model": {
             "hidden": sz["hidden"],
@@ -574,12 +597,15 @@ def eval_bench(device: torch.device, size: str, workdir: Path, batch_size: int =
     res, gens = {}, {}
     for name, compat in (("batched", False), ("official_compat", True)):
         # one untimed run writes the outputs (generations.jsonl, report, plots); the timed runs write nothing
+        prog.begin(f"{name}: untimed run writing the outputs ({n_items} items)")
         res[name] = evaluate_semeval(
             model, tok, bundle, official_compat=compat, output_dir=workdir / f"eval-{name}", **kw
         )
         gens[name] = _generations(workdir / f"eval-{name}")
         runs = []
-        for _ in range(sz["repeats"] if not compat else max(1, sz["repeats"] - 1)):
+        n_runs = sz["repeats"] if not compat else max(1, sz["repeats"] - 1)
+        for i in range(n_runs):
+            prog.begin(f"{name}: timed run {i + 1}/{n_runs} ({n_items} items)")
             t0 = time.perf_counter()
             res[name] = evaluate_semeval(model, tok, bundle, official_compat=compat, **kw)
             runs.append(time.perf_counter() - t0)
@@ -801,7 +827,20 @@ def parse_args(argv=None):
         default=None,
         help="model dtype (default: float32 on cpu, bfloat16 on cuda)",
     )
-    p.add_argument("--steps", type=int, default=10, help="measured steps per variant (median; default 10)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="measured rounds per repeat (default: 5 x 2 repeats = 10 rounds; --quick: 2 x 3); "
+        "--steps N alone: N rounds, one repeat",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repeats of --steps rounds; each gives one ratio of medians, reported min/median/max "
+        "(default 2; --quick: 3)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
     p.add_argument(
         "--threads",
@@ -812,9 +851,10 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
-        help="comma-separated, from " + ",".join(VARIANTS + DIAGNOSTICS) + " (default: the first six)",
-    )
+        default=None,
+        help="comma-separated, from " + ",".join(VARIANTS + DIAGNOSTICS)
+        + " (default: the first eight; --quick: " + ",".join(QUICK_VARIANTS) + ")",
+    )  # fmt: skip
     p.add_argument(
         "--gradient-checkpointing",
         action=argparse.BooleanOptionalAction,
@@ -865,6 +905,28 @@ def parse_args(argv=None):
         help="also run benchmarks/scaling.py (step time and peak memory over sequence length, "
         "vocabulary and answer fraction; make bench sets it)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="make bench-quick: the targeted step ratios (" + ",".join(QUICK_VARIANTS) + ", 3 repeats of "
+        "2 rounds), MMLU on one subject, the evaluation check on the demo model; writes "
+        "results/<shape>-<device>.quick.<part>.json per part and <shape>-<device>.quick.json",
+    )
+    p.add_argument(
+        "--part",
+        default=None,
+        help="run these registered parts only (comma-separated; make bench-<part>), each written to "
+        "results/<shape>-<device>.<part>.json; --list-parts names them",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="run nothing: merge every registered part's file into results/<shape>-<device>.json "
+        "(make bench-merge) and print the summary beside the committed numbers",
+    )
+    p.add_argument("--list-parts", action="store_true", help="print the registered parts' names")
+    p.add_argument("--results-dir", default=None, help="where part files go (default benchmarks/results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<shape>-<device>.json)")
     p.add_argument(
@@ -876,64 +938,92 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.merge_eval:
-        out = Path(args.out) if args.out else ROOT / "results" / f"{args.shape}-{args.device}.json"
-        result = merge_eval(out, Path(args.merge_eval))
-        print(format_table(result))
-        print(f"evaluation section of {out} replaced by {args.merge_eval}")
-        return result
-    t_start = time.time()
-    load_start = os.getloadavg()
-    torch.set_num_threads(args.threads)
+# ----------------------------------------------------------------------------- the parts
+# quick (make bench-quick): the full run's loop (every variant), 3 repeats of 2 measured rounds. Not a
+# subset of the variants: a ratio depends on the loop it is measured in. On the shared machine, at the
+# same load (2.3-3.2), seed_style / ours read 1.53 [1.52-1.59] in a loop of the five reported variants
+# and 2.41 [2.39-2.43] in the loop of all eight (seed_style's own step 6.2 s vs 9.9 s: what runs
+# between its steps changes what its [B, T, V] buffers cost), and the committed 2.16 comes from the
+# loop of all eight.
+QUICK_VARIANTS = VARIANTS
+QUICK_STEPS, QUICK_REPEATS = 2, 3
+FULL_REPEATS = 2  # the full run's 10 measured rounds as 2 repeats of 5
+# one subject of the small fixture's two, float32 only (bfloat16 matrix products on this CPU ran ~3.5x
+# slower than float32 in a trial of this part: the bfloat16 pair took about as long as the rest of it)
+QUICK_MMLU = {"n_subjects": 1, "n_test": 6, "repeats": 3, "bf16": False}
+
+
+def _setup(args) -> dict[str, Any]:
+    """Device, dtype, variants and the measured rounds, from the arguments (one place for all parts)."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
     dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    dtype = getattr(torch, dtype_name)
-    shape = dict(SHAPES[args.shape])
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.variants is None:
+        variants = list(QUICK_VARIANTS if args.quick else VARIANTS)
+    else:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS + DIAGNOSTICS]
     if bad:
         raise SystemExit(f"error: unknown variant(s) {bad}; known: {', '.join(VARIANTS + DIAGNOSTICS)}")
     if not args.gradient_checkpointing:
         variants = [v for v in variants if not v.endswith("_gc")]
+    steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else None)
+    repeats = args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else None)
+    if steps is None and repeats is None:  # the full run: 10 rounds as 2 repeats of 5
+        steps, repeats = 5, FULL_REPEATS
+    elif repeats is None:  # --steps N alone: N rounds, one repeat (the previous meaning of --steps)
+        repeats = 1
+    elif steps is None:
+        steps = 5
+    return {
+        "device": device,
+        "dtype_name": dtype_name,
+        "dtype": getattr(torch, dtype_name),
+        "variants": variants,
+        "steps_per_repeat": steps,
+        "repeats": repeats,
+        "shape": dict(SHAPES[args.shape]),
+    }
 
+
+def _header(args, setup: dict[str, Any]) -> dict[str, Any]:
     import peft
     import transformers
 
-    with tempfile.TemporaryDirectory(prefix="llm-unlearn-bench-") as tmp:
-        workdir = Path(tmp)
-        bench = Bench(shape, device, dtype, args.seed, args.cache_dtype, workdir, variants)
-        results = run_steps(bench, variants, args.steps, args.warmup)
-        cache_info = {
-            "mode": bench.cache.header["retain"],
-            "dtype": bench.cache.dtype,
-            "bytes": bench.cache.nbytes(),
-            "topk_bytes": bench.cache_topk.nbytes() if bench.cache_topk else None,
-            "build_seconds_all_caches": round(bench.cache_seconds, 3),
-        }
-        mm = None
-        if args.mmlu != "none":
-            eb = _load_sibling("eval_bench")
-            mm = eb.mmlu_bench(device, workdir, **MMLU_SIZES[args.mmlu])
-        ev = None
-        eval_size = args.eval
-        if eval_size == "realistic":
-            eb = _load_sibling("eval_bench")
-            kw = {} if args.eval_batch_size is None else {"batch_size": args.eval_batch_size}
-            cache = Path(args.eval_model_cache) if args.eval_model_cache else None
-            ev = eb.semeval_bench(device, workdir, model_cache=cache, **kw)
-            if ev is None:
-                print("eval: ../shared/data/semeval25 not found; running the demo-size check instead")
-                eval_size = "demo"
-        if eval_size in ("demo", "quick"):
-            ev = eval_bench(device, eval_size, workdir, args.eval_batch_size or 32)
-        if ev is not None:
-            ev["size"] = eval_size
-            add_eval_stages(ev, mm)
+    return {
+        "schema": SCHEMA,
+        "shape": args.shape,
+        "shape_config": setup["shape"],
+        "device": setup["device"].type,
+        "device_name": args.device_name or device_name(setup["device"]),
+        "dtype": setup["dtype_name"],
+        "threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+        "platform": platform.platform(),
+        "machine": {"cpu_count": os.cpu_count(), "note": args.note},
+    }
 
+
+def part_steps(args, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The step ratios: every variant in one round-robin loop (see the module docstring)."""
+    hz = _load_sibling("harness")
+    setup = ctx["setup"]
+    variants, per, repeats = setup["variants"], setup["steps_per_repeat"], setup["repeats"]
+    n = per * repeats
+    n_steps = (args.warmup + n) * len(variants)
+    # the setup (model, adapter, reference cache) weighs about 4 steps
+    prog = ctx["progress"](1 + n_steps, 4 + n_steps)
+    prog.begin("building the model, its adapter and the reference cache", weight=4, force=True)
+    bench = Bench(
+        setup["shape"], setup["device"], setup["dtype"], args.seed, args.cache_dtype, ctx["workdir"], variants
+    )
+    results = run_steps(bench, variants, n, args.warmup, progress=prog)
     step0 = {v: r["loss_step0"]["total"] for v, r in results.items()}
     checks = {}
     if "ours" in step0 and "ours_no_cache" in step0:
@@ -942,15 +1032,10 @@ def main(argv=None) -> dict[str, Any]:
         checks["seed_style_vs_ours_no_cache"] = abs(step0["seed_style"] - step0["ours_no_cache"])
     if "ours_gc" in step0 and "ours" in step0:
         checks["ours_gc_vs_ours"] = abs(step0["ours_gc"] - step0["ours"])
-    result: dict[str, Any] = {
-        "schema": SCHEMA,
-        "shape": args.shape,
-        "shape_config": shape,
-        "device": device.type,
-        "device_name": args.device_name or device_name(device),
-        "dtype": dtype_name,
-        "threads": torch.get_num_threads(),
-        "steps": args.steps,
+    section: dict[str, Any] = {
+        "steps": n,
+        "steps_per_repeat": per,
+        "repeats": repeats,
         "warmup": args.warmup,
         "answer_tokens_per_batch": int(bench.batches[0]["labels"][:, 1:].ne(-100).sum()),
         "objective": {
@@ -960,7 +1045,13 @@ def main(argv=None) -> dict[str, Any]:
             "npo_beta": bench.obj.npo_beta,
         },
         "lora": {"r": 16, "alpha": 64, "targets": LORA_TARGETS},
-        "reference_cache": cache_info,
+        "reference_cache": {
+            "mode": bench.cache.header["retain"],
+            "dtype": bench.cache.dtype,
+            "bytes": bench.cache.nbytes(),
+            "topk_bytes": bench.cache_topk.nbytes() if bench.cache_topk else None,
+            "build_seconds_all_caches": round(bench.cache_seconds, 3),
+        },
         "variants": results,
         "ratios": {name: _ratio(results, a, b) for name, (a, b) in RATIOS.items()},
         # the same from each variant's fastest step, and from the process CPU time per step: less
@@ -968,46 +1059,247 @@ def main(argv=None) -> dict[str, Any]:
         "ratios_min": {name: _ratio(results, a, b, "ms_min") for name, (a, b) in RATIOS.items()},
         "ratios_cpu": {name: _ratio(results, a, b, "cpu_ms_per_step") for name, (a, b) in RATIOS.items()},
         "checks": checks,
-        "eval": ev,
-        "mmlu": mm,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-        },
-        "platform": platform.platform(),
-        "machine": {"cpu_count": os.cpu_count(), "note": args.note},
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
-        "seconds": round(time.time() - t_start, 1),
+    }
+    # the confidence: each repeat's ratio of medians, min / median / max over the repeats
+    section["ratio_repeats"] = {
+        name: hz.ratio_spread(section, a, b) for name, (a, b) in RATIOS.items() if {a, b} <= set(results)
     }
     if "ours_gc" in results and "ours" in results:
         m0, m1 = results["ours"]["memory"], results["ours_gc"]["memory"]
-        key = "cuda_max_allocated_bytes" if device.type == "cuda" else "saved_for_backward_bytes"
-        result["gradient_checkpointing"] = {
+        key = "cuda_max_allocated_bytes" if setup["device"].type == "cuda" else "saved_for_backward_bytes"
+        section["gradient_checkpointing"] = {
             "memory_metric": key,
             "ours_bytes": m0[key],
             "ours_gc_bytes": m1[key],
             "memory_saved_fraction": round(1 - m1[key] / m0[key], 3) if m0[key] else None,
-            "time_ratio": result["ratios"]["ours_gc/ours"],
+            "time_ratio": section["ratios"]["ours_gc/ours"],
         }
+    return section
+
+
+def part_mmlu(args, ctx: dict[str, Any]) -> dict[str, Any]:
+    """MMLU with the shared-prefix cache against whole prompts (eval_bench.mmlu_bench)."""
+    size = "quick-fixture" if args.quick and args.mmlu == "small" else args.mmlu
+    if size == "none":
+        return {"mmlu": None}
+    kw = dict(QUICK_MMLU) if size == "quick-fixture" else dict(MMLU_SIZES[size])
+    eb = _load_sibling("eval_bench")
+    mm = eb.mmlu_bench(ctx["setup"]["device"], ctx["workdir"], progress=ctx["progress"], **kw)
+    mm["size"] = size
+    mm["prefix_cache"].setdefault("bfloat16", None)  # the full run's key; null: not measured
+    return {"mmlu": mm}
+
+
+def part_eval(args, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation speed check: realistic (SemEval slice, full run), demo (the demo's model: quick,
+    or without the SemEval data), quick (tests)."""
+    device, workdir = ctx["setup"]["device"], ctx["workdir"]
+    eval_size = "demo" if args.quick and args.eval == "realistic" else args.eval
+    if eval_size == "none":
+        return {"eval": None}
+    ev = None
+    if eval_size == "realistic":
+        eb = _load_sibling("eval_bench")
+        kw = {} if args.eval_batch_size is None else {"batch_size": args.eval_batch_size}
+        cache = Path(args.eval_model_cache) if args.eval_model_cache else None
+        if eb.semeval_slice(1, 1) is None:
+            print(
+                "eval: ../shared/data/semeval25 not found; running the demo-size check instead",
+                file=sys.stderr,
+            )
+            eval_size = "demo"
+        else:
+            ev = eb.semeval_bench(device, workdir, model_cache=cache, progress=ctx["progress"], **kw)
+    if eval_size in ("demo", "quick"):
+        ev = eval_bench(device, eval_size, workdir, args.eval_batch_size or 32, progress=ctx["progress"])
+    ev["size"] = eval_size
+    return {"eval": ev}
+
+
+def part_scaling(args, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Step time and peak memory over sequence length, vocabulary and answer fraction (scaling.py);
+    also writes results/scaling-<device>.json and .png (the README's scaling table and plot)."""
+    sc = _load_sibling("scaling")
+    setup = ctx["setup"]
+    res = sc.run(
+        device=setup["device"].type,
+        dtype=setup["dtype_name"],
+        threads=args.threads,
+        out_dir=ctx["results"],
+        progress=ctx["progress"],
+        **ctx.get("scaling_kw", {}),
+    )
+    return {"scaling": res}
+
+
+def _register_parts() -> None:
+    hz = _load_sibling("harness")
+    # a priori seconds on 2 cores (from the committed runs' timings, load ~1.5-2.6): only the first
+    # time-left estimate of each part; the estimate follows the measured speed from the first step on
+    hz.register_part("steps", "training step ratios (one round-robin loop)", part_steps,
+                     full_s=180, quick_s=130)  # fmt: skip
+    hz.register_part("mmlu", "MMLU prefix cache vs whole prompts", part_mmlu, full_s=45, quick_s=25)
+    hz.register_part("eval", "evaluation speed: batched vs official-compat", part_eval,
+                     full_s=440, quick_s=70)  # fmt: skip
+    hz.register_part("scaling", "scaling over sequence length, vocabulary, answer fraction", part_scaling,
+                     full_s=150)  # fmt: skip
+
+
+def run_part(name: str, args, setup: dict[str, Any], workdir: Path, results: Path, **extra) -> dict[str, Any]:
+    """Run one registered part with its progress lines; returns its part file's content."""
+    hz = _load_sibling("harness")
+    part = hz.PARTS[name]
+    small_cpu = args.shape == "small" and setup["device"].type == "cpu"
+    estimate = (part.quick_s if args.quick else part.full_s) if small_cpu else None
+    made: list = []
+
+    def progress(units: int, total_weight: float | None = None):
+        if args.no_progress:
+            prog = hz.NoProgress()
+        else:
+            prog = hz.Progress(name, units, estimate, total_weight=total_weight)
+        made.append(prog)
+        return prog.start(part.title + (" (quick)" if args.quick else ""))
+
+    t0, load0, started = time.time(), hz.loadavg(), time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        with hz.quiet_deprecations():
+            section = part.run(args, {"setup": setup, "workdir": workdir, "results": results,
+                                      "progress": progress, **extra})  # fmt: skip
+    finally:
+        for prog in made:
+            prog.__exit__(None, None, None)
+    seconds = round(time.time() - t0, 1)
+    for prog in made:
+        prog.close()
+    return {
+        "schema": hz.PART_SCHEMA,
+        "part": name,
+        "quick": bool(args.quick),
+        "shape": args.shape,
+        "device": setup["device"].type,
+        "dtype": setup["dtype_name"],
+        "threads": torch.get_num_threads(),
+        "header": _header(args, setup),
+        "section": section,
+        "seconds": seconds,
+        "loadavg_start": load0,
+        "loadavg_end": hz.loadavg(),
+        "started_at": started,
+    }
+
+
+def finish(files: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
+    """Merge part files into one result, add the evaluation's stage table and the targets; write it."""
+    hz = _load_sibling("harness")
+    result = hz.merge_parts(files)
+    for key in ("variants", "ratios", "ratios_min", "ratios_cpu", "checks", "eval", "mmlu"):
+        result.setdefault(key, {} if key not in ("eval", "mmlu") else None)
+    if result.get("eval"):
+        add_eval_stages(result["eval"], result.get("mmlu"))
     result["targets"] = target_status(result)
-    out = Path(args.out) if args.out else ROOT / "results" / f"{args.shape}-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    # the confidence of each step target: its ratio over the repeats and the verdict from their median
+    for name, t in result["targets"].items():
+        sp = (result.get("ratio_repeats") or {}).get(name)
+        if sp is not None:
+            t["repeats"] = {k: sp[k] for k in ("min", "median", "max", "n")}
+            t["verdict"] = hz.verdict(sp["median"] if sp["n"] > 1 else t["value"], sp, TARGETS[name])
+    if out is not None:
+        hz.write_json(out, result)
+    return result
+
+
+def _print_summary(result: dict[str, Any], reference_path: Path) -> None:
+    hz = _load_sibling("harness")
+    ref = hz.committed(reference_path)
+    if ref is not None and "scaling" not in ref and result.get("scaling"):  # the README's scaling table
+        ref["scaling"] = hz.committed(reference_path.parent / f"scaling-{result['device']}.json")
+    rel = (
+        reference_path.relative_to(ROOT.parent)
+        if reference_path.is_relative_to(ROOT.parent)
+        else reference_path
+    )
+    print(hz.format_summary(result, ref, f"the committed {rel}"))
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    hz = _load_sibling("harness")
+    if not hz.PARTS:
+        _register_parts()
+    results_dir = Path(args.results_dir) if args.results_dir else ROOT / "results"
+    if args.list_parts:
+        print(" ".join(hz.part_names(quick=args.quick)))
+        return {}
+    if args.merge_eval:
+        out = Path(args.out) if args.out else ROOT / "results" / f"{args.shape}-{args.device}.json"
+        result = merge_eval(out, Path(args.merge_eval))
+        print(format_table(result))
+        print(f"evaluation section of {out} replaced by {args.merge_eval}")
+        return result
+    torch.set_num_threads(args.threads)
+    setup = _setup(args)
+    dev = setup["device"].type
+    committed_path = hz.merged_path(ROOT / "results", args.shape, dev)
+    if args.merge:  # make bench-merge: every registered part's file -> <shape>-<device>.json
+        names = hz.part_names(quick=args.quick)
+        paths = {n: hz.part_path(results_dir, args.shape, dev, n, args.quick) for n in names}
+        missing = [n for n, p in paths.items() if not p.is_file()]
+        if missing:
+            raise SystemExit(
+                "error: no result yet for part(s) " + ", ".join(missing) + "; run "
+                + ", ".join(f"make bench-{n}" for n in missing)
+            )  # fmt: skip
+        files = {n: json.loads(p.read_text()) for n, p in paths.items()}
+        out = Path(args.out) if args.out else hz.merged_path(results_dir, args.shape, dev, args.quick)
+        result = finish(files, out)
+        if result.get("variants"):
+            print(format_table(result))
+        _print_summary(result, committed_path)
+        print(f"merged {', '.join(paths)} into {out}")
+        return result
+    if args.part:  # make bench-<part>: one part, its own file
+        names = [n.strip() for n in args.part.split(",") if n.strip()]
+    elif args.quick:
+        names = hz.part_names(quick=True)
+    else:  # the previous single-process run: steps, mmlu, eval (+ scaling with --scaling)
+        names = ["steps", "mmlu", "eval"] + (["scaling"] if args.scaling else [])
+    unknown = [n for n in names if n not in hz.PARTS]
+    if unknown:
+        raise SystemExit(f"error: unknown part(s) {unknown}; known: {', '.join(hz.PARTS)}")
+    write_parts = bool(args.part or args.quick)
+    files: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="llm-unlearn-bench-") as tmp:
+        for name in names:
+            if not write_parts and name == "scaling":
+                continue  # after the merged file is written, as before
+            files[name] = run_part(
+                name, args, setup, Path(tmp), results_dir if write_parts else ROOT / "results"
+            )
+            if write_parts:
+                path = hz.part_path(results_dir, args.shape, dev, name, args.quick)
+                hz.write_json(path, files[name])
+                print(f"part {name}: written to {path} ({files[name]['seconds']:.0f}s)", file=sys.stderr)
+    if args.part:  # one part alone: its own summary rows, the merge comes later
+        result = finish(files, None)
+        if result.get("variants"):
+            print(format_table(result))
+        _print_summary(result, committed_path)
+        return result
+    if args.quick:
+        out = Path(args.out) if args.out else hz.merged_path(results_dir, args.shape, dev, True)
+    else:
+        out = Path(args.out) if args.out else committed_path
+    result = finish(files, out)
     print(format_table(result))
     print(f"written to {out} ({result['seconds']:.0f}s)")
-    if args.scaling:
+    if args.quick:
+        _print_summary(result, committed_path)
+    if args.scaling and not write_parts:
         sc = _load_sibling("scaling")
-        res = sc.run(device=device.type, dtype=dtype_name, threads=args.threads, out_dir=out.parent)
+        res = sc.run(device=dev, dtype=setup["dtype_name"], threads=args.threads, out_dir=out.parent)
         print(sc.format_table(res))
-        print(
-            f"scaling: written to {out.parent / f'scaling-{device.type}.json'} and .png ({res['seconds']:.0f}s)"
-        )
+        print(f"scaling: written to {out.parent / f'scaling-{dev}.json'} and .png ({res['seconds']:.0f}s)")
     return result
 
 

@@ -138,10 +138,22 @@ def mmlu_bench(
     bf16: bool = True,
     small: dict[str, int] | None = None,
     seed: int = 0,
+    progress=None,
 ) -> dict[str, Any]:
-    """Prefix-cached vs whole-prompt MMLU (see the module docstring)."""
+    """Prefix-cached vs whole-prompt MMLU (see the module docstring). ``progress``: a factory
+    ``(units, total_weight) -> harness.Progress`` (bench.py's), or None for no progress lines."""
     from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import format_example
     from llm_unlearn.tiny import train_bpe_tokenizer
+
+    # steps: tokenizer + model, 2 warm-ups, the timed runs (whole prompts weigh ~3 prefix-cached
+    # runs), the bfloat16 pair
+    prog = _harness().open_progress(progress, 3 + 2 * repeats + (2 if bf16 else 0),
+                                    2 + 1 + 4 * repeats + (4 if bf16 else 0))  # fmt: skip
+    prog.begin(
+        f"MMLU fixture ({n_subjects} subject(s) x {n_test} questions), tokenizer and model",
+        weight=2,
+        force=True,
+    )
 
     shape = dict(SMALL, **(small or {}))
     data = mmlu_fixture(n_subjects, n_test, seed)
@@ -150,6 +162,7 @@ def mmlu_bench(
     model = _small_model(shape, shape["vocab"], torch.float32, device, seed)
     n = sum(len(s["test"]) for s in data.values())
     # one untimed call of each path (warm-up), then alternate
+    prog.begin("warm-up calls (2 questions per subject, both paths)", weight=1)
     _mmlu_run(model, tok, {k: {"dev": v["dev"], "test": v["test"][:2]} for k, v in data.items()}, True, 2,
               workdir / "mmlu-warm-a")  # fmt: skip
     _mmlu_run(model, tok, {k: {"dev": v["dev"], "test": v["test"][:2]} for k, v in data.items()}, False, 2,
@@ -159,6 +172,9 @@ def mmlu_bench(
     for r in range(repeats):
         order = ("prefix_cache", "whole_prompt") if r % 2 == 0 else ("whole_prompt", "prefix_cache")
         for name in order:
+            prog.begin(
+                f"repeat {r + 1}/{repeats}: {name}, {n} questions", weight=1 if name == "prefix_cache" else 3
+            )
             dt, rows[name] = _mmlu_run(
                 model, tok, data, name == "prefix_cache", batch_size, workdir / f"mmlu-{name}"
             )
@@ -186,6 +202,7 @@ def mmlu_bench(
         model = model.to(torch.bfloat16)
         t = {}
         for name in ("prefix_cache", "whole_prompt"):
+            prog.begin(f"bfloat16: {name}, {n} questions", weight=1 if name == "prefix_cache" else 3)
             t[name], rows[name] = _mmlu_run(
                 model, tok, data, name == "prefix_cache", batch_size, workdir / f"mmlu-bf16-{name}"
             )
@@ -371,22 +388,33 @@ def semeval_bench(
     max_new_tokens: int = 256,
     batch_size: int = 32,
     repeats: int = 3,
+    progress=None,
     **prepare_kw,
 ) -> dict[str, Any] | None:
     """Batched vs official-compat evaluation at a realistic size (see the module docstring); None
-    without the SemEval data. ``prepare_kw``: see :func:`prepare_semeval`."""
+    without the SemEval data. ``prepare_kw``: see :func:`prepare_semeval`; ``progress``: as in
+    :func:`mmlu_bench`."""
     import types
 
     from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
 
+    # steps and weights (one batched run = 1, an official-compat run ~1.6, memorizing ~8 of them
+    # unless the model comes from the cache)
+    cache = prepare_kw.get("model_cache")
+    w_prep = 1.0 if cache is not None and (Path(cache) / "memorized.pt").is_file() else 8.0
+    prog = _harness().open_progress(progress, 4 + 2 * repeats, w_prep + 0.5 + 2.6 * (1 + repeats))
+    prog.begin("SemEval slice, tokenizer, memorizing the model (20 epochs; cached models are reused)",
+               weight=w_prep, force=True)  # fmt: skip
     prepared = prepare_semeval(device, workdir, **prepare_kw)
     if prepared is None:
         return None
     model, tok, bundle, mia, info = prepared
     kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
     warm = types.SimpleNamespace(forget=bundle.forget[:2], retain=bundle.retain[:2], files=[])
-    evaluate_semeval(model, tok, warm, **kw)
-    evaluate_semeval(model, tok, warm, official_compat=True, **kw)
+    prog.begin("warm-up calls (2 items, both modes)", weight=0.5)
+    with _harness().quiet_small_splits():
+        evaluate_semeval(model, tok, warm, **kw)
+        evaluate_semeval(model, tok, warm, official_compat=True, **kw)
     n_items = info["items"]
     out: dict[str, Any] = {**info, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
     res: dict[str, Any] = {}
@@ -394,11 +422,15 @@ def semeval_bench(
     for (
         name
     ) in runs:  # one untimed run per mode writes the outputs (report, plots) whose generations are compared
+        prog.begin(f"{name}: untimed run writing the outputs ({n_items} items)",
+                   weight=1.6 if name == "official_compat" else 1.0)  # fmt: skip
         evaluate_semeval(model, tok, bundle, mia=mia, official_compat=name == "official_compat",
                          output_dir=workdir / f"semeval-{name}", **kw)  # fmt: skip
     for r in range(repeats):  # timed: no output files, the two modes alternate
         order = ("batched", "official_compat") if r % 2 == 0 else ("official_compat", "batched")
         for name in order:
+            prog.begin(f"repeat {r + 1}/{repeats}: {name} ({n_items} items)",
+                       weight=1.6 if name == "official_compat" else 1.0)  # fmt: skip
             t0 = time.perf_counter()
             res[name] = evaluate_semeval(
                 model, tok, bundle, mia=mia, official_compat=name == "official_compat", **kw
@@ -467,6 +499,19 @@ def semeval_bench(
         and out["batched"]["mia_loss_auc"] == out["official_compat"]["mia_loss_auc"]
     )
     return out
+
+
+def _harness():
+    """benchmarks/harness.py (this file is loaded by path, as bench.py is)."""
+    if "harness" in sys.modules:
+        return sys.modules["harness"]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("harness", Path(__file__).resolve().parent / "harness.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["harness"] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _generations(path: Path) -> list[str]:

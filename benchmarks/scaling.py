@@ -104,6 +104,18 @@ def points() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _harness():
+    if "harness" in sys.modules:
+        return sys.modules["harness"]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("harness", HERE / "harness.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["harness"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _peak_rss_bytes() -> int:
     """This process's peak RSS: ``VmHWM`` of /proc/self/status (the high-water mark of this process's own
     memory, reset by exec), else ``ru_maxrss``. ``ru_maxrss`` alone is not enough: Linux carries it over
@@ -127,9 +139,13 @@ def run(
     out_dir: Path | None = None,
     plot: bool = True,
     in_process: bool = False,
+    progress=None,
 ) -> dict[str, Any]:
-    """Run every (point, variant) in its own process; write the JSON (and the plot)."""
+    """Run every (point, variant) in its own process; write the JSON (and the plot). ``progress``:
+    a factory ``(units, total_weight) -> harness.Progress`` (bench.py's), or None."""
     t_start = time.time()
+    unique = list(dict.fromkeys(json.dumps(p, sort_keys=True) for _, p in points()))
+    prog = _harness().open_progress(progress, len(unique) * len(VARIANTS))
     shape = dict(SHAPE, **(shape or {}))
     measured: dict[str, dict[str, Any]] = {}
     rows = []
@@ -140,6 +156,8 @@ def run(
         if key not in measured:
             measured[key] = {}
             for variant in VARIANTS:
+                prog.begin(f"{axis} {point[axis]} (seq {point['seq']}, V {point['vocab']}, answers "
+                           f"{point['answer_fraction']}): {variant}, 1 warm-up + {steps} steps")  # fmt: skip
                 spec = dict(
                     point,
                     variant=variant,
