@@ -163,8 +163,8 @@ def apply_overrides(
     """Apply a nested dict {section: {key: value}} (or dotted keys) onto cfg, checking every name.
     `explicit` collects the dotted keys that were set."""
     for key, value in overrides.items():
-        if key == "preset":
-            if not isinstance(value, str) or value not in PRESETS:
+        if key == "preset":  # chosen by build_config before the layers apply; null = not given
+            if value is not None and (not isinstance(value, str) or value not in PRESETS):
                 raise ConfigError(f"{source}: unknown preset {value!r} (known: {', '.join(PRESETS)})")
             continue
         if key == "training_args":
