@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml
 	else \
 	  $(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,sweep,quant]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -47,6 +47,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("evaluation",),  # passes, metrics, benchmarks, the runner: they know nothing of training
     ("train",),  # its calibration monitor evaluates with evaluation's passes and metrics
     ("finetune",),
+    ("attacks",),  # is it really forgotten? quantization, relearning (uses finetune), prompts, logit lens
+    ("sweep",),  # Optuna trials of train + evaluation on a validation split
     ("demo",),
     ("api",),  # the public functions (llm_unlearn.unlearn / finetune / build_config; lazily from __init__)
     ("cli",),
