@@ -42,6 +42,12 @@ MEMORIZATION = {
     "max_length": None,
 }
 DEMO_MEMORIZE_STEPS = 160
+# The MIA's non-members: the evaluation's 12 + 3 x 28 = 96 documents, the calibration holdout's
+# 24 + 3 x 24 = 96 (another seed's people). With the 12 members spread like them, the final AUC's
+# sampling noise is about sqrt(1/(12 * 96) + 1/(12 * 96)) = 0.04 (with 12 and 24: 0.10), so that a
+# calibrated result can be told from a lucky one; they cost document losses only.
+DEMO_EXTRA_NONMEMBERS = 28
+DEMO_EXTRA_HOLDOUT = 24
 
 
 def memorization_texts(records: list[dict], documents: list[str], joiner: str = " ") -> list[str]:
@@ -67,12 +73,12 @@ def _synthetic_data(data_dir: Path, seed: int):
     from llm_unlearn.data.records import load_unlearning_data
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
 
-    ds = make_synthetic_dataset(seed=seed)
+    ds = make_synthetic_dataset(seed=seed, extra_nonmembers_per_task=DEMO_EXTRA_NONMEMBERS)
     write_synthetic_dataset(ds, data_dir)
     bundle = load_unlearning_data(data_dir)
     # the calibration holdout: documents about other fictitious people (another seed), never trained
     # on and distinct from the evaluation's non-members, so that calibration cannot tune to them
-    extra = make_synthetic_dataset(seed=seed + 1000)
+    extra = make_synthetic_dataset(seed=seed + 1000, extra_nonmembers_per_task=DEMO_EXTRA_HOLDOUT)
     holdout_docs = [
         {"id": d["id"], "document": d["document"]} for d in extra.member_docs + extra.nonmember_docs
     ]

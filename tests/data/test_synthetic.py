@@ -171,3 +171,28 @@ def test_write_roundtrip(ds, tmp_path):
         "nonmember.jsonl",
         "retain.jsonl",
     ]
+
+
+def test_extra_nonmembers_leave_the_rest_of_the_dataset_unchanged():
+    from llm_unlearn.data.synthetic import make_synthetic_dataset
+
+    base = make_synthetic_dataset(n_entities_per_task=4, seed=5)
+    more = make_synthetic_dataset(n_entities_per_task=4, seed=5, extra_nonmembers_per_task=3)
+    assert more.forget == base.forget and more.retain == base.retain
+    assert more.member_docs == base.member_docs and more.documents == base.documents
+    assert more.nonmember_docs[: len(base.nonmember_docs)] == base.nonmember_docs
+    extra = more.nonmember_docs[len(base.nonmember_docs) :]
+    assert len(extra) == 3 * 3  # three tasks
+    ids = [d["id"] for d in more.member_docs + more.nonmember_docs]
+    assert len(set(ids)) == len(ids)
+    texts = {d["document"] for d in more.member_docs}
+    assert not any(d["document"] in texts for d in extra)
+
+
+@pytest.mark.parametrize("bad", [-1, 201, 1.5, True])
+def test_extra_nonmembers_out_of_range_is_refused(bad):
+    from llm_unlearn.data.synthetic import make_synthetic_dataset
+    from llm_unlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="extra_nonmembers_per_task"):
+        make_synthetic_dataset(seed=0, extra_nonmembers_per_task=bad)

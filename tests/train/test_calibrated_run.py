@@ -164,6 +164,8 @@ def _run(tiny_world, out, **extra):
         "schedule.epochs": 8,
         "lora.alpha": 32,
         "train.batch_size": 4,
+        # the tiny world's answers are a few tokens: longer greedy answers only cost time
+        "calibration.eval_max_new_tokens": 16,
     }
     overrides.update(extra)
     cfg = build_config(overrides=overrides)
@@ -302,8 +304,13 @@ def test_a_record_follows_its_documents_latest_loss_between_evaluations():
     assert [act(k) for k in (0, 1, 2, 5, 9)] == [True, True, False, True, True]  # no in-batch loss yet
     t.last_row_nll[5] = 3.5  # the document reached its cap in its latest batch: its records stop
     assert [act(k) for k in (0, 1, 2, 5)] == [False, False, False, True]
-    t.last_row_nll[5] = 2.0  # fell back below (retain training pulled it back): they resume
-    assert [act(k) for k in (0, 1, 2)] == [True, True, False]
+    t.last_row_nll[5] = 2.0  # fell back below (retain training pulled it back): they resume, row 2 too
+    # (the in-batch loss is newer than the evaluation that gated it off)
+    assert [act(k) for k in (0, 1, 2)] == [True, True, True]
+    # a row with a cap of its own is left to the per-step cap of the loss (`loss._gate`), whatever the
+    # last evaluation said
+    t.forget_active[5] = False
+    assert act(5) is True
 
 
 def test_mmlu_budget_enters_the_proxy(tiny_world, tmp_path):

@@ -112,3 +112,89 @@ def test_stop_rule_on_the_trajectory_stops_at_the_first_calibrated_point():
     stops = [cal.should_stop(a, tolerance=0.05, last_chunk=True) for a in jump]
     assert stops[:2] == [None, None] and stops[2].startswith("overshoot")
     assert not math.isnan(cal.proxy_score(0.5, 0.3))
+
+
+# ---------------------------------------------------------------- spread targets (issue 19.2)
+def test_spread_quantiles_are_rank_midpoints_shifted_by_the_center():
+    losses = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 4.0}
+    q = cal.spread_quantiles(losses, center=0.5)
+    # ranks b < c < a < d -> (r + 0.5) / 4
+    assert q == {"b": 0.125, "c": 0.375, "a": 0.625, "d": 0.875}
+    # their mean is the center: the forgotten units are spread like the holdout, centred on q
+    assert statistics.fmean(q.values()) == pytest.approx(0.5, abs=1e-15)
+    shifted = cal.spread_quantiles(losses, center=0.6)
+    assert shifted["b"] == pytest.approx(0.225) and shifted["d"] == pytest.approx(0.975)
+    # clipped to [0, 1]
+    assert cal.spread_quantiles(losses, center=0.9)["d"] == 1.0
+    assert cal.spread_quantiles(losses, center=0.1)["b"] == 0.0
+
+
+def test_spread_quantiles_ties_and_missing_losses_are_deterministic():
+    # equal losses are ordered by key, so two CPUs that give the same (tied) losses agree
+    q1 = cal.spread_quantiles({2: 1.0, 1: 1.0, 3: 0.5}, center=0.5)
+    q2 = cal.spread_quantiles({1: 1.0, 3: 0.5, 2: 1.0}, center=0.5)
+    assert q1 == q2 == {3: 1 / 6, 1: 0.5, 2: 5 / 6}
+    # a unit without a finite loss gets the center; the others are ranked among themselves
+    q = cal.spread_quantiles({"x": float("nan"), "y": 2.0, "z": 1.0}, center=0.5)
+    assert q == {"x": 0.5, "z": 0.25, "y": 0.75}
+    assert cal.spread_quantiles({}, center=0.5) == {}
+
+
+def test_spread_targets_make_the_auc_one_half_against_the_holdout_itself():
+    # the fixed point: if every unit's loss sits exactly at its target quantile of the holdout, the
+    # loss AUC of the units against that holdout is 0.5 up to the rank granularity 1/(2n) (ties count 1/2)
+    holdout = [0.3 * k for k in range(1, 41)]
+    units = {f"u{k}": 10.0 - k for k in range(10)}  # any initial order
+    q = cal.spread_quantiles(units, center=0.5)
+    final = {k: cal.quantile(holdout, v) for k, v in q.items()}
+    below = sum(1.0 if m < h else 0.5 if m == h else 0.0 for m in final.values() for h in holdout)
+    auc = below / (len(final) * len(holdout))  # P(member loss < non-member loss): 0.5 = unseen
+    assert abs(auc - 0.5) <= 1 / (2 * len(holdout))
+
+
+def test_gate_takes_a_threshold_per_unit_over_its_kinds():
+    loss = {0: 1.0, 1: 2.0, 2: 3.0}
+    kind = {0: "document", 1: "document", 2: "record"}
+    active = cal.gate(loss, kind, {"document": 1.5, "record": None}, unit_threshold={1: 2.5, 2: 2.0})
+    # row 0 at the kind's 1.5 -> below: pushed; row 1 at its own 2.5 -> below: pushed; row 2 at its own
+    # 2.0 (its kind has none) -> reached: gated off
+    assert active == {0: True, 1: True, 2: False}
+
+
+def test_the_monitor_gives_each_unit_the_holdout_quantile_of_its_rank_once():
+    from types import SimpleNamespace
+
+    from llm_unlearn.train.monitor import TrainingMonitor
+
+    # rows 0, 1: records of documents 0 and 1; rows 3, 4, 5: the documents 0, 1, 2 as forget rows
+    mon = SimpleNamespace(
+        unit_of={
+            0: ("document", 0),
+            1: ("document", 1),
+            3: ("document", 0),
+            4: ("document", 1),
+            5: ("document", 2),
+        },
+        document_rows={3, 4, 5},
+        q=0.5,
+        spread=True,
+        unit_q=None,
+    )
+    holdout = [float(k) for k in range(1, 9)]
+    row: dict = {}
+    active, caps = TrainingMonitor._gate(mon, [3.0, 1.0, 2.0], holdout, None, None, row)
+    want_q = {("document", 1): 1 / 6, ("document", 2): 0.5, ("document", 0): 5 / 6}
+    assert mon.unit_q == pytest.approx(want_q)
+    tau = {u: cal.quantile(holdout, q) for u, q in want_q.items()}
+    assert caps == pytest.approx({3: tau[("document", 0)], 4: tau[("document", 1)], 5: tau[("document", 2)]})
+    assert row["tau_document"] == cal.quantile(holdout, 0.5)  # the kind's centre, logged as before
+    # every unit is still below its own target: all pushed
+    assert all(active.values())
+    # later evaluations keep the ranks of the first, whatever the losses do now
+    active, caps = TrainingMonitor._gate(mon, [1.0, 9.0, 4.0], holdout, None, None, {})
+    assert mon.unit_q == pytest.approx(want_q)
+    assert active == {0: True, 3: True, 1: False, 4: False, 5: True}
+    # without spread every unit has the kind's quantile, as before
+    mon.spread, mon.unit_q = False, None
+    _, caps = TrainingMonitor._gate(mon, [3.0, 1.0, 2.0], holdout, None, None, {})
+    assert set(caps.values()) == {cal.quantile(holdout, 0.5)} and mon.unit_q is None

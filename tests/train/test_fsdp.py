@@ -148,6 +148,9 @@ def _calibration_flags(world, tmp_path: Path) -> list[str]:
         "chunk",
         "--eval-items",
         "6",
+        # the comparison needs the same evaluations, not long answers: FSDP gathers every unit per token
+        "--set",
+        "calibration.eval_max_new_tokens=12",
     ]
 
 

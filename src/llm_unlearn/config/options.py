@@ -316,7 +316,7 @@ class CalibrationOptions:
     )
     eval_every: str = opt(
         "auto",
-        "evaluate during training: auto (4 per chunk with a holdout) | off | chunk | N steps",
+        "evaluate during training: auto (with a holdout: 4 per chunk, 8 in the last) | off | chunk | N steps",
         flag="--eval-every",
         own_check=True,
     )
@@ -338,6 +338,10 @@ class CalibrationOptions:
     )
     gate_quantile: float = opt(
         0.5, "gate threshold: this quantile of the holdout losses", range=_pos(0, high=1)
+    )
+    gate_spread: bool = opt(
+        True,
+        "each forget unit gets its own target quantile of the holdout losses, (rank + 1/2)/n around gate_quantile by its loss at the first evaluation, so the forgotten units end spread like the holdout instead of bunched at one quantile (false: every unit at gate_quantile, as before)",
     )
     select: str = opt(
         "best",

@@ -217,12 +217,24 @@ class _Generator:
         return name, doc, sc, qa
 
 
-def make_synthetic_dataset(n_entities_per_task: int = 8, seed: int = 0) -> SyntheticDataset:
+def make_synthetic_dataset(
+    n_entities_per_task: int = 8, seed: int = 0, extra_nonmembers_per_task: int = 0
+) -> SyntheticDataset:
     """Generate the demo dataset deterministically from ``seed`` (see the module docstring).
 
     ``n_entities_per_task`` (2..60) entities per task go to forget/retain (forget gets the larger
-    half); as many as the forget half are added per task as MIA non-members.
+    half); as many as the forget half are added per task as MIA non-members, then
+    ``extra_nonmembers_per_task`` (0..200) more documents per task (drawn after everything else, so the
+    rest of the dataset is the same with or without them). The AUC of m non-members against members
+    spread like them has a standard deviation of about ``1/sqrt(12 m)``: more non-members measure it
+    more finely at the cost of document losses only (nothing is trained on them).
     """
+    if isinstance(extra_nonmembers_per_task, bool) or not isinstance(extra_nonmembers_per_task, int):
+        raise ConfigError(f"extra_nonmembers_per_task must be an integer (got {extra_nonmembers_per_task!r})")
+    if not 0 <= extra_nonmembers_per_task <= 200:
+        raise ConfigError(
+            f"extra_nonmembers_per_task must be between 0 and 200 (got {extra_nonmembers_per_task})"
+        )
     if isinstance(n_entities_per_task, bool) or not isinstance(n_entities_per_task, int):
         raise ConfigError(f"n_entities_per_task must be an integer (got {n_entities_per_task!r})")
     if not 2 <= n_entities_per_task <= 60:
@@ -268,6 +280,10 @@ def make_synthetic_dataset(n_entities_per_task: int = 8, seed: int = 0) -> Synth
     nonmember_docs = [
         {"id": e["id"], "document": e["document"]} for e in ordered if e["split"] == "nonmember"
     ]
+    for task in TASKS:  # after the rest: the dataset without them is unchanged
+        for _ in range(extra_nonmembers_per_task):
+            _name, doc, _sc, _qa = makers[task]()
+            nonmember_docs.append({"id": gen.new_id(), "document": doc})
     documents = [e["document"] for e in ordered if e["split"] in ("forget", "retain")]
     return SyntheticDataset(
         forget=records["forget"],

@@ -76,6 +76,7 @@ class Calibrator:
             max_new_tokens=c.eval_max_new_tokens,
             batch_size=c.eval_batch_size,
             quantile=c.gate_quantile,
+            spread=c.gate_spread,
             gate=c.mode == "gate" and holdout is not None,
             seed=cfg.train.seed,
             document_rows=document_rows,
@@ -89,8 +90,9 @@ class Calibrator:
         """Steps between evaluations inside chunk `chunk` (None: only at its end)."""
         if self.interval == "chunk":
             return None
-        if self.interval == "auto":
-            return max(1, math.ceil(self.per_chunk_steps[chunk] / 4))
+        if self.interval == "auto":  # 4 a chunk; 8 in the last, where the run stops and is selected
+            per = 8 if chunk == len(self.per_chunk_steps) - 1 else 4
+            return max(1, math.ceil(self.per_chunk_steps[chunk] / per))
         return int(self.interval)
 
     def due(self, step_in_chunk: int, chunk: int) -> bool:
@@ -162,6 +164,8 @@ class Calibrator:
             "mode": self.c.mode,
             "tolerance": self.c.tolerance,
             "gate_quantile": self.c.gate_quantile,
+            "gate_spread": self.c.gate_spread,
+            "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "evaluations": self.evaluations,
             "selected": chosen,
             "selected_index": idx,
@@ -178,6 +182,7 @@ class Calibrator:
             "caps": self.caps,
             "stop_reason": self.stop_reason,
             "chunk_ends": self.chunk_ends,
+            "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
         }
 
     def restore(self, st: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
@@ -188,3 +193,10 @@ class Calibrator:
         self.stop_reason = st.get("stop_reason")
         self.chunk_ends = list(st.get("chunk_ends", []))
         self.best_state = best_state
+        if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
+            self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}
+
+
+def _unit_q_rows(unit_q) -> list[list] | None:
+    """The spread targets as JSON rows ``[kind, unit, quantile]`` (None before the first gate)."""
+    return None if unit_q is None else [[k, j, q] for (k, j), q in sorted(unit_q.items())]

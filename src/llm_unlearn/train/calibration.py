@@ -22,6 +22,17 @@ tokens leave the NPO mean; a batch with no active forget row has a forget term o
 row stops being pushed once its unit already looks never-seen. A unit whose kind has no holdout
 (e.g. records when the holdout has only documents) is never gated. q defaults to 0.5 (the median).
 
+**Spread targets** (`calibration.gate_spread`, on by default). With one threshold for all, every
+forgotten unit ends just past the holdout's median: bunched at one point, and the final AUC against
+the grader's non-members is then the share of them above that point, a binomial proportion (standard
+deviation 1/(2 sqrt(m)) for m non-members) whatever the run did. Instead the units are ranked once,
+by their loss at the first evaluation, and the unit of rank r among n gets its own target quantile
+`q - 1/2 + (r + 1/2)/n` (`spread_quantiles`): they end spread like the holdout, and the AUC noise
+falls to about 1/sqrt(12 m). A row that is its own unit (a document row, or a record without a
+document) is decided at every step by its loss in that very batch against its cap, so a unit that
+drifted back below its target between evaluations is pushed again at once; the record rows of a
+document follow that document's latest in-batch loss.
+
 **Stopping** (`should_stop`). Only in the last chunk (earlier chunks hold forget rows that later
 chunks have not reached yet, so an early global AUC says nothing about them): stop when the MIA AUC
 is within `tolerance` of 0.5 ("calibrated"), when it has gone below `0.5 - tolerance` ("overshoot":
@@ -80,16 +91,43 @@ def quantile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def spread_quantiles(unit_loss: Mapping[Any, float | None], *, center: float) -> dict[Any, float]:
+    """``{unit: target quantile}``: the unit of rank ``r`` (ascending loss, ties by key) among ``n``
+    gets ``clip(center - 1/2 + (r + 1/2) / n, 0, 1)``; a unit without a finite loss gets ``center``.
+
+    With these targets the forgotten units end spread like the holdout (their mean target is the
+    center) instead of bunched at one quantile: bunched at the median, the final AUC against fresh
+    non-members is the share of them above one point, a binomial proportion with standard deviation
+    ``1 / (2 sqrt(m))`` (0.14 for m = 12); spread, it is a mean of uniform ranks, ``1 / sqrt(12 m)``
+    (0.08). Ranks are taken once, so a unit keeps its target for the whole run; swapping the ranks of
+    two nearly tied units (the float noise of another CPU) swaps two neighbouring targets, nothing more.
+    """
+    finite = [(k, float(v)) for k, v in unit_loss.items() if v is not None and math.isfinite(v)]
+    ordered = sorted(finite, key=lambda kv: (kv[1], _sort_key(kv[0])))
+    n = len(ordered)
+    out = {k: min(1.0, max(0.0, center - 0.5 + (r + 0.5) / n)) for r, (k, _) in enumerate(ordered)}
+    for k in unit_loss:
+        out.setdefault(k, center)
+    return out
+
+
+def _sort_key(key: Any) -> tuple:
+    return (0, key, "") if isinstance(key, (int, float)) else (1, 0, repr(key))
+
+
 def gate(
     unit_loss: Mapping[Any, float | None],
     unit_kind: Mapping[Any, str],
     thresholds: Mapping[str, float | None],
+    unit_threshold: Mapping[Any, float | None] | None = None,
 ) -> dict[Any, bool]:
-    """``{key: active}``: a unit is active while its loss is below the threshold of its kind; a unit
-    whose kind has no threshold, or whose loss is unknown, stays active."""
+    """``{key: active}``: a unit is active while its loss is below its threshold: its own in
+    ``unit_threshold`` when given there, else its kind's; a unit with no threshold, or whose loss is
+    unknown, stays active."""
     out = {}
     for key, loss in unit_loss.items():
-        tau = thresholds.get(unit_kind[key])
+        own = unit_threshold.get(key) if unit_threshold else None
+        tau = own if own is not None else thresholds.get(unit_kind[key])
         out[key] = not (tau is not None and loss is not None and math.isfinite(loss) and loss >= tau)
     return out
 

@@ -62,6 +62,7 @@ class TrainingMonitor:
         max_new_tokens: int = 64,
         batch_size: int = 16,
         quantile: float = 0.5,
+        spread: bool = False,
         gate: bool = True,
         seed: int = 0,
         document_rows: set[int] | None = None,
@@ -77,6 +78,9 @@ class TrainingMonitor:
             quantile,
             gate,
         )
+        # spread targets (calibration.gate_spread): {(kind, unit): target quantile}, fixed at the first gate
+        self.spread = spread
+        self.unit_q: dict[tuple[str, int], float] | None = None
         # MMLU in the proxy when a budget is given: the data is read once, `mmlu_items` questions a subject
         self.mmlu_items = mmlu_items
         if mmlu:
@@ -222,17 +226,35 @@ class TrainingMonitor:
 
     def _gate(self, doc_nll, hold_doc, rec_nll, hold_rec, row) -> tuple[dict[int, bool], dict[int, float]]:
         """``(active, caps)``: the gate of every forget row, and the per-step caps of the rows that are
-        their own unit (a document row's loss is its document's; a record unit's is its answer's)."""
-        thresholds = {"document": _quantile(hold_doc, self.q), "record": _quantile(hold_rec, self.q)}
+        their own unit (a document row's loss is its document's; a record unit's is its answer's).
+
+        With ``spread`` each unit's threshold is the holdout quantile of its own target
+        (`calibration.spread_quantiles`, ranked once, at the first evaluation); else every unit of a kind
+        has the kind's ``q``-quantile."""
+        holdout = {"document": hold_doc, "record": hold_rec}
+        thresholds = {k: _quantile(v, self.q) for k, v in holdout.items()}
         row["tau_document"], row["tau_record"] = thresholds["document"], thresholds["record"]
-        loss, kind, caps = {}, {}, {}
+        loss, kind, unit_loss = {}, {}, {}
         for i, (k, j) in self.unit_of.items():
             kind[i] = k
             loss[i] = doc_nll[j] if k == "document" and doc_nll is not None else (rec_nll or {}).get(i)
+            unit_loss[(k, j)] = loss[i]
+        if self.spread and self.unit_q is None:
+            self.unit_q = {}
+            for k in holdout:
+                part = {u: v for u, v in unit_loss.items() if u[0] == k}
+                self.unit_q.update(cal.spread_quantiles(part, center=self.q))
+        own_tau = {}
+        if self.spread:
+            tau_of = {u: _quantile(holdout[u[0]], q) for u, q in self.unit_q.items()}
+            own_tau = {i: tau_of.get(u) for i, u in self.unit_of.items()}
+        caps = {}
+        for i, (k, _) in self.unit_of.items():
             own = (k == "document" and i in self.document_rows) or k == "record"
-            if own and thresholds[k] is not None:
-                caps[i] = thresholds[k]
-        return cal.gate(loss, kind, thresholds), caps
+            tau = own_tau.get(i) if own_tau.get(i) is not None else thresholds[k]
+            if own and tau is not None:
+                caps[i] = tau
+        return cal.gate(loss, kind, thresholds, unit_threshold=own_tau), caps
 
 
 def _mean(values) -> float | None:

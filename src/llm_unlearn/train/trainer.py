@@ -102,19 +102,21 @@ class UnlearnTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
 
     def _active(self, key: int) -> bool:
-        """The gate of a forget row: as the last evaluation decided, and, for a record whose document is
-        a forget row too, off as soon as that document's latest in-batch loss has reached its cap."""
-        if not self.forget_active.get(key, True):
-            return False
+        """The gate of a forget row. A row with a cap of its own is decided at every step by its loss in
+        that very batch (`loss._gate`: pushed while below the cap, so a unit that drifted back below it
+        between evaluations is pushed again at once); a record whose document is a forget row with a
+        cap follows that document's latest in-batch loss; any other row follows the last evaluation."""
+        if self.forget_caps is not None and key in self.forget_caps:
+            return True
         doc = self.unit_row.get(key)
         if (
-            doc is None
-            or self.forget_caps is None
-            or doc not in self.forget_caps
-            or doc not in self.last_row_nll
+            doc is not None
+            and self.forget_caps is not None
+            and doc in self.forget_caps
+            and doc in self.last_row_nll
         ):
-            return True
-        return self.last_row_nll[doc] < self.forget_caps[doc]
+            return self.last_row_nll[doc] < self.forget_caps[doc]
+        return self.forget_active.get(key, True)
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset

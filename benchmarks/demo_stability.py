@@ -1,0 +1,137 @@
+"""Is the demo's calibrated result a property of the method or of one CPU? (issue 19.2)
+
+    python benchmarks/demo_stability.py [--seeds 0,1,2,3,4] [--threads 1,2]
+                                        [--out benchmarks/results/demo-stability.json]
+
+Runs the whole demo (`llm-unlearn demo`: synthetic data, memorized tiny model, calibrated unlearning,
+SemEval evaluation) for every seed under every torch thread count. A thread count changes the order of
+the floating-point reductions in every matrix product, as another CPU's kernels do, so the runs of one
+seed differ only by float noise and show whether the calibration's decisions (gate, stop, selection)
+turn it into a different result. The file holds every run and the distribution over all of them,
+checked against the issue's target: median |AUC - 0.5| <= 0.05, worst <= 0.10, every run with forget
+EM <= 0.2 and retain EM and ROUGE-L >= 0.9 x before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from llm_unlearn.demo import run_demo  # noqa: E402
+from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
+
+TARGET = {
+    "median_abs_auc_dev": 0.05,
+    "worst_abs_auc_dev": 0.10,
+    "forget_em_max": 0.2,
+    "retain_ratio_min": 0.9,
+}
+
+
+def one(out: Path, seed: int, threads: int) -> dict:
+    t0 = time.time()
+    r = run_demo(out, seed=seed, threads=threads, progress=False, print_table=False)
+    run = json.loads((out / "unlearned" / "run.json").read_text())
+    cal = run.get("calibration") or {}
+    b, a = r["before"], r["after"]
+    ratio = min(
+        a["retain"][k] / b["retain"][k] if b["retain"][k] else 1.0
+        for k in ("knowledge_em", "regurgitation_rougeL")
+    )
+    return {
+        "seed": seed,
+        "threads": threads,
+        "before": b,
+        "after": a,
+        "abs_auc_dev": abs(a["mia_auc"] - 0.5),
+        "retain_ratio": ratio,
+        "selected": cal.get("selected"),
+        "stop_reason": cal.get("stop_reason"),
+        "evaluations": len(cal.get("evaluations", [])),
+        "unlearn_steps": r["timing"]["unlearn_steps"],
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    dev = [r["abs_auc_dev"] for r in runs]
+    auc = [r["after"]["mia_auc"] for r in runs]
+    em = [r["after"]["forget"]["knowledge_em"] for r in runs]
+    ratio = [r["retain_ratio"] for r in runs]
+    s = {
+        "runs": len(runs),
+        "auc": {"min": min(auc), "median": statistics.median(auc), "max": max(auc)},
+        "abs_auc_dev": {"median": statistics.median(dev), "worst": max(dev)},
+        "forget_em": {"min": min(em), "median": statistics.median(em), "max": max(em)},
+        "forget_rougeL": _mmm([r["after"]["forget"]["regurgitation_rougeL"] for r in runs]),
+        "retain_ratio": {"min": min(ratio), "median": statistics.median(ratio)},
+        "same_seed_auc_spread": _same_seed_spread(runs),
+    }
+    s["meets_target"] = {
+        "median_abs_auc_dev": s["abs_auc_dev"]["median"] <= TARGET["median_abs_auc_dev"],
+        "worst_abs_auc_dev": s["abs_auc_dev"]["worst"] <= TARGET["worst_abs_auc_dev"],
+        "forget_em": max(em) <= TARGET["forget_em_max"],
+        "retain": min(ratio) >= TARGET["retain_ratio_min"],
+    }
+    return s
+
+
+def _mmm(xs: list[float]) -> dict:
+    return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
+
+
+def _same_seed_spread(runs: list[dict]) -> dict:
+    """Per seed: the largest AUC difference between its thread counts (float noise alone)."""
+    by: dict[int, list[float]] = {}
+    for r in runs:
+        by.setdefault(r["seed"], []).append(r["after"]["mia_auc"])
+    return {str(k): max(v) - min(v) for k, v in sorted(by.items())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-stability.json"))
+    args = ap.parse_args(argv)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    threads = [int(x) for x in args.threads.split(",") if x.strip()]
+    runs, t0 = [], time.time()
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for th in threads:
+                r = one(Path(tmp) / f"s{seed}-t{th}", seed, th)
+                runs.append(r)
+                print(
+                    f"[{len(runs)}/{len(seeds) * len(threads)}] seed {seed} threads {th}: AUC "
+                    f"{r['after']['mia_auc']:.3f}, forget EM {r['after']['forget']['knowledge_em']:.3f}, "
+                    f"retain ratio {r['retain_ratio']:.3f} ({r['seconds']:.0f}s)",
+                    flush=True,
+                )
+    result = {
+        "what": "make demo for every seed x torch thread count (the thread count stands in for another CPU)",
+        "target": TARGET,
+        "summary": summarize(runs),
+        "runs": runs,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "seconds": round(time.time() - t0, 1),
+    }
+    atomic_write_json(args.out, result)
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
