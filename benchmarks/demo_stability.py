@@ -1,13 +1,18 @@
 """Is the demo's calibrated result a property of the method or of one CPU? (issue 19.2)
 
-    python benchmarks/demo_stability.py [--seeds 0,1,2,3,4] [--threads 1,2]
+    python benchmarks/demo_stability.py [--seeds 0,1,2,3,4] [--perturb none,ulp] [--threads 1]
                                         [--out benchmarks/results/demo-stability.json]
 
 Runs the whole demo (`llm-unlearn demo`: synthetic data, memorized tiny model, calibrated unlearning,
-SemEval evaluation) for every seed under every torch thread count. A thread count changes the order of
-the floating-point reductions in every matrix product, as another CPU's kernels do, so the runs of one
-seed differ only by float noise and show whether the calibration's decisions (gate, stop, selection)
-turn it into a different result. The file holds every run and the distribution over all of them,
+SemEval evaluation) for every seed under every numeric perturbation that imitates another CPU:
+- `ulp`: every weight of the memorized target moved by one unit in the last place (float32), up or
+  down at random (seeded), before the evaluation and the unlearning: the size of the differences that
+  another CPU's kernels leave, injected where they then grow through every later step;
+- a torch thread count (`--threads 1,2`): changes the order of the reductions in every matrix
+  product, as another CPU's kernels do (slow on a busy 2-core machine: two threads then wait on
+  each other).
+The runs of one seed differ only by float noise, so they show whether the calibration's decisions
+(gate, stop, selection) turn it into a different result. The file holds every run and the distribution over all of them,
 checked against the issue's target: median |AUC - 0.5| <= 0.05, worst <= 0.10, every run with forget
 EM <= 0.2 and retain EM and ROUGE-L >= 0.9 x before.
 """
@@ -38,9 +43,43 @@ TARGET = {
 }
 
 
-def one(out: Path, seed: int, threads: int) -> dict:
+def nudge_one_ulp(model, seed: int) -> int:
+    """Move every float weight of ``model`` one ulp up or down (a seeded coin per element); returns
+    how many elements moved."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    moved = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.is_floating_point():
+                continue
+            up = torch.rand(p.shape, generator=g) < 0.5
+            toward = torch.where(up, torch.full_like(p, float("inf")), torch.full_like(p, float("-inf")))
+            new = torch.nextafter(p, toward)
+            moved += int((new != p).sum())
+            p.copy_(new)
+    return moved
+
+
+def one(out: Path, seed: int, threads: int, perturb: str) -> dict:
+    import llm_unlearn.demo as demo
+
     t0 = time.time()
-    r = run_demo(out, seed=seed, threads=threads, progress=False, print_table=False)
+    real = demo._prepare_target
+    moved = {}
+
+    def perturbed(*a, **k):
+        res = real(*a, **k)
+        if perturb == "ulp":
+            moved["n"] = nudge_one_ulp(res[4], seed=seed + 77)
+        return res
+
+    demo._prepare_target = perturbed
+    try:
+        r = run_demo(out, seed=seed, threads=threads, progress=False, print_table=False)
+    finally:
+        demo._prepare_target = real
     run = json.loads((out / "unlearned" / "run.json").read_text())
     cal = run.get("calibration") or {}
     b, a = r["before"], r["after"]
@@ -51,6 +90,8 @@ def one(out: Path, seed: int, threads: int) -> dict:
     return {
         "seed": seed,
         "threads": threads,
+        "perturb": perturb,
+        "weights_moved": moved.get("n", 0),
         "before": b,
         "after": a,
         "abs_auc_dev": abs(a["mia_auc"] - 0.5),
@@ -91,7 +132,7 @@ def _mmm(xs: list[float]) -> dict:
 
 
 def _same_seed_spread(runs: list[dict]) -> dict:
-    """Per seed: the largest AUC difference between its thread counts (float noise alone)."""
+    """Per seed: the largest AUC difference between its conditions (float noise alone)."""
     by: dict[int, list[float]] = {}
     for r in runs:
         by.setdefault(r["seed"], []).append(r["after"]["mia_auc"])
@@ -101,26 +142,29 @@ def _same_seed_spread(runs: list[dict]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", default="1")
+    ap.add_argument("--perturb", default="none,ulp")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-stability.json"))
     args = ap.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     threads = [int(x) for x in args.threads.split(",") if x.strip()]
+    perturbs = [x for x in args.perturb.split(",") if x.strip()]
+    conds = [(th, pt) for th in threads for pt in perturbs]
     runs, t0 = [], time.time()
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            for th in threads:
-                r = one(Path(tmp) / f"s{seed}-t{th}", seed, th)
+            for th, pt in conds:
+                r = one(Path(tmp) / f"s{seed}-t{th}-{pt}", seed, th, pt)
                 runs.append(r)
                 print(
-                    f"[{len(runs)}/{len(seeds) * len(threads)}] seed {seed} threads {th}: AUC "
+                    f"[{len(runs)}/{len(seeds) * len(conds)}] seed {seed} threads {th} perturb {pt}: AUC "
                     f"{r['after']['mia_auc']:.3f}, forget EM {r['after']['forget']['knowledge_em']:.3f}, "
                     f"retain ratio {r['retain_ratio']:.3f} ({r['seconds']:.0f}s)",
                     flush=True,
                 )
     result = {
-        "what": "make demo for every seed x torch thread count (the thread count stands in for another CPU)",
+        "what": "make demo for every seed x numeric perturbation (standing in for another CPU)",
         "target": TARGET,
         "summary": summarize(runs),
         "runs": runs,

@@ -198,3 +198,27 @@ def test_the_monitor_gives_each_unit_the_holdout_quantile_of_its_rank_once():
     mon.spread, mon.unit_q = False, None
     _, caps = TrainingMonitor._gate(mon, [3.0, 1.0, 2.0], holdout, None, None, {})
     assert set(caps.values()) == {cal.quantile(holdout, 0.5)} and mon.unit_q is None
+
+
+def test_gate_refreshes_are_spaced_evenly_between_evaluations_and_never_on_one():
+    from llm_unlearn.config import build_config
+    from llm_unlearn.train.calibrated import Calibrator
+
+    cfg = build_config(overrides={"calibration.gate_refresh": 4})
+    cal_ = Calibrator(cfg, monitor=None, per_chunk_steps=[80, 48], interval="auto")
+    cal_.active = {0: True}
+    # chunk 1 of 2: an evaluation every 20 steps, 4 refreshes between them (every 4 steps)
+    evals = [s for s in range(80) if cal_.due(s, 0)]
+    refresh = [s for s in range(80) if cal_.gate_due(s, 0)]
+    assert evals == [0, 20, 40, 60]
+    assert refresh[:4] == [4, 8, 12, 16] and len(refresh) == 16
+    assert not set(evals) & set(refresh)
+    # the last chunk has 8 evaluations (every 6 steps): refreshes every step between them
+    assert [s for s in range(12) if cal_.gate_due(s, 1)] == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    # off: no refresh; nor before the first gate, nor without the gate
+    for change in ({"calibration.gate_refresh": 0}, {"calibration.mode": "stop"}):
+        other = Calibrator(build_config(overrides=change), None, [80, 48], "auto")
+        other.active = {0: True}
+        assert not any(other.gate_due(s, 0) for s in range(80))
+    cal_.active = None
+    assert not any(cal_.gate_due(s, 0) for s in range(80))

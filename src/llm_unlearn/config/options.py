@@ -343,6 +343,11 @@ class CalibrationOptions:
         True,
         "each forget unit gets its own target quantile of the holdout losses, (rank + 1/2)/n around gate_quantile by its loss at the first evaluation, so the forgotten units end spread like the holdout instead of bunched at one quantile (false: every unit at gate_quantile, as before)",
     )
+    gate_refresh: int = opt(
+        4,
+        "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation): a unit that went past its target, or fell back below it, is seen within a few steps; 0: only at evaluations",
+        range=_pos(0),
+    )
     select: str = opt(
         "best",
         "which checkpoint to keep: best (highest proxy score) | last",

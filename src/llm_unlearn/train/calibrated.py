@@ -99,6 +99,23 @@ class Calibrator:
         n = self.every(chunk)
         return n is not None and step_in_chunk % n == 0 and step_in_chunk < self.per_chunk_steps[chunk]
 
+    def gate_due(self, step_in_chunk: int, chunk: int) -> bool:
+        """A gate refresh now: ``gate_refresh`` evenly spaced steps between two evaluations (never at an
+        evaluation's step, never with the gate off)."""
+        k = self.c.gate_refresh
+        n = self.every(chunk)
+        if self.c.mode != "gate" or not k or n is None or self.active is None:
+            return False
+        if self.due(step_in_chunk, chunk) or step_in_chunk >= self.per_chunk_steps[chunk]:
+            return False
+        stride = max(1, n // (k + 1))
+        return (step_in_chunk % n) % stride == 0
+
+    def refresh_gate(self, model) -> None:
+        got = self.monitor.refresh_gate(model)
+        if got is not None:
+            self.active, self.caps = got
+
     # ------------------------------------------------------------------ one evaluation
     def evaluate(self, model, *, step: int, chunk: int, chunk_rows: list[int] | None = None) -> str | None:
         """Evaluate now; returns "stop" (end the run), "end_chunk" (this chunk's forget rows all look

@@ -146,6 +146,16 @@ class TrainingMonitor:
         row["seconds"] = round(time.time() - t0, 3)
         return row
 
+    def refresh_gate(self, model) -> tuple[dict[int, bool], dict[int, float]] | None:
+        """The gate and caps from the units' and the holdout's losses now, without the rest of an
+        evaluation (no generation, no AUC row): between two evaluations, so that a unit that went past
+        its target, or fell back below it, is seen within a few steps. None without a gate."""
+        if not self.use_gate:
+            return None
+        kw = {"batch_size": self.batch_size, "progress": False}
+        doc_nll, hold_doc, rec_nll, hold_rec = self._membership_losses(model, kw)
+        return self._gate(doc_nll, hold_doc, rec_nll, hold_rec, {})
+
     def _score_samples(self, model, row: dict[str, Any], kw: dict) -> None:
         """Knowledge, regurgitation and mean answer NLL of the sampled forget and retain records, and
         the task aggregate of both, into ``row``."""

@@ -102,3 +102,5 @@ class LoopCallback(TrainerCallback):
             loop.calib_action = loop.evaluate_now(loop.offset + state.global_step, loop.trainer.chunk_index)
             if loop.calib_action:
                 control.should_training_stop = True
+        elif loop.calib is not None and loop.calib.gate_due(state.global_step, loop.trainer.chunk_index):
+            loop.refresh_gate()
