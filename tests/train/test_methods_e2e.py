@@ -24,7 +24,7 @@ from llm_unlearn.train.methods import OBJECTIVES
 
 FORGET_RISE = 0.5
 RETAIN_MAX = 1.5
-NO_RETAIN_TERM = {"gradient_ascent", "undial", "ce_u", "npo"}  # by their papers' defaults (retain weight 0)
+NO_RETAIN_TERM = {"gradient_ascent", "undial", "ce_u"}  # by their papers' defaults (retain weight 0)
 # RMU's retain term matches one layer's activations, not the output distribution: the answers' NLL may
 # drift further before that term notices (measured 2.1 here); still far below an unseen answer's ~6
 RETAIN_MAX_OF = {"rmu": 3.0}

@@ -219,6 +219,13 @@ class ObjectiveOptions:
         range=_pos(0),
         flag="--pdu-retain-eps",
     )
+    pdu_dual_warmup_epochs: float = opt(
+        5.0,
+        "PDU: the multiplier stays at its initial value for the first N epochs (passes over the chunk "
+        "being trained), then updates every step (open-unlearning dual_warmup_epochs 5); 0: from the first step",
+        range=_pos(0),
+        flag="--pdu-dual-warmup",
+    )
 
 
 @dataclass

@@ -307,7 +307,9 @@ class ChunkLoop:
         calibration = self.calib.finish(p.model) if self.calib is not None else None
         if calibration is not None:
             log.info("calibration: kept %s (%s)", calibration["selected"], calibration["selection_reason"])
-        summary = self._summary(calibration, t0)
+        from llm_unlearn.train.effect import measure_run
+
+        summary = {**self._summary(calibration, t0), "effect": measure_run(p)}  # one warning if it did nothing
         full_state = ckpt.sharded_state_dict(self.trainer)
         if is_main_process():
             if p.cfg.lora.enabled:

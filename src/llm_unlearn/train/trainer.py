@@ -151,6 +151,7 @@ class UnlearnTrainer(Trainer):
                 scale_of,
                 realized,
                 self.objective_state,
+                float(self.state.epoch or 0.0),
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
