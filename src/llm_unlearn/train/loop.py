@@ -144,6 +144,7 @@ class ChunkLoop:
             ),
             processing_class=p.tokenizer,
             objective=p.cfg.objective,
+            sam_rho=p.cfg.train.sam_rho,
         )
         # the reference's outputs: computed once per run when the cache is chosen (reused on resume)
         trainer.reference = for_run(
@@ -309,7 +310,10 @@ class ChunkLoop:
             log.info("calibration: kept %s (%s)", calibration["selected"], calibration["selection_reason"])
         from llm_unlearn.train.effect import measure_run
 
-        summary = {**self._summary(calibration, t0), "effect": measure_run(p)}  # one warning if it did nothing
+        summary = {
+            **self._summary(calibration, t0),
+            "effect": measure_run(p),
+        }  # one warning if it did nothing
         full_state = ckpt.sharded_state_dict(self.trainer)
         if is_main_process():
             if p.cfg.lora.enabled:
