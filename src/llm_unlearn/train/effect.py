@@ -11,8 +11,9 @@ over the same ``n`` items. So:
   changed the forget answers by less than one answer's worth (an unlearning rate of 0, no steps,
   weights of 0 all give exactly 0);
 - **the retain side collapsed** when the retain mean fell by at least one item's worth (``1/n_retain``)
-  and by at least as much as the forget mean: the run lowered the answers it should keep as much as
-  the ones it should forget, so it is not selective.
+  and either to half its start or less (most of what the model knew of the retain answers is gone),
+  or by at least as much as the forget mean (the run lowered the answers it should keep as much as
+  the ones it should forget: it is not selective).
 
 No threshold depends on the machine: both rules compare a difference of means with ``1/n``. The
 passes are forward passes only (no generation): twice ``n`` rows per side.
@@ -53,7 +54,7 @@ def judge(
         rb, ra = _mean(retain_before), _mean(retain_after)
         out.update(retain_before=rb, retain_after=ra, retain_resolution=1.0 / len(retain_before))
         drop_r, drop_f = rb - ra, fb - fa
-        if verdict == "ok" and drop_r >= out["retain_resolution"] and drop_r >= drop_f:
+        if verdict == "ok" and drop_r >= out["retain_resolution"] and (ra <= rb / 2 or drop_r >= drop_f):
             verdict = "retain_collapsed"
     out["verdict"] = verdict
     return out
@@ -70,9 +71,9 @@ def warning_line(effect: dict) -> str | None:
         )
     if v == "retain_collapsed":
         return (
-            f"the retain answers lost as much as the forget answers (mean answer probability: forget "
-            f"{effect['forget_before']:.3f} -> {effect['forget_after']:.3f}, retain {effect['retain_before']:.3f}"
-            f" -> {effect['retain_after']:.3f}): the run is not selective; {SWEEP_HINT}"
+            f"the retain answers collapsed too (mean answer probability: forget {effect['forget_before']:.3f}"
+            f" -> {effect['forget_after']:.3f}, retain {effect['retain_before']:.3f} -> "
+            f"{effect['retain_after']:.3f}: half or less, or as much as the forget side): {SWEEP_HINT}"
         )
     return None
 
