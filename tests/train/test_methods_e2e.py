@@ -91,6 +91,14 @@ def test_method_forgets_and_keeps_retain(tiny_world, before, tmp_path, method):
     if method == "altpo":
         argv += ["--alternatives", "retain"]
     assert main(argv) == 0
+    if method in ("idk_dpo", "altpo"):  # both log-ratios are in the training log, beside the DPO term
+        import json
+
+        rows = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
+        assert all({"dpo", "dpo_forget_logratio", "dpo_alt_logratio"} <= set(r) for r in rows if "loss" in r)
+        # the margin the DPO loss widens is alt - forget: it grew over the run
+        margins = [r["dpo_alt_logratio"] - r["dpo_forget_logratio"] for r in rows if "loss" in r]
+        assert margins[-1] > margins[0]
     model = PeftModel.from_pretrained(tiny_world["make_model"](), str(out / "adapter"))
     tok, ds = tiny_world["tokenizer"], tiny_world["ds"]
     f0, r0 = before
