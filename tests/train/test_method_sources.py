@@ -44,3 +44,15 @@ def test_the_total_is_gamma_forget_plus_alpha_retain_nll(tiny_world, method, for
     src = SATIMP if method == "satimp" else NPO
     gamma, alpha = src["forget_weight"], src["retain_weight"]
     assert float(total) == pytest.approx(gamma * terms[forget_term] + alpha * terms["retain_nll"], **TOL)
+
+
+def test_pdu_warns_when_the_warmup_covers_every_epoch():
+    from llm_unlearn.config import build_config
+    from llm_unlearn.train.methods.pdu import warmup_note
+
+    cfg = build_config(overrides={"objective.method": "pdu"})  # 5 epochs per chunk, warm-up 5
+    assert "stays at its initial value" in warmup_note(cfg) and "--pdu-dual-warmup 0" in warmup_note(cfg)
+    assert warmup_note(build_config(overrides={"objective.method": "pdu", "schedule.epochs": 8})) is None
+    over = {"objective.method": "pdu", "objective.pdu_dual_warmup_epochs": 0.0}
+    assert warmup_note(build_config(overrides=over)) is None
+    assert warmup_note(build_config(overrides={"objective.method": "npo"})) is None

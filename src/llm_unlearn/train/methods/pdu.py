@@ -22,6 +22,18 @@ from llm_unlearn.train.step import Step, TermValue
 PDU_FORGET, PDU_DUAL = "pdu_forget", "pdu_dual"
 
 
+def warmup_note(cfg) -> str | None:
+    """A warning when PDU's warm-up covers every epoch of a chunk: the multiplier would never move."""
+    o, epochs = cfg.objective, cfg.schedule.epochs
+    if o.method != "pdu" or o.pdu_dual_warmup_epochs < epochs:
+        return None
+    return (
+        f"pdu: the dual warm-up ({o.pdu_dual_warmup_epochs:g} epochs) is not shorter than the {epochs:g} "
+        "epochs per chunk, so the multiplier stays at its initial value (retain_weight); "
+        "--pdu-dual-warmup 0 updates it from the first step, or give more --epochs"
+    )
+
+
 def _global_retain_nll(step: Step, out: dict[str, TermValue]) -> float | None:
     """This step's retain NLL for the dual update: under data parallelism the mean over every
     process's retain tokens (one all-reduce, on every process every step, so every process keeps the
