@@ -93,7 +93,7 @@ def test_method_defaults_apply_only_where_nothing_was_set(tmp_path):
     assert (cfg.objective.npo_beta, cfg.objective.npo_level, cfg.objective.retain_weight) == (
         0.3,
         "sequence",
-        0.0,
+        1.0,  # open-unlearning NPO.yaml: alpha 1 with a retain NLL
     )
     assert build_config().objective.npo_beta == 0.5  # the default method keeps the project's defaults
 

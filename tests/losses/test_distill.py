@@ -109,6 +109,22 @@ def test_ceu_gradient_moves_mass_off_true_token():
     assert (after < torch.log_softmax(z.detach(), -1).gather(-1, yt[:, None])).all()
 
 
+def test_ceu_gradient_is_the_docstrings_closed_form():
+    """The docstring's formula, written out per token (not as p - q): +p(y) on the true token,
+    -p(y) p(v) / (1 - p(y)) on every other token, each divided by N (the mean over rows)."""
+    logits, _, y = _data(5, n=3, v=9)
+    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    ce_u_loss(z, torch.tensor(y)).backward()
+    for n in range(3):
+        p = _softmax(logits[n])
+        py = p[y[n]]
+        want = [py if v == y[n] else -py * p[v] / (1.0 - py) for v in range(9)]
+        assert_close(z.grad[n].tolist(), [w / 3.0 for w in want], **TIGHT)
+        # the formula the docstring had before (-p(y) p(v)) is off by the factor 1 / (1 - p(y))
+        other = next(v for v in range(9) if v != y[n])
+        assert abs(float(z.grad[n, other]) * 3.0 + py * p[other]) > 1e-6 * abs(py * p[other])
+
+
 def test_empty_bfloat16_and_shape_errors():
     e = torch.zeros(0, 7, requires_grad=True)
     ey = torch.zeros(0, dtype=torch.long)

@@ -24,7 +24,7 @@ from llm_unlearn.train.methods import OBJECTIVES
 
 FORGET_RISE = 0.5
 RETAIN_MAX = 1.5
-NO_RETAIN_TERM = {"gradient_ascent", "undial", "ce_u", "npo"}  # by their papers' defaults (retain weight 0)
+NO_RETAIN_TERM = {"gradient_ascent", "undial", "ce_u"}  # by their papers' defaults (retain weight 0)
 # RMU's retain term matches one layer's activations, not the output distribution: the answers' NLL may
 # drift further before that term notices (measured 2.1 here); still far below an unseen answer's ~6
 RETAIN_MAX_OF = {"rmu": 3.0}
@@ -91,6 +91,14 @@ def test_method_forgets_and_keeps_retain(tiny_world, before, tmp_path, method):
     if method == "altpo":
         argv += ["--alternatives", "retain"]
     assert main(argv) == 0
+    if method in ("idk_dpo", "altpo"):  # both log-ratios are in the training log, beside the DPO term
+        import json
+
+        rows = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
+        assert all({"dpo", "dpo_forget_logratio", "dpo_alt_logratio"} <= set(r) for r in rows if "loss" in r)
+        # the margin the DPO loss widens is alt - forget: it grew over the run
+        margins = [r["dpo_alt_logratio"] - r["dpo_forget_logratio"] for r in rows if "loss" in r]
+        assert margins[-1] > margins[0]
     model = PeftModel.from_pretrained(tiny_world["make_model"](), str(out / "adapter"))
     tok, ds = tiny_world["tokenizer"], tiny_world["ds"]
     f0, r0 = before

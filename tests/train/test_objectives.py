@@ -60,12 +60,12 @@ def brute(pm, batch, layer=None):
     }  # fmt: skip
 
 
-def run(pm, batch, **opts):
+def run(pm, batch, epoch=0.0, state=None, **opts):
     obj = ObjectiveOptions(**opts)
     sel = AnswerHeadSelector(pm)
     try:
-        state: dict = {}
-        total, terms = unlearning_loss(pm, batch, obj, sel, state=state)
+        state = {} if state is None else state
+        total, terms = unlearning_loss(pm, batch, obj, sel, state=state, epoch=epoch)
     finally:
         sel.remove()
     return total, terms, state
@@ -101,11 +101,14 @@ def test_objective_npo_rt_div(world64):
 
 def test_objective_npo(world64):
     pm, batch, b = world64
-    _, t, _ = run(pm, batch, method="npo", npo_beta=0.1, npo_level="sequence")
+    total, t, _ = run(pm, batch, method="npo", npo_beta=0.1, npo_level="sequence", divergence_weight=0.0)
     beta, vals = 0.1, []
     for _, xs, rs in forget_rows(b, batch):
         vals.append(math.log(1 / (1 + math.exp(-beta * (sum(rs) - sum(xs))))))
-    assert t == {"npo": pytest.approx(-(2 / beta) * sum(vals) / len(vals), **TOL)}
+    npo = -(2 / beta) * sum(vals) / len(vals)
+    nll = float(-b["lp"][b["rmask"]].mean())
+    assert t == {"npo": pytest.approx(npo, **TOL), "retain_nll": pytest.approx(nll, **TOL)}
+    assert float(total) == pytest.approx(npo + nll, **TOL)  # gamma = alpha = 1 (open-unlearning NPO.yaml)
 
 
 def test_objective_gradient_ascent(world64):
@@ -180,6 +183,14 @@ def test_objective_idk_dpo(world64, method):
         margin = beta * ((w - wr) - (sum(xs) - sum(rs)))
         vals.append(math.log(1 / (1 + math.exp(-margin))))
     assert t["dpo"] == pytest.approx(-(2 / beta) * sum(vals) / len(vals), **TOL)
+    # both log-ratios are logged (never in the total): mean over the forget rows
+    lose = [sum(xs) - sum(rs) for _, xs, rs in rows]
+    assert t["dpo_forget_logratio"] == pytest.approx(sum(lose) / len(lose), **TOL)
+    assert t["dpo_alt_logratio"] == pytest.approx(
+        sum(w - wr for w, wr in zip(win, win_ref)) / len(win), **TOL
+    )
+    total, _, _ = run(pm, batch, method=method, dpo_beta=0.1, divergence_weight=0.0)
+    assert float(total) == pytest.approx(t["dpo"] + t["retain_nll"], **TOL)
 
 
 test_objective_altpo = test_objective_idk_dpo  # the same loss; only where the alternatives come from differs
@@ -260,6 +271,7 @@ def test_objective_pdu(world64):
         divergence_weight=0.0,
         pdu_dual_step=1.0,
         pdu_retain_eps=0.1,
+        pdu_dual_warmup_epochs=0.0,
     )
     zf = b["z"][b["fmask"]]
     forget = ((zf.max(-1).values - zf.mean(-1)) ** 2).mean()
@@ -268,6 +280,28 @@ def test_objective_pdu(world64):
     assert t["pdu_dual"] == 2.0  # the multiplier this step used: the initial one, alpha
     assert float(total) == pytest.approx(float(forget) + 2.0 * nll, **TOL)
     assert state["pdu_dual"] == pytest.approx(max(0.0, 2.0 + 1.0 * (nll - 0.1)), **TOL)  # projected ascent
+
+
+def test_pdu_dual_is_held_during_the_warmup(world64):
+    """open-unlearning PDU.yaml dual_warmup_epochs 5: no update in epochs 0..4 (state.epoch < 5), every
+    step from the one that starts epoch 5 (state.epoch == 5.0) on; eps is still fixed at the first step."""
+    pm, batch, b = world64
+    opts = dict(method="pdu", retain_weight=2.0, divergence_weight=0.0, pdu_dual_step=1.0)
+    assert ObjectiveOptions().pdu_dual_warmup_epochs == 5.0  # the default is open-unlearning's
+    nll = float(-b["lp"][b["rmask"]].mean())
+    state: dict = {}
+    for epoch in (0.0, 2.5, 4.99):
+        _, t, state = run(pm, batch, epoch=epoch, state=state, pdu_retain_eps=0.1, **opts)
+        assert t["pdu_dual"] == 2.0 and state["pdu_dual"] == 2.0
+    _, t, state = run(pm, batch, epoch=5.0, state=state, pdu_retain_eps=0.1, **opts)
+    assert t["pdu_dual"] == 2.0  # this step used the held multiplier, and updated it after
+    assert state["pdu_dual"] == pytest.approx(2.0 + (nll - 0.1), **TOL)
+    _, t, state = run(pm, batch, epoch=5.2, state=state, pdu_retain_eps=0.1, **opts)
+    assert t["pdu_dual"] == pytest.approx(2.0 + (nll - 0.1), **TOL)
+    assert state["pdu_dual"] == pytest.approx(2.0 + 2 * (nll - 0.1), **TOL)
+    # without a given eps, the first step's retain NLL fixes it, warm-up or not
+    _, _, st2 = run(pm, batch, epoch=0.0, state={}, **opts)
+    assert st2["pdu_eps"] == pytest.approx(nll, **TOL) and st2["pdu_dual"] == 2.0
 
 
 @pytest.mark.parametrize("method", sorted(OBJECTIVES))

@@ -219,6 +219,13 @@ class ObjectiveOptions:
         range=_pos(0),
         flag="--pdu-retain-eps",
     )
+    pdu_dual_warmup_epochs: float = opt(
+        5.0,
+        "PDU: the multiplier stays at its initial value for the first N epochs (passes over the chunk "
+        "being trained), then updates every step (open-unlearning dual_warmup_epochs 5); 0: from the first step",
+        range=_pos(0),
+        flag="--pdu-dual-warmup",
+    )
 
 
 @dataclass
@@ -282,6 +289,13 @@ class TrainOptions:
     )
     warmup_ratio: float = opt(0.0, "warm-up share of the steps", range=_pos(0, high=1, open_high=True))
     max_grad_norm: float = opt(1.0, "gradient clipping (0: none)", range=_pos(0))
+    sam_rho: float = opt(
+        0.0,
+        "sharpness-aware minimization radius rho (any method): the gradient is taken at theta + rho g/||g|| "
+        "over the trained weights, applied at theta; ~2x the step's cost; 0: off",
+        flag="--sam-rho",
+        range=_pos(0),
+    )
     logging_steps: int = opt(1, "log every N steps", range=_pos(1))
     merge: bool = opt(True, "also write DIR/model (merged weights + tokenizer)", switch=("--no-merge", False))
     overwrite: bool = opt(False, "replace a different run in --output-dir", switch=("--overwrite", True))

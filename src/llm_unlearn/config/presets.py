@@ -74,11 +74,12 @@ METHOD_NAMES: tuple[str, ...] = (
 # retain_weight (open-unlearning's alpha), plus the divergence only when divergence_weight > 0.
 _NO_DIVERGENCE = {"objective.divergence_weight": 0.0}
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    # NPO alone (open-unlearning NPO.yaml: beta 0.1, sequence level), no retain term
+    # open-unlearning NPO.yaml: beta 0.1, sequence level (NPO paper), gamma 1, alpha 1 with a retain NLL
     "npo": {
         "objective.npo_beta": 0.1,
         "objective.npo_level": "sequence",
-        "objective.retain_weight": 0.0,
+        "objective.forget_weight": 1.0,
+        "objective.retain_weight": 1.0,
         **_NO_DIVERGENCE,
     },
     "simnpo": {
@@ -98,11 +99,13 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "undial": {"objective.retain_weight": 0.0, **_NO_DIVERGENCE},  # UNDIAL.yaml (alpha 0)
     "wga": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # WGA.yaml
+    # the authors' forget + 0.1 x retain (tmlr-group/SatImp forget_sat.yaml coeff 0.1, satimp_gd in
+    # dataloader/dataloader_sat.py; open-unlearning's SatImp class and README agree; its yaml has the inverse)
     "satimp": {
-        "objective.forget_weight": 0.1,
-        "objective.retain_weight": 1.0,
+        "objective.forget_weight": 1.0,
+        "objective.retain_weight": 0.1,
         **_NO_DIVERGENCE,
-    },  # SatImp.yaml
+    },
     "ce_u": {"objective.retain_weight": 0.0, **_NO_DIVERGENCE},  # CEU.yaml (forget only)
     "pdu": {"objective.forget_weight": 1.0, "objective.retain_weight": 1.0, **_NO_DIVERGENCE},  # PDU.yaml
 }

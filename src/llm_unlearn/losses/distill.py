@@ -75,9 +75,10 @@ def ce_u_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     ``q_n = softmax(sg[logits[n]] with logits[n, targets[n]] = -inf)`` (the model's own current
     distribution over every token except the true one; stop-gradient), and
     ``L = -mean_n sum_v q_n(v) log p_n(v)``, ``p_n = softmax(logits[n])``. Gradient w.r.t. the logits of
-    row ``n``: ``p_n - q_n``, i.e. ``+p_n(y)`` on the true token (descending lowers it) and
-    ``-p_n(y) * p_n(v)`` on every other token: the true token's mass moves to the others in proportion.
-    No reference model.
+    row ``n`` (of the row's term, before the mean's ``1/N``): ``p_n - q_n``, i.e. ``+p_n(y)`` on the
+    true token (descending lowers it) and ``-p_n(y) * p_n(v) / (1 - p_n(y))`` on every other token
+    ``v`` (since ``q_n(v) = p_n(v) / (1 - p_n(y))``): the true token's mass moves to the others in
+    proportion to their own probability. No reference model.
 
     Source: open-unlearning ``cross_entropy_unlearning_loss`` (``src/trainer/unlearn/ceu.py``),
     ``configs/trainer/CEU.yaml``: ``ignore_first_n_answer_tokens = 1`` (the first answer token of

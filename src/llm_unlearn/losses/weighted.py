@@ -53,9 +53,12 @@ def satimp_loss(
     for small ``p``).
 
     Shapes: as :func:`wga_loss`. Defaults: ``beta1 = 5.0``, ``beta2 = 1.0`` (SatImp.yaml and the
-    class); the forget / retain weights differ between SatImp.yaml (``gamma = 0.1``, ``alpha = 1.0``)
-    and the class defaults / README (``gamma = 1.0``, ``alpha = 0.1``), a retain:forget ratio of 10 in
-    both; lr 1e-5, 5 epochs.
+    class; the authors' README recommends ``beta2 = 0.1``). Forget / retain weights (applied by the
+    caller): the authors' code (tmlr-group/SatImp, ``satimp_gd``: ``forget_loss + coeff * retain_loss``,
+    ``coeff = 0.1``) and open-unlearning's class defaults and README use ``gamma = 1.0``,
+    ``alpha = 0.1`` (forget:retain 10:1); open-unlearning's SatImp.yaml has the inverse,
+    ``gamma = 0.1``, ``alpha = 1.0`` (forget:retain 1:10), so the two do not give the same ratio.
+    lr 1e-5, 5 epochs.
     """
     beta1 = _check_exponent("beta1", beta1)
     beta2 = _check_exponent("beta2", beta2)

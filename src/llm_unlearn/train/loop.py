@@ -22,6 +22,7 @@ from llm_unlearn.config import UnlearnConfig
 from llm_unlearn.errors import TrainingInterrupted, UserError
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl, sha256_file
 from llm_unlearn.train import checkpoint as ckpt
+from llm_unlearn.train.effect import measure_run
 from llm_unlearn.train.prepare import Prepared, prepare
 from llm_unlearn.train.process import (
     any_process,
@@ -144,6 +145,7 @@ class ChunkLoop:
             ),
             processing_class=p.tokenizer,
             objective=p.cfg.objective,
+            sam_rho=p.cfg.train.sam_rho,
         )
         # the reference's outputs: computed once per run when the cache is chosen (reused on resume)
         trainer.reference = for_run(
@@ -314,6 +316,7 @@ class ChunkLoop:
         if calibration is not None:
             log.info("calibration: kept %s (%s)", calibration["selected"], calibration["selection_reason"])
         summary = self._summary(calibration, t0)
+        summary["effect"] = measure_run(p)  # one warning line when the run did nothing
         full_state = ckpt.sharded_state_dict(self.trainer)
         if is_main_process():
             if p.cfg.lora.enabled:

@@ -34,6 +34,7 @@ def unlearning_loss(
     term_scale=None,
     row_nll_out: dict | None = None,
     state: dict | None = None,
+    epoch: float = 0.0,
 ):
     """The loss of one batch and its terms (detached floats for logging).
 
@@ -50,7 +51,9 @@ def unlearning_loss(
     `forget_nll_cap` [B] float drops a forget row whose mean answer NLL in this very forward pass is
     already >= its cap (inf: no cap), so a row stops being pushed at the step it reaches the holdout's
     typical loss, not only at the next evaluation. `row_nll_out["row_nll"]` receives those row NLLs,
-    `row_nll_out["units"]` the unit of each term.
+    `row_nll_out["units"]` the unit of each term, `row_nll_out["push"]` the pushed forget rows [B].
+    `state`: the objective's state across steps; `epoch`: epochs of the chunk completed before this
+    step (PDU's warm-up reads it).
     A term whose rows are absent from the batch is exactly 0 (absent from the terms).
     """
     labels, is_forget = batch["labels"], batch["is_forget"].bool()
@@ -79,6 +82,7 @@ def unlearning_loss(
         selector=selector,
         hidden=captured.get("hidden"),
         state=state if state is not None else {},
+        epoch=float(epoch),
     )
     found = objective.compute(step, obj)
     total = logits.sum() * 0.0  # keeps the graph connected when every term is absent
@@ -89,6 +93,7 @@ def unlearning_loss(
     values = {name: term.value for name, term in found.items()}
     if row_nll_out is not None:  # what each logged term is a mean over (global_terms)
         row_nll_out["units"] = {name: term.unit for name, term in found.items()}
+        row_nll_out["push"] = push
     if ("forget_active" in batch or "forget_nll_cap" in batch) and bool(is_forget.any()):
         values[T.FORGET_ACTIVE] = (push.sum() / is_forget.sum()).detach().to(logp.dtype)
     for name, value in values.items():

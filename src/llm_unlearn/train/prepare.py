@@ -62,6 +62,10 @@ def prepare(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> Prepared:
 
     # training arguments as transformers checks them, on this machine's devices, before the model loads
     check_cpu_fsdp(cfg)  # what FSDP on CPU processes does not do, refused before the model loads
+    from llm_unlearn.train.methods.pdu import warmup_note
+
+    if note := warmup_note(cfg):
+        log.warning("%s", note)
     build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, default_device()))
     _load_model(prep, model, tokenizer)
     _tokenize_and_plan(prep)

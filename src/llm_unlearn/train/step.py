@@ -120,6 +120,7 @@ class Step:
     selector: object = field(default=None, repr=False)  # the answer-only head of the trained model
     hidden: torch.Tensor | None = None  # [B, T, H] the captured layer's output (objectives that ask)
     state: dict = field(default_factory=dict)  # an objective's state across steps (e.g. PDU's multiplier)
+    epoch: float = 0.0  # epochs of the current chunk completed before this step (the Trainer's state.epoch)
     _reference: ReferenceOutputs | None = field(default=None, repr=False)
 
     @property

@@ -4,6 +4,7 @@ weighting under data parallelism."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -84,8 +85,14 @@ class UnlearnTrainer(Trainer):
     live. The calibration driver sets `forget_active` / `forget_caps` (row_key -> gate / cap) and
     `unit_row` (a record's row_key -> its document's row_key)."""
 
-    def __init__(self, *args, objective, answer_only: bool = True, reference=None, **kwargs):
+    def __init__(
+        self, *args, objective, answer_only: bool = True, reference=None, sam_rho: float = 0.0, **kwargs
+    ):
         super().__init__(*args, **kwargs)
+        self.sam_rho = float(sam_rho)  # > 0: sharpness-aware steps (train/sam.py)
+        self.sam_replay: tuple | None = None  # set during SAM's second pass: (push, objective state)
+        self._sam_inputs: list = []  # the micro-batches of the current step (SAM only)
+        self._sam_records: list = []  # what each one's first pass used
         self.objective = objective
         self.selector = AnswerHeadSelector(self.model) if answer_only else None
         self.reference = as_reference(reference) if reference is not None else LiveReference(self.selector)
@@ -135,9 +142,46 @@ class UnlearnTrainer(Trainer):
                 batch["forget_nll_cap"] = torch.tensor(caps, dtype=torch.float32, device=dev)
         return batch
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step; with ``sam_rho`` > 0, at the last micro-batch of each optimizer step the
+        accumulated gradient is replaced by the gradient at theta + eps (train/sam.py)."""
+        if not self.sam_rho:
+            return super().training_step(model, inputs, num_items_in_batch)
+        from llm_unlearn.train import sam
+
+        sam.check_supported(self)
+        self._sam_inputs.append(inputs)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:
+            batches, records = self._sam_inputs, self._sam_records
+            self._sam_inputs, self._sam_records = [], []
+            sam.sharpness_aware_grad(self, model, batches, records, num_items_in_batch)
+        return loss
+
+    def plain_training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's own step (SAM's second pass runs it)."""
+        return super().training_step(model, inputs, num_items_in_batch)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        replay = self.sam_replay
+        if replay is not None:  # SAM's second pass: the first pass's rows and state; nothing logged or kept
+            batch = {k: v for k, v in self._gated_batch(inputs).items() if k != "forget_nll_cap"}
+            batch["forget_active"] = replay[0]
+            loss, _ = unlearning_loss(
+                model,
+                batch,
+                self.objective,
+                self.selector,
+                self.reference,
+                lambda push: global_term_scale(batch, push),
+                {},
+                copy.deepcopy(replay[1]),
+                float(self.state.epoch or 0.0),
+            )
+            return (loss, None) if return_outputs else loss
         batch = self._gated_batch(inputs)
         realized: dict[str, Any] = {}
+        state_before = copy.deepcopy(self.objective_state) if self.sam_rho else None
 
         def scale_of(push):  # None on one process; a collective under data parallelism
             realized["scale"] = global_term_scale(batch, push)
@@ -153,12 +197,15 @@ class UnlearnTrainer(Trainer):
                 scale_of,
                 realized,
                 self.objective_state,
+                float(self.state.epoch or 0.0),
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
                 f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
                 "the last good checkpoint is kept"
             ) from None
+        if self.sam_rho:
+            self._sam_records.append((realized["push"].detach(), state_before))
         if "row_nll" in realized and self.forget_caps is not None:  # the latest loss of each capped row
             for k, v in zip(inputs["row_key"].tolist(), realized["row_nll"].tolist()):
                 if k in self.forget_caps:

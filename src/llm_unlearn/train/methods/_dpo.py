@@ -10,6 +10,11 @@ from llm_unlearn.train.methods._shared import pushed_rows_logp, retain_block, wi
 from llm_unlearn.train.step import ReferenceNeeds, Step, TermValue, answer_positions
 
 DPO = "dpo"
+# logged only (weight None): the mean over pushed forget rows of log pi(y) - log pi_ref(y) of the forget
+# answer and of the alternative, so a log shows whether the DPO margin came from lowering the one or
+# raising the other (the margin is alt - forget)
+DPO_FORGET_LOGRATIO, DPO_ALT_LOGRATIO = "dpo_forget_logratio", "dpo_alt_logratio"
+DPO_TERMS = (DPO, DPO_FORGET_LOGRATIO, DPO_ALT_LOGRATIO)
 
 
 def dpo_needs(o) -> ReferenceNeeds:
@@ -41,4 +46,9 @@ def dpo_terms(step: Step, o) -> dict[str, TermValue]:
         win, win_ref = alternative_sums(step)
         value = losses.dpo_loss(win, win_ref.to(win.dtype), lose, lose_ref, o.dpo_beta)
         out[DPO] = TermValue(value, o.forget_weight, T.FORGET_ROWS)
+        n = max(int(lose.shape[0]), 1)
+        lose_ratio = (lose - lose_ref).detach().sum() / n
+        alt_ratio = (win - win_ref.to(win.dtype)).detach().sum() / n
+        out[DPO_FORGET_LOGRATIO] = TermValue(lose_ratio, None, T.FORGET_ROWS)
+        out[DPO_ALT_LOGRATIO] = TermValue(alt_ratio, None, T.FORGET_ROWS)
     return {**out, **retain_block(step, o)}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from llm_unlearn.train import terms as T
-from llm_unlearn.train.methods._dpo import DPO, dpo_needs, dpo_terms
+from llm_unlearn.train.methods._dpo import DPO_TERMS, dpo_needs, dpo_terms
 from llm_unlearn.train.registry import register
 from llm_unlearn.train.step import Step, TermValue
 
 
 @register(
     "altpo",
-    terms=(DPO, T.RETAIN_NLL, T.DIVERGENCE),
+    terms=(*DPO_TERMS, T.RETAIN_NLL, T.DIVERGENCE),
     needs=dpo_needs,
     alternatives=True,
     summary="AltPO: DPO preferring a plausible alternative answer (Mekala et al. 2024)",

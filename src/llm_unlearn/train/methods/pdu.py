@@ -1,4 +1,13 @@
-"""pdu: a forget term plus a dual multiplier on the retain NLL (the constraint retain NLL <= eps)."""
+"""pdu: a forget term plus a dual multiplier on the retain NLL (the constraint retain NLL <= eps).
+
+The multiplier starts at ``retain_weight`` (open-unlearning's ``alpha``) and stays there for the first
+``pdu_dual_warmup_epochs`` epochs of the chunk being trained (open-unlearning ``dual_warmup_epochs``:
+its callback enables the updates at the end of the epoch where ``state.epoch >= warmup``, so the
+steps of epochs ``0 .. warmup-1`` never update); from then on it updates after every step. Here an
+epoch is one pass over the chunk (``schedule.epochs`` passes per chunk); with one chunk
+(``--no-sequential``, or a chunk as large as the forget set) it is open-unlearning's epoch. The
+multiplier is carried from chunk to chunk; each chunk has its own warm-up.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,18 @@ from llm_unlearn.train.registry import register
 from llm_unlearn.train.step import Step, TermValue
 
 PDU_FORGET, PDU_DUAL = "pdu_forget", "pdu_dual"
+
+
+def warmup_note(cfg) -> str | None:
+    """A warning when PDU's warm-up covers every epoch of a chunk: the multiplier would never move."""
+    o, epochs = cfg.objective, cfg.schedule.epochs
+    if o.method != "pdu" or o.pdu_dual_warmup_epochs < epochs:
+        return None
+    return (
+        f"pdu: the dual warm-up ({o.pdu_dual_warmup_epochs:g} epochs) is not shorter than the {epochs:g} "
+        "epochs per chunk, so the multiplier stays at its initial value (retain_weight); "
+        "--pdu-dual-warmup 0 updates it from the first step, or give more --epochs"
+    )
 
 
 def _global_retain_nll(step: Step, out: dict[str, TermValue]) -> float | None:
@@ -47,6 +68,7 @@ def pdu(step: Step, o) -> dict[str, TermValue]:
         eps = step.state.setdefault(
             "pdu_eps", o.pdu_retain_eps if o.pdu_retain_eps is not None else retain_nll
         )
-        step.state["pdu_dual"] = losses.pdu_dual_update(dual, retain_nll, eps, o.pdu_dual_step)
+        if step.epoch >= o.pdu_dual_warmup_epochs:  # after the warm-up (exact: epoch counts whole passes)
+            step.state["pdu_dual"] = losses.pdu_dual_update(dual, retain_nll, eps, o.pdu_dual_step)
     out[PDU_DUAL] = TermValue(torch.tensor(dual, dtype=step.logp.dtype), None, T.ROWS)
     return out
