@@ -8,13 +8,14 @@ member document that precedes the item's prompt, where one exists.
 Per benchmark (the data are what ``Benchmark.check(opts)`` returned, so ``--limit`` and every input
 check of the benchmark apply unchanged):
 
-* ``semeval``: forget / retain records (``input`` / ``output``); unit = :func:`~llm_unlearn.data.slices.unit_key`
+* ``semeval``: forget / retain records: prompt ``input``, answer ``" " + output`` (the joiner training puts
+  between them: ``data.joiner``'s default; none when ``input`` is empty); unit = :func:`~llm_unlearn.data.slices.unit_key`
   of the record id; kind ``completion`` for ``sc`` records (the organizers' rule,
   :func:`~llm_unlearn.data.records.record_kind`), else ``qa``; hints from the MIA member documents
   (``--mia-data``) of the same unit;
 * ``tofu``: forget / retain questions as ``Question: {q}\\nAnswer:`` + `` {answer}``; unit = the author
   (TOFU lists 20 questions per author, in order: index // 20);
-* ``muse``: VerbMem prompts (completion, one unit each) and KnowMem forget questions (qa) as forget,
+* ``muse``: VerbMem prompts and their ground-truth continuations as they are (completion, one unit each) and KnowMem forget questions (qa) as forget,
   KnowMem retain questions as retain; a KnowMem item is its own unit.
 """
 
@@ -33,6 +34,7 @@ from llm_unlearn.errors import UserError
 __all__ = ["Probe", "ProbeSet", "probes_from", "preceding_sentence", "TOFU_QUESTIONS_PER_AUTHOR"]
 
 TOFU_QUESTIONS_PER_AUTHOR = 20
+JOINER = " "  # what train / finetune put between a record's input and output (data.joiner's default)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -91,7 +93,8 @@ def _semeval(data) -> ProbeSet:
             hint = next(
                 (h for d in docs.get(unit_key(r.id), []) if (h := preceding_sentence(d, r.input))), None
             )
-        return Probe(r.input, r.output, unit_key(r.id), kind, hint, r.input if kind == "qa" else None)
+        answer = JOINER + r.output if r.input else r.output
+        return Probe(r.input, answer, unit_key(r.id), kind, hint, r.input if kind == "qa" else None)
 
     notes = [] if mia else ["no --mia-data: completion items have no background hint"]
     return ProbeSet(
