@@ -49,6 +49,13 @@ from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 from llm_unlearn.train.methods import OBJECTIVES  # noqa: E402
 
 ATTACK_ROWS = ("quantization_nf4", "quantization_int8", "relearning", "prompts", "logit_lens")
+# the metric shown per attack: forget ROUGE-L; the logit lens has no generation: the share of answer
+# tokens ranked first (best layer vs final)
+METRIC = {a: "forget_top1" if a == "logit_lens" else "forget_rouge" for a in ATTACK_ROWS}
+
+
+def recovery_of(m: dict, attack: str):
+    return m["recovery"].get(attack, {}).get(METRIC[attack], {}).get("recovery")
 
 
 def never_trained(work: Path, bundle, mia, tokenizer, progress: bool) -> Path:
@@ -128,7 +135,7 @@ def plot(result: dict, path: Path) -> None:
     grid = np.full((len(names), len(ATTACK_ROWS)), np.nan)
     for i, n in enumerate(names):
         for j, a in enumerate(ATTACK_ROWS):
-            v = result["methods"][n]["recovery"].get(a, {}).get("forget_rouge", {}).get("recovery")
+            v = recovery_of(result["methods"][n], a)
             grid[i, j] = np.nan if v is None else v
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.8))
     im = ax.imshow(grid, vmin=0, vmax=1, cmap="Reds", aspect="auto")
@@ -144,11 +151,42 @@ def plot(result: dict, path: Path) -> None:
             )
     ax.set_xticks(range(len(ATTACK_ROWS)), ATTACK_ROWS, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
-    fig.colorbar(im, ax=ax, label="recovery of forget ROUGE-L (1 = all back)")
+    fig.colorbar(im, ax=ax, label="recovery (forget ROUGE-L; logit lens: top-1 share); 1 = all back")
     ax.set_title("What each attack brings back, per method (demo data, CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def table(result: dict) -> str:
+    """The README table: per method the forget ROUGE-L after unlearning and the recovery per attack."""
+
+    def cell(m: dict, attack: str) -> str:
+        v = recovery_of(m, attack)
+        return "n/a" if v is None else f"{v:.2f}"
+
+    def gap(m: dict) -> str:
+        g = (m.get("relearning_gap_after") or {}).get("forget_rouge")
+        return "n/a" if g is None else f"{g:+.2f}"
+
+    head = (
+        "| method | forget ROUGE-L (target → unlearned) | "
+        + " | ".join(ATTACK_ROWS)
+        + " | relearning gap to never-trained | suite / evaluate |"
+    )
+    lines = [head, "|" + "---|" * (len(ATTACK_ROWS) + 4)]
+    for name, m in result["methods"].items():
+        if "recovery" not in m:
+            lines.append(f"| {name} | failed | " + " | ".join("" for _ in ATTACK_ROWS) + " | |")
+            continue
+        b = m["baseline"]
+        lines.append(
+            f"| {name} | {b['target']['forget_rouge']:.2f} → {b['unlearned']['forget_rouge']:.2f} | "
+            + " | ".join(cell(m, a) for a in ATTACK_ROWS)
+            + f" | {gap(m)}"
+            + f" | {m['suite_seconds']:.0f} s / {m['evaluate_seconds']:.0f} s = ×{m['suite_over_evaluate']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def _load() -> str:
@@ -166,8 +204,12 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="robustness-cpu")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--replot", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the README table from the JSON in --out")
     args = ap.parse_args(argv)
     out, work = Path(args.out), Path(args.work)
+    if args.table:
+        print(table(json.loads((out / f"{args.name}.json").read_text())))
+        return 0
     if args.replot:
         plot(json.loads((out / f"{args.name}.json").read_text()), out / f"{args.name}.png")
         return 0
@@ -224,7 +266,7 @@ def main(argv=None) -> int:
             "unlearn_seconds": r["unlearn_seconds"],
             **a,
         }
-        rec = {k: v.get("forget_rouge", {}).get("recovery") for k, v in a["recovery"].items()}
+        rec = {k: recovery_of(a, k) for k in ATTACK_ROWS if k in a["recovery"]}
         print(
             f"[robustness] {name}: forget ROUGE-L recovery {rec}; suite {a['suite_seconds']}s = x{a['suite_over_evaluate']} evaluate",
             flush=True,
