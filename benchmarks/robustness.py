@@ -108,6 +108,7 @@ def attack_method(
             if k.startswith("quantization")
         },
         "prompt_wins": attacks.get("prompts", {}).get("wins"),
+        "prompts_never_trained_best": attacks.get("prompts", {}).get("never_trained_best"),
         "logit_lens": {
             m: {
                 "best_layer": s["best_layer"],

@@ -146,7 +146,10 @@ def test_attack_command_runs_all_four_attacks_on_every_benchmark(saved, tmp_path
         "tofu": str(_tofu_dir(tmp_path / "tofu")),
         "muse": str(make_muse_dir(tmp_path / "muse")),
     }[bench]
-    extra = ["--forget-split", "forget01"] if bench == "tofu" else []
+    extra = {
+        "tofu": ["--forget-split", "forget01"],
+        "semeval": ["--never-trained-model", saved["target"]],
+    }.get(bench, [])
     out = tmp_path / "out"
     argv = [
         "attack",
@@ -174,6 +177,10 @@ def test_attack_command_runs_all_four_attacks_on_every_benchmark(saved, tmp_path
             assert (row["recovery"] is None) == (row["undefined"] is not None)
             if row["recovery"] is not None:
                 assert 0.0 <= row["recovery"] <= 1.0
+    if bench == "semeval":  # a never-trained model given: relearning and the prompt floor have it
+        assert "never_trained_best" in attacks["prompts"]
+        assert attacks["relearning"]["never_trained"]["after"]["forget_rouge"] is not None
+        assert "never_trained" in attacks["logit_lens"]["per_model"]
     timing = json.loads((out / "attack_timing.json").read_text())
     assert {"baseline", "quantization", "relearning", "prompts", "logit_lens"} <= set(timing)
     assert (out / "plots" / "attack_recovery.png").stat().st_size > 0

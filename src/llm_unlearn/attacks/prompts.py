@@ -91,22 +91,33 @@ def best_per_item(scored: Sequence[tuple[int, str, dict]], n_items: int) -> list
     return [b for b in best if b is not None]
 
 
-def run_prompts(ctx, model_key: str = "unlearned") -> dict:
+def _best_of_templates(ctx, key: str, model, forget, todo) -> tuple[list, dict]:
+    """(scored (item, template, row) triples, {"forget_rouge", "forget_prob"} of the best per item)."""
+    prompts = [t for _, _, t in todo]
+    rows = ctx.scorer.score(
+        key, model, ctx.tokenizer, prompts, [forget[i].answer for i, _, _ in todo], f"prompts ({key})"
+    )
+    scored = [(i, name, row) for (i, name, _), row in zip(todo, rows)]
+    best_prob: dict[int, float] = {}
+    for i, _, row in scored:
+        if row["prob"] is not None:
+            best_prob[i] = max(best_prob.get(i, 0.0), row["prob"])
+    best = best_per_item(scored, len(forget))
+    return scored, {
+        "forget_rouge": mean([r["rouge"] for _, r in best]),
+        "forget_prob": mean(list(best_prob.values())),
+    }
+
+
+def run_prompts(ctx) -> dict:
     """The attack on the stage's context: ``{"per_template": {name: metrics}, "best": rows, "best_template":
-    [name per item], "wins": {name: items won}}``."""
+    [name per item], "wins": {name: items won}, "best_prob", "n_prompts"}``; with a never-trained model
+    also ``"never_trained_best"``: its best-of-templates metrics, the floor any model reaches by picking
+    the best of several prompts."""
     forget = ctx.probes.forget
     todo = template_prompts(forget, ctx.probes.retain, ctx.seed)
     ctx.say(f"prompts: {len(forget)} items x {len(TEMPLATES) + 1} templates = {len(todo)} prompts")
-    model = ctx.unlearned if model_key == "unlearned" else ctx.target
-    rows = ctx.scorer.score(
-        model_key,
-        model,
-        ctx.tokenizer,
-        [t for _, _, t in todo],
-        [forget[i].answer for i, _, _ in todo],
-        "prompts",
-    )
-    scored = [(i, name, row) for (i, name, _), row in zip(todo, rows)]
+    scored, best_metrics = _best_of_templates(ctx, "unlearned", ctx.unlearned, forget, todo)
     per: dict[str, dict] = {}
     for name in [*TEMPLATES, "in_context"]:
         mine = [row for _, n, row in scored if n == name]
@@ -119,15 +130,14 @@ def run_prompts(ctx, model_key: str = "unlearned") -> dict:
     wins: dict[str, int] = {}
     for name, _ in best:
         wins[name] = wins.get(name, 0) + 1
-    best_prob = {}
-    for i, _, row in scored:
-        if row["prob"] is not None:
-            best_prob[i] = max(best_prob.get(i, 0.0), row["prob"])
-    return {
+    out = {
         "per_template": per,
         "best": [row for _, row in best],
         "best_template": [name for name, _ in best],
         "wins": wins,
-        "best_prob": mean(list(best_prob.values())),
+        "best_prob": best_metrics["forget_prob"],
         "n_prompts": len(todo),
     }
+    if ctx.never is not None:
+        out["never_trained_best"] = _best_of_templates(ctx, "never_trained", ctx.never, forget, todo)[1]
+    return out

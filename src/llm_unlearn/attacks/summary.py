@@ -72,13 +72,14 @@ def _prompts(res: dict, base: dict) -> dict:
         "forget_prob": res["best_prob"],
     }
     att.update({k: v for k, v in base["unlearned"].items() if k.startswith("retain")})
-    return {
-        "prompts": {
-            "recovery": recovery_table(base["target"], base["unlearned"], att),
-            "per_template": res["per_template"],
-            "wins": res["wins"],
-        }
+    entry = {
+        "recovery": recovery_table(base["target"], base["unlearned"], att),
+        "per_template": res["per_template"],
+        "wins": res["wins"],
     }
+    if "never_trained_best" in res:  # the floor: what picking the best prompt gives a model that never knew
+        entry["never_trained_best"] = res["never_trained_best"]
+    return {"prompts": entry}
 
 
 def _logit_lens(res: dict) -> dict:
@@ -170,6 +171,12 @@ def render_report(summary: dict) -> str:
                 lines.append(
                     f"| {name} | {s['best_layer']} / {s['final_layer']} | {fmt(s['best']['nll'])} | {fmt(s['final']['nll'])} | {fmt(s['best']['top1'])} | {fmt(s['final']['top1'])} |"
                 )
+    floor = a.get("prompts", {}).get("never_trained_best")
+    if floor:
+        lines += [
+            "",
+            f"prompts, best template per item on the never-trained model (the floor): ROUGE-L {fmt(floor['forget_rouge'])}, prob {fmt(floor['forget_prob'])}",
+        ]
     for key in ("open_unlearning_relearning_robustness", "gap_after_relearning"):
         if key in a.get("relearning", {}):
             vals = ", ".join(f"{k} {fmt(v)}" for k, v in a["relearning"][key].items())
