@@ -19,7 +19,10 @@ def test_committed_robustness_results_are_consistent():
     checked = 0
     for name, m in result["methods"].items():
         assert "error" not in m, name
-        assert m["suite_over_evaluate"] == pytest.approx(m["suite_seconds"] / m["evaluate_seconds"], abs=0.01)
+        # the seconds are stored rounded to 0.01 and the ratio (of the unrounded ones) to 0.01
+        sec, ev = m["suite_seconds"], m["evaluate_seconds"]
+        bound = (sec + 0.005) / (ev - 0.005) - sec / ev + 0.005
+        assert m["suite_over_evaluate"] == pytest.approx(sec / ev, abs=bound)
         for attack, table in m["recovery"].items():
             for metric, row in table.items():
                 again = recovery(row["target"], row["unlearned"], row["attacked"])
