@@ -55,10 +55,11 @@ class AttackContext:
         return self.scorer.settings.batch_size
 
     def say(self, message: str) -> None:
-        """One progress line (stderr) with the elapsed time."""
+        """One progress line (stderr) with the elapsed time; a log line with --no-progress."""
         if self.progress:
             print(f"[attack {time.time() - self.t0:7.1f}s] {message}", file=sys.stderr, flush=True)
-        log.info("%s", message)
+        else:
+            log.info("%s", message)
 
     def models(self) -> list[tuple[str, Any]]:
         out = [("target", self.target), ("unlearned", self.unlearned)]
