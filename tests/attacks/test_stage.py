@@ -253,3 +253,33 @@ def test_evaluate_with_attacks_and_one_line_errors(saved, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error:") and words in err[-1], err
         assert not (tmp_path / argv[-1]).exists()
+
+
+def test_semeval_probes_units_kinds_hints_and_the_joiner():
+    from types import SimpleNamespace
+
+    from llm_unlearn.attacks.probes import probes_from
+    from llm_unlearn.data.fields import Record
+
+    recs = [
+        Record("7sc1", "In 1990 she sailed to", "Lima and stayed.", "Task1", "forget"),
+        Record("7qa0", "Where did Mira live?", "Oslo.", "Task1", "forget"),
+        Record("8sc1", "Ben Holt", "was a smith.", "Task1", "forget"),
+    ]
+    members = [
+        {
+            "id": "7",
+            "document": "Mira lived in Oslo. She built boats. In 1990 she sailed to Lima and stayed.",
+        },
+        {"id": "8sc1", "document": "Ben Holt was a smith."},
+    ]
+    data = SimpleNamespace(bundle=SimpleNamespace(forget=recs, retain=recs[1:2]), mia=(members, []))
+    ps = probes_from("semeval", data)
+    assert [(p.unit, p.kind, p.hint) for p in ps.forget] == [
+        ("7", "completion", "She built boats."),
+        ("7", "qa", None),
+        ("8", "completion", None),  # the prompt starts its document: no preceding sentence
+    ]
+    assert ps.forget[0].answer == " Lima and stayed." and ps.forget[1].question == "Where did Mira live?"
+    assert ps.units() == ["7", "8"]
+    assert any("1 of 2 completion items have a background hint" in n for n in ps.notes)

@@ -96,10 +96,16 @@ def _semeval(data) -> ProbeSet:
         answer = JOINER + r.output if r.input else r.output
         return Probe(r.input, answer, unit_key(r.id), kind, hint, r.input if kind == "qa" else None)
 
+    forget = [probe(r, True) for r in bundle.forget]
+    completion = [p for p in forget if p.kind == "completion"]
     notes = [] if mia else ["no --mia-data: completion items have no background hint"]
-    return ProbeSet(
-        "semeval", [probe(r, True) for r in bundle.forget], [probe(r, False) for r in bundle.retain], notes
-    )
+    if mia and completion:
+        n = sum(p.hint is not None for p in completion)
+        notes.append(
+            f"{n} of {len(completion)} completion items have a background hint (a member document with a "
+            "sentence before the prompt; a prompt that starts its document has none)"
+        )
+    return ProbeSet("semeval", forget, [probe(r, False) for r in bundle.retain], notes)
 
 
 def _tofu(data) -> ProbeSet:
