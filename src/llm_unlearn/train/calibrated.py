@@ -111,10 +111,14 @@ class Calibrator:
         stride = max(1, n // (k + 1))
         return (step_in_chunk % n) % stride == 0
 
-    def refresh_gate(self, model) -> None:
-        got = self.monitor.refresh_gate(model)
+    def refresh_gate(self, trainer) -> None:
+        """Between evaluations: the trainer's gate and caps from fresh unit and holdout losses (no
+        evaluation row, no stop, no candidate checkpoint)."""
+        got = self.monitor.refresh_gate(trainer.model)
         if got is not None:
             self.active, self.caps = got
+            trainer.forget_active, trainer.forget_caps = self.active, self.caps
+            trainer.last_row_nll = {}  # every unit measured afresh
 
     # ------------------------------------------------------------------ one evaluation
     def evaluate(self, model, *, step: int, chunk: int, chunk_rows: list[int] | None = None) -> str | None:

@@ -212,12 +212,6 @@ class ChunkLoop:
         self.progress.postfix_eval(ev)
         return action
 
-    def refresh_gate(self) -> None:
-        """Between evaluations: the gate and caps from fresh unit and holdout losses (no history row)."""
-        self.calib.refresh_gate(self.trainer.model)
-        self.trainer.forget_active, self.trainer.forget_caps = self.calib.active, self.calib.caps
-        self.trainer.last_row_nll = {}
-
     def train_chunks(self) -> None:
         p, calib = self.prep, self.calib
         if calib is not None:

@@ -103,4 +103,4 @@ class LoopCallback(TrainerCallback):
             if loop.calib_action:
                 control.should_training_stop = True
         elif loop.calib is not None and loop.calib.gate_due(state.global_step, loop.trainer.chunk_index):
-            loop.refresh_gate()
+            loop.calib.refresh_gate(loop.trainer)
