@@ -62,7 +62,7 @@ def nudge_one_ulp(model, seed: int) -> int:
     return moved
 
 
-def one(out: Path, seed: int, threads: int, perturb: str) -> dict:
+def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None = None) -> dict:
     import llm_unlearn.demo as demo
 
     t0 = time.time()
@@ -77,7 +77,9 @@ def one(out: Path, seed: int, threads: int, perturb: str) -> dict:
 
     demo._prepare_target = perturbed
     try:
-        r = run_demo(out, seed=seed, threads=threads, progress=False, print_table=False)
+        r = run_demo(
+            out, seed=seed, threads=threads, progress=False, print_table=False, unlearn_overrides=overrides
+        )
     finally:
         demo._prepare_target = real
     run = json.loads((out / "unlearned" / "run.json").read_text())
@@ -144,18 +146,22 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", default="1")
     ap.add_argument("--perturb", default="none,ulp")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an unlearning option (YAML value)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-stability.json"))
     args = ap.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     threads = [int(x) for x in args.threads.split(",") if x.strip()]
     perturbs = [x for x in args.perturb.split(",") if x.strip()]
     conds = [(th, pt) for th in threads for pt in perturbs]
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.set)}
     runs, t0 = [], time.time()
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             for th, pt in conds:
-                r = one(Path(tmp) / f"s{seed}-t{th}-{pt}", seed, th, pt)
+                r = one(Path(tmp) / f"s{seed}-t{th}-{pt}", seed, th, pt, overrides)
                 runs.append(r)
                 print(
                     f"[{len(runs)}/{len(seeds) * len(conds)}] seed {seed} threads {th} perturb {pt}: AUC "
@@ -166,6 +172,7 @@ def main(argv=None) -> int:
     result = {
         "what": "make demo for every seed x numeric perturbation (standing in for another CPU)",
         "target": TARGET,
+        "overrides": overrides,
         "summary": summarize(runs),
         "runs": runs,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},

@@ -358,8 +358,8 @@ class CalibrationOptions:
         "each forget unit gets its own target quantile of the holdout losses, (rank + 1/2)/n around gate_quantile by its loss at the first evaluation, so the forgotten units end spread like the holdout instead of bunched at one quantile (false: every unit at gate_quantile, as before)",
     )
     gate_refresh: int = opt(
-        4,
-        "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation): a unit that went past its target, or fell back below it, is seen within a few steps; 0: only at evaluations",
+        0,
+        "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation), so that a unit that went past its target or fell back below it is seen within a few steps; 0: only at evaluations (4 made the demo's worst case no better: README 'Calibrated unlearning')",
         range=_pos(0),
     )
     select: str = opt(
