@@ -20,6 +20,7 @@ from llm_unlearn import __version__
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 SUBCOMMANDS = ("train", "evaluate", "mmlu", "sample", "finetune", "merge", "demo", "options", "methods")
+SUBCOMMANDS += ("sweep",)  # hyper-parameter search (cli/sweep.py)
 
 
 def build_parser() -> argparse.ArgumentParser:

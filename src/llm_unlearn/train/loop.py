@@ -31,6 +31,7 @@ from llm_unlearn.train.process import (
     restore_signal_handlers,
 )
 from llm_unlearn.train.progress import LoopCallback, Progress, chunk_summary
+from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ChunkLoop:
             p.cfg,
             p.model,
             p.forget_rows + p.retain_rows,
-            p.out,
+            SWEEP_HOOKS["reference_dir"] or p.out,
             selector=trainer.selector,
             pad_token_id=p.tokenizer.pad_token_id,
             data_files=p.data_files,
@@ -208,6 +209,7 @@ class ChunkLoop:
         extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
         self.history.append({"step": step, "chunk": c + 1, **extra})
         self.progress.postfix_eval(ev)
+        SWEEP_HOOKS["on_evaluation"](ev)  # a sweep reports it to its trial (which may be pruned here)
         return action
 
     def train_chunks(self) -> None:
