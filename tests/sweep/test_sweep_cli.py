@@ -52,17 +52,25 @@ def world(tmp_path_factory):
     return root
 
 
-def test_two_workers_best_yaml_round_trip_and_resume(world, tmp_path, capsys):
+def test_sweep_shares_the_cache_resumes_on_two_workers_and_best_yaml_trains(world, tmp_path):
+    from llm_unlearn.train import cache_build
+
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     out, db = tmp_path / "sweep", tmp_path / "sweep" / "study.db"
-    argv = ["sweep", "--config", str(world / "base.yaml"), "--trials", "2", "--storage", f"sqlite:///{db}"]
-    argv += ["--output-dir", str(out), "--heartbeat", "2"]
+    argv = ["sweep", "--config", str(world / "base.yaml"), "--storage", f"sqlite:///{db}"]
+    argv += ["--output-dir", str(out), "--heartbeat", "2", "--no-progress"]
     try:
-        assert main([*argv, "--workers", "2"]) == 0
+        built = cache_build.BUILD_COUNT
+        assert main([*argv, "--trials", "2"]) == 0
+        assert cache_build.BUILD_COUNT - built == 1  # two trials, one reference cache (DIR/shared/)
         rows = list(csv.DictReader((out / "trials.csv").open()))
-        assert [r["state"] for r in rows] == ["complete", "complete"]  # 2 in all, over two processes
+        assert [r["state"] for r in rows] == ["complete", "complete"]
         assert rows[0]["default"] == "True"  # the base configuration is the first trial
+        # the same study, a larger budget, two processes: exactly 3 trials in all
+        assert main([*argv, "--trials", "3", "--workers", "2"]) == 0
+        rows = list(csv.DictReader((out / "trials.csv").open()))
+        assert [r["state"] for r in rows] == ["complete"] * 3
         summary = json.loads((out / "sweep.json").read_text())
         best = summary["methods"][0]["best"]
         assert best["value"] == max(float(r["value"]) for r in rows)
@@ -86,7 +94,7 @@ def test_two_workers_best_yaml_round_trip_and_resume(world, tmp_path, capsys):
             assert used[sec][name] == pytest.approx(value), key
 
         # the same command again: the study is resumed, its budget already met, nothing added
-        assert main([*argv, "--workers", "1", "--no-progress"]) == 0
-        assert len(list(csv.DictReader((out / "trials.csv").open()))) == 2
+        assert main([*argv, "--trials", "3"]) == 0
+        assert len(list(csv.DictReader((out / "trials.csv").open()))) == 3
     finally:
         torch.set_num_threads(n)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_unlearn.errors import UserError
+from llm_unlearn.errors import NonFiniteLossError, UserError
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl
 from llm_unlearn.sweep import spaces
 from llm_unlearn.sweep.split import carve, check_holdout
@@ -204,6 +204,11 @@ class TrialObjective:
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", round(time.time() - t0, 2))
             raise
+        except NonFiniteLossError as exc:  # these options diverge: the worst score, and the sweep goes on
+            trial.set_user_attr("seconds", round(time.time() - t0, 2))
+            trial.set_user_attr("error", str(exc).splitlines()[0])
+            log.warning("sweep: trial %d diverged (%s): scored 0", trial.number, str(exc).splitlines()[0])
+            return 0.0
         finally:
             SWEEP_HOOKS.update(saved)
             shutil.rmtree(Path(cfg.train.output_dir), ignore_errors=True)  # DIR/trials/NAME: ours only
