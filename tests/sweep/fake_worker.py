@@ -10,7 +10,13 @@ from llm_unlearn.sweep.study import make_storage, open_study, run_trials
 
 
 def main() -> None:
-    url, n, lock, sleep, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+    url, n, lock, sleep, seed = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        sys.argv[3],
+        float(sys.argv[4]),
+        int(sys.argv[5]),
+    )
     study = open_study(make_storage(url, heartbeat=1), "fake", sampler="random", pruner="none", seed=seed)
 
     def objective(trial):

@@ -26,7 +26,9 @@ class _Model:
 
 def _objective(tmp_path, proxies, selected):
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"model": {"name_or_path": "some/model"}, "data": {"data": str(tmp_path)}}))
+    base.write_text(
+        yaml.safe_dump({"model": {"name_or_path": "some/model"}, "data": {"data": str(tmp_path)}})
+    )
     calls = []
 
     def fake_run(cfg, *, model=None, tokenizer=None):

@@ -17,7 +17,9 @@ def _records(split: str, units: int, per_unit: int = 3) -> list[Record]:
     for u in range(units):
         for k in range(per_unit):
             kind = "sc" if k % 2 else "qa"
-            out.append(Record(f"{split}{u:04d}{kind}{k}", f"q{u}.{k}", f"a{u}.{k}", f"Task{u % 3 + 1}", split))
+            out.append(
+                Record(f"{split}{u:04d}{kind}{k}", f"q{u}.{k}", f"a{u}.{k}", f"Task{u % 3 + 1}", split)
+            )
     return out
 
 

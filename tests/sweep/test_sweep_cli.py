@@ -81,13 +81,18 @@ def test_sweep_shares_the_cache_resumes_on_two_workers_and_best_yaml_trains(worl
         # the validation split never holds an evaluation unit
         units = json.loads((out / "split.json").read_text())["units"]
         assert not set(units["validation_forget"]) & set(units["evaluation_forget"])
-        val_ids = {json.loads(x)["id"] for x in (out / "validation" / "forget.jsonl").read_text().splitlines()}
+        val_ids = {
+            json.loads(x)["id"] for x in (out / "validation" / "forget.jsonl").read_text().splitlines()
+        }
         ev_ids = {json.loads(x)["id"] for x in (out / "evaluation" / "forget.jsonl").read_text().splitlines()}
         assert val_ids and ev_ids and not val_ids & ev_ids
 
         # best.yaml as it is, through train --config
         run = tmp_path / "run"
-        assert main(["train", "--config", str(out / "best.yaml"), "--output-dir", str(run), "--no-progress"]) == 0
+        assert (
+            main(["train", "--config", str(out / "best.yaml"), "--output-dir", str(run), "--no-progress"])
+            == 0
+        )
         used = json.loads((run / "run.json").read_text())["config"]
         for key, value in best["options"].items():
             sec, name = key.split(".", 1)
