@@ -19,6 +19,7 @@ configuration (and its default one) run once on the held-out evaluation side and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -122,6 +123,29 @@ def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer) -> di
     }
 
 
+def readme_table(result: dict) -> str:
+    """The README's table: per method, default vs tuned on the held-out evaluation (and the validation
+    proxies the sweep saw), from the JSON."""
+
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    lines = [
+        "| method | trials (pruned) | validation proxy default → tuned | task aggregate default → tuned | "
+        "MIA AUC default → tuned | MIA score default → tuned | sweep s (× one default run) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["methods"].items():
+        d, t, v = r["default"]["metrics"], r["tuned"]["metrics"], r["validation_proxy"]
+        n = r["trials"]["complete"] + r["trials"]["pruned"]
+        lines.append(
+            f"| {name} | {n} ({r['trials']['pruned']}) | {f(v['default'])} → {f(v['tuned'])} | "
+            f"{f(d['task_aggregate'])} → {f(t['task_aggregate'])} | {f(d['mia_auc'])} → {f(t['mia_auc'])} | "
+            f"{f(d['mia_score'])} → {f(t['mia_score'])} | {r['sweep_seconds']:.0f} ({r['cost_ratio']:.1f}×) |"
+        )
+    return "\n".join(lines)
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -156,7 +180,11 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(REPO / "runs" / "leaderboard"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--name", default="leaderboard-cpu")
+    ap.add_argument("--table", action="store_true", help="only print the README table from the JSON in --out")
     args = ap.parse_args(argv)
+    if args.table:
+        print(readme_table(json.loads((Path(args.out) / f"{args.name}.json").read_text(encoding="utf-8"))))
+        return 0
     torch.set_num_threads(1)
     # the default method and the ones the issue names first, so that a run cut short holds them
     first = [n for n in ("npo_rt_div", "npo", "simnpo", "rmu") if n in OBJECTIVES]

@@ -141,6 +141,19 @@ def _enqueue_defaults(opts: SweepOptions, methods, over, storage_url: str, base_
             study.enqueue_trial(params, user_attrs={"default": True}, skip_if_exists=True)
 
 
+def _remove_stale_trial_dirs(out: Path, studies: dict) -> None:
+    """DIR/trials/ holds the run directories of trials in progress (each removes its own when it ends);
+    those of killed processes are removed once no trial of any study is running."""
+    import shutil
+
+    from optuna.trial import TrialState
+
+    if any(t.state == TrialState.RUNNING for s in studies.values() for t in s.get_trials(deepcopy=False)):
+        return
+    for p in (out / "trials").glob("*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def run_sweep(
     opts: SweepOptions, *, model=None, tokenizer=None, extra_overrides: dict | None = None
 ) -> dict[str, Any]:
@@ -191,6 +204,7 @@ def run_sweep(
         )
     storage = make_storage(storage_url, opts.heartbeat)
     studies = {m: open_study(storage, f"{opts.study_name}-{m}", seed=opts.seed) for m in methods}
+    _remove_stale_trial_dirs(out, studies)
     base_yaml = load_yaml(opts.config)
     if extra_overrides:
         base_yaml = report.best_yaml(base_yaml, extra_overrides)
