@@ -1,5 +1,6 @@
 """A sweep worker with a cheap objective (sleeps, returns a function of its point), run as a subprocess by
-test_study.py: `python fake_worker.py STORAGE N_TRIALS LOCK SLEEP SEED`."""
+test_study.py: `python fake_worker.py STORAGE N_TRIALS LOCK SLEEP SEED [HOLD]`; with HOLD (a file
+path), trial 1 creates HOLD and then waits there for a minute (the test kills the process meanwhile)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ def main() -> None:
         float(sys.argv[4]),
         int(sys.argv[5]),
     )
+    hold = sys.argv[6] if len(sys.argv) > 6 else None
     study = open_study(make_storage(url, heartbeat=1), "fake", sampler="random", pruner="none", seed=seed)
 
     def objective(trial):
         x = trial.suggest_float("x", -1.0, 1.0)
         trial.set_user_attr("pid", __import__("os").getpid())
+        if hold and trial.number == 1:
+            open(hold, "w").close()
+            time.sleep(60)
         time.sleep(sleep)
         return 1.0 - x * x
 

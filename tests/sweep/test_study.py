@@ -20,9 +20,12 @@ WORKER = Path(__file__).with_name("fake_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def _start(url: str, n: int, lock: Path, sleep: float, seed: int) -> subprocess.Popen:
+def _start(
+    url: str, n: int, lock: Path, sleep: float, seed: int, hold: Path | None = None
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     args = [sys.executable, str(WORKER), url, str(n), str(lock), str(sleep), str(seed)]
+    args += [str(hold)] if hold else []
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -59,15 +62,12 @@ def test_sweep_killed_with_kill_9_and_rerun_keeps_the_budget(tmp_path):
     assert _states(_trials(ref)) == {"COMPLETE": n}
 
     url, lock = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "study.lock"
-    p = _start(url, n, lock, 1.5, 0)
+    hold = tmp_path / "in-trial-1"
+    p = _start(url, n, lock, 0.05, 0, hold)
     deadline = time.time() + 90
-    while time.time() < deadline:  # kill it in the middle of its second trial
-        states = _states(_trials(url)) if (tmp_path / "study.db").exists() else {}
-        if states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) == 1:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the worker never reached its second trial: {p.communicate()}")
+    while not hold.exists() and time.time() < deadline:  # kill it in the middle of its second trial
+        time.sleep(0.05)
+    assert hold.exists(), p.communicate()
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     before = _trials(url)
