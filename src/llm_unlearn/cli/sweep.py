@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
         description="Optuna trials of `train` on a validation split carved from the data by whole units, "
         "scored by the calibration's proxy of the official score against the holdout, pruned on its "
         "evaluations; resumable, several processes or jobs on one storage. Writes best.yaml, trials.csv, "
-        "plots/ and summary.txt. See README 'Tuning: llm-unlearn sweep'.",
+        "plots/ and summary.txt. See README, section `sweep`.",
     )
     add_flags(_Extend(p), SweepOptions, required=("config", "output_dir"))
     p.set_defaults(func=run)

@@ -62,6 +62,11 @@ def _setup(opts: SweepOptions):
     if not opts.output_dir:
         raise UserError("no output directory given (--output-dir DIR)")
     base = build_config(opts.config)
+    if not base.calibration.holdout:  # before anything is written (prepare_validation says it again)
+        raise UserError(
+            "a sweep needs a holdout (calibration.holdout: never-seen documents or records, not the "
+            "evaluation's non-members): the trials are scored by the calibration's MIA against it"
+        )
     methods = _methods(opts, base)
     over = spaces.load_space_file(opts.space) if opts.space else {}
     for m in methods:
