@@ -72,3 +72,17 @@ def test_a_trial_below_the_median_is_pruned_after_an_evaluation(tmp_path, monkey
     t = study.trials[1]
     assert t.state == optuna.trial.TrialState.PRUNED
     assert t.intermediate_values == {0: 0.2, 1: 0.3}  # stopped at the first evaluation below the median
+
+
+def test_sweep_without_holdout_is_one_error_line_and_writes_nothing(tmp_path, capsys):
+    from llm_unlearn.cli import main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        yaml.safe_dump({"model": {"name_or_path": "some/model"}, "data": {"data": str(tmp_path)}})
+    )
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", str(base), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: a sweep needs a holdout")
+    assert not out.exists()
