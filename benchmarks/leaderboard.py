@@ -180,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(REPO / "runs" / "leaderboard"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--name", default="leaderboard-cpu")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the methods already in the JSON in --out, run the rest"
+    )
     ap.add_argument("--table", action="store_true", help="only print the README table from the JSON in --out")
     args = ap.parse_args(argv)
     if args.table:
@@ -216,6 +219,15 @@ def main(argv=None) -> int:
         "target_model": mem,
         "methods": {},
     }
+    path = out / f"{args.name}.json"
+    if args.resume and path.is_file():  # a run cut short: its methods are kept, the rest run now
+        old = json.loads(path.read_text(encoding="utf-8"))
+        result["methods"] = old["methods"]
+        result["runs"] = [*old.get("runs", [old["date"]]), result["date"]]
+        result["seconds_total"] = old.get("seconds_total", 0.0)
+        t_all -= result["seconds_total"]
+        result["machine"]["loadavg_start"] = old["machine"]["loadavg_start"]
+        names = [n for n in names if n not in result["methods"]]
     for i, name in enumerate(names, 1):
         print(f"[leaderboard] {i}/{len(names)} {name}: {args.trials} trials", flush=True)
         r = tune(name, base, work, args.trials, model, tokenizer)

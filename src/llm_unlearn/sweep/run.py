@@ -124,7 +124,7 @@ def _spawned(opts_dict: dict, index: int, extra) -> None:
     _worker(opts_dict, index, extra=extra)
 
 
-def _enqueue_defaults(opts: SweepOptions, methods, over, storage_url: str, base_path) -> None:
+def _enqueue_defaults(opts: SweepOptions, methods, over, storage_url: str, base_path, extra=None) -> None:
     """The base configuration as each study's first trial (once: skipped when already enqueued), so that
     the tuned result is never below the default on the validation data."""
     from llm_unlearn.config import build_config
@@ -134,7 +134,7 @@ def _enqueue_defaults(opts: SweepOptions, methods, over, storage_url: str, base_
 
     storage = make_storage(storage_url, opts.heartbeat)
     for m in methods:
-        values = flat(build_config(base_path, {"objective.method": m}).to_dict())
+        values = flat(build_config(base_path, {"objective.method": m, **(extra or {})}).to_dict())
         space = spaces.space_for(m, over)
         params = {
             k: values[k] for k, spec in space.items() if isinstance(spec, dict) and values.get(k) is not None
@@ -188,7 +188,7 @@ def run_sweep(
     own = [*OWN_NAMES, *(f"best-{m}.yaml" for m in methods)]
     prepare_output_dir(out, "sweep", inputs, overwrite=opts.overwrite, own_names=own)
     _VALIDATION[0] = prepare_validation(base, out, opts.validation_fraction, opts.seed)
-    _enqueue_defaults(opts, methods, over, storage_url, opts.config)
+    _enqueue_defaults(opts, methods, over, storage_url, opts.config, extra_overrides)
     opts_dict = asdict(opts)
     ctx = multiprocessing.get_context("spawn")
     procs = [
