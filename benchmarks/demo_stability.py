@@ -146,7 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", default="1")
     ap.add_argument("--perturb", default="none,ulp")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an unlearning option (YAML value)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="an unlearning option (YAML value)"
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-stability.json"))
     args = ap.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]

@@ -206,6 +206,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--replot", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the README table from the JSON in --out")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an unlearning option for every method (YAML value), e.g. train.sam_rho=0.05",
+    )
     args = ap.parse_args(argv)
     out, work = Path(args.out), Path(args.work)
     if args.table:
@@ -229,6 +236,10 @@ def main(argv=None) -> int:
     del model
     never_dir = never_trained(work, bundle, mia, tokenizer, progress)
     base = mb.base_overrides(work, data_dir, target_dir, len(bundle.forget), progress)
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.set)}
+    base.update(extra)
     result = {
         "benchmark": "benchmarks/robustness.py",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -249,6 +260,7 @@ def main(argv=None) -> int:
             for k, v in AttackOptions().__dict__.items()
             if k not in ("target_model", "never_trained_model")
         },
+        "overrides": extra,
         "methods": {},
     }
     for i, name in enumerate(names, 1):

@@ -30,6 +30,7 @@ SUBCOMMANDS = (
     "demo",
     "options",
     "methods",
+    "sweep",
 )
 
 

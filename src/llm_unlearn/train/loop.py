@@ -32,6 +32,7 @@ from llm_unlearn.train.process import (
     restore_signal_handlers,
 )
 from llm_unlearn.train.progress import LoopCallback, Progress, chunk_summary
+from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class ChunkLoop:
             p.cfg,
             p.model,
             p.forget_rows + p.retain_rows,
-            p.out,
+            SWEEP_HOOKS["reference_dir"] or p.out,
             selector=trainer.selector,
             pad_token_id=p.tokenizer.pad_token_id,
             data_files=p.data_files,
@@ -210,6 +211,7 @@ class ChunkLoop:
         extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
         self.history.append({"step": step, "chunk": c + 1, **extra})
         self.progress.postfix_eval(ev)
+        SWEEP_HOOKS["on_evaluation"](ev)  # a sweep reports it to its trial (which may be pruned here)
         return action
 
     def train_chunks(self) -> None:
@@ -219,9 +221,7 @@ class ChunkLoop:
             self.trainer.unit_row = calib.monitor.record_to_document_row()
             if p.start_chunk == 0 and not calib.evaluations:
                 self.evaluate_now(0, 0)  # the starting point (and the first gate)
-        self.stop_flag["raise"] = (
-            False  # during training: finish the step, save the last complete chunk, stop
-        )
+        self.stop_flag["raise"] = False  # in training: finish the step, save the last whole chunk, stop
         try:
             for c in range(p.start_chunk, len(p.plan)):
                 if calib is not None and calib.stop_reason:
