@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+TEST_WORKERS ?= auto
 
 .PHONY: install demo test lint bench bench-quick bench-merge bench-eval quality methods robustness smollm2 clean
 
@@ -29,9 +30,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/llm-unlearn demo --output-dir $(DEMO_DIR)
 
+# the suite on every core, one test file per worker at a time (its session fixtures built once per
+# worker); one torch thread per worker, or the workers' thread pools wait on each other
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -314,7 +314,7 @@ def test_every_accelerate_example_is_a_valid_accelerate_config():
 
 def test_slurm_scripts_are_valid_bash():
     scripts = sorted((REPO / "examples" / "slurm").glob("*.sbatch"))
-    assert {p.stem for p in scripts} == {"train", "evaluate", "mmlu", "sample"}
+    assert {p.stem for p in scripts} == {"train", "evaluate", "mmlu", "sample", "sweep"}
     for path in [*scripts, REPO / "examples" / "slurm" / "common.sh"]:
         subprocess.run(["bash", "-n", str(path)], check=True)
     for path in scripts:
