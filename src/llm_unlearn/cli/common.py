@@ -43,3 +43,16 @@ def add_output_flags(group) -> None:
 
 def read_output(args) -> OutputFlags:
     return read_flags(args, OutputFlags)
+
+
+class RepeatableLists:
+    """A parser wrapper for generated flags: a list flag (``nargs="+"``) both takes several values and
+    repeats (``--x A --x B`` and ``--x A B`` give both)."""
+
+    def __init__(self, parser) -> None:
+        self._parser = parser
+
+    def add_argument(self, *names, **kw):
+        if kw.get("nargs") == "+":
+            kw["action"] = "extend"
+        return self._parser.add_argument(*names, **kw)

@@ -5,21 +5,9 @@ from __future__ import annotations
 __all__ = ["add_parser", "run"]
 
 
-class _RepeatableLists:
-    """What `add_flags` is given instead of the parser: a list flag (``nargs="+"``) also extends on each
-    repetition (``--records A --records B`` and ``--records A B`` give both), as the flags did before."""
-
-    def __init__(self, parser) -> None:
-        self._parser = parser
-
-    def add_argument(self, *names, **kw):
-        if kw.get("nargs") == "+":
-            kw["action"] = "extend"
-        return self._parser.add_argument(*names, **kw)
-
-
 def add_parser(sub) -> None:
     """Register the `finetune` subcommand on the subparsers `sub`."""
+    from llm_unlearn.cli.common import RepeatableLists
     from llm_unlearn.config.declare import add_flags
     from llm_unlearn.finetune.options import FinetuneOptions
 
@@ -29,7 +17,7 @@ def add_parser(sub) -> None:
         description="Fine-tune a causal LM (or a fresh tiny OLMo-2: --model tiny) on records and documents, "
         "loss on every token, until a memorization criterion is met (--until-em) or for fixed epochs/steps.",
     )
-    add_flags(_RepeatableLists(p), FinetuneOptions, required=("model", "output_dir"))
+    add_flags(RepeatableLists(p), FinetuneOptions, required=("model", "output_dir"))
     p.set_defaults(func=run)
 
 

@@ -6,19 +6,8 @@ from __future__ import annotations
 __all__ = ["add_parser", "run"]
 
 
-class _Extend:
-    """`--method a b` and `--method a --method b` both give both."""
-
-    def __init__(self, parser) -> None:
-        self._parser = parser
-
-    def add_argument(self, *names, **kw):
-        if kw.get("nargs") == "+":
-            kw["action"] = "extend"
-        return self._parser.add_argument(*names, **kw)
-
-
 def add_parser(sub) -> None:
+    from llm_unlearn.cli.common import RepeatableLists
     from llm_unlearn.config.declare import add_flags
     from llm_unlearn.sweep.options import SweepOptions
 
@@ -30,7 +19,7 @@ def add_parser(sub) -> None:
         "evaluations; resumable, several processes or jobs on one storage. Writes best.yaml, trials.csv, "
         "plots/ and summary.txt. See README, section `sweep`.",
     )
-    add_flags(_Extend(p), SweepOptions, required=("config", "output_dir"))
+    add_flags(RepeatableLists(p), SweepOptions, required=("config", "output_dir"))
     p.set_defaults(func=run)
 
 
