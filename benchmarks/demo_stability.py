@@ -113,9 +113,9 @@ def summarize(runs: list[dict]) -> dict:
     ratio = [r["retain_ratio"] for r in runs]
     s = {
         "runs": len(runs),
-        "auc": {"min": min(auc), "median": statistics.median(auc), "max": max(auc)},
+        "auc": _mmm(auc),
         "abs_auc_dev": {"median": statistics.median(dev), "worst": max(dev)},
-        "forget_em": {"min": min(em), "median": statistics.median(em), "max": max(em)},
+        "forget_em": _mmm(em),
         "forget_rougeL": _mmm([r["after"]["forget"]["regurgitation_rougeL"] for r in runs]),
         "retain_ratio": {"min": min(ratio), "median": statistics.median(ratio)},
         "same_seed_auc_spread": _same_seed_spread(runs),

@@ -225,6 +225,24 @@ def _has_safetensors(path: str) -> bool:
     return p.is_dir() and any(p.glob("*.safetensors"))
 
 
+def tokenizer_of(m):
+    """The tokenizer a `ModelOptions` (config `model:` section) names: `m.tokenizer`, else the model's."""
+    return load_tokenizer(
+        m.tokenizer or m.name_or_path, trust_remote_code=m.trust_remote_code, gguf_file=m.gguf_file
+    )
+
+
+def model_of(m):
+    """The model a `ModelOptions` (config `model:` section) names, with its dtype and loading options."""
+    return load_model(
+        m.name_or_path,
+        dtype=m.dtype,
+        trust_remote_code=m.trust_remote_code,
+        gguf_file=m.gguf_file,
+        allow_pickle=m.allow_pickle,
+    )
+
+
 def load_model_and_tokenizer(
     name_or_path: str,
     *,

@@ -61,23 +61,11 @@ class Shared:
         if key not in self._models:
             model, tokenizer = self._given
             if model is None:
-                from llm_unlearn.modeling import load_model, load_tokenizer
+                from llm_unlearn.modeling import model_of, tokenizer_of
 
-                m = cfg.model
-                tokenizer = load_tokenizer(
-                    m.tokenizer or m.name_or_path,
-                    trust_remote_code=m.trust_remote_code,
-                    gguf_file=m.gguf_file,
-                )
-                model = load_model(
-                    m.name_or_path,
-                    dtype=m.dtype,
-                    trust_remote_code=m.trust_remote_code,
-                    gguf_file=m.gguf_file,
-                    allow_pickle=m.allow_pickle,
-                )
+                tokenizer, model = tokenizer_of(cfg.model), model_of(cfg.model)
                 self.loads += 1
-                log.info("sweep: loaded the target model %s once for every trial", m.name_or_path)
+                log.info("sweep: loaded the target model %s once for every trial", cfg.model.name_or_path)
             self._models[key] = (model.eval(), tokenizer)
         return self._models[key]
 

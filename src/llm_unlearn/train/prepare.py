@@ -107,23 +107,15 @@ def _load_model(prep: Prepared, model, tokenizer) -> None:
     from transformers import set_seed
 
     from llm_unlearn.data.tokenize import ensure_pad_token
-    from llm_unlearn.modeling import apply_lora, load_model, load_tokenizer
+    from llm_unlearn.modeling import apply_lora, model_of, tokenizer_of
 
     cfg, m = prep.cfg, prep.cfg.model
     set_seed(cfg.train.seed)
     if tokenizer is None:
-        tokenizer = load_tokenizer(
-            m.tokenizer or m.name_or_path, trust_remote_code=m.trust_remote_code, gguf_file=m.gguf_file
-        )
+        tokenizer = tokenizer_of(m)
     prep.tokenizer = ensure_pad_token(tokenizer)
     if model is None:
-        model = load_model(
-            m.name_or_path,
-            dtype=m.dtype,
-            trust_remote_code=m.trust_remote_code,
-            gguf_file=m.gguf_file,
-            allow_pickle=m.allow_pickle,
-        )
+        model = model_of(m)
     from llm_unlearn.modeling import check_tokenizer_fits
 
     check_tokenizer_fits(model, prep.tokenizer, m.tokenizer)
