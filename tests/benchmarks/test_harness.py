@@ -216,7 +216,8 @@ def test_committed_quick_run_has_the_full_runs_keys():
     if not (quick.is_file() and full.is_file()):
         pytest.skip("no committed quick run yet (make bench-quick)")
     q, f = json.loads(quick.read_text()), json.loads(full.read_text())
-    assert q["quick"] is True and set(f) <= set(q), set(f) - set(q)
+    # every key of the full run but the scaling sweep's, which the quick run does not make (issue 22.1)
+    assert q["quick"] is True and set(f) - {"scaling"} <= set(q), set(f) - set(q)
     assert set(q["parts"]) == {"steps", "mmlu", "eval"} and len(q["loadavg_start"]) == 3
     for name in ("ours/trunk_floor", "seed_style/ours"):
         rep = q["ratio_repeats"][name]

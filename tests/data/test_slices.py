@@ -91,3 +91,55 @@ def test_real_semeval_slice_keeps_members_and_forget_records_together(semeval_di
 def test_negative_limit_is_refused():
     with pytest.raises(ValueError):
         slice_records([_rec("a1sc1", None)], -1)
+
+
+def test_member_slice_takes_whole_member_units_then_the_others():
+    from llm_unlearn.data.slices import slice_members
+
+    recs = (
+        [_rec(f"a{i}sc1", "Task1") for i in range(4)]
+        + [_rec(f"c{i}{k}", "Task3") for i in range(5) for k in ("sc1", "qa1")]
+        + [_rec(f"b{i}{k}", "Task2") for i in range(2) for k in ("sc1", "qa1", "qa2")]
+    )
+    retain = [dict(r, split="retain", id="r" + r["id"]) for r in recs]
+    members = [{"id": f"c{i}", "document": f"doc {i}"} for i in (4, 1, 2, 0)]  # c3 has no document
+    nonmembers = [{"id": f"n{i}", "document": f"other {i}"} for i in range(10)]
+    s = slice_members(recs, retain, 3, 4, members, nonmembers)
+    # member units in file order (c0, c1, c2: whole), then 4 records of the others by the slice rule
+    ids = [r["id"] for r in s.forget]
+    documented = ("c0", "c1", "c2", "c4")
+    assert [i for i in ids if i[:2] in documented] == ["c0sc1", "c0qa1", "c1sc1", "c1qa1", "c2sc1", "c2qa1"]
+    undocumented = [r for r in recs if r["id"][:2] not in documented]  # a*, b*, and c3 (no document)
+    assert [i for i in ids if i[:2] not in documented] == [r["id"] for r in slice_records(undocumented, 4)]
+    assert ids == [r["id"] for r in recs if r["id"] in set(ids)]  # file order
+    assert [d["id"] for d in s.members] == ["c1", "c2", "c0"]  # the member file's order
+    assert s.nonmembers == nonmembers[:3]
+    assert len(s.retain) == len(s.forget)
+    _check_ties(s.forget, recs, s.members, members)
+    # limit 0: member units only (all four, fewer than asked for)
+    s0 = slice_members(recs, retain, 10, 0, members, nonmembers)
+    assert {r["id"][:2] for r in s0.forget} == {"c0", "c1", "c2", "c4"} and len(s0.members) == 4
+
+
+def test_member_slice_refuses_when_no_document_matches():
+    from llm_unlearn.data.slices import slice_members
+    from llm_unlearn.errors import UserError
+
+    recs = [_rec("c0sc1", "Task3")]
+    with pytest.raises(UserError, match="member"):
+        slice_members(recs, recs, 2, 0, [{"id": "zz", "document": "x"}], [])
+
+
+def test_real_semeval_member_slice(semeval_dir):
+    from llm_unlearn.data.records import load_unlearning_data, read_mia_documents
+    from llm_unlearn.data.slices import slice_members, unit_key
+
+    bundle = load_unlearning_data(semeval_dir / "train")
+    members, nonmembers = read_mia_documents(semeval_dir / "mia")
+    s = slice_members(bundle.forget, bundle.retain, 24, 24, members, nonmembers)
+    assert len(s.members) == 24 and len(s.nonmembers) == 24
+    _check_ties(s.forget, bundle.forget, s.members, members)
+    member_units = {unit_key(d["id"]) for d in s.members}
+    assert sum(unit_key(r.id) in member_units for r in s.forget) == 48  # two records a Task3 unit
+    assert len(s.forget) == 48 + 24 and len(s.retain) == len(s.forget)
+    assert {r.task for r in s.forget} == {"Task1", "Task2", "Task3"}

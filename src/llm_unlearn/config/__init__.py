@@ -279,7 +279,31 @@ def build_config(
     if overrides:
         apply_overrides(cfg, overrides, "command line", explicit)
     apply_method_defaults(cfg, explicit)
+    apply_calibrated_budget(cfg, explicit)
     validate(cfg)
+    return cfg
+
+
+def uses_calibrated_budget(cfg: UnlearnConfig) -> bool:
+    """Whether the run is calibrated (a holdout, the gate or the calibrated stop, evaluations on), so
+    that its epochs are a ceiling the calibration ends early (calibration.max_epochs)."""
+    c = cfg.calibration
+    if not c.holdout or c.mode not in ("gate", "stop") or c.max_epochs is None:
+        return False
+    try:
+        return eval_interval(c.eval_every) != "off"
+    except ConfigError:  # a bad value: validate() says so
+        return False
+
+
+def apply_calibrated_budget(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnConfig:
+    """A calibrated run whose preset, YAML file and flags leave schedule.epochs unset trains for
+    calibration.max_epochs passes per chunk (issue 19.3: the plain default reaches the target by itself);
+    every other run keeps schedule.epochs."""
+    ceiling = cfg.calibration.max_epochs
+    valid = isinstance(ceiling, (int, float)) and not isinstance(ceiling, bool) and ceiling > 0
+    if "schedule.epochs" not in explicit and valid and uses_calibrated_budget(cfg):  # else: validate()
+        cfg.schedule.epochs = ceiling
     return cfg
 
 

@@ -254,7 +254,7 @@ class ScheduleOptions:
     )
     epochs: float = opt(
         5,
-        "passes over each chunk (batches in plan order, no shuffling)",
+        "passes over each chunk (batches in plan order, no shuffling); a calibrated run that does not set it takes calibration.max_epochs",
         flag="--epochs",
         range=_pos(0, open_low=True, high=1e6),
     )
@@ -361,6 +361,12 @@ class CalibrationOptions:
         0,
         "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation), so that a unit that went past its target or fell back below it is seen within a few steps; 0: only at evaluations (4 made the demo's worst case no better: README 'Calibrated unlearning')",
         range=_pos(0),
+    )
+    max_epochs: float | None = opt(
+        10,
+        "passes over each chunk of a calibrated run (a holdout, mode gate or stop, evaluations on) that does not set schedule.epochs: the gate and the calibrated stop end chunks and the run early, so the budget is a ceiling; null: schedule.epochs' default (5) as in an uncalibrated run",
+        flag="--max-epochs",
+        range=_pos(0, open_low=True, high=1e6),
     )
     select: str = opt(
         "best",

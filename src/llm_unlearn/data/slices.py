@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["unit_id", "unit_key", "document_key", "slice_records", "slice_data", "Slice"]
+__all__ = ["unit_id", "unit_key", "document_key", "slice_records", "slice_data", "slice_members", "Slice"]
 
 _SUFFIX = re.compile(r"(sc|qa)\d+$")
 
@@ -149,3 +149,42 @@ def slice_data(
             f"{unit_key(rec)!r}); members are the Task3 forget documents: raise --limit, or check the ids"
         )
     return Slice(f, r, m, nonmembers[: len(m)])
+
+
+def slice_members(
+    forget: Sequence[Any],
+    retain: Sequence[Any],
+    n_members: int,
+    limit: int | None,
+    members: Sequence[dict],
+    nonmembers: Sequence[dict] | None = None,
+) -> Slice:
+    """A slice sized by its MIA members: the first ``n_members`` forget units (file order, whole) that
+    have a member document, then at most ``limit`` records of the forget units without a member document by the slice rule
+    (:func:`slice_records`; 0 or None: none), all in file order; as many retain records as forget records
+    (:func:`slice_records`); the taken units' member documents in the member file's order, and the first
+    as many non-members. Fewer member units than asked for: all of them. None at all: ``UserError``.
+    For benchmarks whose MIA must not be coarse (a round-robin slice of N records has about N/8
+    members)."""
+    from llm_unlearn.errors import UserError
+
+    forget, members, nonmembers = list(forget), list(members), list(nonmembers or [])
+    documented = {unit_key(d["id"]) for d in members}
+    order, unit_rows, _ = _units(forget)
+    chosen: list[str] = [u for u in order if unit_key(u) in documented][: max(0, n_members)]
+    if not chosen:
+        doc, rec = (members[0]["id"] if members else None), (_get(forget[0], "id") if forget else None)
+        raise UserError(
+            f"none of the {len(members)} MIA member documents belongs to a forget unit (document {doc!r} "
+            f"is read as unit {unit_key(doc)!r}, record {rec!r} as {unit_key(rec)!r}); check the ids"
+        )
+    taken = {i for u in chosen for i in unit_rows[u]}
+    keys = {unit_key(u) for u in chosen}
+    others = [i for i in range(len(forget)) if unit_key(unit_id(_get(forget[i], "id"))) not in documented]
+    if limit:
+        picked = slice_records([forget[i] for i in others], limit)
+        ids = {id(r) for r in picked}
+        taken |= {i for i in others if id(forget[i]) in ids}
+    f = [forget[i] for i in sorted(taken)]
+    m = [d for d in members if unit_key(d["id"]) in keys]
+    return Slice(f, slice_records(retain, len(f)), m, nonmembers[: len(m)])

@@ -198,7 +198,12 @@ class TrialObjective:
                 raise optuna.TrialPruned(f"pruned after evaluation {len(best)} (best proxy {best[-1]:.4f})")
 
         saved = dict(SWEEP_HOOKS)
-        SWEEP_HOOKS.update(reference_dir=self.shared.reference_dir(cfg), on_evaluation=report)
+        SWEEP_HOOKS.update(
+            reference_dir=self.shared.reference_dir(cfg),
+            on_evaluation=report,
+            start_measurement=self.shared.start_measurement(cfg),
+            tokens=self.shared.tokens,
+        )
         try:
             summary = run_unlearning(cfg, model=model, tokenizer=tokenizer)
         except optuna.TrialPruned:

@@ -2,8 +2,10 @@
 process and fingerprint, copied in memory for each trial) and the reference cache (one directory per
 fingerprint under ``DIR/shared/``, built by the first trial that needs it and reused by every later
 trial, in any process, on resume too: ``train/cache_build.open_or_build`` checks the full fingerprint and
-rebuilds only on a mismatch). The data are carved and tokenizer-ready once (``sweep/split.py`` writes the
-validation files once; their sha256 is part of the cache fingerprint)."""
+rebuilds only on a mismatch), the tokenized records (one memo per process) and the calibration's first
+measurement of the untrained start (per process and :func:`start_key`: the step-0 evaluation is the same
+for every trial that differs only in what cannot change the start). The data are carved once
+(``sweep/split.py`` writes the validation files once; their sha256 is part of the cache fingerprint)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from llm_unlearn.io_utils import path_fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Shared", "model_key"]
+__all__ = ["Shared", "model_key", "start_key"]
 
 SHARED_DIRNAME = "shared"
 
@@ -40,6 +42,62 @@ def model_key(cfg) -> str:
     )
 
 
+# what the first evaluation's measurement does not depend on: the start is the target whatever the
+# method, its step size, its length, its adapter (LoRA B is zero) or the gate's rules; every other option
+# (data, tokenization, seed, evaluation sizes, MMLU) is part of the key
+_START_FREE_SECTIONS = ("objective.", "lora.")
+_START_FREE = {
+    "train.learning_rate",
+    "train.output_dir",
+    "train.overwrite",
+    "train.progress",
+    "schedule.epochs",
+    "calibration.max_epochs",
+    "calibration.mode",
+    "calibration.tolerance",
+    "calibration.gate_quantile",
+    "calibration.gate_spread",
+    "calibration.gate_refresh",
+    "calibration.select",
+}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "training_args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def start_key(cfg) -> str:
+    """The fingerprint of what the first calibration evaluation measures: the target model, the data
+    and calibration files' (name, size, mtime), every option but those in ``_START_FREE``."""
+    opts = {
+        k: v
+        for k, v in _flat(cfg.to_dict()).items()
+        if k not in _START_FREE and not k.startswith(_START_FREE_SECTIONS)
+    }
+    d, c = cfg.data, cfg.calibration
+    files = [path_fingerprint(p) for p in (d.data, d.forget, d.retain, c.holdout, c.forget_documents, c.mmlu)]
+    return _digest({"model": model_key(cfg), "files": files, "options": opts})
+
+
+class _Slot:
+    """One entry of a dict, as ``get()`` / ``put(value)``."""
+
+    def __init__(self, store: dict, key: str):
+        self.store, self.key = store, key
+
+    def get(self):
+        return self.store.get(self.key)
+
+    def put(self, value) -> None:
+        self.store[self.key] = value
+
+
 class Shared:
     """Per process: the target models loaded so far (by :func:`model_key`), and where a trial's reference
     cache lives (``root/reference-<digest>``)."""
@@ -49,6 +107,8 @@ class Shared:
         self._models: dict[str, tuple[Any, Any]] = {}
         self._given = (model, tokenizer)  # an already-loaded target (the Python API, the leaderboard)
         self.loads = 0  # how many times a model was read from disk (tests, the summary)
+        self._starts: dict[str, Any] = {}  # start_key -> the first evaluation's measurement
+        self.tokens: dict = {}  # train/prepare._tokens' memo: tokenized once for every trial
 
     def model(self, cfg) -> tuple[Any, Any]:
         """(a fresh in-memory copy of the target model, its tokenizer): read from disk once per key."""
@@ -68,6 +128,11 @@ class Shared:
                 log.info("sweep: loaded the target model %s once for every trial", cfg.model.name_or_path)
             self._models[key] = (model.eval(), tokenizer)
         return self._models[key]
+
+    def start_measurement(self, cfg) -> _Slot:
+        """Where the calibration's measurement of the untrained start lives for this trial's config
+        (``train/sweep_hooks.py``): one per process and :func:`start_key`."""
+        return _Slot(self._starts, start_key(cfg))
 
     def reference_dir(self, cfg) -> Path:
         """The directory of the reference cache of a trial's config: one per (model, data files, the

@@ -5,6 +5,7 @@ pure functions of `calibration.py`, the measurements those of `train/monitor.py`
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from llm_unlearn.config import UnlearnConfig, eval_interval
 from llm_unlearn.train import calibration as cal
 from llm_unlearn.train.sharding import copy_whole_into, trainable_state
+from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,15 @@ class Calibrator:
                 len(getattr(m, "documents", ()) or ()),
                 len(getattr(getattr(m, "holdout", None), "documents", ()) or ()),
             )
-        ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1)
+        measured = None
+        shared = SWEEP_HOOKS.get("start_measurement")
+        if first and step == 0 and shared is not None and _untrained(model):
+            measured = shared.get()  # the same start measured by an earlier trial of the sweep
+            if measured is None:
+                measured = self.monitor.measure(model)
+                shared.put(measured)
+            measured = copy.deepcopy(measured)
+        ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1, measured=measured)
         if first:
             log.info("calibration: one evaluation took %.1fs", ev.get("seconds") or 0.0)
         active, caps = ev.pop("_active", None), ev.pop("_caps", None)
@@ -216,6 +226,13 @@ class Calibrator:
         self.best_state = best_state
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
             self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}
+
+
+def _untrained(model) -> bool:
+    """Whether ``model`` computes exactly its target: every LoRA B matrix is still zero (PEFT's
+    initialisation: the adapter adds exactly 0); a model with trainable weights but no LoRA never counts."""
+    bs = [p for n, p in model.named_parameters() if "lora_B" in n]
+    return bool(bs) and all(not bool(p.detach().any()) for p in bs)
 
 
 def _unit_q_rows(unit_q) -> list[list] | None:

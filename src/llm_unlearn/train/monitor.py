@@ -111,22 +111,14 @@ class TrainingMonitor:
     def has_auc(self) -> bool:
         return bool((self.documents and self.holdout.documents) or self.holdout.records)
 
-    def evaluate(self, model, *, step: int, chunk: int) -> dict[str, Any]:
-        """One evaluation of ``model`` at ``step`` (of ``chunk``): the row of scores described in the
-        module docstring (plus ``_active`` / ``_caps`` for the gate when it is on)."""
-        from llm_unlearn.evaluation.metrics.mia import loss_auc
-
-        t0 = time.time()
+    def measure(self, model) -> dict[str, Any]:
+        """What an evaluation measures on ``model`` (every forward pass of it): ``{"row": the sampled
+        records' scores (and MMLU), "membership": the losses of _membership_losses}``. The rest of an
+        evaluation is arithmetic on these, so a sweep can reuse the measurement of the untrained start
+        (``train/sweep_hooks.py``)."""
         kw = {"batch_size": self.batch_size, "progress": False}
-        row: dict[str, Any] = {"step": step, "chunk": chunk}
+        row: dict[str, Any] = {}
         self._score_samples(model, row, kw)
-        doc_nll, hold_doc, rec_nll, hold_rec = self._membership_losses(model, kw)
-        row["mia_auc"] = None
-        if doc_nll is not None:
-            row["mia_auc"], row["mia_on"] = _auc(loss_auc, doc_nll, hold_doc), "documents"
-        elif rec_nll is not None:
-            row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
-        row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
         if self.mmlu is not None:
             from llm_unlearn.evaluation.benchmarks.mmlu.evaluate import evaluate_mmlu
 
@@ -139,6 +131,24 @@ class TrainingMonitor:
                 progress=False,
             )
             row["mmlu"] = res["average_acc"]
+        return {"row": row, "membership": self._membership_losses(model, kw)}
+
+    def evaluate(self, model, *, step: int, chunk: int, measured: dict | None = None) -> dict[str, Any]:
+        """One evaluation of ``model`` at ``step`` (of ``chunk``): the row of scores described in the
+        module docstring (plus ``_active`` / ``_caps`` for the gate when it is on). ``measured``: a
+        :meth:`measure` of this very model made before (the sweep's shared start), instead of measuring."""
+        from llm_unlearn.evaluation.metrics.mia import loss_auc
+
+        t0 = time.time()
+        m = self.measure(model) if measured is None else measured
+        row: dict[str, Any] = {"step": step, "chunk": chunk, **m["row"]}
+        doc_nll, hold_doc, rec_nll, hold_rec = m["membership"]
+        row["mia_auc"] = None
+        if doc_nll is not None:
+            row["mia_auc"], row["mia_on"] = _auc(loss_auc, doc_nll, hold_doc), "documents"
+        elif rec_nll is not None:
+            row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
+        row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
         row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"], row.get("mmlu"))
         if self.use_gate:
             row["_active"], row["_caps"] = self._gate(doc_nll, hold_doc, rec_nll, hold_rec, row)

@@ -4,6 +4,8 @@ rows and the chunk plan."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,13 +180,12 @@ def _unfreeze(model, layers: list[int], modules: list[str] | None) -> None:
 
 def _tokenize_and_plan(prep: Prepared) -> None:
     from llm_unlearn.data.schedule import plan_chunks
-    from llm_unlearn.data.tokenize import tokenize_records
     from llm_unlearn.modeling import resolve_dtype
 
     cfg, d, s = prep.cfg, prep.cfg.data, prep.cfg.schedule
     kw = dict(joiner=d.joiner, add_eos=d.add_eos, max_length=d.max_length)
-    prep.forget_rows = tokenize_records(prep.tokenizer, prep.forget_recs, **kw)
-    prep.retain_rows = tokenize_records(prep.tokenizer, prep.retain_recs, **kw)
+    prep.forget_rows = _tokens(prep.tokenizer, prep.forget_recs, kw)
+    prep.retain_rows = _tokens(prep.tokenizer, prep.retain_recs, kw)
     for key, row in enumerate(prep.forget_rows + prep.retain_rows):  # forget i -> i, retain j -> n_forget + j
         row["row_key"] = key
     _add_alternatives(prep, kw)
@@ -201,6 +202,32 @@ def _tokenize_and_plan(prep: Prepared) -> None:
     prep.args = args = build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, device))
     batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
     prep.per_chunk_steps = [steps_per_chunk(len(c), batch, world_size(), accum, s.epochs) for c in prep.plan]
+
+
+def _tokens(tokenizer, records, kw: dict) -> list[dict]:
+    """``tokenize_records(tokenizer, records, **kw)``; in a sweep, tokenized once per (tokenizer,
+    records, options) for every trial of the process (``SWEEP_HOOKS["tokens"]``), each trial getting
+    its own copy of the rows (a run adds keys to them)."""
+    import copy
+
+    from llm_unlearn.data.tokenize import tokenize_records
+    from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
+
+    memo = SWEEP_HOOKS.get("tokens")
+    if memo is None:
+        return tokenize_records(tokenizer, records, **kw)
+    key = (
+        id(tokenizer),
+        hashlib.sha256(
+            json.dumps(
+                [vars(r) if hasattr(r, "__dict__") else dict(r) for r in records], sort_keys=True, default=str
+            ).encode()
+        ).hexdigest(),
+        json.dumps(kw, sort_keys=True),
+    )
+    if key not in memo:
+        memo[key] = (tokenizer, tokenize_records(tokenizer, records, **kw))  # the tokenizer: id() stays its
+    return copy.deepcopy(memo[key][1])
 
 
 def _add_alternatives(prep: Prepared, kw: dict) -> None:
