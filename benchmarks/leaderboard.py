@@ -98,14 +98,22 @@ def heldout_run(config: Path, method: str, sweep_dir: Path, out: Path, tokenizer
     }
 
 
-def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer) -> dict:
+def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer, workers: int = 1) -> dict:
     extra = mb.REQUIRED.get(name, {})
     sweep_dir = work / f"sweep-{name}"
     opts = SweepOptions(
-        config=str(base), trials=trials, method=[name], output_dir=str(sweep_dir), progress=True
+        config=str(base),
+        trials=trials,
+        method=[name],
+        output_dir=str(sweep_dir),
+        progress=True,
+        workers=workers,
     )
     t0 = time.time()
-    res = run_sweep(opts, model=model, tokenizer=tokenizer, extra_overrides=extra)
+    if workers > 1:  # every process reads the target from disk once
+        res = run_sweep(opts, extra_overrides=extra)
+    else:
+        res = run_sweep(opts, model=model, tokenizer=tokenizer, extra_overrides=extra)
     sweep_seconds = time.time() - t0
     r = res["methods"][0]
     default = heldout_run(base, name, sweep_dir, work / name / "default", tokenizer, extra)
@@ -120,6 +128,7 @@ def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer) -> di
         "default": default,
         "tuned": tuned,
         "cost_ratio": round(sweep_seconds / max(default["unlearn_seconds"], 1e-9), 2),
+        "workers": workers,
     }
 
 
@@ -184,6 +193,12 @@ def main(argv=None) -> int:
         "--resume", action="store_true", help="keep the methods already in the JSON in --out, run the rest"
     )
     ap.add_argument("--table", action="store_true", help="only print the README table from the JSON in --out")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="sweep processes (one torch thread each; the default run it is compared to has one too)",
+    )
     args = ap.parse_args(argv)
     if args.table:
         print(readme_table(json.loads((Path(args.out) / f"{args.name}.json").read_text(encoding="utf-8"))))
@@ -230,7 +245,7 @@ def main(argv=None) -> int:
         names = [n for n in names if n not in result["methods"]]
     for i, name in enumerate(names, 1):
         print(f"[leaderboard] {i}/{len(names)} {name}: {args.trials} trials", flush=True)
-        r = tune(name, base, work, args.trials, model, tokenizer)
+        r = tune(name, base, work, args.trials, model, tokenizer, args.workers)
         result["methods"][name] = r
         d, t = r["default"]["metrics"], r["tuned"]["metrics"]
         print(

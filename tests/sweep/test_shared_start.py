@@ -147,3 +147,19 @@ def test_start_key_ignores_only_what_cannot_change_the_start(tiny_world, tmp_pat
         {"calibration.unlearn_documents": False},
     ):
         assert key(**other) != base, other
+
+
+def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
+    from llm_unlearn.sweep import run
+
+    got = []
+    monkeypatch.setattr(torch, "set_num_threads", got.append)
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    run._share_cores(1)
+    run._share_cores(3)
+    run._share_cores(16)
+    assert got == [2, 1]  # one worker keeps torch's default; K workers get cores // K, at least one
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    run._share_cores(2)
+    assert got == [2, 1]

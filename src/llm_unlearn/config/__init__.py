@@ -304,6 +304,11 @@ def apply_calibrated_budget(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnCo
     valid = isinstance(ceiling, (int, float)) and not isinstance(ceiling, bool) and ceiling > 0
     if "schedule.epochs" not in explicit and valid and uses_calibrated_budget(cfg):  # else: validate()
         cfg.schedule.epochs = ceiling
+        log.info(
+            "calibrated run: up to %g epochs a chunk (calibration.max_epochs; the gate and the stop end "
+            "chunks early; --epochs N sets the budget)",
+            ceiling,
+        )
     return cfg
 
 

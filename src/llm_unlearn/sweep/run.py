@@ -84,6 +84,7 @@ def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None)
     from llm_unlearn.sweep.study import make_storage, open_study, run_trials
 
     opts = SweepOptions(**opts_dict)
+    _share_cores(opts.workers)
     base, methods, over, storage_url, out = _setup(opts)
     validation = (
         prepare_validation(base, out, opts.validation_fraction, opts.seed) if index else _VALIDATION[0]
@@ -117,6 +118,16 @@ def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None)
 
 
 _VALIDATION: list = [None]  # the main process's split, reused by its own worker
+
+
+def _share_cores(workers: int) -> None:
+    """K worker processes on one machine share its cores: each gets cores // K torch threads (at least
+    one), unless the user chose (OMP_NUM_THREADS set); K threads pools of all the cores would wait on
+    each other."""
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _spawned(opts_dict: dict, index: int, extra) -> None:
