@@ -252,7 +252,11 @@ def run_model(
 TINY_SCALE = dict(SCALE)
 # a pretrained 135M model on 2 cores: a larger step than a 7B model's (LoRA alpha 64 as the default), one
 # retain row per forget row and 16 sampled records per calibration evaluation, so that it fits 40 minutes
+SMOLLM2_MAX_LENGTH = (
+    160  # tokens: a record whole, a member document's first ~2/3 (fine-tuning and unlearning)
+)
 SMOLLM2_SCALE: dict = {
+    "data.max_length": SMOLLM2_MAX_LENGTH,
     "train.learning_rate": 5e-4,
     "schedule.retain_per_forget": 1,
     "calibration.eval_items": 16,
@@ -282,24 +286,23 @@ def _ft_smollm2(sl: dict) -> dict | None:
         "model": found[0],
         "gguf_file": found[1],
         "until_em": 0.9,
-        "max_steps": 400,
-        "lr": 1e-4,
+        "max_steps": 250,
+        "lr": 2e-4,
         "batch_size": 8,
-        "eval_every": 5,
+        "eval_every": 2,
         "eval_items": 24,
+        "max_length": SMOLLM2_MAX_LENGTH,
     }
 
 
 def _merge_report(path: Path, report: dict, models: list[str]) -> dict:
     """Replace the entries of the models just run in the committed file, keep the others."""
     old = json.loads(path.read_text()) if path.is_file() else {}
-    keep = [e for e in old.get("runs", []) if e.get("model") not in models]
-    merged = {k: v for k, v in old.items() if k not in ("runs", "models")}
-    merged.update({k: v for k, v in report.items() if k not in ("runs", "models")})
-    merged["models"] = {
-        **{k: v for k, v in (old.get("models") or {}).items() if k not in models},
-        **report["models"],
-    }
+    old_models = old.get("models") or {}
+    # entries of a file written before the per-model layout belong to no model in "models": dropped
+    keep = [e for e in old.get("runs", []) if e.get("model") in old_models and e.get("model") not in models]
+    merged = {k: v for k, v in report.items() if k not in ("runs", "models")}
+    merged["models"] = {**{k: v for k, v in old_models.items() if k not in models}, **report["models"]}
     merged["runs"] = keep + report["runs"]
     return merged
 

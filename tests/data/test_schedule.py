@@ -187,3 +187,22 @@ def test_property_random_sizes():
             seq = [r for chunk in plan for k, r in chunk if k == R]
             assert seq == [i % n_retain for i in range(len(seq))]
             assert sum(retain_visits(plan, n_retain)) == len(seq)
+
+
+def test_revisit_last_puts_every_forget_row_in_the_last_chunk():
+    from llm_unlearn.data.schedule import FORGET, RETAIN, plan_chunks, revisit_last
+
+    plan = plan_chunks(7, 20, 3, 2)
+    out = revisit_last(plan)
+    assert out[:-1] == plan[:-1]  # the earlier chunks are untouched
+    last = out[-1]
+    assert [r for k, r in last if k == FORGET] == list(range(7))  # all forget rows, in plan order
+    assert [r for k, r in last if k == RETAIN] == [r for k, r in plan[-1] if k == RETAIN]
+    # the same interleaving: each forget row followed by retain // forget retain rows
+    k = len([1 for kk, _ in last if kk == RETAIN]) // 7
+    assert last[: k + 1] == [(FORGET, 0)] + [
+        (RETAIN, r) for r in [r for kk, r in plan[-1] if kk == RETAIN][:k]
+    ]
+    one = plan_chunks(3, 5, 10, 1)
+    assert revisit_last(one) == one  # nothing earlier to revisit
+    assert plan == plan_chunks(7, 20, 3, 2)  # the input is not modified

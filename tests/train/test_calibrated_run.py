@@ -387,3 +387,35 @@ def test_a_calibrated_run_resumed_after_a_chunk_ends_as_the_uninterrupted_one(
     fc, rc = full["calibration"], resumed["calibration"]
     assert [e["step"] for e in fc["evaluations"]] == [e["step"] for e in rc["evaluations"]]
     assert fc["selected"] == rc["selected"] and fc["stop_reason"] == rc["stop_reason"]
+
+
+def test_revisit_puts_earlier_forget_rows_in_the_last_chunk_under_the_gate(tiny_world, tmp_path):
+    docs = str(tiny_world["data_dir"] / "mia" / "member.jsonl")
+    summary = _run(
+        tiny_world,
+        tmp_path / "rev",
+        **{
+            "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
+            "calibration.forget_documents": docs,
+            "calibration.eval_every": "chunk",
+            "calibration.eval_items": 4,
+            "calibration.eval_max_new_tokens": 4,
+            "calibration.revisit": True,
+            "schedule.chunk_size": 6,
+            "schedule.epochs": 1,
+        },
+    )
+    plan = json.loads((tmp_path / "rev" / "run.json").read_text())["plan"]
+    last = plan[-1]
+    # every forget row of the run, 0 .. n-1, is in the last chunk (the earlier chunks' rows revisited)
+    assert len(plan) >= 2 and last["first_forget_row"] == 0
+    assert last["n_forget"] == last["last_forget_row"] + 1 > sum(c["n_forget"] for c in plan[:-1])
+    assert summary["calibration"]["evaluations"]  # calibrated: the gate decided which rows were pushed
+    # without a holdout there is no gate: revisiting would push every earlier row again, so it is off
+    plain = _run(
+        tiny_world,
+        tmp_path / "norev",
+        **{"calibration.revisit": True, "schedule.chunk_size": 6, "schedule.epochs": 1},
+    )
+    plan = json.loads((tmp_path / "norev" / "run.json").read_text())["plan"]
+    assert plan[-1]["first_forget_row"] != 0 and plain["steps_done"] > 0

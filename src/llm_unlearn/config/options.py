@@ -368,6 +368,10 @@ class CalibrationOptions:
         flag="--max-epochs",
         range=_pos(0, open_low=True, high=1e6),
     )
+    revisit: bool = opt(
+        False,
+        "with the gate: the last chunk also holds every earlier chunk's forget rows, the gate deciding which are pushed, so that units that relapsed while later chunks trained are pushed back before the run stops (the last chunk grows by the earlier forget rows)",
+    )
     select: str = opt(
         "best",
         "which checkpoint to keep: best (highest proxy score) | last",

@@ -45,6 +45,7 @@ __all__ = [
     "retain_count",
     "retain_cursor_after",
     "retain_visits",
+    "revisit_last",
     "summarize_plan",
 ]
 
@@ -139,6 +140,21 @@ def plan_chunks(
             retain_rows = list(range(n_retain))
             rng.shuffle(retain_rows)
         plan.append(_interleave(forget_rows, retain_rows))
+    return plan
+
+
+def revisit_last(plan: Sequence[Chunk]) -> list[Chunk]:
+    """The plan with a last chunk that revisits every earlier chunk's forget rows: its forget rows are
+    all the plan's, in plan order, and its retain rows its own, in the same interleaving
+    (:func:`_interleave`). A one-chunk plan is returned as it is. The calibration's gate decides, row
+    by row, which of them are pushed (``calibration.revisit``): units forgotten in an earlier chunk that
+    relapsed while later chunks trained are pushed back before the run stops."""
+    plan = [list(c) for c in plan]
+    if len(plan) < 2:
+        return plan
+    forget_rows = [row for chunk in plan for kind, row in chunk if kind == FORGET]
+    retain_rows = [row for kind, row in plan[-1] if kind == RETAIN]
+    plan[-1] = _interleave(forget_rows, retain_rows)
     return plan
 
 

@@ -198,6 +198,14 @@ def _tokenize_and_plan(prep: Prepared) -> None:
         seed=cfg.train.seed,
         sequential=s.sequential,
     )
+    c = cfg.calibration
+    from llm_unlearn.config import eval_interval
+
+    # only with a working gate (a holdout, evaluations on): it decides which revisited rows are pushed
+    if c.revisit and c.mode == "gate" and c.holdout and eval_interval(c.eval_every) != "off":
+        from llm_unlearn.data.schedule import revisit_last
+
+        prep.plan = revisit_last(prep.plan)
     device = next(prep.model.parameters()).device
     prep.args = args = build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, device))
     batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
