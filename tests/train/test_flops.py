@@ -14,7 +14,6 @@ from llm_unlearn.train.trainer import UnlearnTrainer
 def test_flops_equal_the_trainers_and_count_parameters_once(tiny_world, monkeypatch):
     pm = apply_lora(tiny_world["make_model"](), r=2, alpha=4, target_modules=["q_proj"])
     calls = []
-    real = type(pm).num_parameters if hasattr(type(pm), "num_parameters") else None
     fake = types.SimpleNamespace(model=pm, _flop_params=None)
     for n in (3, 7):
         inputs = {"input_ids": torch.ones(2, n, dtype=torch.long)}
@@ -28,5 +27,5 @@ def test_flops_equal_the_trainers_and_count_parameters_once(tiny_world, monkeypa
         UnlearnTrainer.floating_point_ops(fake, {"input_ids": torch.ones(1, 5, dtype=torch.long)})
         == 6 * 5 * count
     )
-    assert calls == [] and real is not None
+    assert calls == []  # the count was taken once, not again
     assert UnlearnTrainer.floating_point_ops(fake, {"labels": torch.ones(1, 2)}) == 0
