@@ -252,11 +252,7 @@ def run_model(
 TINY_SCALE = dict(SCALE)
 # a pretrained 135M model on 2 cores: a larger step than a 7B model's (LoRA alpha 64 as the default), one
 # retain row per forget row and 16 sampled records per calibration evaluation, so that it fits 40 minutes
-SMOLLM2_MAX_LENGTH = (
-    160  # tokens: a record whole, a member document's first ~2/3 (fine-tuning and unlearning)
-)
 SMOLLM2_SCALE: dict = {
-    "data.max_length": SMOLLM2_MAX_LENGTH,
     "train.learning_rate": 5e-4,
     "schedule.retain_per_forget": 1,
     "calibration.eval_items": 16,
@@ -287,11 +283,10 @@ def _ft_smollm2(sl: dict) -> dict | None:
         "gguf_file": found[1],
         "until_em": 0.9,
         "max_steps": 250,
-        "lr": 2e-4,
+        "lr": 3e-4,
         "batch_size": 8,
         "eval_every": 2,
         "eval_items": 24,
-        "max_length": SMOLLM2_MAX_LENGTH,
     }
 
 

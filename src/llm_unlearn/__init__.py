@@ -17,8 +17,22 @@ The public API (imported on first use, so ``import llm_unlearn`` stays fast and 
 from __future__ import annotations
 
 import importlib
+import logging
 
 __version__ = "0.1.0"
+
+
+class _DropOptionalKernelNotice(logging.Filter):
+    """bitsandbytes (the ``quant`` extra) warns at import, on every run, that an optional CPU kernel for
+    4-bit matrix products is missing; transformers imports it with its Trainer. Nothing here multiplies
+    in 4 bits (the quantization attack quantizes and dequantizes), so that one notice is dropped; every
+    other bitsandbytes message is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropOptionalKernelNotice())
 
 # public name -> the module that defines it
 _API = {
