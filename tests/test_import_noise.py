@@ -38,3 +38,17 @@ def test_only_that_notice_is_dropped(caplog):
         logger.warning(NOTICE + ": No module named 'kernels'")
         logger.warning("a real problem")
     assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+
+
+def test_apply_lora_does_not_pass_on_peft_deprecation_warnings(tiny_tokenizer_factory):
+    import warnings
+
+    from llm_unlearn.modeling import apply_lora
+    from llm_unlearn.tiny import build_tiny_olmo2
+
+    tok = tiny_tokenizer_factory()
+    model = build_tiny_olmo2(tok, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        apply_lora(model, r=2, alpha=4, target_modules=["q_proj"])
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -336,7 +337,11 @@ def apply_lora(
         layers_pattern="layers" if layers is not None else None,
     )
     try:
-        peft_model = get_peft_model(model, cfg)
+        with warnings.catch_warnings():  # peft reads transformers' old name: not the user's to fix
+            warnings.filterwarnings(
+                "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+            )
+            peft_model = get_peft_model(model, cfg)
     except ValueError as exc:
         raise UserError(
             f"cannot apply LoRA to this model: {_first_line(exc)} (set lora.target_modules)"
