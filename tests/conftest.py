@@ -310,3 +310,15 @@ def refusal_model(attack_tok, memorized):
     data = [p + EXTRA[0] for _, p, _ in FORGET] + [p + PREFIX + a for _, p, a in FORGET] + texts(RETAIN)
     memorize(model, attack_tok, data, **{**MEMORIZE, "max_steps": 40})
     return model.eval()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): runs compared bit for bit, and workers that
+    share the cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,13 +15,7 @@ from llm_unlearn.train import monitor as monitor_mod
 from llm_unlearn.train.loop import run_unlearning
 from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _overrides(world, out, holdout, **extra):

@@ -62,22 +62,14 @@ _START_FREE = {
 }
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "training_args":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def start_key(cfg) -> str:
     """The fingerprint of what the first calibration evaluation measures: the target model, the data
     and calibration files' (name, size, mtime), every option but those in ``_START_FREE``."""
+    from llm_unlearn.sweep.objective import flat
+
     opts = {
         k: v
-        for k, v in _flat(cfg.to_dict()).items()
+        for k, v in flat(cfg.to_dict()).items()
         if k not in _START_FREE and not k.startswith(_START_FREE_SECTIONS)
     }
     d, c = cfg.data, cfg.calibration
