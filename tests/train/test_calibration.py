@@ -222,3 +222,70 @@ def test_gate_refreshes_are_spaced_evenly_between_evaluations_and_never_on_one()
         assert not any(other.gate_due(s, 0) for s in range(80))
     cal_.active = None
     assert not any(cal_.gate_due(s, 0) for s in range(80))
+
+
+# ---------------------------------------------------------------- quality floors (calibration.retain_floor,
+# calibration.forget_em_max): a candidate the user would accept
+
+
+def _ev(step, proxy, forget_em=0.0, retain_em=1.0, retain_rougeL=1.0, auc=0.5):
+    return {
+        "step": step,
+        "proxy": proxy,
+        "forget_em": forget_em,
+        "retain_em": retain_em,
+        "retain_rougeL": retain_rougeL,
+        "mia_auc": auc,
+    }
+
+
+def test_meets_floors_compares_with_the_start_and_the_forget_ceiling():
+    start = _ev(0, 0.0, forget_em=1.0, retain_em=0.8, retain_rougeL=1.0)
+    floors = {"retain_floor": 0.9, "forget_em_max": 0.2}
+    assert cal.meets_floors(_ev(5, 0.9, forget_em=0.2, retain_em=0.72, retain_rougeL=0.9), start, **floors)
+    assert not cal.meets_floors(
+        _ev(5, 0.9, forget_em=0.2, retain_em=0.71, retain_rougeL=1.0), start, **floors
+    )
+    assert not cal.meets_floors(
+        _ev(5, 0.9, forget_em=0.2, retain_em=0.8, retain_rougeL=0.89), start, **floors
+    )
+    assert not cal.meets_floors(_ev(5, 0.9, forget_em=0.21), start, **floors)
+    # a metric not measured cannot fail it; floors off (0 and 1) accept everything
+    assert cal.meets_floors({"step": 5, "proxy": 0.5}, start, **floors)
+    assert cal.meets_floors(
+        _ev(5, 0.9, forget_em=1.0, retain_em=0.0), start, retain_floor=0.0, forget_em_max=1.0
+    )
+    # a start with no retain knowledge (0): the floor is 0, met by anything
+    assert cal.meets_floors(_ev(5, 0.9, retain_em=0.0), _ev(0, 0.0, retain_em=0.0), **floors)
+
+
+def test_select_best_prefers_a_candidate_that_meets_the_floors():
+    evs = [
+        _ev(0, 0.0, forget_em=1.0),
+        _ev(10, 0.95, retain_em=0.75),  # the best proxy, but retain fell to 0.75 x
+        _ev(20, 0.90, forget_em=0.1),  # meets both floors
+        _ev(30, 0.93, forget_em=0.4),  # forget EM above the ceiling
+    ]
+    idx, reason = cal.select_best(evs, retain_floor=0.9, forget_em_max=0.2)
+    assert idx == 2 and "floors" in reason
+    # without floors: the highest proxy, as before
+    assert cal.select_best(evs)[0] == 1
+    # no candidate meets them: the highest proxy, and the reason says so
+    idx, reason = cal.select_best(evs[:2] + evs[3:], retain_floor=0.9, forget_em_max=0.2)
+    assert idx == 1 and "no evaluation met" in reason
+
+
+def test_candidate_key_orders_floors_first_then_proxy():
+    start = _ev(0, 0.0, forget_em=1.0)
+    key = lambda e: cal.candidate_key(e, start, retain_floor=0.9, forget_em_max=0.2)  # noqa: E731
+    assert key(_ev(1, 0.5)) > key(_ev(2, 0.99, retain_em=0.5))
+    assert key(_ev(1, 0.6)) > key(_ev(2, 0.5))
+    assert key({"step": 3, "proxy": None}) is None
+
+
+def test_the_calibrated_stop_waits_for_a_state_that_meets_the_floors():
+    assert cal.should_stop(0.5, tolerance=0.05, last_chunk=True, meets_floors=False) is None
+    assert cal.should_stop(0.5, tolerance=0.05, last_chunk=True, meets_floors=True).startswith("calibrated")
+    # overshoot and all-gated-off stop whatever the floors say (more steps cannot help)
+    assert cal.should_stop(0.3, tolerance=0.05, last_chunk=True, meets_floors=False).startswith("overshoot")
+    assert cal.should_stop(0.9, tolerance=0.05, last_chunk=True, active_fraction=0.0, meets_floors=False)

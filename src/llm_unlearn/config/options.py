@@ -362,6 +362,26 @@ class CalibrationOptions:
         "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation), so that a unit that went past its target or fell back below it is seen within a few steps; 0: only at evaluations (4 made the demo's worst case no better: README 'Calibrated unlearning')",
         range=_pos(0),
     )
+    retain_floor: float = opt(
+        0.0,
+        "quality floor of the selection and the calibrated stop: a candidate whose sampled retain EM or ROUGE-L is below this x its value at the first evaluation comes after every one that is not (0: off)",
+        range=_pos(0, high=1),
+    )
+    forget_em_max: float = opt(
+        1.0,
+        "quality floor of the selection and the calibrated stop: a candidate whose sampled forget EM is above this comes after every one that is not (1: off)",
+        range=_pos(0, high=1),
+    )
+    pull: float = opt(
+        0.0,
+        "with the gate and --unlearn-documents: the weight of a descent term on the forget document rows whose loss in the batch is above the holdout quantile pull_band above their own target, so that a document pushed past unseen is drawn back (the forget term's fixed point becomes the holdout's loss distribution instead of a floor); 0: off",
+        range=_pos(0),
+    )
+    pull_band: float = opt(
+        0.1,
+        "the hysteresis of calibration.pull, in quantiles of the holdout losses: a document is pushed while below its target quantile q, pulled back while above q + pull_band, left alone between",
+        range=_pos(0, high=1),
+    )
     max_epochs: float | None = opt(
         10,
         "passes over each chunk of a calibrated run (a holdout, mode gate or stop, evaluations on) that does not set schedule.epochs: the gate and the calibrated stop end chunks and the run early, so the budget is a ceiling; null: schedule.epochs' default (5) as in an uncalibrated run",

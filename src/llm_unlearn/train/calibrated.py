@@ -84,6 +84,7 @@ class Calibrator:
             document_rows=document_rows,
             mmlu=c.mmlu,
             mmlu_items=c.mmlu_items,
+            pull_band=c.pull_band if c.pull > 0 and c.mode == "gate" and holdout is not None else None,
         )
         return cls(cfg, monitor, per_chunk_steps, interval)
 
@@ -120,7 +121,21 @@ class Calibrator:
         if got is not None:
             self.active, self.caps = got
             trainer.forget_active, trainer.forget_caps = self.active, self.caps
+            trainer.forget_pull_caps = self.pull_caps
             trainer.last_row_nll = {}  # every unit measured afresh
+
+    @property
+    def pull_caps(self) -> dict[int, float] | None:
+        """{document row: the loss above which calibration.pull draws it back} (None: no pull)."""
+        return getattr(self.monitor, "pull_caps", None)
+
+    @property
+    def floors(self) -> dict[str, float]:
+        """The quality floors of the selection and the calibrated stop (calibration.py)."""
+        return {"retain_floor": float(self.c.retain_floor), "forget_em_max": float(self.c.forget_em_max)}
+
+    def _key(self, ev):
+        return cal.candidate_key(ev, self.evaluations[0], **self.floors)
 
     # ------------------------------------------------------------------ one evaluation
     def evaluate(self, model, *, step: int, chunk: int, chunk_rows: list[int] | None = None) -> str | None:
@@ -153,8 +168,9 @@ class Calibrator:
         if active is not None:
             self.active, self.caps = active, caps
         self.evaluations.append(ev)
-        if ev.get("proxy") is not None and (
-            self.best_index is None or ev["proxy"] >= self.evaluations[self.best_index]["proxy"]
+        key = self._key(ev)
+        if key is not None and (
+            self.best_index is None or key >= self._key(self.evaluations[self.best_index])
         ):
             self.best_index = len(self.evaluations) - 1
             self.best_state = trainable_state(model)  # whole tensors (gathered under FSDP)
@@ -166,6 +182,7 @@ class Calibrator:
             tolerance=self.c.tolerance,
             last_chunk=last,
             active_fraction=ev.get("active_fraction"),
+            meets_floors=cal.meets_floors(ev, self.evaluations[0], **self.floors),
         )
         if reason:
             self.stop_reason = f"step {step}: {reason}"
@@ -181,7 +198,7 @@ class Calibrator:
     def finish(self, model) -> dict[str, Any]:
         """Load the selected weights into `model`; returns run.json's `calibration` entry."""
         if self.c.select == "best":
-            idx, reason = cal.select_best(self.evaluations)
+            idx, reason = cal.select_best(self.evaluations, **self.floors)
         else:
             idx, reason = None, "calibration.select = last: the last state is kept"
         chosen = "last"
@@ -196,6 +213,7 @@ class Calibrator:
             "tolerance": self.c.tolerance,
             "gate_quantile": self.c.gate_quantile,
             "gate_spread": self.c.gate_spread,
+            **self.floors,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "evaluations": self.evaluations,
             "selected": chosen,
@@ -214,6 +232,7 @@ class Calibrator:
             "stop_reason": self.stop_reason,
             "chunk_ends": self.chunk_ends,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
+            "pull_caps": self.pull_caps,
         }
 
     def restore(self, st: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
@@ -226,6 +245,8 @@ class Calibrator:
         self.best_state = best_state
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
             self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}
+        if st.get("pull_caps") is not None and hasattr(self.monitor, "pull_caps"):
+            self.monitor.pull_caps = {int(k): float(v) for k, v in st["pull_caps"].items()}
 
 
 def _untrained(model) -> bool:

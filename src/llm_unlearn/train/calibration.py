@@ -33,6 +33,17 @@ document) is decided at every step by its loss in that very batch against its ca
 drifted back below its target between evaluations is pushed again at once; the record rows of a
 document follow that document's latest in-batch loss.
 
+**Pull-back** (`calibration.pull`, weight w > 0; off by default). The gate only stops pushing, so a
+document unit that the updates of other rows carry past unseen stays there, and the attack then finds it
+by its *high* loss. With the pull, a forget document row whose loss in the batch is above the holdout
+quantile `pull_quantile(q_unit, band) = min(1, q_unit + band)` gets a descent term instead of none:
+
+    total += w x mean over those rows of their mean NLL
+
+so each document unit has a band `[tau(q_unit), tau(q_unit + band)]` it settles in: pushed below it,
+drawn back above it, left alone inside (hysteresis). Record rows are never pulled (their answers are
+the knowledge to forget).
+
 **Stopping** (`should_stop`). Only in the last chunk (earlier chunks hold forget rows that later
 chunks have not reached yet, so an early global AUC says nothing about them): stop when the MIA AUC
 is within `tolerance` of 0.5 ("calibrated"), when it has gone below `0.5 - tolerance` ("overshoot":
@@ -40,8 +51,11 @@ more steps only make the forget data *less* familiar than unseen data), or when 
 gated off ("all forget units look unseen"). In an earlier chunk, a chunk whose forget rows are all
 gated off ends early.
 
-**Selection** (`select_best`). Every evaluation is a candidate checkpoint, scored by a proxy of the
-official final score `mean(task aggregate, MMLU, MIA score)`:
+**Selection** (`select_best`). Every evaluation is a candidate checkpoint. With quality floors
+(`calibration.retain_floor` r, `calibration.forget_em_max` f; `meets_floors`) the candidates whose
+sampled retain EM and ROUGE-L are each >= r x the run's first evaluation and whose forget EM is <= f
+come first (the calibrated stop also waits for such a state); among them, or among all when none does,
+each is scored by a proxy of the official final score `mean(task aggregate, MMLU, MIA score)`:
 
     proxy = mean(task_aggregate, 1 - 2|AUC - 0.5| [, mmlu])
 
@@ -115,6 +129,15 @@ def _sort_key(key: Any) -> tuple:
     return (0, key, "") if isinstance(key, (int, float)) else (1, 0, repr(key))
 
 
+def pull_quantile(target: float, band: float) -> float:
+    """The holdout quantile above which a document unit with target quantile ``target`` is drawn back
+    (`calibration.pull`): ``min(1, target + band)``. Between ``target`` and it the unit is neither pushed
+    nor pulled (hysteresis: float noise near one threshold cannot flip it between the two)."""
+    if band < 0:
+        raise ValueError(f"band must be >= 0, got {band}")
+    return min(1.0, float(target) + float(band))
+
+
 def gate(
     unit_loss: Mapping[Any, float | None],
     unit_kind: Mapping[Any, str],
@@ -132,10 +155,61 @@ def gate(
     return out
 
 
+def meets_floors(
+    ev: Mapping[str, Any],
+    start: Mapping[str, Any] | None,
+    *,
+    retain_floor: float = 0.0,
+    forget_em_max: float = 1.0,
+) -> bool:
+    """Whether evaluation ``ev`` is a state a user would accept: retain EM and ROUGE-L each at least
+    ``retain_floor`` x their value at ``start`` (the run's first evaluation), and forget EM at most
+    ``forget_em_max``. A metric that was not measured (or a start without it) cannot fail; 0 and 1
+    turn the floors off."""
+
+    def num(d, k):
+        v = d.get(k) if d is not None else None
+        return float(v) if v is not None and math.isfinite(v) else None
+
+    for k in ("retain_em", "retain_rougeL"):
+        now, then = num(ev, k), num(start, k)
+        if now is not None and then is not None and now < retain_floor * then - _EPS:
+            return False
+    f = num(ev, "forget_em")
+    return not (f is not None and f > forget_em_max + _EPS)
+
+
+# the metrics are shares of items (k / n) and the floors decimal fractions: their product rounds by an ulp
+# (0.9 x 0.8 = 0.7200000000000001 > 0.72), far below the 1 / n of one item
+_EPS = 1e-12
+
+
+def candidate_key(
+    ev: Mapping[str, Any],
+    start: Mapping[str, Any] | None,
+    *,
+    retain_floor: float = 0.0,
+    forget_em_max: float = 1.0,
+) -> tuple[bool, float] | None:
+    """How candidates are ordered: first whether they meet the floors, then the proxy (None: no
+    proxy, not a candidate). The larger key wins; ties go to the later evaluation."""
+    value = ev.get("proxy")
+    if value is None or not math.isfinite(value):
+        return None
+    ok = meets_floors(ev, start, retain_floor=retain_floor, forget_em_max=forget_em_max)
+    return (ok, float(value))
+
+
 def should_stop(
-    mia_auc: float | None, *, tolerance: float, last_chunk: bool, active_fraction: float | None = None
+    mia_auc: float | None,
+    *,
+    tolerance: float,
+    last_chunk: bool,
+    active_fraction: float | None = None,
+    meets_floors: bool = True,
 ) -> str | None:
-    """The reason to stop the run now, or None (see the module docstring)."""
+    """The reason to stop the run now, or None (see the module docstring). ``meets_floors``: whether
+    the current state meets the quality floors; the calibrated stop waits for one that does."""
     if not last_chunk:
         return None
     if active_fraction is not None and active_fraction <= 0.0:
@@ -143,29 +217,46 @@ def should_stop(
     if mia_auc is None or not math.isfinite(mia_auc):
         return None
     if abs(mia_auc - 0.5) <= tolerance:
+        if not meets_floors:
+            return None
         return f"calibrated: MIA AUC {mia_auc:.3f} is within {tolerance} of 0.5"
     if mia_auc < 0.5 - tolerance:
         return f"overshoot: MIA AUC {mia_auc:.3f} < {0.5 - tolerance:.3f} (the forget data looks less familiar than unseen data)"
     return None
 
 
-def select_best(evaluations: Sequence[Mapping[str, Any]]) -> tuple[int | None, str]:
-    """Index of the evaluation with the highest ``proxy`` (later wins ties) and a sentence saying why;
-    ``(None, reason)`` when no evaluation has a proxy (then the caller keeps the last state)."""
-    best, best_value = None, -math.inf
+def select_best(
+    evaluations: Sequence[Mapping[str, Any]], *, retain_floor: float = 0.0, forget_em_max: float = 1.0
+) -> tuple[int | None, str]:
+    """Index of the best candidate by :func:`candidate_key` (the floors, then the highest ``proxy``;
+    later wins ties) and a sentence saying why; ``(None, reason)`` when no evaluation has a proxy
+    (then the caller keeps the last state). The start is ``evaluations[0]``."""
+    start = evaluations[0] if evaluations else None
+    floors = {"retain_floor": retain_floor, "forget_em_max": forget_em_max}
+    best, best_key = None, None
     for i, ev in enumerate(evaluations):
-        value = ev.get("proxy")
-        if value is None or not math.isfinite(value):
-            continue
-        if value >= best_value:
-            best, best_value = i, value
+        key = candidate_key(ev, start, **floors)
+        if key is not None and (best_key is None or key >= best_key):
+            best, best_key = i, key
     if best is None:
         return None, "no evaluation with a proxy score: the last state is kept"
     ev = evaluations[best]
     auc = ev.get("mia_auc")
     auc_text = f", MIA AUC {auc:.3f}" if auc is not None else ""
-    return best, (
-        f"highest proxy of the final score ({best_value:.4f}: task aggregate "
+    reason = (
+        f"highest proxy of the final score ({best_key[1]:.4f}: task aggregate "
         f"{ev.get('task_aggregate', float('nan')):.4f}{auc_text}) at step {ev.get('step')} "
         f"of {len(evaluations)} evaluations"
     )
+    if retain_floor > 0.0 or forget_em_max < 1.0:
+        if best_key[0]:
+            reason += (
+                f" among those that meet the floors (retain >= {retain_floor:g} x the start, "
+                f"forget EM <= {forget_em_max:g})"
+            )
+        else:
+            reason += (
+                f"; no evaluation met the floors (retain >= {retain_floor:g} x the start, "
+                f"forget EM <= {forget_em_max:g})"
+            )
+    return best, reason

@@ -206,6 +206,7 @@ class ChunkLoop:
             self.trainer.model, step=step, chunk=c, chunk_rows=[i for kind, i in plan[c] if kind == "forget"]
         )
         self.trainer.forget_active, self.trainer.forget_caps = self.calib.active, self.calib.caps
+        self.trainer.forget_pull_caps = self.calib.pull_caps
         self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
         ev = self.calib.evaluations[-1]
         extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
@@ -218,6 +219,8 @@ class ChunkLoop:
         p, calib = self.prep, self.calib
         if calib is not None:
             self.trainer.forget_active, self.trainer.forget_caps = calib.active, calib.caps
+            self.trainer.forget_pull_caps = calib.pull_caps
+            self.trainer.pull_weight = float(p.cfg.calibration.pull)
             self.trainer.unit_row = calib.monitor.record_to_document_row()
             if p.start_chunk == 0 and not calib.evaluations:
                 self.evaluate_now(0, 0)  # the starting point (and the first gate)

@@ -35,6 +35,7 @@ def unlearning_loss(
     row_nll_out: dict | None = None,
     state: dict | None = None,
     epoch: float = 0.0,
+    pull_weight: float = 0.0,
 ):
     """The loss of one batch and its terms (detached floats for logging).
 
@@ -52,6 +53,8 @@ def unlearning_loss(
     already >= its cap (inf: no cap), so a row stops being pushed at the step it reaches the holdout's
     typical loss, not only at the next evaluation. `row_nll_out["row_nll"]` receives those row NLLs,
     `row_nll_out["units"]` the unit of each term, `row_nll_out["push"]` the pushed forget rows [B].
+    `forget_pull_cap` [B] float (calibration.pull, with ``pull_weight`` > 0): a forget row whose NLL in
+    this pass is above it gets ``pull_weight x`` its mean NLL as a descent term (`forget_pull`).
     `state`: the objective's state across steps; `epoch`: epochs of the chunk completed before this
     step (PDU's warm-up reads it).
     A term whose rows are absent from the batch is exactly 0 (absent from the terms).
@@ -91,6 +94,10 @@ def unlearning_loss(
             scale = term_scale.get(term.unit, 1.0) if term_scale else 1.0
             total = total + (term.weight * scale) * term.value
     values = {name: term.value for name, term in found.items()}
+    pull = _pull_back(batch, is_forget, logp, pos, pull_weight)
+    if pull is not None:
+        total = total + pull_weight * pull
+        values[T.FORGET_PULL] = pull
     if row_nll_out is not None:  # what each logged term is a mean over (global_terms)
         row_nll_out["units"] = {name: term.unit for name, term in found.items()}
         row_nll_out["push"] = push
@@ -112,3 +119,17 @@ def _gate(batch, is_forget, logp, pos, row_nll_out) -> torch.Tensor:
     if row_nll_out is not None:  # the caller follows the units' losses between evaluations
         row_nll_out["row_nll"] = row_nll
     return push & (row_nll < caps.to(logp.device, logp.dtype))
+
+
+def _pull_back(batch, is_forget, logp, pos, weight: float) -> torch.Tensor | None:
+    """calibration.pull: the mean, over the forget rows whose mean answer NLL is above their
+    ``forget_pull_cap``, of that NLL (with its gradient: minimizing it draws them back toward the
+    holdout); None when no row is above (or no pull is asked for)."""
+    caps = batch.get("forget_pull_cap")
+    if caps is None or weight <= 0:
+        return None
+    row_nll = losses.row_mean_nll(logp, pos.rows, is_forget.shape[0], empty=0.0)
+    over = is_forget & (row_nll.detach() > caps.to(logp.device, logp.dtype))
+    if not bool(over.any()):
+        return None
+    return row_nll[over].mean()

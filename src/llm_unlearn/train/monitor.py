@@ -68,6 +68,7 @@ class TrainingMonitor:
         document_rows: set[int] | None = None,
         mmlu: str | None = None,
         mmlu_items: int = 5,
+        pull_band: float | None = None,
     ):
         self.tokenizer = tokenizer
         self.forget, self.retain = list(forget), list(retain)
@@ -81,6 +82,9 @@ class TrainingMonitor:
         # spread targets (calibration.gate_spread): {(kind, unit): target quantile}, fixed at the first gate
         self.spread = spread
         self.unit_q: dict[tuple[str, int], float] | None = None
+        # calibration.pull: {document row: the loss above which it is drawn back}, set at every gate
+        self.pull_band = pull_band
+        self.pull_caps: dict[int, float] | None = None
         # MMLU in the proxy when a budget is given: the data is read once, `mmlu_items` questions a subject
         self.mmlu_items = mmlu_items
         if mmlu:
@@ -274,7 +278,22 @@ class TrainingMonitor:
             tau = own_tau.get(i) if own_tau.get(i) is not None else thresholds[k]
             if own and tau is not None:
                 caps[i] = tau
+        if getattr(self, "pull_band", None) is not None and hold_doc:
+            self.pull_caps = self._pull_caps(hold_doc)
         return cal.gate(loss, kind, thresholds, unit_threshold=own_tau), caps
+
+    def _pull_caps(self, hold_doc) -> dict[int, float]:
+        """``{document row: the holdout-document loss at its target quantile + pull_band}``
+        (`calibration.pull_quantile`): above it the row is drawn back. Only document rows: a record's
+        answer is knowledge to forget, never relearned."""
+        out = {}
+        for i in self.document_rows:
+            k, j = self.unit_of[i]
+            if k != "document":
+                continue
+            q = self.unit_q.get((k, j), self.q) if self.unit_q else self.q
+            out[i] = _quantile(hold_doc, cal.pull_quantile(q, self.pull_band))
+        return out
 
 
 def _mean(values) -> float | None:

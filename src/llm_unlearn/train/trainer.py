@@ -101,6 +101,10 @@ class UnlearnTrainer(Trainer):
         self.forget_caps: dict[int, float] | None = None  # row_key -> answer-NLL cap (calibration gate)
         self.unit_row: dict[int, int] = {}  # record row_key -> the row_key of its document row
         self.last_row_nll: dict[int, float] = {}  # capped row_key -> its loss in its latest batch
+        self.forget_pull_caps: dict[int, float] | None = (
+            None  # document row_key -> pull-back loss (calibration.pull)
+        )
+        self.pull_weight = 0.0  # calibration.pull
         self.objective_state: dict = {}  # an objective's state across steps (checkpointed, JSON)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
@@ -152,6 +156,9 @@ class UnlearnTrainer(Trainer):
             if self.forget_caps is not None:
                 caps = [self.forget_caps.get(k, float("inf")) for k in row_keys]
                 batch["forget_nll_cap"] = torch.tensor(caps, dtype=torch.float32, device=dev)
+            if self.pull_weight > 0 and self.forget_pull_caps:
+                pull = [self.forget_pull_caps.get(k, float("inf")) for k in row_keys]
+                batch["forget_pull_cap"] = torch.tensor(pull, dtype=torch.float32, device=dev)
         return batch
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -189,6 +196,7 @@ class UnlearnTrainer(Trainer):
                 {},
                 copy.deepcopy(replay[1]),
                 float(self.state.epoch or 0.0),
+                pull_weight=self.pull_weight,
             )
             return (loss, None) if return_outputs else loss
         batch = self._gated_batch(inputs)
@@ -210,6 +218,7 @@ class UnlearnTrainer(Trainer):
                 realized,
                 self.objective_state,
                 float(self.state.epoch or 0.0),
+                pull_weight=self.pull_weight,
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
