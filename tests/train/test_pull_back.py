@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from test_calibrated_run import _holdout_file, _lora, _rows, _run
 
 from llm_unlearn.config import ObjectiveOptions
 from llm_unlearn.data.tokenize import UnlearnCollator
@@ -13,8 +14,6 @@ from llm_unlearn.train import calibration as cal
 from llm_unlearn.train.head import AnswerHeadSelector
 from llm_unlearn.train.loss import unlearning_loss
 from llm_unlearn.train.monitor import TrainingMonitor
-
-from test_calibrated_run import _holdout_file, _lora, _rows, _run
 
 
 def test_pull_quantile_is_the_target_plus_the_band_capped_at_one():
