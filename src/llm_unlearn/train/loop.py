@@ -10,6 +10,7 @@ forget rows, may end a chunk or the run, and keeps the best evaluation's weights
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -199,12 +200,22 @@ class ChunkLoop:
         return opt, sched
 
     # ------------------------------------------------------------------ training
-    def evaluate_now(self, step: int, c: int) -> str | None:
-        """One calibration evaluation: gate and caps for the trainer, a history row, the progress bar."""
+    def evaluate_now(self, step: int, c: int, *, interruptible: bool = False) -> str | None:
+        """One calibration evaluation: gate and caps for the trainer, a history row, the progress bar.
+
+        ``interruptible`` (an evaluation inside a chunk): a signal ends it at once instead of after it
+        (minutes on a large model), since the run then stops in this chunk and would drop its result
+        anyway; the chunks saved before stay as they are. The evaluation at a chunk's end is part of that
+        chunk's checkpoint and runs to its end."""
         plan = self.prep.plan
-        action = self.calib.evaluate(
-            self.trainer.model, step=step, chunk=c, chunk_rows=[i for kind, i in plan[c] if kind == "forget"]
-        )
+        rows = [i for kind, i in plan[c] if kind == "forget"]
+        if not interruptible:
+            action = self.calib.evaluate(self.trainer.model, step=step, chunk=c, chunk_rows=rows)
+        else:
+            with self.signals_stop_at_once(
+                f"in chunk {c + 1}/{len(plan)}, during the evaluation at step {step}"
+            ):
+                action = self.calib.evaluate(self.trainer.model, step=step, chunk=c, chunk_rows=rows)
         self.trainer.forget_active, self.trainer.forget_caps = self.calib.active, self.calib.caps
         self.trainer.forget_pull_caps = self.calib.pull_caps
         self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
@@ -214,6 +225,24 @@ class ChunkLoop:
         self.progress.postfix_eval(ev)
         SWEEP_HOOKS["on_evaluation"](ev)  # a sweep reports it to its trial (which may be pruned here)
         return action
+
+    @contextlib.contextmanager
+    def signals_stop_at_once(self, where: str):
+        """Inside: a signal (or one already received) ends the run now with TrainingInterrupted, saying
+        ``where`` and that the chunks saved so far are kept; outside: the training's finish-the-step rule."""
+        c, out = self.trainer.chunk_index, self.prep.out
+        kept = f"chunks 1..{c} are saved in {out}" if c else f"no chunk was complete yet ({out})"
+        msg = f"interrupted {where}; {kept}. Run the same command again to resume."
+        if self.stop_flag["stop"]:
+            raise TrainingInterrupted(msg)
+        before = self.stop_flag["raise"]
+        self.stop_flag["raise"] = True
+        try:
+            yield
+        except TrainingInterrupted:
+            raise TrainingInterrupted(msg) from None
+        finally:
+            self.stop_flag["raise"] = before
 
     def train_chunks(self) -> None:
         p, calib = self.prep, self.calib

@@ -99,8 +99,11 @@ class LoopCallback(TrainerCallback):
         if any_process(loop.stop_flag):  # every process stops after the same step
             control.should_training_stop = True
         elif loop.calib is not None and loop.calib.due(state.global_step, loop.trainer.chunk_index):
-            loop.calib_action = loop.evaluate_now(loop.offset + state.global_step, loop.trainer.chunk_index)
+            loop.calib_action = loop.evaluate_now(
+                loop.offset + state.global_step, loop.trainer.chunk_index, interruptible=True
+            )
             if loop.calib_action:
                 control.should_training_stop = True
         elif loop.calib is not None and loop.calib.gate_due(state.global_step, loop.trainer.chunk_index):
-            loop.calib.refresh_gate(loop.trainer)
+            with loop.signals_stop_at_once(f"in chunk {loop.trainer.chunk_index + 1}, during a gate refresh"):
+                loop.calib.refresh_gate(loop.trainer)
