@@ -362,6 +362,10 @@ class CalibrationOptions:
         "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation), so that a unit that went past its target or fell back below it is seen within a few steps; 0: only at evaluations (4 made the demo's worst case no better: README 'Calibrated unlearning')",
         range=_pos(0),
     )
+    push_answered: bool = opt(
+        False,
+        "with the gate: a sampled forget record whose greedy answer still matched exactly at the last evaluation stays pushed whatever its document's gate says, so that the knowledge is forgotten and not only the document's loss raised",
+    )
     retain_floor: float = opt(
         0.0,
         "quality floor of the selection and the calibrated stop: a candidate whose sampled retain EM or ROUGE-L is below this x its value at the first evaluation comes after every one that is not (0: off)",

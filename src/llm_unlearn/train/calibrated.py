@@ -85,6 +85,7 @@ class Calibrator:
             mmlu=c.mmlu,
             mmlu_items=c.mmlu_items,
             pull_band=c.pull_band if c.pull > 0 and c.mode == "gate" and holdout is not None else None,
+            push_answered=c.push_answered and c.mode == "gate" and holdout is not None,
         )
         return cls(cfg, monitor, per_chunk_steps, interval)
 
@@ -123,6 +124,11 @@ class Calibrator:
             trainer.forget_active, trainer.forget_caps = self.active, self.caps
             trainer.forget_pull_caps = self.pull_caps
             trainer.last_row_nll = {}  # every unit measured afresh
+
+    @property
+    def answered(self) -> set[int] | None:
+        """The forget rows calibration.push_answered keeps pushed (None: the rule is off)."""
+        return getattr(self.monitor, "answered", None)
 
     @property
     def pull_caps(self) -> dict[int, float] | None:
@@ -233,6 +239,7 @@ class Calibrator:
             "chunk_ends": self.chunk_ends,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "pull_caps": self.pull_caps,
+            "answered": sorted(self.answered) if self.answered is not None else None,
         }
 
     def restore(self, st: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
@@ -245,6 +252,8 @@ class Calibrator:
         self.best_state = best_state
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
             self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}
+        if st.get("answered") is not None and hasattr(self.monitor, "answered"):
+            self.monitor.answered = {int(i) for i in st["answered"]}
         if st.get("pull_caps") is not None and hasattr(self.monitor, "pull_caps"):
             self.monitor.pull_caps = {int(k): float(v) for k, v in st["pull_caps"].items()}
 

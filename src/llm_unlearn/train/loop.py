@@ -218,6 +218,7 @@ class ChunkLoop:
                 action = self.calib.evaluate(self.trainer.model, step=step, chunk=c, chunk_rows=rows)
         self.trainer.forget_active, self.trainer.forget_caps = self.calib.active, self.calib.caps
         self.trainer.forget_pull_caps = self.calib.pull_caps
+        self.trainer.answered = set(self.calib.answered or ())
         self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
         ev = self.calib.evaluations[-1]
         extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
@@ -249,6 +250,7 @@ class ChunkLoop:
         if calib is not None:
             self.trainer.forget_active, self.trainer.forget_caps = calib.active, calib.caps
             self.trainer.forget_pull_caps = calib.pull_caps
+            self.trainer.answered = set(calib.answered or ())
             self.trainer.pull_weight = float(p.cfg.calibration.pull)
             self.trainer.unit_row = calib.monitor.record_to_document_row()
             if p.start_chunk == 0 and not calib.evaluations:

@@ -69,6 +69,7 @@ class TrainingMonitor:
         mmlu: str | None = None,
         mmlu_items: int = 5,
         pull_band: float | None = None,
+        push_answered: bool = False,
     ):
         self.tokenizer = tokenizer
         self.forget, self.retain = list(forget), list(retain)
@@ -85,6 +86,9 @@ class TrainingMonitor:
         # calibration.pull: {document row: the loss above which it is drawn back}, set at every gate
         self.pull_band = pull_band
         self.pull_caps: dict[int, float] | None = None
+        # calibration.push_answered: the sampled forget rows whose greedy answer matched at the last evaluation
+        self.push_answered = push_answered
+        self.answered: set[int] | None = None
         # MMLU in the proxy when a budget is given: the data is read once, `mmlu_items` questions a subject
         self.mmlu_items = mmlu_items
         if mmlu:
@@ -135,7 +139,11 @@ class TrainingMonitor:
                 progress=False,
             )
             row["mmlu"] = res["average_acc"]
-        return {"row": row, "membership": self._membership_losses(model, kw)}
+        return {
+            "row": row,
+            "membership": self._membership_losses(model, kw),
+            "answered": sorted(row.pop("_answered", ())),
+        }
 
     def evaluate(self, model, *, step: int, chunk: int, measured: dict | None = None) -> dict[str, Any]:
         """One evaluation of ``model`` at ``step`` (of ``chunk``): the row of scores described in the
@@ -145,6 +153,8 @@ class TrainingMonitor:
 
         t0 = time.time()
         m = self.measure(model) if measured is None else measured
+        if self.push_answered:
+            self.answered = set(m.get("answered", ()))
         row: dict[str, Any] = {"step": step, "chunk": chunk, **m["row"]}
         doc_nll, hold_doc, rec_nll, hold_rec = m["membership"]
         row["mia_auc"] = None
@@ -193,6 +203,8 @@ class TrainingMonitor:
             )
             scored = generation_rows(items, gens, nlls)
             split_objs[split] = split_scores(scored)
+            if split == "forget":  # still answered word for word (calibration.push_answered)
+                row["_answered"] = [i for i, r in zip(idx, scored) if r.get("knowledge_score") == 1]
             row[f"{split}_em"] = split_objs[split]["overall-knowledge-score"]
             row[f"{split}_rougeL"] = split_objs[split]["overall-regurgitation-score"]
             row[f"{split}_nll"] = _mean(nlls)

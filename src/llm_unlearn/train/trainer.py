@@ -105,6 +105,7 @@ class UnlearnTrainer(Trainer):
             None  # document row_key -> pull-back loss (calibration.pull)
         )
         self.pull_weight = 0.0  # calibration.pull
+        self.answered: set[int] = set()  # row_keys pushed whatever their document's gate (push_answered)
         self.objective_state: dict = {}  # an objective's state across steps (checkpointed, JSON)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
@@ -130,6 +131,8 @@ class UnlearnTrainer(Trainer):
         between evaluations is pushed again at once); a record whose document is a forget row with a
         cap follows that document's latest in-batch loss; any other row follows the last evaluation."""
         if self.forget_caps is not None and key in self.forget_caps:
+            return True
+        if key in self.answered:  # calibration.push_answered: its answer was still reproduced
             return True
         doc = self.unit_row.get(key)
         if (
