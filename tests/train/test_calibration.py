@@ -289,3 +289,21 @@ def test_the_calibrated_stop_waits_for_a_state_that_meets_the_floors():
     # overshoot and all-gated-off stop whatever the floors say (more steps cannot help)
     assert cal.should_stop(0.3, tolerance=0.05, last_chunk=True, meets_floors=False).startswith("overshoot")
     assert cal.should_stop(0.9, tolerance=0.05, last_chunk=True, active_fraction=0.0, meets_floors=False)
+
+
+def test_evaluations_are_denser_once_the_auc_is_near_one_half():
+    from llm_unlearn.config import build_config
+    from llm_unlearn.train.calibrated import Calibrator
+
+    cal_ = Calibrator(build_config(overrides={"calibration.dense_near": 0.15}), None, [80, 48], "auto")
+    assert [s for s in range(80) if cal_.due(s, 0)] == [0, 20, 40, 60]  # no evaluation yet: 4 a chunk
+    cal_.evaluations = [{"mia_auc": 0.9}]
+    assert [s for s in range(80) if cal_.due(s, 0)] == [0, 20, 40, 60]
+    cal_.evaluations.append({"mia_auc": 0.64})  # within 0.15 of 0.5: 16 a chunk (every 5 steps)
+    assert [s for s in range(80) if cal_.due(s, 0)] == list(range(0, 80, 5))
+    assert cal_.every(1) == 2  # the last chunk: 32 instead of 8 (48 steps)
+    cal_.evaluations.append({"mia_auc": 0.30})  # past the band again: the usual spacing
+    assert cal_.every(0) == 20
+    off = Calibrator(build_config(), None, [80, 48], "auto")
+    off.evaluations = [{"mia_auc": 0.5}]
+    assert off.every(0) == 20  # dense_near 0 (the default): off

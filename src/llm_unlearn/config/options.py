@@ -362,6 +362,11 @@ class CalibrationOptions:
         "refresh the gate this many times between two evaluations, from the forget units' and the holdout's losses only (no generation), so that a unit that went past its target or fell back below it is seen within a few steps; 0: only at evaluations (4 made the demo's worst case no better: README 'Calibrated unlearning')",
         range=_pos(0),
     )
+    dense_near: float = opt(
+        0.0,
+        "with eval_every auto: once the last evaluation's MIA AUC is within this of 0.5, evaluate 4 times as often, so that the crossing of 0.5 falls between two close evaluations instead of between two far ones (0: off)",
+        range=_pos(0, high=0.5),
+    )
     push_answered: bool = opt(
         False,
         "with the gate: a sampled forget record whose greedy answer still matched exactly at the last evaluation stays pushed whatever its document's gate says, so that the knowledge is forgotten and not only the document's loss raised",

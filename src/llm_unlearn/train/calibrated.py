@@ -96,8 +96,18 @@ class Calibrator:
             return None
         if self.interval == "auto":  # 4 a chunk; 8 in the last, where the run stops and is selected
             per = 8 if chunk == len(self.per_chunk_steps) - 1 else 4
+            if self._near_half():  # calibration.dense_near: 4 times as many near the crossing
+                per *= 4
             return max(1, math.ceil(self.per_chunk_steps[chunk] / per))
         return int(self.interval)
+
+    def _near_half(self) -> bool:
+        """Whether the last evaluation's MIA AUC is within calibration.dense_near of 0.5."""
+        near = float(getattr(self.c, "dense_near", 0.0) or 0.0)
+        if near <= 0 or not self.evaluations:
+            return False
+        auc = self.evaluations[-1].get("mia_auc")
+        return auc is not None and math.isfinite(auc) and abs(auc - 0.5) <= near
 
     def due(self, step_in_chunk: int, chunk: int) -> bool:
         n = self.every(chunk)
