@@ -103,7 +103,7 @@ class Calibrator:
 
     def _near_half(self) -> bool:
         """Whether the last evaluation's MIA AUC is within calibration.dense_near of 0.5."""
-        near = float(getattr(self.c, "dense_near", 0.0) or 0.0)
+        near = float(self.c.dense_near)
         if near <= 0 or not self.evaluations:
             return False
         auc = self.evaluations[-1].get("mia_auc")
