@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 from llm_unlearn.io_utils import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 TERM_STYLE = {
     "loss": ("total loss", "black"),
@@ -14,6 +17,7 @@ TERM_STYLE = {
     "divergence": ("retain divergence", "tab:green"),
     "forget_nll": ("forget NLL", "tab:orange"),
     "sugd": ("SUGD", "tab:purple"),
+    "forget_pull": ("forget documents drawn back (pull)", "tab:olive"),
     "forget_active": ("forget rows pushed (gate)", "tab:brown"),
 }
 
@@ -109,3 +113,20 @@ def plot_evaluations(
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_run(history: list[dict], chunk_summaries: list[dict], calibration: dict | None, out: Path) -> None:
+    """A training run's plots: ``out/plots/losses.png``, and ``evaluation.png`` when it was calibrated
+    (the kept evaluation marked). A plot that fails is a warning: it must never lose a finished run."""
+    try:
+        plot_losses(history, out / "plots" / "losses.png")
+        if calibration and calibration["evaluations"]:
+            idx = calibration["selected_index"]
+            plot_evaluations(
+                calibration["evaluations"],
+                chunk_summaries,
+                out / "plots" / "evaluation.png",
+                selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None,
+            )
+    except Exception as exc:  # a plot must never lose a finished run
+        log.warning("could not draw the plots: %s", exc)

@@ -299,6 +299,7 @@ def test_a_record_follows_its_documents_latest_loss_between_evaluations():
         forget_caps={5: 3.0},
         unit_row={0: 5, 1: 5, 2: 5},
         last_row_nll={},
+        answered=set(),  # calibration.push_answered off
     )
     act = lambda k: UnlearnTrainer._active(t, k)  # noqa: E731
     assert [act(k) for k in (0, 1, 2, 5, 9)] == [True, True, False, True, True]  # no in-batch loss yet

@@ -131,9 +131,15 @@ class Calibrator:
         got = self.monitor.refresh_gate(trainer.model)
         if got is not None:
             self.active, self.caps = got
-            trainer.forget_active, trainer.forget_caps = self.active, self.caps
-            trainer.forget_pull_caps = self.pull_caps
+            self.apply_to(trainer)
             trainer.last_row_nll = {}  # every unit measured afresh
+
+    def apply_to(self, trainer) -> None:
+        """The trainer's per-row state from the calibration's latest decisions: the gate, the per-step
+        caps, the pull-back losses (calibration.pull) and the still-answered rows (push_answered)."""
+        trainer.forget_active, trainer.forget_caps = self.active, self.caps
+        trainer.forget_pull_caps = self.pull_caps
+        trainer.answered = set(self.answered or ())
 
     @property
     def answered(self) -> set[int] | None:

@@ -10,7 +10,6 @@ forget rows, may end a chunk or the run, and keeps the best evaluation's weights
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ import torch
 from llm_unlearn.config import UnlearnConfig
 from llm_unlearn.errors import TrainingInterrupted, UserError
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl, sha256_file
+from llm_unlearn.plots import plot_run
 from llm_unlearn.train import checkpoint as ckpt
 from llm_unlearn.train.effect import measure_run
 from llm_unlearn.train.prepare import Prepared, prepare
@@ -31,6 +31,7 @@ from llm_unlearn.train.process import (
     is_main_process,
     package_versions,
     restore_signal_handlers,
+    signals_stop_at_once,
 )
 from llm_unlearn.train.progress import LoopCallback, Progress, chunk_summary
 from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
@@ -202,11 +203,8 @@ class ChunkLoop:
     # ------------------------------------------------------------------ training
     def evaluate_now(self, step: int, c: int, *, interruptible: bool = False) -> str | None:
         """One calibration evaluation: gate and caps for the trainer, a history row, the progress bar.
-
-        ``interruptible`` (an evaluation inside a chunk): a signal ends it at once instead of after it
-        (minutes on a large model), since the run then stops in this chunk and would drop its result
-        anyway; the chunks saved before stay as they are. The evaluation at a chunk's end is part of that
-        chunk's checkpoint and runs to its end."""
+        ``interruptible`` (inside a chunk, whose stop would drop the result anyway): a signal ends it at
+        once; the one at a chunk's end belongs to that chunk's checkpoint and runs to its end."""
         plan = self.prep.plan
         rows = [i for kind, i in plan[c] if kind == "forget"]
         if not interruptible:
@@ -216,9 +214,7 @@ class ChunkLoop:
                 f"in chunk {c + 1}/{len(plan)}, during the evaluation at step {step}"
             ):
                 action = self.calib.evaluate(self.trainer.model, step=step, chunk=c, chunk_rows=rows)
-        self.trainer.forget_active, self.trainer.forget_caps = self.calib.active, self.calib.caps
-        self.trainer.forget_pull_caps = self.calib.pull_caps
-        self.trainer.answered = set(self.calib.answered or ())
+        self.calib.apply_to(self.trainer)
         self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
         ev = self.calib.evaluations[-1]
         extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
@@ -227,30 +223,18 @@ class ChunkLoop:
         SWEEP_HOOKS["on_evaluation"](ev)  # a sweep reports it to its trial (which may be pruned here)
         return action
 
-    @contextlib.contextmanager
     def signals_stop_at_once(self, where: str):
-        """Inside: a signal (or one already received) ends the run now with TrainingInterrupted, saying
-        ``where`` and that the chunks saved so far are kept; outside: the training's finish-the-step rule."""
+        """`process.signals_stop_at_once` with the message of this run: where, and what is saved."""
         c, out = self.trainer.chunk_index, self.prep.out
         kept = f"chunks 1..{c} are saved in {out}" if c else f"no chunk was complete yet ({out})"
-        msg = f"interrupted {where}; {kept}. Run the same command again to resume."
-        if self.stop_flag["stop"]:
-            raise TrainingInterrupted(msg)
-        before = self.stop_flag["raise"]
-        self.stop_flag["raise"] = True
-        try:
-            yield
-        except TrainingInterrupted:
-            raise TrainingInterrupted(msg) from None
-        finally:
-            self.stop_flag["raise"] = before
+        return signals_stop_at_once(
+            self.stop_flag, f"interrupted {where}; {kept}. Run the same command again to resume."
+        )
 
     def train_chunks(self) -> None:
         p, calib = self.prep, self.calib
         if calib is not None:
-            self.trainer.forget_active, self.trainer.forget_caps = calib.active, calib.caps
-            self.trainer.forget_pull_caps = calib.pull_caps
-            self.trainer.answered = set(calib.answered or ())
+            calib.apply_to(self.trainer)
             self.trainer.pull_weight = float(p.cfg.calibration.pull)
             self.trainer.unit_row = calib.monitor.record_to_document_row()
             if p.start_chunk == 0 and not calib.evaluations:
@@ -351,7 +335,7 @@ class ChunkLoop:
                 ckpt.save_adapter(p.model, p.out / "adapter", full_state, base=p.cfg.model.name_or_path)
             self._merge(full_state)
             if p.cfg.train.plots:
-                self._plots(calibration)
+                plot_run(self.history, self.chunk_summaries, calibration, p.out)
             atomic_write_jsonl(p.out / "log_history.jsonl", self.history)
             atomic_write_json(p.out / "run.json", summary)  # from here on the run is finished
             _remove_run_state(p.out)
@@ -402,23 +386,6 @@ class ChunkLoop:
             )
             return
         merge_and_save(p.model, p.tokenizer, p.out / "model")
-
-    def _plots(self, calibration) -> None:
-        out = self.prep.out
-        try:
-            from llm_unlearn.plots import plot_evaluations, plot_losses
-
-            plot_losses(self.history, out / "plots" / "losses.png")
-            if calibration and calibration["evaluations"]:
-                idx = calibration["selected_index"]
-                plot_evaluations(
-                    calibration["evaluations"],
-                    self.chunk_summaries,
-                    out / "plots" / "evaluation.png",
-                    selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None,
-                )
-        except Exception as exc:  # a plot must never lose a finished run
-            log.warning("could not draw the plots: %s", exc)
 
 
 def _remove_run_state(out: Path) -> None:

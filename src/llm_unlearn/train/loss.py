@@ -53,8 +53,7 @@ def unlearning_loss(
     already >= its cap (inf: no cap), so a row stops being pushed at the step it reaches the holdout's
     typical loss, not only at the next evaluation. `row_nll_out["row_nll"]` receives those row NLLs,
     `row_nll_out["units"]` the unit of each term, `row_nll_out["push"]` the pushed forget rows [B].
-    `forget_pull_cap` [B] float (calibration.pull, with ``pull_weight`` > 0): a forget row whose NLL in
-    this pass is above it gets ``pull_weight x`` its mean NLL as a descent term (`forget_pull`).
+    `forget_pull_cap` [B] (calibration.pull): rows above it get ``pull_weight x`` their NLL (`_pull_back`).
     `state`: the objective's state across steps; `epoch`: epochs of the chunk completed before this
     step (PDU's warm-up reads it).
     A term whose rows are absent from the batch is exactly 0 (absent from the terms).
@@ -94,10 +93,8 @@ def unlearning_loss(
             scale = term_scale.get(term.unit, 1.0) if term_scale else 1.0
             total = total + (term.weight * scale) * term.value
     values = {name: term.value for name, term in found.items()}
-    pull = _pull_back(batch, is_forget, logp, pos, pull_weight)
-    if pull is not None:
-        total = total + pull_weight * pull
-        values[T.FORGET_PULL] = pull
+    if (pull := _pull_back(batch, is_forget, logp, pos, pull_weight)) is not None:
+        total, values[T.FORGET_PULL] = total + pull_weight * pull, pull
     if row_nll_out is not None:  # what each logged term is a mean over (global_terms)
         row_nll_out["units"] = {name: term.unit for name, term in found.items()}
         row_nll_out["push"] = push

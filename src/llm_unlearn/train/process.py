@@ -3,6 +3,7 @@ versions a run records."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -65,6 +66,22 @@ def install_signal_handlers(flag: dict) -> dict:
         except ValueError:  # not the main thread
             pass
     return old
+
+
+@contextlib.contextmanager
+def signals_stop_at_once(flag: dict, message: str):
+    """Inside: a signal (or one already received) ends the run now with TrainingInterrupted(message);
+    after: the flag's previous rule (in training: finish the step)."""
+    if flag["stop"]:
+        raise TrainingInterrupted(message)
+    before = flag["raise"]
+    flag["raise"] = True
+    try:
+        yield
+    except TrainingInterrupted:
+        raise TrainingInterrupted(message) from None
+    finally:
+        flag["raise"] = before
 
 
 def restore_signal_handlers(old: dict) -> None:
