@@ -103,7 +103,10 @@ def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None
         "evaluations": len(cal.get("evaluations", [])),
         # every calibration evaluation, compact: where the run went and what the selection saw
         "trajectory": [
-            {k: e.get(k) for k in ("step", "chunk", "mia_auc", "forget_em", "retain_em", "retain_rougeL", "proxy")}
+            {
+                k: e.get(k)
+                for k in ("step", "chunk", "mia_auc", "forget_em", "retain_em", "retain_rougeL", "proxy")
+            }
             for e in cal.get("evaluations", [])
         ],
         "selection_reason": cal.get("selection_reason"),
