@@ -21,11 +21,11 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _start(
-    url: str, n: int, lock: Path, sleep: float, seed: int, hold: Path | None = None
+    url: str, n: int, lock: Path, sleep: float, seed: int, hold: Path | None = None, nobeat: bool = False
 ) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     args = [sys.executable, str(WORKER), url, str(n), str(lock), str(sleep), str(seed)]
-    args += [str(hold)] if hold else []
+    args += [str(hold) if hold else "", "1" if nobeat else "0"]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -53,7 +53,11 @@ def test_two_workers_on_one_sqlite_study_finish_exactly_n_trials(tmp_path):
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes ran trials
 
 
-def test_sweep_killed_with_kill_9_and_rerun_keeps_the_budget(tmp_path):
+@pytest.mark.parametrize("nobeat", [False, True], ids=["optuna-beats", "killed-before-first-beat"])
+def test_sweep_killed_with_kill_9_and_rerun_keeps_the_budget(tmp_path, nobeat):
+    """killed-before-first-beat: the process dies before Optuna's heartbeat thread has beaten once (a
+    race that a loaded machine loses); a RUNNING trial without any heartbeat never goes stale, so
+    run_trials beats once itself before it lets the trial run."""
     n = 4
     # the uninterrupted reference
     ref = f"sqlite:///{tmp_path / 'ref.db'}"
@@ -63,7 +67,7 @@ def test_sweep_killed_with_kill_9_and_rerun_keeps_the_budget(tmp_path):
 
     url, lock = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "study.lock"
     hold = tmp_path / "in-trial-1"
-    p = _start(url, n, lock, 0.05, 0, hold)
+    p = _start(url, n, lock, 0.05, 0, hold, nobeat)
     deadline = time.time() + 90
     while not hold.exists() and time.time() < deadline:  # kill it in the middle of its second trial
         time.sleep(0.05)
@@ -73,7 +77,7 @@ def test_sweep_killed_with_kill_9_and_rerun_keeps_the_budget(tmp_path):
     before = _trials(url)
     killed = [t for t in before if t.state.name == "RUNNING"]
     assert len(killed) == 1
-    p = _start(url, n, lock, 0.05, 1)  # the same command again
+    p = _start(url, n, lock, 0.05, 1, nobeat=nobeat)  # the same command again
     assert p.wait(timeout=120) == 0, p.communicate()
     after = _trials(url)
     states = _states(after)

@@ -134,6 +134,7 @@ def run_trials(
     this process ran. While the budget is taken by trials running elsewhere, waits for them (or for
     their heartbeats to go stale: then their retries run here)."""
     from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
     from optuna.trial import TrialState
 
     ran = 0
@@ -158,6 +159,11 @@ def run_trials(
             continue
 
         def claimed(trial, _lock=lock):  # the trial is RUNNING in the storage: the slot is taken
+            # Its first heartbeat before the lock goes: Optuna's heartbeat thread may not have beaten
+            # yet, and a RUNNING trial without one is never stale (a process killed in that instant
+            # would hold a slot of the budget for ever, and every rerun would wait on it).
+            if is_heartbeat_enabled(study._storage):
+                study._storage.record_heartbeat(trial._trial_id)
             _lock.release()
             return objective(trial)
 
