@@ -88,35 +88,49 @@ def tiny_tokenizer_factory():
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A small synthetic SemEval-layout dataset, a BPE tokenizer, and a tiny OLMo-2 that has memorized
-    it (trained once per session, ~15 s). Returns a dict with data_dir, ds, tokenizer, state_dict,
-    model_dir (saved target model) and make_model() (a fresh copy of the memorized model)."""
+    it (trained once per test run, ~20 s: under pytest-xdist the first worker trains it under a file
+    lock and the others load its weights). Returns a dict with data_dir, ds, tokenizer, model_dir
+    (saved target model), root and make_model() (a fresh copy of the memorized model)."""
+    import fcntl
+    import os
+
     import torch
+    from safetensors.torch import load_file
 
     from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
     from llm_unlearn.demo import MEMORIZATION, memorization_texts
     from llm_unlearn.finetune import memorize_tiny
     from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
-    root = tmp_path_factory.mktemp("tiny_world")
     ds = make_synthetic_dataset(n_entities_per_task=3, seed=1)
-    write_synthetic_dataset(ds, root / "data")
     texts = memorization_texts(ds.forget + ds.retain, ds.documents)
     tok = train_bpe_tokenizer(texts + [d["document"] for d in ds.nonmember_docs], vocab_size=512)
-    torch.manual_seed(0)
-    model, info = memorize_tiny(  # the demo's schedule, a smaller model
-        texts,
-        tok,
-        **MEMORIZATION,
-        tiny_hidden=64,
-        tiny_layers=2,
-        tiny_intermediate=512,
-        max_steps=260,
-        lr=5e-3,
-        progress=False,
-    )
-    model.save_pretrained(root / "model", safe_serialization=True)
-    tok.save_pretrained(root / "model")
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    # one run's workers share the base temp's parent; a run without workers keeps its own base temp
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    model_dir = shared / "tiny_world_model"
+    with open(shared / "tiny_world.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (model_dir / "complete").is_file():
+            torch.manual_seed(0)
+            model, _ = memorize_tiny(  # the demo's schedule, a smaller model
+                texts,
+                tok,
+                **MEMORIZATION,
+                tiny_hidden=64,
+                tiny_layers=2,
+                tiny_intermediate=512,
+                max_steps=260,
+                lr=5e-3,
+                progress=False,
+            )
+            model.save_pretrained(model_dir, safe_serialization=True)
+            tok.save_pretrained(model_dir)
+            (model_dir / "complete").touch()
+    state = load_file(str(model_dir / "model.safetensors"))
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    write_synthetic_dataset(ds, root / "data")
 
     def make_model():
         m = build_tiny_olmo2(tok, hidden_size=64, num_layers=2)
@@ -128,9 +142,8 @@ def tiny_world(tmp_path_factory):
         "data_dir": root / "data",
         "ds": ds,
         "tokenizer": tok,
-        "model_dir": root / "model",
+        "model_dir": model_dir,
         "make_model": make_model,
-        "train_info": info,
         "root": root,
     }
 

@@ -134,7 +134,9 @@ def _coerce_declared(value: Any, current: Any, name: str, cls, field_name: str) 
     declared list[int] (lora.layers)."""
     import typing
 
-    hint = typing.get_type_hints(cls)[field_name]
+    from llm_unlearn.config.options import type_hints
+
+    hint = type_hints(cls)[field_name]
     args = typing.get_args(hint) or (hint,)
     if isinstance(value, str) and list[int] in args:
         parts = [x.strip() for x in str(value).split(",") if x.strip()]

@@ -24,6 +24,7 @@ import typing
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from llm_unlearn.config.options import type_hints
 from llm_unlearn.config.validate import _check_range, _type_error
 from llm_unlearn.errors import ConfigError
 
@@ -32,7 +33,7 @@ __all__ = ["fields_of", "add_flags", "read_flags", "check_options", "flag_name",
 
 def fields_of(cls) -> list[tuple[dataclasses.Field, Any]]:
     """(field, resolved type) of every declared field of the dataclass `cls`, in declaration order."""
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 

@@ -9,6 +9,8 @@ This module is over 400 lines on purpose: one declaration per option, all in one
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -462,15 +464,20 @@ class OptionSpec:
     own_check: bool
 
 
+@functools.cache
+def type_hints(cls) -> dict[str, Any]:
+    """typing.get_type_hints of a declared dataclass, resolved once per class (every parser built, and
+    every command, asks again: resolving them was most of building the parser). Read, never change."""
+    return typing.get_type_hints(cls)
+
+
 def option_specs(resolve_choices: bool = True) -> list[OptionSpec]:
     """Every option, in declaration order. With `resolve_choices`, the choices of objective.method are
     the method names (``presets.METHOD_NAMES``); without, that option has no fixed choices (the CLI's
     case: argparse takes any name and validate() refuses an unknown one in its own words)."""
-    import typing
-
     out = []
     for section, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         for f in dataclasses.fields(cls):
             m = f.metadata
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
