@@ -150,6 +150,36 @@ def _same_seed_spread(runs: list[dict]) -> dict:
     return {str(k): max(v) - min(v) for k, v in sorted(by.items())}
 
 
+def table_row(result: dict) -> str:
+    """One markdown row of the README's stability table from a result file (its overrides named)."""
+    s, o = result["summary"], result.get("overrides") or {}
+    name = ", ".join(f"`{k.split('.', 1)[1]}={v}`" for k, v in o.items()) or "the default"
+    ok = s["meets_target"]
+    short = {
+        "median_abs_auc_dev": "median",
+        "worst_abs_auc_dev": "worst",
+        "forget_em": "EM",
+        "retain": "retain",
+    }
+    mark = (
+        "**all met**"
+        if all(ok.values())
+        else "missed: " + ", ".join(short[k] for k, v in ok.items() if not v)
+    )
+    return (
+        f"| {name} | {s['runs']} | {s['auc']['min']:.3f} / {s['auc']['median']:.3f} / {s['auc']['max']:.3f} "
+        f"| {s['abs_auc_dev']['median']:.3f} / {s['abs_auc_dev']['worst']:.3f} "
+        f"| {s['forget_em']['median']:.3f} / {s['forget_em']['max']:.3f} "
+        f"| {s['retain_ratio']['min']:.3f} / {s['retain_ratio']['median']:.3f} | {mark} |"
+    )
+
+
+TABLE_HEAD = (
+    "| variant (options over the default) | runs | MIA AUC min / median / max | \\|AUC − 0.5\\| median / worst "
+    "| forget EM median / max | retain (× before) min / median | target |\n|---|---|---|---|---|---|---|"
+)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -159,7 +189,18 @@ def main(argv=None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="an unlearning option (YAML value)"
     )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-stability.json"))
+    ap.add_argument(
+        "--table",
+        nargs="+",
+        metavar="FILE",
+        help="print the README's table of these result files, run nothing",
+    )
     args = ap.parse_args(argv)
+    if args.table:
+        print(TABLE_HEAD)
+        for f in args.table:
+            print(table_row(json.loads(Path(f).read_text())))
+        return 0
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     threads = [int(x) for x in args.threads.split(",") if x.strip()]
     perturbs = [x for x in args.perturb.split(",") if x.strip()]
