@@ -153,7 +153,9 @@ def _same_seed_spread(runs: list[dict]) -> dict:
 def table_row(result: dict) -> str:
     """One markdown row of the README's stability table from a result file (its overrides named)."""
     s, o = result["summary"], result.get("overrides") or {}
-    name = ", ".join(f"`{k.split('.', 1)[1]}={v}`" for k, v in o.items()) or "the default"
+    name = (
+        result.get("label") or ", ".join(f"`{k.split('.', 1)[1]}={v}`" for k, v in o.items()) or "the default"
+    )
     ok = s["meets_target"]
     short = {
         "median_abs_auc_dev": "median",
@@ -189,13 +191,31 @@ def main(argv=None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="an unlearning option (YAML value)"
     )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-stability.json"))
+    ap.add_argument("--label", help="the name of this variant in the README's table (default: its options)")
     ap.add_argument(
         "--table",
         nargs="+",
         metavar="FILE",
         help="print the README's table of these result files, run nothing",
     )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="FILE",
+        help="write --out from these result files (the same options, other seeds: runs run in parallel)",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        if len({json.dumps(p.get("overrides") or {}, sort_keys=True) for p in parts}) != 1:
+            ap.error("--merge: the files were run with different options")
+        runs = [r for p in parts for r in p["runs"]]
+        merged = {**parts[0], "summary": summarize(runs), "runs": runs, "merged_from": len(parts)}
+        merged["seconds"] = round(sum(p["seconds"] for p in parts), 1)
+        merged["load_average"] = [x for p in parts for x in p["load_average"]]
+        atomic_write_json(args.out, merged)
+        print(json.dumps(merged["summary"], indent=1))
+        return 0
     if args.table:
         print(TABLE_HEAD)
         for f in args.table:
@@ -225,6 +245,7 @@ def main(argv=None) -> int:
         "what": "make demo for every seed x numeric perturbation (standing in for another CPU)",
         "target": TARGET,
         "overrides": overrides,
+        **({"label": args.label} if args.label else {}),
         "summary": summarize(runs),
         "runs": runs,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},

@@ -20,7 +20,10 @@ def _module():
     return mod
 
 
-@pytest.mark.parametrize("name", ["demo-stability.json", "demo-stability-no-spread.json"])
+FILES = sorted(p.name for p in RESULTS.glob("demo-stability*.json"))
+
+
+@pytest.mark.parametrize("name", FILES)
 def test_summary_is_recomputed_from_the_runs(name):
     d = json.loads((RESULTS / name).read_text())
     runs = d["runs"]
@@ -31,23 +34,44 @@ def test_summary_is_recomputed_from_the_runs(name):
     assert d["summary"] == _module().summarize(runs)
 
 
+@pytest.mark.parametrize("name", FILES)
+def test_the_readme_table_holds_every_committed_distribution_as_its_file_says(name):
+    row = _module().table_row(json.loads((RESULTS / name).read_text()))
+    assert row in (REPO / "README.md").read_text().splitlines(), row
+
+
+def test_merge_summarizes_the_union_of_the_runs_and_refuses_other_options(tmp_path, capsys):
+    mod = _module()
+    d = json.loads((RESULTS / "demo-stability.json").read_text())
+    a = {**d, "runs": d["runs"][:4], "summary": mod.summarize(d["runs"][:4])}
+    b = {**d, "runs": d["runs"][4:], "summary": mod.summarize(d["runs"][4:])}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    out = tmp_path / "m.json"
+    assert mod.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["runs"] == d["runs"] and m["summary"] == d["summary"]  # the parts' summaries disagree
+    assert a["summary"] != d["summary"]
+    (tmp_path / "c.json").write_text(json.dumps({**b, "overrides": {"calibration.revisit": True}}))
+    with pytest.raises(SystemExit):
+        mod.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(out)])
+    assert "different options" in capsys.readouterr().err
+
+
 def test_the_readme_reports_the_committed_distribution():
+    """The demo section's sentence is the default's file (its table row: the test above)."""
     text = (REPO / "README.md").read_text()
-    for name, label in (
-        ("demo-stability.json", "spread targets (the default)"),
-        ("demo-stability-no-spread.json", "one target for all"),
-    ):
-        s = json.loads((RESULTS / name).read_text())["summary"]
-        row = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
-        want = [
-            f"{s['auc']['min']:.3f} / {s['auc']['median']:.3f} / {s['auc']['max']:.3f}",
-            f"{s['abs_auc_dev']['median']:.3f}",
-            f"{s['abs_auc_dev']['worst']:.3f}",
-            f"{s['forget_em']['median']:.3f} / {s['forget_em']['max']:.3f}",
-            f"{s['retain_ratio']['min']:.3f} / {s['retain_ratio']['median']:.3f}",
-        ]
-        for w in want:
-            assert w in row, (label, w, row)
-    default = json.loads((RESULTS / "demo-stability.json").read_text())["summary"]
-    assert f"median |AUC − 0.5| **{default['abs_auc_dev']['median']:.3f}**" in text
-    assert f"worst **{default['abs_auc_dev']['worst']:.3f}**" in text
+    d = json.loads((RESULTS / "demo-stability.json").read_text())
+    assert d["label"].startswith("**the default**")
+    s = d["summary"]
+    assert f"median |AUC − 0.5| **{s['abs_auc_dev']['median']:.3f}**" in text
+    assert f"worst **{s['abs_auc_dev']['worst']:.3f}**" in text
+    assert f"**{s['auc']['min']:.3f} – {s['auc']['max']:.3f}, median\n{s['auc']['median']:.3f}**" in text
+
+
+def test_the_defaults_file_ran_with_the_gated_defaults():
+    """Its options are exactly what a gated calibrated run now takes (so the row is the default's)."""
+    from llm_unlearn.config import GATED_DEFAULTS
+
+    over = json.loads((RESULTS / "demo-stability.json").read_text())["overrides"]
+    assert {k: v for k, v in over.items() if k != "calibration.pull_band"} == GATED_DEFAULTS

@@ -157,7 +157,8 @@ def _calibration_flags(world, tmp_path: Path) -> list[str]:
 def test_calibrated_run_under_fsdp_evaluates_the_sharded_model_as_one_process(tiny_world, tmp_path):
     """Evaluation on the sharded weights (every process evaluates, FSDP2 gathers each unit): the same
     evaluations and the same selected state as one process, and the kept adapter within the bound."""
-    flags = _calibration_flags(tiny_world, tmp_path)
+    # under FSDP a gated run keeps its optimizer per chunk (config.GATED_DEFAULTS): so does the reference
+    flags = [*_calibration_flags(tiny_world, tmp_path), "--optimizer-scope", "chunk"]
     single = tmp_path / "single"
     assert cli.main(["--quiet", "train", *_args(tiny_world, single), *flags]) == 0
     out = tmp_path / "fsdp"

@@ -262,7 +262,7 @@ class ScheduleOptions:
     )
     optimizer_scope: str = opt(
         "chunk",
-        "chunk: fresh optimizer + LR decay per chunk (seed) | run: one for all",
+        "chunk: fresh optimizer + LR decay per chunk (seed) | run: one for all (a gated calibrated run that leaves it unset: run, except under FSDP)",
         flag="--optimizer-scope",
         choices=OPTIMIZER_SCOPES,
     )
@@ -366,26 +366,26 @@ class CalibrationOptions:
     )
     dense_near: float = opt(
         0.0,
-        "with eval_every auto: once the last evaluation's MIA AUC is within this of 0.5, evaluate 4 times as often, so that the crossing of 0.5 falls between two close evaluations instead of between two far ones (0: off)",
+        "with eval_every auto: once the last evaluation's MIA AUC is within this of 0.5, evaluate 4 times as often, so that the crossing of 0.5 falls between two close evaluations instead of between two far ones (0: off; a gated calibrated run that leaves it unset: 0.15)",
         range=_pos(0, high=0.5),
     )
     push_answered: bool = opt(
         False,
-        "with the gate: a sampled forget record whose greedy answer still matched exactly at the last evaluation stays pushed whatever its document's gate says, so that the knowledge is forgotten and not only the document's loss raised",
+        "with the gate: a sampled forget record whose greedy answer still matched exactly at the last evaluation stays pushed whatever its document's gate says, so that the knowledge is forgotten and not only the document's loss raised (a gated calibrated run that leaves it unset: true)",
     )
     retain_floor: float = opt(
         0.0,
-        "quality floor of the selection and the calibrated stop: a candidate whose sampled retain EM or ROUGE-L is below this x its value at the first evaluation comes after every one that is not (0: off)",
+        "quality floor of the selection and the calibrated stop: a candidate whose sampled retain EM or ROUGE-L is below this x its value at the first evaluation comes after every one that is not (0: off; a gated calibrated run that leaves it unset: 0.9)",
         range=_pos(0, high=1),
     )
     forget_em_max: float = opt(
         1.0,
-        "quality floor of the selection and the calibrated stop: a candidate whose sampled forget EM is above this comes after every one that is not (1: off)",
+        "quality floor of the selection and the calibrated stop: a candidate whose sampled forget EM is above this comes after every one that is not (1: off; a gated calibrated run that leaves it unset: 0.2)",
         range=_pos(0, high=1),
     )
     pull: float = opt(
         0.0,
-        "with the gate and --unlearn-documents: the weight of a descent term on the forget document rows whose loss in the batch is above the holdout quantile pull_band above their own target, so that a document pushed past unseen is drawn back (the forget term's fixed point becomes the holdout's loss distribution instead of a floor); 0: off",
+        "with the gate and --unlearn-documents: the weight of a descent term on the forget document rows whose loss in the batch is above the holdout quantile pull_band above their own target, so that a document pushed past unseen is drawn back (the forget term's fixed point becomes the holdout's loss distribution instead of a floor); 0: off (a gated calibrated run that leaves it unset: 1)",
         range=_pos(0),
     )
     pull_band: float = opt(
