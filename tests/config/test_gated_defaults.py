@@ -83,3 +83,23 @@ def test_a_saved_config_is_rebuilt_as_it_ran():
 def test_the_upstream_presets_are_not_gated_runs(name):
     # they reproduce their systems exactly: no holdout, so none of the gated defaults reaches them
     assert not uses_gated_defaults(build_config(preset=name))
+
+
+@pytest.mark.parametrize("key", list(GATED_DEFAULTS))
+def test_each_options_help_names_its_gated_value(key):
+    """The options table (README) says what a gated run takes: the help of each option names it."""
+    from llm_unlearn.config import option_specs
+
+    spec = next(s for s in option_specs() if s.key == key)
+    v = GATED_DEFAULTS[key]
+    shown = "true" if v is True else (f"{v:g}" if isinstance(v, float) else str(v))
+    assert f"a gated calibrated run that leaves it unset: {shown}" in spec.help, (key, spec.help)
+
+
+def test_the_run_says_which_it_took(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="llm_unlearn.config"):
+        build_config(overrides={**H, "calibration.pull": 0.0})
+    line = next(r.getMessage() for r in caplog.records if "calibrated run with the gate" in r.getMessage())
+    assert "calibration.push_answered=True" in line and "calibration.pull=" not in line

@@ -287,16 +287,21 @@ def build_config(
     return cfg
 
 
-def uses_calibrated_budget(cfg: UnlearnConfig) -> bool:
-    """Whether the run is calibrated (a holdout, the gate or the calibrated stop, evaluations on), so
-    that its epochs are a ceiling the calibration ends early (calibration.max_epochs)."""
+def _evaluates_against_a_holdout(cfg: UnlearnConfig, modes: tuple[str, ...]) -> bool:
+    """A holdout, calibration.mode in `modes`, evaluations during training on."""
     c = cfg.calibration
-    if not c.holdout or c.mode not in ("gate", "stop") or c.max_epochs is None:
+    if not c.holdout or c.mode not in modes:
         return False
     try:
         return eval_interval(c.eval_every) != "off"
     except ConfigError:  # a bad value: validate() says so
         return False
+
+
+def uses_calibrated_budget(cfg: UnlearnConfig) -> bool:
+    """Whether the run is calibrated (a holdout, the gate or the calibrated stop, evaluations on), so
+    that its epochs are a ceiling the calibration ends early (calibration.max_epochs)."""
+    return cfg.calibration.max_epochs is not None and _evaluates_against_a_holdout(cfg, ("gate", "stop"))
 
 
 # What a gated calibrated run uses for the options its preset, YAML file and flags leave unset (issue
@@ -316,16 +321,12 @@ GATED_DEFAULTS = {
 
 def uses_gated_defaults(cfg: UnlearnConfig) -> bool:
     """A calibrated run with the gate (a holdout, mode gate, evaluations on): GATED_DEFAULTS apply."""
-    c = cfg.calibration
-    if not c.holdout or c.mode != "gate":
-        return False
-    try:
-        return eval_interval(c.eval_every) != "off"
-    except ConfigError:  # a bad value: validate() says so
-        return False
+    return _evaluates_against_a_holdout(cfg, ("gate",))
 
 
-def _fsdp_asked() -> bool:
+def fsdp_asked() -> bool:
+    """accelerate was asked for FSDP over several processes (its environment; train/sharding.py adds
+    the device check)."""
     import os
 
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
@@ -337,11 +338,15 @@ def apply_gated_defaults(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnConfi
     optimizer stays per chunk (its state is sharded: train/sharding.py)."""
     if not uses_gated_defaults(cfg):
         return cfg
+    taken = []
     for key, value in GATED_DEFAULTS.items():
-        if key in explicit or (key == "schedule.optimizer_scope" and _fsdp_asked()):
+        if key in explicit or (key == "schedule.optimizer_scope" and fsdp_asked()):
             continue
         section, name = key.split(".")
         setattr(getattr(cfg, section), name, value)
+        taken.append(f"{key}={value}")
+    if taken:
+        log.info("calibrated run with the gate: %s (set any of them to change it)", ", ".join(taken))
     return cfg
 
 

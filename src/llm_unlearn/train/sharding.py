@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 def cpu_fsdp_requested() -> bool:
     """True when accelerate was asked for FSDP, several processes run, and there is no GPU (so
     accelerate itself will not shard: its FSDP switch applies to accelerators only)."""
-    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    return asked and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    from llm_unlearn.config import fsdp_asked
+
+    return fsdp_asked() and not torch.cuda.is_available()
 
 
 def check_cpu_fsdp(cfg) -> None:
