@@ -213,7 +213,9 @@ with torch.no_grad():
         copy_whole_into(params[n], v)
 now = trainable_state(m)
 assert kept.keys() == now.keys() and all(torch.equal(kept[k], now[k]) for k in kept)
-print("restored", dist.get_rank())
+print("restored", dist.get_rank(), flush=True)
+dist.barrier()
+dist.destroy_process_group()  # else a rank may exit with gloo's threads still up: abort at exit
 """
 
 
