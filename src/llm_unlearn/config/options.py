@@ -390,7 +390,7 @@ class CalibrationOptions:
     )
     pull_band: float = opt(
         0.1,
-        "the hysteresis of calibration.pull, in quantiles of the holdout losses: a document is pushed while below its target quantile q, pulled back while above q + pull_band, left alone between",
+        "the hysteresis of calibration.pull, in quantiles of the holdout losses: a document is pushed while below its target quantile q, pulled back while above q + pull_band, left alone between (a gated calibrated run that leaves it unset: 0.25)",
         range=_pos(0, high=1),
     )
     max_epochs: float | None = opt(
@@ -398,6 +398,12 @@ class CalibrationOptions:
         "passes over each chunk of a calibrated run (a holdout, mode gate or stop, evaluations on) that does not set schedule.epochs: the gate and the calibrated stop end chunks and the run early, so the budget is a ceiling; null: schedule.epochs' default (5) as in an uncalibrated run",
         flag="--max-epochs",
         range=_pos(0, open_low=True, high=1e6),
+    )
+    last_chunk_factor: float = opt(
+        1.0,
+        "the last chunk's passes as a multiple of schedule.epochs: it is where a calibrated run stops and is selected, and its rows see the smallest learning rate of a decaying run-long schedule; the calibrated stop ends it early, so a larger budget costs time only where the run has not reached its target (a gated calibrated run that leaves it unset: 2)",
+        flag="--last-chunk-factor",
+        range=_pos(0, open_low=True, high=100),
     )
     revisit: bool = opt(
         False,

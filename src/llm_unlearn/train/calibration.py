@@ -51,6 +51,11 @@ more steps only make the forget data *less* familiar than unseen data), or when 
 gated off ("all forget units look unseen"). In an earlier chunk, a chunk whose forget rows are all
 gated off ends early.
 
+**The last chunk's budget** (`calibration.last_chunk_factor`, 2 in a gated calibrated run). With one
+optimizer for the run and a decaying learning rate, the last chunk, where the run stops and is selected,
+trains its new units at the smallest rates of the schedule; its passes are `factor x schedule.epochs`
+(`train/prepare.chunk_epochs`), which also stretches the schedule, and the calibrated stop ends it early.
+
 **Selection** (`select_best`). Every evaluation is a candidate checkpoint. With quality floors
 (`calibration.retain_floor` r, `calibration.forget_em_max` f; `meets_floors`) the candidates whose
 sampled retain EM and ROUGE-L are each >= r x the run's first evaluation and whose forget EM is <= f

@@ -24,7 +24,7 @@ from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl, sha256_f
 from llm_unlearn.plots import plot_run
 from llm_unlearn.train import checkpoint as ckpt
 from llm_unlearn.train.effect import measure_run
-from llm_unlearn.train.prepare import Prepared, prepare
+from llm_unlearn.train.prepare import Prepared, chunk_epochs, prepare
 from llm_unlearn.train.process import (
     any_process,
     install_signal_handlers,
@@ -111,7 +111,6 @@ class ChunkLoop:
         saved = prep.saved
         self.history: list[dict] = list(saved.get("log_history", [])) if saved else []
         self.chunk_summaries: list[dict] = list(saved.get("chunks", [])) if saved else []
-        self.offset = saved.get("steps_done", sum(prep.per_chunk_steps[: prep.start_chunk])) if saved else 0
         self.calib_action: str | None = None
         prep.out.mkdir(parents=True, exist_ok=True)  # only now: bad data, options or model leave no directory
         if is_main_process():
@@ -121,11 +120,10 @@ class ChunkLoop:
         self.trainer = self._build_trainer()
         if saved:  # e.g. PDU's multiplier, RMU's control vector
             self.trainer.objective_state = dict(saved.get("objective_state") or {})
-        self.progress = Progress(
-            sum(prep.per_chunk_steps),
-            sum(prep.per_chunk_steps[: prep.start_chunk]),
-            enabled=prep.cfg.train.progress and is_main_process(),
-        )
+        done = sum(prep.per_chunk_steps[: prep.start_chunk])
+        self.offset = saved.get("steps_done", done) if saved else 0
+        on = prep.cfg.train.progress and is_main_process()
+        self.progress = Progress(sum(prep.per_chunk_steps), done, enabled=on)
         self.calib = self._build_calibrator()
         self.run_opt, self.run_sched = self._run_optimizer()
 
@@ -271,6 +269,7 @@ class ChunkLoop:
         trainer.optimizer, trainer.lr_scheduler = self.run_opt, self.run_sched  # None: fresh per chunk
         n_hist = len(self.history)
         self.calib_action = None
+        trainer.args.num_train_epochs = chunk_epochs(p.cfg, c, len(p.plan))  # as per_chunk_steps counts
         trainer.train()
         if (
             self.stop_flag["stop"]

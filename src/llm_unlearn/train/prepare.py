@@ -209,7 +209,18 @@ def _tokenize_and_plan(prep: Prepared) -> None:
     device = next(prep.model.parameters()).device
     prep.args = args = build_training_args(cfg, prep.out, resolve_dtype(cfg.model.dtype, device))
     batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
-    prep.per_chunk_steps = [steps_per_chunk(len(c), batch, world_size(), accum, s.epochs) for c in prep.plan]
+    n = len(prep.plan)
+    prep.per_chunk_steps = [
+        steps_per_chunk(len(rows), batch, world_size(), accum, chunk_epochs(cfg, c, n))
+        for c, rows in enumerate(prep.plan)
+    ]
+
+
+def chunk_epochs(cfg, chunk: int, n_chunks: int) -> float:
+    """Passes over chunk ``chunk`` of ``n_chunks``: schedule.epochs, times calibration.last_chunk_factor
+    for the last one."""
+    last = chunk == n_chunks - 1
+    return cfg.schedule.epochs * (float(cfg.calibration.last_chunk_factor) if last else 1.0)
 
 
 def _tokens(tokenizer, records, kw: dict) -> list[dict]:
