@@ -110,9 +110,22 @@ def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None
             for e in cal.get("evaluations", [])
         ],
         "selection_reason": cal.get("selection_reason"),
+        "options": effective_options(run.get("config") or {}),
         "unlearn_steps": r["timing"]["unlearn_steps"],
         "seconds": round(time.time() - t0, 1),
     }
+
+
+def effective_options(config: dict) -> dict:
+    """The run's values of every option a gated calibrated run may take by default (run.json's config):
+    what the run really used, whether from --set or from config.GATED_DEFAULTS."""
+    from llm_unlearn.config import GATED_DEFAULTS
+
+    out = {}
+    for key in GATED_DEFAULTS:
+        section, name = key.split(".")
+        out[key] = (config.get(section) or {}).get(name)
+    return out
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -140,6 +153,16 @@ def summarize(runs: list[dict]) -> dict:
 
 def _mmm(xs: list[float]) -> dict:
     return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
+
+
+def _options_of(result: dict) -> str:
+    """What a result file ran with, for --merge: the effective options its runs recorded (the same
+    whether they came from --set or from the gated defaults), else (older files) its --set options."""
+    runs = result.get("runs") or []
+    if runs and all("options" in r for r in runs):
+        seen = {json.dumps(r["options"], sort_keys=True) for r in runs}
+        return seen.pop() if len(seen) == 1 else "mixed: " + " | ".join(sorted(seen))
+    return json.dumps(result.get("overrides") or {}, sort_keys=True)
 
 
 def _same_seed_spread(runs: list[dict]) -> dict:
@@ -177,7 +200,7 @@ def table_row(result: dict) -> str:
 
 
 TABLE_HEAD = (
-    "| variant (options over the default) | runs | MIA AUC min / median / max | \\|AUC − 0.5\\| median / worst "
+    "| variant (unlabelled: options over the previous default) | runs | MIA AUC min / median / max | \\|AUC − 0.5\\| median / worst "
     "| forget EM median / max | retain (× before) min / median | target |\n|---|---|---|---|---|---|---|"
 )
 
@@ -207,7 +230,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        if len({json.dumps(p.get("overrides") or {}, sort_keys=True) for p in parts}) != 1:
+        if len({_options_of(p) for p in parts}) != 1:
             ap.error("--merge: the files were run with different options")
         runs = [r for p in parts for r in p["runs"]]
         merged = {**parts[0], "summary": summarize(runs), "runs": runs, "merged_from": len(parts)}

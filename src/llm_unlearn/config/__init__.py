@@ -313,9 +313,11 @@ GATED_DEFAULTS = {
     "schedule.optimizer_scope": "run",
     "calibration.push_answered": True,
     "calibration.pull": 1.0,
+    "calibration.pull_band": 0.25,
     "calibration.retain_floor": 0.9,
     "calibration.forget_em_max": 0.2,
     "calibration.dense_near": 0.15,
+    "calibration.last_chunk_factor": 2.0,
 }
 
 
