@@ -25,7 +25,9 @@ def _entries(path=RESULTS):
 
 
 @pytest.mark.parametrize(
-    "entry", _entries() + _entries(GATED) + _entries(GATED_V1), ids=lambda e: f"{e['model']}/{e['run']}/{e['evaluation_dir']}"
+    "entry",
+    _entries() + _entries(GATED) + _entries(GATED_V1),
+    ids=lambda e: f"{e['model']}/{e['run']}/{e['evaluation_dir']}",
 )
 def test_quality_entry_recomputes_from_its_evaluation_directory(entry):
     d = REPO / entry["evaluation_dir"]

@@ -123,17 +123,17 @@ def _history(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
 
 
-def _sgd_rtol(world, adapter: dict) -> float:
+def _sgd_rtol(world, adapter: dict, steps: int = STEPS) -> float:
     _, n_eff = _reduction_lengths(world, sum(v.numel() for v in adapter.values()))
-    return STEPS * n_eff * U32
+    return steps * n_eff * U32
 
 
-def _assert_close_adapters(world, a: dict, b: dict, passes: int = 1) -> None:
+def _assert_close_adapters(world, a: dict, b: dict, passes: int = 1, steps: int = STEPS) -> None:
     """Relative difference of every adapter tensor (as a whole) within the SGD bound; per tensor and
     not per element, because an element whose sum cancels has no useful relative bound. `passes`:
     gradients computed per step (2 under SAM: g sets eps, g' the step; each adds its own rounding)."""
     assert a.keys() == b.keys()
-    rtol = passes * _sgd_rtol(world, a)
+    rtol = passes * _sgd_rtol(world, a, steps)
     assert rtol < 0.1  # the bound still means something
     for k in a:
         rel = float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-30))
