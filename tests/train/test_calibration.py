@@ -307,3 +307,30 @@ def test_evaluations_are_denser_once_the_auc_is_near_one_half():
     off = Calibrator(build_config(), None, [80, 48], "auto")
     off.evaluations = [{"mia_auc": 0.5}]
     assert off.every(0) == 20  # dense_near 0 (the default): off
+
+
+def test_an_anchor_is_a_measured_state_that_did_not_overshoot_and_meets_the_floors():
+    start = {"retain_em": 1.0, "retain_rougeL": 1.0, "forget_em": 1.0, "mia_auc": 1.0}
+    floors = {"retain_floor": 0.9, "forget_em_max": 0.2}
+    ok = {"mia_auc": 0.62, "retain_em": 1.0, "retain_rougeL": 0.95, "forget_em": 0.1}
+    assert cal.is_anchor(ok, start, tolerance=0.05, **floors)
+    # exactly at the overshoot line is not an overshoot; one ulp below is
+    assert cal.is_anchor({**ok, "mia_auc": 0.45}, start, tolerance=0.05, **floors)
+    assert not cal.is_anchor({**ok, "mia_auc": math.nextafter(0.45, 0)}, start, tolerance=0.05, **floors)
+    assert not cal.is_anchor({**ok, "mia_auc": None}, start, tolerance=0.05, **floors)
+    assert not cal.is_anchor({**ok, "mia_auc": float("nan")}, start, tolerance=0.05, **floors)
+    assert not cal.is_anchor({**ok, "retain_em": 0.85}, start, tolerance=0.05, **floors)
+    assert not cal.is_anchor({**ok, "forget_em": 0.25}, start, tolerance=0.05, **floors)
+    assert cal.is_anchor({**ok, "forget_em": 0.25}, start, tolerance=0.05)  # no floors
+
+
+def test_should_backtrack_on_an_overshoot_only_with_backtracks_left_and_an_anchor():
+    kw = {"tolerance": 0.05, "left": 1, "anchored": True}
+    assert cal.should_backtrack(0.40, **kw)
+    assert not cal.should_backtrack(0.45, **kw)  # on the line: not an overshoot
+    assert not cal.should_backtrack(0.55, **kw)
+    assert not cal.should_backtrack(0.90, **kw)
+    assert not cal.should_backtrack(None, **kw)
+    assert not cal.should_backtrack(float("nan"), **kw)
+    assert not cal.should_backtrack(0.40, **{**kw, "left": 0})
+    assert not cal.should_backtrack(0.40, **{**kw, "anchored": False})

@@ -405,6 +405,17 @@ class CalibrationOptions:
         flag="--last-chunk-factor",
         range=_pos(0, open_low=True, high=100),
     )
+    backtrack: int = opt(
+        0,
+        "after an evaluation whose MIA AUC is below 0.5 - tolerance (an overshoot), go back to the latest evaluation that was not one and met the quality floors (its adapter weights and optimizer state) and train on with the learning rate x backtrack_factor, at most this many times a run; then an overshoot stops the run as before (0: off)",
+        flag="--backtrack",
+        range=_pos(0, high=100),
+    )
+    backtrack_factor: float = opt(
+        0.5,
+        "with calibration.backtrack: the learning rate's factor after each backtrack (compounding)",
+        range=_pos(0, open_low=True, high=1, open_high=True),
+    )
     revisit: bool = opt(
         False,
         "with the gate: the last chunk also holds every earlier chunk's forget rows, the gate deciding which are pushed, so that units that relapsed while later chunks trained are pushed back before the run stops (the last chunk grows by the earlier forget rows)",

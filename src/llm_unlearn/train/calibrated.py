@@ -35,6 +35,11 @@ class Calibrator:
         )
         self.stop_reason: str | None = None
         self.chunk_ends: list[dict[str, Any]] = []
+        # calibration.backtrack: the state an overshoot goes back to (evaluation index, adapter weights),
+        # whether the latest evaluation became it (the loop then saves its optimizer state), what was done
+        self.anchor: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.anchor_taken = False
+        self.backtracks: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -160,9 +165,18 @@ class Calibrator:
         return cal.candidate_key(ev, self.evaluations[0], **self.floors)
 
     # ------------------------------------------------------------------ one evaluation
-    def evaluate(self, model, *, step: int, chunk: int, chunk_rows: list[int] | None = None) -> str | None:
+    def evaluate(
+        self,
+        model,
+        *,
+        step: int,
+        chunk: int,
+        chunk_rows: list[int] | None = None,
+        can_continue: bool = True,
+    ) -> str | None:
         """Evaluate now; returns "stop" (end the run), "end_chunk" (this chunk's forget rows all look
-        unseen) or None."""
+        unseen), "backtrack" (an overshoot: go back to the anchor, `take_backtrack`; only when
+        ``can_continue``, i.e. steps are left to train) or None."""
         first = not self.evaluations
         if first:  # minutes on a large model, with no bar of its own: say what it is doing
             m = self.monitor
@@ -198,6 +212,8 @@ class Calibrator:
             self.best_state = trainable_state(model)  # whole tensors (gathered under FSDP)
         if self.c.mode == "off":
             return None
+        if self._backtrack_due(model, ev, can_continue):
+            return "backtrack"
         last = chunk == len(self.per_chunk_steps) - 1
         reason = cal.should_stop(
             ev.get("mia_auc"),
@@ -215,6 +231,41 @@ class Calibrator:
             )
             return "end_chunk"
         return None
+
+    def _backtrack_due(self, model, ev, can_continue: bool) -> bool:
+        """calibration.backtrack: keep the latest anchor (`calibration.is_anchor`), or say that this
+        overshoot goes back to it."""
+        n = int(self.c.backtrack)
+        if n <= 0:
+            return False
+        tol = float(self.c.tolerance)
+        if cal.is_anchor(ev, self.evaluations[0], tolerance=tol, **self.floors):
+            self.anchor = (len(self.evaluations) - 1, trainable_state(model))
+            self.anchor_taken = True
+            return False
+        return can_continue and cal.should_backtrack(
+            ev.get("mia_auc"), tolerance=tol, left=n - len(self.backtracks), anchored=self.anchor is not None
+        )
+
+    def take_backtrack(self, model, *, step: int, factor: float) -> dict[str, Any]:
+        """Load the anchor's adapter weights into ``model`` and record the backtrack (the loop restores
+        the optimizer state and scales the learning rate); returns the record."""
+        idx, state = self.anchor
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for n, v in state.items():
+                copy_whole_into(params[n], v)
+        to = self.evaluations[idx]
+        entry = {
+            "step": step,
+            "mia_auc": self.evaluations[-1].get("mia_auc"),
+            "to_evaluation": idx + 1,
+            "to_step": to.get("step"),
+            "to_mia_auc": to.get("mia_auc"),
+            "lr_factor": float(factor) ** (len(self.backtracks) + 1),
+        }
+        self.backtracks.append(entry)
+        return entry
 
     # ------------------------------------------------------------------ end of run
     def finish(self, model) -> dict[str, Any]:
@@ -243,6 +294,7 @@ class Calibrator:
             "selection_reason": reason,
             "stop_reason": self.stop_reason,
             "chunks_ended_early": self.chunk_ends,
+            "backtracks": self.backtracks,
         }
 
     def state(self) -> dict[str, Any]:
@@ -253,6 +305,7 @@ class Calibrator:
             "caps": self.caps,
             "stop_reason": self.stop_reason,
             "chunk_ends": self.chunk_ends,
+            "backtracks": self.backtracks,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
@@ -265,6 +318,9 @@ class Calibrator:
         self.caps = {int(k): v for k, v in st["caps"].items()} if st.get("caps") else None
         self.stop_reason = st.get("stop_reason")
         self.chunk_ends = list(st.get("chunk_ends", []))
+        self.backtracks = list(
+            st.get("backtracks", [])
+        )  # the anchor itself is not saved: none until the next
         self.best_state = best_state
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
             self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}

@@ -56,6 +56,14 @@ optimizer for the run and a decaying learning rate, the last chunk, where the ru
 trains its new units at the smallest rates of the schedule; its passes are `factor x schedule.epochs`
 (`train/prepare.chunk_epochs`), which also stretches the schedule, and the calibrated stop ends it early.
 
+**Backtracking** (`calibration.backtrack` n > 0, `backtrack_factor` f). An evaluation whose AUC is below
+`0.5 - tolerance` is an overshoot wherever it happens (in an earlier chunk the units not reached yet only
+hold the AUC up). Instead of stopping there (the last chunk) or training on (an earlier one), the run goes
+back to its *anchor*, the latest evaluation that was not an overshoot and met the quality floors
+(`is_anchor`): that evaluation's adapter weights and optimizer state, and the learning rate times f from
+then on (compounding), then trains the remaining steps of the chunk. At most n times a run; then the
+rules above apply. Never after the last chunk's own end (no step would be left to take).
+
 **Selection** (`select_best`). Every evaluation is a candidate checkpoint. With quality floors
 (`calibration.retain_floor` r, `calibration.forget_em_max` f; `meets_floors`) the candidates whose
 sampled retain EM and ROUGE-L are each >= r x the run's first evaluation and whose forget EM is <= f
@@ -228,6 +236,30 @@ def should_stop(
     if mia_auc < 0.5 - tolerance:
         return f"overshoot: MIA AUC {mia_auc:.3f} < {0.5 - tolerance:.3f} (the forget data looks less familiar than unseen data)"
     return None
+
+
+def is_anchor(
+    ev: Mapping[str, Any],
+    start: Mapping[str, Any] | None,
+    *,
+    tolerance: float,
+    retain_floor: float = 0.0,
+    forget_em_max: float = 1.0,
+) -> bool:
+    """Whether evaluation ``ev`` is a state a backtrack may return to: its MIA AUC was measured and is
+    not below ``0.5 - tolerance`` (not an overshoot), and it meets the quality floors."""
+    auc = ev.get("mia_auc")
+    if auc is None or not math.isfinite(auc) or auc < 0.5 - tolerance:
+        return False
+    return meets_floors(ev, start, retain_floor=retain_floor, forget_em_max=forget_em_max)
+
+
+def should_backtrack(mia_auc: float | None, *, tolerance: float, left: int, anchored: bool) -> bool:
+    """Whether to go back to the anchor now: the AUC overshot (below ``0.5 - tolerance``), backtracks are
+    left and an anchor exists."""
+    if left <= 0 or not anchored or mia_auc is None or not math.isfinite(mia_auc):
+        return False
+    return mia_auc < 0.5 - tolerance
 
 
 def select_best(

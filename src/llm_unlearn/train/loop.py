@@ -10,6 +10,7 @@ forget rows, may end a chunk or the run, and keeps the best evaluation's weights
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from llm_unlearn.errors import TrainingInterrupted, UserError
 from llm_unlearn.io_utils import atomic_write_json, atomic_write_jsonl, sha256_file
 from llm_unlearn.plots import plot_run
 from llm_unlearn.train import checkpoint as ckpt
+from llm_unlearn.train.backtrack import after_evaluation
 from llm_unlearn.train.effect import measure_run
 from llm_unlearn.train.prepare import Prepared, chunk_epochs, prepare
 from llm_unlearn.train.process import (
@@ -205,13 +207,12 @@ class ChunkLoop:
         once; the one at a chunk's end belongs to that chunk's checkpoint and runs to its end."""
         plan = self.prep.plan
         rows = [i for kind, i in plan[c] if kind == "forget"]
-        if not interruptible:
-            action = self.calib.evaluate(self.trainer.model, step=step, chunk=c, chunk_rows=rows)
-        else:
-            with self.signals_stop_at_once(
-                f"in chunk {c + 1}/{len(plan)}, during the evaluation at step {step}"
-            ):
-                action = self.calib.evaluate(self.trainer.model, step=step, chunk=c, chunk_rows=rows)
+        where = f"in chunk {c + 1}/{len(plan)}, during the evaluation at step {step}"
+        with self.signals_stop_at_once(where) if interruptible else contextlib.nullcontext():
+            more = interruptible or c + 1 < len(plan)  # steps are left to train after it
+            action = self.calib.evaluate(
+                self.trainer.model, step=step, chunk=c, chunk_rows=rows, can_continue=more
+            )
         self.calib.apply_to(self.trainer)
         self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
         ev = self.calib.evaluations[-1]
@@ -219,7 +220,7 @@ class ChunkLoop:
         self.history.append({"step": step, "chunk": c + 1, **extra})
         self.progress.postfix_eval(ev)
         SWEEP_HOOKS["on_evaluation"](ev)  # a sweep reports it to its trial (which may be pruned here)
-        return action
+        return after_evaluation(self, action, step)  # calibration.backtrack: the optimizer's side
 
     def signals_stop_at_once(self, where: str):
         """`process.signals_stop_at_once` with the message of this run: where, and what is saved."""
