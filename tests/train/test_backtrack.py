@@ -130,3 +130,16 @@ def test_load_optimizer_snapshot_none_clears_the_moments_and_keeps_the_rate():
     assert opt.param_groups[0]["lr"] == 0.05  # the schedule's, not the snapshot's
     bt.load_optimizer_snapshot(opt, None)
     assert len(opt.state) == 0 and opt.param_groups[0]["lr"] == 0.05
+
+
+def test_a_resumed_calibration_keeps_its_backtracks_and_their_rate_factor():
+    from llm_unlearn.config import build_config
+    from llm_unlearn.train.calibrated import Calibrator
+
+    cfg = build_config(overrides={"calibration.backtrack": 3, "calibration.backtrack_factor": 0.4})
+    calib = Calibrator(cfg, None, [4, 4], "chunk")
+    assert calib.lr_factor() == 1.0
+    done = [{"step": 3, "lr_factor": 0.4}, {"step": 5, "lr_factor": 0.4**2}]
+    calib.restore({"evaluations": [], "backtracks": done}, None)
+    assert calib.backtracks == done and calib.lr_factor() == pytest.approx(0.16)
+    assert calib.anchor is None  # not saved: the next evaluation that qualifies becomes one

@@ -267,6 +267,10 @@ class Calibrator:
         self.backtracks.append(entry)
         return entry
 
+    def lr_factor(self) -> float:
+        """The learning rate's factor from the backtracks so far (1 without any)."""
+        return float(self.c.backtrack_factor) ** len(self.backtracks)
+
     # ------------------------------------------------------------------ end of run
     def finish(self, model) -> dict[str, Any]:
         """Load the selected weights into `model`; returns run.json's `calibration` entry."""

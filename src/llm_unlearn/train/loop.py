@@ -175,6 +175,7 @@ class ChunkLoop:
         )
         if calib is not None and p.saved is not None and p.saved.get("calibration"):
             calib.restore(p.saved["calibration"], ckpt.load_best_state(p.out / ckpt.CHECKPOINT))
+            p.args.learning_rate *= calib.lr_factor()  # calibration.backtrack's (chunk optimizers)
         return calib
 
     def _run_optimizer(self):
@@ -257,8 +258,7 @@ class ChunkLoop:
                 self.trainer.selector.remove()
 
     def _train_chunk(self, c: int) -> str | None:
-        """Train chunk c, evaluate at its end (calibrated runs), checkpoint. Returns the calibration's
-        action ("stop" ends the run)."""
+        """Train chunk c, evaluate at its end (calibrated runs), checkpoint; the calibration's action."""
         from transformers import set_seed
 
         p, trainer = self.prep, self.trainer
