@@ -334,3 +334,11 @@ def test_should_backtrack_on_an_overshoot_only_with_backtracks_left_and_an_ancho
     assert not cal.should_backtrack(float("nan"), **kw)
     assert not cal.should_backtrack(0.40, **{**kw, "left": 0})
     assert not cal.should_backtrack(0.40, **{**kw, "anchored": False})
+
+
+def test_the_overshoot_message_never_reads_as_a_number_below_itself():
+    r = cal.should_stop(0.4499, tolerance=0.05, last_chunk=True)
+    assert r.startswith("overshoot: MIA AUC 0.4499 < 0.4500")
+    assert cal.should_stop(0.4, tolerance=0.05, last_chunk=True).startswith(
+        "overshoot: MIA AUC 0.400 < 0.450"
+    )

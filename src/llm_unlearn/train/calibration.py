@@ -234,7 +234,8 @@ def should_stop(
             return None
         return f"calibrated: MIA AUC {mia_auc:.3f} is within {tolerance} of 0.5"
     if mia_auc < 0.5 - tolerance:
-        return f"overshoot: MIA AUC {mia_auc:.3f} < {0.5 - tolerance:.3f} (the forget data looks less familiar than unseen data)"
+        a, b = _distinct(mia_auc, 0.5 - tolerance)
+        return f"overshoot: MIA AUC {a} < {b} (the forget data looks less familiar than unseen data)"
     return None
 
 
@@ -260,6 +261,16 @@ def should_backtrack(mia_auc: float | None, *, tolerance: float, left: int, anch
     if left <= 0 or not anchored or mia_auc is None or not math.isfinite(mia_auc):
         return False
     return mia_auc < 0.5 - tolerance
+
+
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with 3 decimals, or as many more as it takes for them to read differently (an AUC
+    one pair below the line, 0.4499, is not "0.450 < 0.450")."""
+    for digits in range(3, 17):
+        x, y = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if x != y:
+            return x, y
+    return repr(a), repr(b)
 
 
 def select_best(
