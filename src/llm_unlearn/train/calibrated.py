@@ -251,10 +251,7 @@ class Calibrator:
         """Load the anchor's adapter weights into ``model`` and record the backtrack (the loop restores
         the optimizer state and scales the learning rate); returns the record."""
         idx, state = self.anchor
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            for n, v in state.items():
-                copy_whole_into(params[n], v)
+        _load_trainable(model, state)
         to = self.evaluations[idx]
         entry = {
             "step": step,
@@ -280,10 +277,7 @@ class Calibrator:
             idx, reason = None, "calibration.select = last: the last state is kept"
         chosen = "last"
         if idx is not None and idx == self.best_index and self.best_state is not None:
-            with torch.no_grad():
-                params = dict(model.named_parameters())
-                for n, v in self.best_state.items():
-                    copy_whole_into(params[n], v)
+            _load_trainable(model, self.best_state)
             chosen = f"evaluation {idx + 1} (step {self.evaluations[idx]['step']})"
         return {
             "mode": self.c.mode,
@@ -332,6 +326,14 @@ class Calibrator:
             self.monitor.answered = {int(i) for i in st["answered"]}
         if st.get("pull_caps") is not None and hasattr(self.monitor, "pull_caps"):
             self.monitor.pull_caps = {int(k): float(v) for k, v in st["pull_caps"].items()}
+
+
+def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy whole tensors (`trainable_state`) back into ``model``'s parameters (its shards under FSDP)."""
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n, v in state.items():
+            copy_whole_into(params[n], v)
 
 
 def _untrained(model) -> bool:
