@@ -105,7 +105,16 @@ def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None
         "trajectory": [
             {
                 k: e.get(k)
-                for k in ("step", "chunk", "mia_auc", "forget_em", "retain_em", "retain_rougeL", "proxy")
+                for k in (
+                    "step",
+                    "chunk",
+                    "mia_auc",
+                    "forget_em",
+                    "retain_em",
+                    "retain_rougeL",
+                    "proxy",
+                    "bisect",
+                )
             }
             for e in cal.get("evaluations", [])
         ],

@@ -70,8 +70,17 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def evaluation_x(ev: dict) -> float:
+    """Where an evaluation sits on the step axis: its step; a bisected state (calibration.bisect) at its
+    place on the line between the two steps it was interpolated from."""
+    b = ev.get("bisect")
+    if not b:
+        return ev["step"]
+    return b["from_step"] + b["t"] * (b["to_step"] - b["from_step"])
+
+
 def plot_evaluations(
-    evaluations: list[dict], chunks: list[dict], path: str | Path, selected_step: int | None = None
+    evaluations: list[dict], chunks: list[dict], path: str | Path, selected_step: float | None = None
 ) -> Path:
     """Each evaluation metric over steps (one panel per metric family), chunk boundaries dotted, the
     selected checkpoint as a solid green line, 0.5 marked on the MIA AUC panel."""
@@ -83,10 +92,11 @@ def plot_evaluations(
     panels = [p for p in EVAL_PANELS if any(e.get(k) is not None for e in evaluations for k, _, _ in p[1])]
     n = max(len(panels), 1)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n + 0.6), sharex=True, squeeze=False)
-    boundaries = [e["step"] for prev, e in zip(evaluations, evaluations[1:]) if e["chunk"] != prev["chunk"]]
+    own = [e for e in evaluations if "bisect" not in e]  # the training path; bisected states as crosses
+    boundaries = [e["step"] for prev, e in zip(own, own[1:]) if e["chunk"] != prev["chunk"]]
     for ax, (title, series, ref) in zip(axes[:, 0], panels):
         for key, label, color in series:
-            pts = [(e["step"], e[key]) for e in evaluations if e.get(key) is not None]
+            pts = [(e["step"], e[key]) for e in own if e.get(key) is not None]
             if pts:
                 ax.plot(
                     [p[0] for p in pts],
@@ -97,6 +107,11 @@ def plot_evaluations(
                     lw=1.2,
                     label=label,
                 )
+            cross = [
+                (evaluation_x(e), e[key]) for e in evaluations if "bisect" in e and e.get(key) is not None
+            ]
+            if cross:
+                ax.scatter([p[0] for p in cross], [p[1] for p in cross], marker="x", s=18, color=color)
         if ref is not None:
             ax.axhline(ref, color="grey", lw=0.8)
         for b in boundaries:
@@ -106,7 +121,9 @@ def plot_evaluations(
         ax.set_ylabel(title, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    axes[-1, 0].set_xlabel("optimizer step (dotted: chunk boundaries; green: selected checkpoint)")
+    axes[-1, 0].set_xlabel(
+        "optimizer step (dotted: chunk boundaries; green: selected checkpoint; x: bisected states)"
+    )
     fig.suptitle("llm-unlearn: evaluation during training")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -126,7 +143,7 @@ def plot_run(history: list[dict], chunk_summaries: list[dict], calibration: dict
                 calibration["evaluations"],
                 chunk_summaries,
                 out / "plots" / "evaluation.png",
-                selected_step=calibration["evaluations"][idx]["step"] if idx is not None else None,
+                selected_step=evaluation_x(calibration["evaluations"][idx]) if idx is not None else None,
             )
     except Exception as exc:  # a plot must never lose a finished run
         log.warning("could not draw the plots: %s", exc)

@@ -416,6 +416,12 @@ class CalibrationOptions:
         "with calibration.backtrack: the learning rate's factor after each backtrack (compounding)",
         range=_pos(0, open_low=True, high=1, open_high=True),
     )
+    bisect: int = opt(
+        0,
+        "when an evaluation finds the MIA AUC jumped from above 0.5 + tolerance to below 0.5 - tolerance, evaluate up to this many states on the straight line between the two adapter weights (bisection towards the crossing of 0.5); they become candidates for the kept state, the training goes on from where it was (0: off)",
+        flag="--bisect",
+        range=_pos(0, high=20),
+    )
     revisit: bool = opt(
         False,
         "with the gate: the last chunk also holds every earlier chunk's forget rows, the gate deciding which are pushed, so that units that relapsed while later chunks trained are pushed back before the run stops (the last chunk grows by the earlier forget rows)",

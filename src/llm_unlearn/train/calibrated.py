@@ -14,7 +14,8 @@ import torch
 
 from llm_unlearn.config import UnlearnConfig, eval_interval
 from llm_unlearn.train import calibration as cal
-from llm_unlearn.train.sharding import copy_whole_into, trainable_state
+from llm_unlearn.train.bisect import bisect_if_crossed
+from llm_unlearn.train.sharding import load_trainable, trainable_state
 from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class Calibrator:
         self.anchor: tuple[int, dict[str, torch.Tensor]] | None = None
         self.anchor_taken = False
         self.backtracks: list[dict[str, Any]] = []
+        # calibration.bisect: the latest state above the band (evaluation index, adapter weights), the records
+        self.upper: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.bisections: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -203,15 +207,12 @@ class Calibrator:
         active, caps = ev.pop("_active", None), ev.pop("_caps", None)
         if active is not None:
             self.active, self.caps = active, caps
-        self.evaluations.append(ev)
-        key = self._key(ev)
-        if key is not None and (
-            self.best_index is None or key >= self._key(self.evaluations[self.best_index])
-        ):
-            self.best_index = len(self.evaluations) - 1
-            self.best_state = trainable_state(model)  # whole tensors (gathered under FSDP)
+        if self.c.mode != "off":
+            bisect_if_crossed(self, model, ev, step=step, chunk=chunk)
+        self._add(ev, lambda: trainable_state(model))  # whole tensors (gathered under FSDP)
         if self.c.mode == "off":
             return None
+        self._keep_upper(model, ev)
         if self._backtrack_due(model, ev, can_continue):
             return "backtrack"
         last = chunk == len(self.per_chunk_steps) - 1
@@ -232,6 +233,29 @@ class Calibrator:
             return "end_chunk"
         return None
 
+    def _add(self, ev: dict[str, Any], state) -> None:
+        """Append an evaluation; when it is the best candidate so far, keep its weights (``state()``)."""
+        self.evaluations.append(ev)
+        key = self._key(ev)
+        if key is not None and (
+            self.best_index is None or key >= self._key(self.evaluations[self.best_index])
+        ):
+            self.best_index = len(self.evaluations) - 1
+            self.best_state = state()
+
+    def _keep_upper(self, model, ev) -> None:
+        """calibration.bisect: an evaluation above the band that meets the floors is the new upper end; one
+        within the band that meets them ends it (a calibrated candidate exists: nothing to search for)."""
+        auc = ev.get("mia_auc")
+        if int(self.c.bisect) <= 0 or auc is None or not math.isfinite(auc):
+            return
+        if not cal.meets_floors(ev, self.evaluations[0], **self.floors):
+            return
+        if auc > 0.5 + float(self.c.tolerance):
+            self.upper = (len(self.evaluations) - 1, trainable_state(model))
+        elif auc >= 0.5 - float(self.c.tolerance):
+            self.upper = None
+
     def _backtrack_due(self, model, ev, can_continue: bool) -> bool:
         """calibration.backtrack: keep the latest anchor (`calibration.is_anchor`), or say that this
         overshoot goes back to it."""
@@ -251,7 +275,7 @@ class Calibrator:
         """Load the anchor's adapter weights into ``model`` and record the backtrack (the loop restores
         the optimizer state and scales the learning rate); returns the record."""
         idx, state = self.anchor
-        _load_trainable(model, state)
+        load_trainable(model, state)
         to = self.evaluations[idx]
         entry = {
             "step": step,
@@ -277,7 +301,7 @@ class Calibrator:
             idx, reason = None, "calibration.select = last: the last state is kept"
         chosen = "last"
         if idx is not None and idx == self.best_index and self.best_state is not None:
-            _load_trainable(model, self.best_state)
+            load_trainable(model, self.best_state)
             chosen = f"evaluation {idx + 1} (step {self.evaluations[idx]['step']})"
         return {
             "mode": self.c.mode,
@@ -293,6 +317,7 @@ class Calibrator:
             "stop_reason": self.stop_reason,
             "chunks_ended_early": self.chunk_ends,
             "backtracks": self.backtracks,
+            "bisections": self.bisections,
         }
 
     def state(self) -> dict[str, Any]:
@@ -304,6 +329,7 @@ class Calibrator:
             "stop_reason": self.stop_reason,
             "chunk_ends": self.chunk_ends,
             "backtracks": self.backtracks,
+            "bisections": self.bisections,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
@@ -319,6 +345,7 @@ class Calibrator:
         self.backtracks = list(
             st.get("backtracks", [])
         )  # the anchor itself is not saved: none until the next
+        self.bisections = list(st.get("bisections", []))  # the upper end is not saved: none until the next
         self.best_state = best_state
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
             self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}
@@ -326,14 +353,6 @@ class Calibrator:
             self.monitor.answered = {int(i) for i in st["answered"]}
         if st.get("pull_caps") is not None and hasattr(self.monitor, "pull_caps"):
             self.monitor.pull_caps = {int(k): float(v) for k, v in st["pull_caps"].items()}
-
-
-def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
-    """Copy whole tensors (`trainable_state`) back into ``model``'s parameters (its shards under FSDP)."""
-    with torch.no_grad():
-        params = dict(model.named_parameters())
-        for n, v in state.items():
-            copy_whole_into(params[n], v)
 
 
 def _untrained(model) -> bool:

@@ -64,6 +64,13 @@ back to its *anchor*, the latest evaluation that was not an overshoot and met th
 then on (compounding), then trains the remaining steps of the chunk. At most n times a run; then the
 rules above apply. Never after the last chunk's own end (no step would be left to take).
 
+**Bisection** (`calibration.bisect` k > 0). An AUC that falls fast can jump over the whole band between two
+evaluations: from above `0.5 + tolerance` to below `0.5 - tolerance` (`crossed`). The crossing then lies on
+the way between the two states, and the straight line between their adapter weights, `(1 - t) W_above +
+t W_below`, is searched for it by bisection (`bisect_step`): at most k evaluations of interpolated states,
+ending at the first within the band that meets the floors. They are candidates like any evaluation (the
+training itself goes on from where it was, with its own gate), one bisection per state above the band.
+
 **Selection** (`select_best`). Every evaluation is a candidate checkpoint. With quality floors
 (`calibration.retain_floor` r, `calibration.forget_em_max` f; `meets_floors`) the candidates whose
 sampled retain EM and ROUGE-L are each >= r x the run's first evaluation and whose forget EM is <= f
@@ -263,6 +270,29 @@ def should_backtrack(mia_auc: float | None, *, tolerance: float, left: int, anch
     return mia_auc < 0.5 - tolerance
 
 
+def crossed(upper_auc: float | None, mia_auc: float | None, *, tolerance: float) -> bool:
+    """Whether the MIA AUC jumped over the whole band: from above ``0.5 + tolerance`` (an earlier state's
+    ``upper_auc``) to below ``0.5 - tolerance`` now (missing or non-finite values: no)."""
+    if upper_auc is None or mia_auc is None or not (math.isfinite(upper_auc) and math.isfinite(mia_auc)):
+        return False
+    return upper_auc > 0.5 + tolerance and mia_auc < 0.5 - tolerance
+
+
+def bisect_step(
+    lo: float, hi: float, mia_auc: float | None, *, tolerance: float, meets_floors: bool
+) -> tuple[float, float] | None:
+    """The next bracket of the interpolation weight after the state at ``t = (lo + hi) / 2`` measured
+    ``mia_auc`` (t = 0: the state above the band, t = 1: the one below), or None: done, the state at t is
+    within the band and meets the floors (or has no AUC to steer by). Within the band but below a floor:
+    towards the less unlearned end."""
+    mid = (lo + hi) / 2
+    if mia_auc is None or not math.isfinite(mia_auc):
+        return None
+    if abs(mia_auc - 0.5) <= tolerance:
+        return None if meets_floors else (lo, mid)
+    return (mid, hi) if mia_auc > 0.5 else (lo, mid)
+
+
 def _distinct(a: float, b: float) -> tuple[str, str]:
     """``a`` and ``b`` with 3 decimals, or as many more as it takes for them to read differently (an AUC
     one pair below the line, 0.4499, is not "0.450 < 0.450")."""
@@ -271,6 +301,11 @@ def _distinct(a: float, b: float) -> tuple[str, str]:
         if x != y:
             return x, y
     return repr(a), repr(b)
+
+
+def _between(ev: Mapping[str, Any]) -> str:
+    b = ev.get("bisect")
+    return f" (bisected: t = {b['t']:g} on the line from step {b['from_step']})" if b else ""
 
 
 def select_best(
@@ -293,7 +328,7 @@ def select_best(
     auc_text = f", MIA AUC {auc:.3f}" if auc is not None else ""
     reason = (
         f"highest proxy of the final score ({best_key[1]:.4f}: task aggregate "
-        f"{ev.get('task_aggregate', float('nan')):.4f}{auc_text}) at step {ev.get('step')} "
+        f"{ev.get('task_aggregate', float('nan')):.4f}{auc_text}) at step {ev.get('step')}{_between(ev)} "
         f"of {len(evaluations)} evaluations"
     )
     if retain_floor > 0.0 or forget_em_max < 1.0:

@@ -153,3 +153,11 @@ def copy_whole_into(param, value: torch.Tensor) -> None:
         param.to_local().copy_(part.to_local())
     else:
         param.copy_(value)
+
+
+def load_trainable(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy whole tensors (`trainable_state`) back into ``model``'s parameters (its shards under FSDP)."""
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n, v in state.items():
+            copy_whole_into(params[n], v)
