@@ -150,6 +150,7 @@ def run_model(
     runs: list[str],
     reuse: bool = False,
     scale: dict | None = None,
+    perturb: str = "none",
 ) -> list[dict]:
     from llm_unlearn.finetune import finetune
     from llm_unlearn.train.loop import run_unlearning
@@ -224,6 +225,10 @@ def run_model(
         }
         cfg = build_config(overrides=overrides, preset=preset)
         fresh = type(model).from_pretrained(target_dir)  # every run starts from the same target
+        if perturb == "ulp":  # another CPU's rounding, imitated (benchmarks/demo_stability.py)
+            from demo_stability import nudge_one_ulp
+
+            nudge_one_ulp(fresh, seed=int(extra.get("train.seed", 0)) + 77)
         summary = run_unlearning(cfg, model=fresh, tokenizer=tok)
         t_train = time.time() - t1
         m = summary["model"].eval()
@@ -355,6 +360,13 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
     ap.add_argument("--reuse-target", action="store_true", help="reuse a target already fine-tuned in --work")
+    ap.add_argument(
+        "--perturb",
+        choices=("none", "ulp"),
+        default="none",
+        help="ulp: every weight of the target moved one unit in the last place before each unlearning run "
+        "(another CPU's rounding, imitated; seeded by train.seed)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = Path(args.data)
@@ -425,7 +437,9 @@ def main(argv=None) -> int:
             name = "tiny-olmo2" if model == "tiny" else "smollm2-135m"
             t1 = time.time()
             scale = TINY_SCALE if model == "tiny" else SMOLLM2_SCALE
-            entries += run_model(name, sl, work, results_dir, ft, runs, args.reuse_target, scale=scale)
+            entries += run_model(
+                name, sl, work, results_dir, ft, runs, args.reuse_target, scale=scale, perturb=args.perturb
+            )
             done[name] = {
                 **sizes,
                 "scale_overrides": scale,

@@ -416,6 +416,12 @@ class CalibrationOptions:
         "with calibration.backtrack: the learning rate's factor after each backtrack (compounding)",
         range=_pos(0, open_low=True, high=1, open_high=True),
     )
+    extend: int = opt(
+        0,
+        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and at its lowest of that pass (still falling), train the last chunk once more with the same learning rates, at most this many times (0: off; the seed's epochs are then the budget)",
+        flag="--extend",
+        range=_pos(0, high=20),
+    )
     bisect: int = opt(
         0,
         "when an evaluation finds the MIA AUC jumped from above 0.5 + tolerance to below 0.5 - tolerance, evaluate up to this many states on the straight line between the two adapter weights (bisection towards the crossing of 0.5); they become candidates for the kept state, the training goes on from where it was (0: off)",

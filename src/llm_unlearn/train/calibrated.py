@@ -44,6 +44,7 @@ class Calibrator:
         # calibration.bisect: the latest state above the band (evaluation index, adapter weights), the records
         self.upper: tuple[int, dict[str, torch.Tensor]] | None = None
         self.bisections: list[dict[str, Any]] = []
+        self.extensions: list[dict[str, Any]] = []  # calibration.extend: one entry a pass more
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -288,6 +289,20 @@ class Calibrator:
         self.backtracks.append(entry)
         return entry
 
+    def extension_due(self, pass_start: int) -> bool:
+        """calibration.extend: train the last chunk once more? ``pass_start``: the index of the evaluation
+        the pass began from (the end of the chunk before it); bisected states are not the path."""
+        if self.c.mode == "off" or not self.evaluations:
+            return False
+        own = [e.get("mia_auc") for e in self.evaluations[pass_start:] if "bisect" not in e]
+        return cal.should_extend(
+            own,
+            tolerance=float(self.c.tolerance),
+            done=len(self.extensions),
+            allowed=int(self.c.extend),
+            stopped=self.stop_reason is not None,
+        )
+
     def lr_factor(self) -> float:
         """The learning rate's factor from the backtracks so far (1 without any)."""
         return float(self.c.backtrack_factor) ** len(self.backtracks)
@@ -318,6 +333,7 @@ class Calibrator:
             "chunks_ended_early": self.chunk_ends,
             "backtracks": self.backtracks,
             "bisections": self.bisections,
+            "extensions": self.extensions,
         }
 
     def state(self) -> dict[str, Any]:
@@ -330,6 +346,7 @@ class Calibrator:
             "chunk_ends": self.chunk_ends,
             "backtracks": self.backtracks,
             "bisections": self.bisections,
+            "extensions": self.extensions,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
@@ -345,6 +362,7 @@ class Calibrator:
         self.backtracks = list(
             st.get("backtracks", [])
         )  # the anchor itself is not saved: none until the next
+        self.extensions = list(st.get("extensions", []))
         self.bisections = list(st.get("bisections", []))  # the upper end is not saved: none until the next
         self.best_state = best_state
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):

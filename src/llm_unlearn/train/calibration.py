@@ -64,6 +64,11 @@ back to its *anchor*, the latest evaluation that was not an overshoot and met th
 then on (compounding), then trains the remaining steps of the chunk. At most n times a run; then the
 rules above apply. Never after the last chunk's own end (no step would be left to take).
 
+**Extension** (`calibration.extend` n > 0). When the last chunk's steps are spent, the run has not stopped and
+the AUC is still above the band and at its lowest of that pass (`should_extend`: the pass's evaluations,
+its start included; still on its way down), the last chunk is trained once more, with the same schedule
+of learning rates as its pass (a run-long schedule is rewound to the chunk's start); at most n times.
+
 **Bisection** (`calibration.bisect` k > 0). An AUC that falls fast can jump over the whole band between two
 evaluations: from above `0.5 + tolerance` to below `0.5 - tolerance` (`crossed`). The crossing then lies on
 the way between the two states, and the straight line between their adapter weights, `(1 - t) W_above +
@@ -268,6 +273,20 @@ def should_backtrack(mia_auc: float | None, *, tolerance: float, left: int, anch
     if left <= 0 or not anchored or mia_auc is None or not math.isfinite(mia_auc):
         return False
     return mia_auc < 0.5 - tolerance
+
+
+def should_extend(
+    pass_aucs: Sequence[float | None], *, tolerance: float, done: int, allowed: int, stopped: bool
+) -> bool:
+    """Whether to train the last chunk once more: extensions left, no stop, and the latest of this pass's
+    AUCs (its start first) above ``0.5 + tolerance`` and the lowest of them (ties count; missing or
+    non-finite values elsewhere are skipped)."""
+    if stopped or done >= allowed or not pass_aucs:
+        return False
+    last = pass_aucs[-1]
+    if last is None or not math.isfinite(last) or last <= 0.5 + tolerance:
+        return False
+    return last <= min(a for a in pass_aucs if a is not None and math.isfinite(a))
 
 
 def crossed(upper_auc: float | None, mia_auc: float | None, *, tolerance: float) -> bool:

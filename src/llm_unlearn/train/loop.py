@@ -26,6 +26,7 @@ from llm_unlearn.plots import plot_run
 from llm_unlearn.train import checkpoint as ckpt
 from llm_unlearn.train.backtrack import after_evaluation
 from llm_unlearn.train.effect import measure_run
+from llm_unlearn.train.extend import extend_last_chunk
 from llm_unlearn.train.prepare import Prepared, chunk_epochs, prepare
 from llm_unlearn.train.process import (
     any_process,
@@ -68,16 +69,8 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
     out = Path(cfg.train.output_dir)
     d, m, c = cfg.data, cfg.model, cfg.calibration
     alternatives = cfg.objective.alternatives if cfg.objective.alternatives != "retain" else None
-    inputs = [
-        m.name_or_path,
-        m.tokenizer,
-        d.data,
-        d.forget,
-        d.retain,
-        c.holdout,
-        c.forget_documents,
-        alternatives,
-    ]
+    inputs = [m.name_or_path, m.tokenizer, d.data, d.forget, d.retain, c.holdout, c.forget_documents]
+    inputs.append(alternatives)
     prepare_output_dir(
         out, "train", inputs, overwrite=cfg.train.overwrite, own_names=ckpt.TRAIN_OWN_NAMES, create=False
     )
@@ -114,6 +107,7 @@ class ChunkLoop:
         self.history: list[dict] = list(saved.get("log_history", [])) if saved else []
         self.chunk_summaries: list[dict] = list(saved.get("chunks", [])) if saved else []
         self.calib_action: str | None = None
+        self.summary_extra: dict = {}  # what the next chunk summary also says (train/extend.py)
         prep.out.mkdir(parents=True, exist_ok=True)  # only now: bad data, options or model leave no directory
         if is_main_process():
             from llm_unlearn.outputs import write_marker
@@ -252,6 +246,8 @@ class ChunkLoop:
                         f"interrupted after chunk {c + 1}/{len(p.plan)} (saved in {p.out}). "
                         "Run the same command again to resume."
                     )
+            else:
+                extend_last_chunk(self)  # calibration.extend: the last chunk once more while it helps
         finally:
             self.progress.close()
             if self.trainer.selector is not None:
@@ -285,9 +281,8 @@ class ChunkLoop:
         self.offset += trainer.state.global_step
         if self.calib is not None and not self.calib_action:
             self.calib_action = self.evaluate_now(self.offset, c)  # the end of every chunk
-        self.chunk_summaries.append(
-            chunk_summary(c, p.plan[c], self.history[n_hist:], time.time() - chunk_t0)
-        )
+        summary = chunk_summary(c, p.plan[c], self.history[n_hist:], time.time() - chunk_t0)
+        self.chunk_summaries.append({**summary, **self.summary_extra})
         self._checkpoint(c)
         return self.calib_action
 

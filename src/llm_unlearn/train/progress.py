@@ -55,6 +55,12 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=done, desc="unlearning", unit="step", dynamic_ncols=True)
 
+    def grow(self, steps: int) -> None:
+        """``steps`` more to come (calibration.extend)."""
+        if self.bar is not None:
+            self.bar.total += steps
+            self.bar.refresh()
+
     def update(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
