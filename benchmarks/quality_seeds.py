@@ -43,11 +43,11 @@ TARGET = {
 }
 
 
-def make_target(work: Path) -> dict:
+def make_target(work: Path, data: Path) -> dict:
     """The slice and the fine-tuned target in ``work`` (reused when already there): quality.py's own."""
     import quality
 
-    sl = quality.prepare(REPO.parent / "shared" / "data" / "semeval25", 24, 24, work, 48)
+    sl = quality.prepare(data, 24, 24, work, 48)
     ft = quality._ft_tiny(sl)
     results = work / "target-eval"
     [entry] = quality.run_model("tiny-olmo2", sl, work, results, ft, [], reuse=True, scale=quality.TINY_SCALE)
@@ -58,7 +58,7 @@ def run_dir(work: Path, seed: int, perturb: str) -> Path:
     return work / "runs" / f"{seed}-{perturb}"
 
 
-def launch(work: Path, seed: int, perturb: str) -> subprocess.Popen:
+def launch(work: Path, data: Path, seed: int, perturb: str) -> subprocess.Popen:
     """quality.py for one run, in its own work directory whose target is the shared one (a link)."""
     d = run_dir(work, seed, perturb)
     (d / "tiny-olmo2").mkdir(parents=True, exist_ok=True)
@@ -79,6 +79,8 @@ def launch(work: Path, seed: int, perturb: str) -> subprocess.Popen:
         f"train.seed={seed}",
         "--perturb",
         perturb,
+        "--data",
+        str(data),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=open(d / "log.txt", "w"), stderr=subprocess.STDOUT, env=env)
@@ -142,6 +144,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "semeval25"))
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--perturb", default="none,ulp")
     ap.add_argument("--workers", type=int, default=2)
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
     work, out = Path(args.work).resolve(), Path(args.out).resolve()
     keep = out.with_suffix("")
     t0 = time.time()
-    target = make_target(work)
+    target = make_target(work, Path(args.data))
     print(f"target: task {target['task_aggregate']:.3f} AUC {target['mia_auc']:.3f}", flush=True)
     todo = [(int(s), p) for s in args.seeds.split(",") if s.strip() for p in args.perturb.split(",") if p]
     running: list[tuple[tuple[int, str], subprocess.Popen]] = []
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
     while todo or running:
         while todo and len(running) < max(1, args.workers):
             job = todo.pop(0)
-            running.append((job, launch(work, *job)))
+            running.append((job, launch(work, Path(args.data), *job)))
         time.sleep(5)
         for job, proc in list(running):
             if proc.poll() is None:
