@@ -95,3 +95,51 @@ def test_a_run_still_falling_at_its_end_trains_its_last_chunk_again(one_torch_th
     run = json.loads((tmp_path / "ext" / "run.json").read_text())
     assert run["calibration"]["extensions"] == ext
     assert [c.get("extension") for c in run["chunks"][-len(ext) :]] == list(range(1, len(ext) + 1))
+
+
+def test_a_run_killed_between_extensions_resumes_to_the_same_result(
+    one_torch_thread, tiny_world, tmp_path, monkeypatch
+):
+    """One optimizer for the run (its schedule rewound for each extension): a signal after the first
+    extension ends the run with its checkpoint; the same command then decides and trains the rest
+    exactly as the uninterrupted run did."""
+    import os
+    import signal
+
+    import llm_unlearn.train.loop as loop_mod
+    from llm_unlearn.errors import TrainingInterrupted
+
+    opts = {
+        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
+        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+        "calibration.mode": "stop",
+        "schedule.optimizer_scope": "run",
+        "train.learning_rate": 3e-3,
+        "schedule.chunk_size": 30,
+        "schedule.epochs": 2,
+        "calibration.eval_every": 8,
+        "calibration.eval_items": 8,
+        "calibration.extend": 2,
+    }
+    whole = _run(tiny_world, tmp_path / "whole", **opts)["calibration"]
+    assert len(whole["extensions"]) == 2, "premise: the run extends twice"
+    real = loop_mod.ChunkLoop._train_chunk
+
+    def train_chunk(self, c):
+        action = real(self, c)
+        if self.summary_extra.get("extension") == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # after the first extension's checkpoint
+        return action
+
+    monkeypatch.setattr(loop_mod.ChunkLoop, "_train_chunk", train_chunk)
+    out = tmp_path / "killed"
+    with pytest.raises(TrainingInterrupted, match="Run the same command again"):
+        _run(tiny_world, out, **opts)
+    monkeypatch.setattr(loop_mod.ChunkLoop, "_train_chunk", real)
+    again = _run(tiny_world, out, **opts)["calibration"]
+    assert again["extensions"] == whole["extensions"]
+    key = ("step", "mia_auc", "forget_em", "retain_em", "proxy")
+    assert [[e[k] for k in key] for e in again["evaluations"]] == [
+        [e[k] for k in key] for e in whole["evaluations"]
+    ]
+    assert again["selected"] == whole["selected"]
