@@ -16,6 +16,9 @@ RESULTS = REPO / "benchmarks" / "results" / "quality-cpu.json"
 # the calibrated default re-measured with the gated defaults, now and as first chosen (same slice, target)
 GATED = REPO / "benchmarks" / "results" / "quality-gated-default.json"
 GATED_V1 = REPO / "benchmarks" / "results" / "quality-gated-v1.json"
+SEEDS = (
+    REPO / "benchmarks" / "results" / "quality-seeds-cpu.json"
+)  # the default over seeds (quality_seeds.py)
 
 
 def _entries(path=RESULTS):
@@ -26,7 +29,7 @@ def _entries(path=RESULTS):
 
 @pytest.mark.parametrize(
     "entry",
-    _entries() + _entries(GATED) + _entries(GATED_V1),
+    _entries() + _entries(GATED) + _entries(GATED_V1) + _entries(SEEDS),
     ids=lambda e: f"{e['model']}/{e['run']}/{e['evaluation_dir']}",
 )
 def test_quality_entry_recomputes_from_its_evaluation_directory(entry):

@@ -308,7 +308,8 @@ def uses_calibrated_budget(cfg: UnlearnConfig) -> bool:
 # 19.2, measured over 5 seeds x a one-ulp perturbation of the weights: README "Calibrated unlearning").
 # One optimizer for the run (a fresh Adam per chunk moved the AUC by 0.3-0.6 in its first steps), pull
 # and push_answered (the documents' losses held at the holdout's while the answers are still forgotten),
-# the quality floors of the selection, and denser evaluations near the crossing of 0.5.
+# the quality floors of the selection, and denser evaluations near the crossing of 0.5; the last chunk
+# once or twice more while the AUC is still falling above the band, and a jump over the band bisected.
 GATED_DEFAULTS = {
     "schedule.optimizer_scope": "run",
     "calibration.push_answered": True,
@@ -318,6 +319,8 @@ GATED_DEFAULTS = {
     "calibration.forget_em_max": 0.2,
     "calibration.dense_near": 0.15,
     "calibration.last_chunk_factor": 2.0,
+    "calibration.extend": 2,
+    "calibration.bisect": 3,
 }
 
 

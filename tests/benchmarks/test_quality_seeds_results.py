@@ -1,0 +1,50 @@
+"""The real slice's distribution over seeds (benchmarks/quality_seeds.py): its summary is what its runs say,
+every run recomputes from its committed evaluation directory (tests/evaluation/test_quality_results.py),
+and the README reports the file's numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RESULT = REPO / "benchmarks" / "results" / "quality-seeds-cpu.json"
+
+
+def _module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("quality_seeds", REPO / "benchmarks" / "quality_seeds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+pytestmark = pytest.mark.skipif(not RESULT.is_file(), reason="quality-seeds-cpu.json not committed")
+
+
+def test_the_summary_is_recomputed_from_the_runs():
+    d = json.loads(RESULT.read_text())
+    runs = d["runs"]
+    assert len(runs) >= 10 and len({(r["seed"], r["perturb"]) for r in runs}) == len(runs)
+    assert {r["perturb"] for r in runs} == {"none", "ulp"}
+    for r in runs:
+        assert r["abs_auc_dev"] == pytest.approx(abs(r["mia_auc"] - 0.5), abs=1e-12)
+        assert r["mia_score"] == pytest.approx(1 - 2 * abs(r["mia_auc"] - 0.5), abs=1e-12)
+        assert (REPO / r["evaluation_dir"] / "mia.jsonl").is_file()
+    assert d["summary"] == _module().summarize(runs)
+
+
+def test_the_readme_reports_the_distribution():
+    s = json.loads(RESULT.read_text())["summary"]
+    text = " ".join((REPO / "README.md").read_text().split())
+    for part in (
+        f"task aggregate {s['task_aggregate']['min']:.3f} / {s['task_aggregate']['median']:.3f} / "
+        f"{s['task_aggregate']['max']:.3f}",
+        f"MIA score {s['mia_score']['min']:.3f} / {s['mia_score']['median']:.3f} / {s['mia_score']['max']:.3f}",
+        f"|AUC − 0.5| median {s['abs_auc_dev']['median']:.3f}, worst {s['abs_auc_dev']['worst']:.3f}",
+    ):
+        assert part in text, part
