@@ -418,13 +418,13 @@ class CalibrationOptions:
     )
     extend: int = opt(
         0,
-        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and at its lowest of that pass (still falling), train the last chunk once more with the same learning rates, at most this many times (0: off; the seed's epochs are then the budget)",
+        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and at its lowest of that pass (still falling), train the last chunk once more with the same learning rates, at most this many times (0: off; the seed's epochs are then the budget; a gated calibrated run that leaves it unset: 2)",
         flag="--extend",
         range=_pos(0, high=20),
     )
     bisect: int = opt(
         0,
-        "when an evaluation finds the MIA AUC jumped from above 0.5 + tolerance to below 0.5 - tolerance, evaluate up to this many states on the straight line between the two adapter weights (bisection towards the crossing of 0.5); they become candidates for the kept state, the training goes on from where it was (0: off)",
+        "when an evaluation finds the MIA AUC jumped from above 0.5 + tolerance to below 0.5 - tolerance, evaluate up to this many states on the straight line between the two adapter weights (bisection towards the crossing of 0.5); they become candidates for the kept state, the training goes on from where it was (0: off; a gated calibrated run that leaves it unset: 3)",
         flag="--bisect",
         range=_pos(0, high=20),
     )
