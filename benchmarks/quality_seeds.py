@@ -31,16 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from demo_stability import TARGET as DEMO_TARGET  # noqa: E402
+
 from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 
-TARGET = {
-    "median_abs_auc_dev": 0.05,
-    "worst_abs_auc_dev": 0.10,
-    "forget_em_max": 0.2,
-    "retain_ratio_min": 0.9,
-    "task_aggregate_min": 0.95,
-    "mia_score_min": 0.90,
-}
+# the demo's targets (issue 19.2), and issue 19.3's for the real slice
+TARGET = {**DEMO_TARGET, "task_aggregate_min": 0.95, "mia_score_min": 0.90}
 
 
 def make_target(work: Path, data: Path) -> dict:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_calibrated_run import _holdout_file, _run
+from test_calibrated_run import _run, _stop_mode
 
 from llm_unlearn.config import build_config
 from llm_unlearn.train import calibration as cal
@@ -173,19 +173,19 @@ def test_one_bisection_per_bracket():
 def test_a_real_run_bisects_without_changing_its_training_path(one_torch_thread, tiny_world, tmp_path):
     """NPO without the gate at a large learning rate jumps past unseen; with bisection the run's own
     evaluations (the training path) are exactly those without, and only candidates are added."""
-    base = {
-        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
-        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
-        "calibration.mode": "stop",
-        "train.learning_rate": 1e-2,
-        "schedule.chunk_size": 15,
-        # NPO without the gate ends far below 0.5 (the overshoot stop); with sparse evaluations and a band
-        # that holds only AUC = 0.5 itself (steps of 1/36), the way there jumps over it unless an
-        # evaluation lands on 0.5 exactly
-        "calibration.eval_every": 12,
-        "calibration.tolerance": 0.01,
-        "calibration.eval_items": 8,
-    }
+    # NPO without the gate ends far below 0.5 (the overshoot stop); with sparse evaluations and a band
+    # that holds only AUC = 0.5 itself (steps of 1/36), the way there jumps over it unless an evaluation
+    # lands on 0.5 exactly
+    base = _stop_mode(
+        tiny_world,
+        tmp_path,
+        **{
+            "train.learning_rate": 1e-2,
+            "schedule.chunk_size": 15,
+            "calibration.eval_every": 12,
+            "calibration.tolerance": 0.01,
+        },
+    )
     plain = _run(tiny_world, tmp_path / "plain", **base)["calibration"]
     got = _run(tiny_world, tmp_path / "bisect", **base, **{"calibration.bisect": 3})["calibration"]
     own = [e for e in got["evaluations"] if "bisect" not in e]

@@ -150,6 +150,17 @@ def _holdout_file(tiny_world, tmp_path):
     return path
 
 
+def _stop_mode(tiny_world, tmp_path, **extra) -> dict:
+    """A calibrated run without the gate (mode stop) against the tiny world's holdout and member documents."""
+    return {
+        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
+        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+        "calibration.mode": "stop",
+        "calibration.eval_items": 8,
+        **extra,
+    }
+
+
 def _run(tiny_world, out, **extra):
     overrides = {
         "model.name_or_path": str(tiny_world["model_dir"]),

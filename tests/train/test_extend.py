@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_calibrated_run import _holdout_file, _run
+from test_calibrated_run import _run, _stop_mode
 
 from llm_unlearn.train import calibration as cal
 from llm_unlearn.train.extend import rewind_schedule
@@ -63,16 +63,16 @@ def test_rewind_schedule_replays_the_rates_from_a_step():
 def test_a_run_still_falling_at_its_end_trains_its_last_chunk_again(one_torch_thread, tiny_world, tmp_path):
     """With a learning rate too small to get there in the epochs given, the AUC is still above the band at
     the end: the extension repeats the last chunk's schedule; the run is otherwise the same up to then."""
-    base = {
-        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
-        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
-        "calibration.mode": "stop",
-        "train.learning_rate": 3e-3,
-        "schedule.chunk_size": 30,
-        "schedule.epochs": 2,
-        "calibration.eval_every": 4,
-        "calibration.eval_items": 8,
-    }
+    base = _stop_mode(
+        tiny_world,
+        tmp_path,
+        **{
+            "train.learning_rate": 3e-3,
+            "schedule.chunk_size": 30,
+            "schedule.epochs": 2,
+            "calibration.eval_every": 4,
+        },
+    )
     plain = _run(tiny_world, tmp_path / "plain", **base)
     got = _run(tiny_world, tmp_path / "ext", **base, **{"calibration.extend": 2})
     pe, ge = plain["calibration"], got["calibration"]
@@ -109,18 +109,18 @@ def test_a_run_killed_between_extensions_resumes_to_the_same_result(
     import llm_unlearn.train.loop as loop_mod
     from llm_unlearn.errors import TrainingInterrupted
 
-    opts = {
-        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
-        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
-        "calibration.mode": "stop",
-        "schedule.optimizer_scope": "run",
-        "train.learning_rate": 3e-3,
-        "schedule.chunk_size": 30,
-        "schedule.epochs": 2,
-        "calibration.eval_every": 8,
-        "calibration.eval_items": 8,
-        "calibration.extend": 2,
-    }
+    opts = _stop_mode(
+        tiny_world,
+        tmp_path,
+        **{
+            "schedule.optimizer_scope": "run",
+            "train.learning_rate": 3e-3,
+            "schedule.chunk_size": 30,
+            "schedule.epochs": 2,
+            "calibration.eval_every": 8,
+            "calibration.extend": 2,
+        },
+    )
     whole = _run(tiny_world, tmp_path / "whole", **opts)["calibration"]
     assert len(whole["extensions"]) == 2, "premise: the run extends twice"
     real = loop_mod.ChunkLoop._train_chunk
