@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 TEST_WORKERS ?= auto
 
-.PHONY: install demo test lint bench bench-quick bench-merge bench-eval quality quality-smollm2 methods robustness smollm2 clean
+.PHONY: install demo test lint bench bench-quick bench-merge bench-eval quality quality-seeds quality-smollm2 methods robustness smollm2 clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-%: $(STAMP)
 # the calibrated default and the presets on a real SemEval slice (24 members) with the tiny model
 quality: $(STAMP)
 	$(PY) benchmarks/quality.py
+
+# the real slice's calibrated default over 5 seeds x {as is, one ulp} (2 workers; about 80 minutes here)
+quality-seeds: $(STAMP)
+	$(PY) benchmarks/quality_seeds.py
 
 # a real pretrained model end to end on CPU: SmolLM2-135M fine-tuned on a small real slice (records and
 # member documents) until memorized, unlearned with the calibrated default, evaluated; its entries in
