@@ -203,6 +203,7 @@ class ChunkLoop:
         plan = self.prep.plan
         rows = [i for kind, i in plan[c] if kind == "forget"]
         where = f"in chunk {c + 1}/{len(plan)}, during the evaluation at step {step}"
+        n0 = len(self.calib.evaluations)
         with self.signals_stop_at_once(where) if interruptible else contextlib.nullcontext():
             more = interruptible or c + 1 < len(plan)  # steps are left to train after it
             action = self.calib.evaluate(
@@ -210,9 +211,9 @@ class ChunkLoop:
             )
         self.calib.apply_to(self.trainer)
         self.trainer.last_row_nll = {}  # the evaluation measured every unit afresh
-        ev = self.calib.evaluations[-1]
-        extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
-        self.history.append({"step": step, "chunk": c + 1, **extra})
+        for ev in self.calib.evaluations[n0:]:  # the bisected states (calibration.bisect), then this one
+            extra = {f"eval_{k}": v for k, v in ev.items() if k not in ("step", "chunk")}
+            self.history.append({"step": step, "chunk": c + 1, **extra})
         self.progress.postfix_eval(ev)
         SWEEP_HOOKS["on_evaluation"](ev)  # a sweep reports it to its trial (which may be pruned here)
         return after_evaluation(self, action, step)  # calibration.backtrack: the optimizer's side
