@@ -66,10 +66,13 @@ SCALE = {"train.learning_rate": 5e-3, "lora.alpha": 32}
 KEEP = ("generations.jsonl", "mia.jsonl", "evaluation_results.json")
 
 
-def prepare(data: Path, n_members: int, limit: int, work: Path, holdout_size: int) -> dict:
+def prepare(
+    data: Path, n_members: int, limit: int, work: Path, holdout_size: int, anchor_size: int = 0
+) -> dict:
     """The slice (`data/slices.slice_members`): `n_members` Task3 forget units with their member
     documents, `limit` records of the other units, as many retain records, as many non-members as
-    members for the final MIA, and the next `holdout_size` non-members as the calibration holdout."""
+    members for the final MIA, the next `holdout_size` non-members as the calibration holdout and the
+    `anchor_size` after those as the anchor documents (calibration.anchor_documents; none when 0)."""
     bundle = load_unlearning_data(data, split="train")
     members, nonmembers = read_mia_documents(data / "mia")
     sl = slice_members(bundle.forget, bundle.retain, n_members, limit, members, nonmembers)
@@ -80,13 +83,16 @@ def prepare(data: Path, n_members: int, limit: int, work: Path, holdout_size: in
         for x in (data / "mia" / "nonmember.jsonl").read_text(encoding="utf-8").splitlines()
         if x.strip()
     ]
-    holdout = [r for r in raw if document_key(str(r["id"])) not in used][:holdout_size]
+    unused = [r for r in raw if document_key(str(r["id"])) not in used]
+    holdout, anchor = unused[:holdout_size], unused[holdout_size : holdout_size + anchor_size]
     d = work / "data"
     atomic_write_jsonl(d / "forget.jsonl", [r.__dict__ for r in sl.forget])
     atomic_write_jsonl(d / "retain.jsonl", [r.__dict__ for r in sl.retain])
     atomic_write_jsonl(d / "mia" / "member.jsonl", sl.members)
     atomic_write_jsonl(d / "mia" / "nonmember.jsonl", sl.nonmembers)
     atomic_write_jsonl(work / "holdout.jsonl", holdout)
+    if anchor:
+        atomic_write_jsonl(work / "anchor.jsonl", anchor)
     return {
         "dir": d,
         "bundle": load_unlearning_data(d),
@@ -94,6 +100,7 @@ def prepare(data: Path, n_members: int, limit: int, work: Path, holdout_size: in
         "nonmembers": sl.nonmembers,
         "holdout": holdout,
         "holdout_file": work / "holdout.jsonl",
+        "anchor_file": work / "anchor.jsonl" if anchor else None,
     }
 
 
@@ -221,6 +228,7 @@ def run_model(
             **(SCALE if scale is None else scale),
             "calibration.holdout": str(sl["holdout_file"]),
             "calibration.forget_documents": str(sl["dir"] / "mia" / "member.jsonl"),
+            **({"calibration.anchor_documents": str(sl["anchor_file"])} if sl.get("anchor_file") else {}),
             **extra,
         }
         cfg = build_config(overrides=overrides, preset=preset)
@@ -338,6 +346,12 @@ def main(argv=None) -> int:
         default=48,
         help="non-members (after the evaluation's) used as the calibration holdout",
     )
+    ap.add_argument(
+        "--anchor",
+        type=int,
+        default=0,
+        help="non-members (after the holdout) given to every run as calibration.anchor_documents (0: none)",
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default=str(REPO / "runs" / "quality"))
     ap.add_argument(
@@ -385,7 +399,7 @@ def main(argv=None) -> int:
     work, out = Path(args.work), Path(args.out)
     results_dir = out / ("quality-gpu" if args.model else "quality-cpu")
     t0 = time.time()
-    sl = prepare(data, args.members, args.limit, work, args.holdout)
+    sl = prepare(data, args.members, args.limit, work, args.holdout, args.anchor)
     sizes = {
         "members_asked": args.members,
         "other_records_limit": args.limit,
@@ -394,6 +408,7 @@ def main(argv=None) -> int:
         "n_members": len(sl["members"]),
         "n_nonmembers": len(sl["nonmembers"]),
         "n_holdout": len(sl["holdout"]),
+        "n_anchor": args.anchor,
     }
     print(
         f"slice: {sizes['n_forget']} forget, {sizes['n_retain']} retain records, {sizes['n_members']} members, "

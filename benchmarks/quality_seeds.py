@@ -54,7 +54,7 @@ def run_dir(work: Path, seed: int, perturb: str) -> Path:
     return work / "runs" / f"{seed}-{perturb}"
 
 
-def launch(work: Path, data: Path, seed: int, perturb: str) -> subprocess.Popen:
+def launch(work: Path, data: Path, seed: int, perturb: str, anchor: int = 0) -> subprocess.Popen:
     """quality.py for one run, in its own work directory whose target is the shared one (a link)."""
     d = run_dir(work, seed, perturb)
     (d / "tiny-olmo2").mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,8 @@ def launch(work: Path, data: Path, seed: int, perturb: str) -> subprocess.Popen:
         perturb,
         "--data",
         str(data),
+        "--anchor",
+        str(anchor),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=open(d / "log.txt", "w"), stderr=subprocess.STDOUT, env=env)
@@ -146,6 +148,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default=str(REPO / "runs" / "quality-seeds"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality-seeds-cpu.json"))
+    ap.add_argument(
+        "--anchor", type=int, default=0, help="anchor documents per run (quality.py --anchor; 0: none)"
+    )
+    ap.add_argument(
+        "--label", default="the plain calibrated default", help="what the runs are (the report's)"
+    )
     args = ap.parse_args(argv)
     work, out = Path(args.work).resolve(), Path(args.out).resolve()
     keep = out.with_suffix("")
@@ -158,7 +166,7 @@ def main(argv=None) -> int:
     while todo or running:
         while todo and len(running) < max(1, args.workers):
             job = todo.pop(0)
-            running.append((job, launch(work, Path(args.data), *job)))
+            running.append((job, launch(work, Path(args.data), *job, anchor=args.anchor)))
         time.sleep(5)
         for job, proc in list(running):
             if proc.poll() is None:
@@ -177,7 +185,8 @@ def main(argv=None) -> int:
             )
     runs.sort(key=lambda r: (r["seed"], r["perturb"]))
     report = {
-        "what": "the real SemEval slice of benchmarks/quality.py: the plain calibrated default per (seed, perturbation)",
+        "what": f"the real SemEval slice of benchmarks/quality.py: {args.label} per (seed, perturbation)",
+        "anchor_documents": args.anchor,
         "target": TARGET,
         "target_model": {k: target[k] for k in ("task_aggregate", "mia_auc", "retain_em", "retain_rougeL")},
         "summary": summarize(runs),

@@ -428,6 +428,21 @@ class CalibrationOptions:
         flag="--bisect",
         range=_pos(0, high=20),
     )
+    anchor_documents: str | None = opt(
+        None,
+        "documents never trained on, other than the holdout's and the evaluation's non-members: each step adds calibration.anchor x the mean, over anchor_per_step of them, of how far their loss rose above the reference's (one-sided), so that pushing the forget documents up does not raise the loss of unseen documents like them and move the MIA's target away (train/anchor.py)",
+        flag="--anchor-documents",
+        path=True,
+    )
+    anchor: float = opt(
+        1.0,
+        "with anchor_documents: the anchor term's weight (0: off)",
+        flag="--anchor",
+        range=_pos(0),
+    )
+    anchor_per_step: int = opt(
+        2, "with anchor_documents: anchor documents in each step's term", range=_pos(1, high=1024)
+    )
     revisit: bool = opt(
         False,
         "with the gate: the last chunk also holds every earlier chunk's forget rows, the gate deciding which are pushed, so that units that relapsed while later chunks trained are pushed back before the run stops (the last chunk grows by the earlier forget rows)",

@@ -128,6 +128,7 @@ class ChunkLoop:
         from transformers import PrinterCallback
 
         from llm_unlearn.data.tokenize import AlternativesCollator, UnlearnCollator
+        from llm_unlearn.train import anchor
         from llm_unlearn.train.reference_source import for_run
         from llm_unlearn.train.sharding import shard_for_cpu
         from llm_unlearn.train.trainer import UnlearnTrainer
@@ -156,6 +157,7 @@ class ChunkLoop:
             frozen=p.frozen,
         )
         shard_for_cpu(trainer)  # FSDP requested on CPU processes: FSDP2 now, on the whole model's reference
+        trainer.anchor = anchor.for_run(p, trainer)  # calibration.anchor_documents
         trainer.add_callback(LoopCallback(self))
         trainer.remove_callback(PrinterCallback)  # our progress bar and log_history.jsonl replace its prints
         return trainer

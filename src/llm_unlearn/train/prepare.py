@@ -44,6 +44,8 @@ class Prepared:
     per_chunk_steps: list = field(default_factory=list)
     frozen: Any = None  # full fine-tuning: a frozen copy of the starting model (the reference)
     alternatives: dict | None = None  # forget record id -> its alternative answer (idk_dpo, altpo)
+    anchor_recs: list = field(default_factory=list)  # calibration.anchor_documents (train/anchor.py)
+    anchor_rows: list = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -80,7 +82,9 @@ def _read_data(cfg: UnlearnConfig) -> Prepared:
     d, c = cfg.data, cfg.calibration
     out = Path(cfg.train.output_dir)
     bundle = load_unlearning_data(d.data, split=d.split, forget=d.forget, retain=d.retain)
-    calib_files = [Path(p) for p in (c.holdout, c.forget_documents) if p and Path(p).is_file()]
+    calib_files = [
+        Path(p) for p in (c.holdout, c.forget_documents, c.anchor_documents) if p and Path(p).is_file()
+    ]
     data_sha = data_fingerprint([*bundle.files, *calib_files], d.data)  # what a resume must find unchanged
     saved = check_output_dir(out, cfg, data_sha)
     prep = Prepared(cfg=cfg, out=out, data_files=list(bundle.files), data_sha=data_sha, saved=saved)
@@ -101,6 +105,7 @@ def _read_data(cfg: UnlearnConfig) -> Prepared:
             forget_recs, read_forget_documents(c.forget_documents)
         )
     prep.forget_recs, prep.retain_recs = forget_recs, retain_recs
+    prep.anchor_recs = _anchor_records(c)
     prep.alternatives = _read_alternatives(prep)  # a bad file fails here, before the model loads
     return prep
 
@@ -189,6 +194,7 @@ def _tokenize_and_plan(prep: Prepared) -> None:
     for key, row in enumerate(prep.forget_rows + prep.retain_rows):  # forget i -> i, retain j -> n_forget + j
         row["row_key"] = key
     _add_alternatives(prep, kw)
+    prep.anchor_rows = _tokens(prep.tokenizer, prep.anchor_recs, kw) if prep.anchor_recs else []
     prep.plan = plan_chunks(
         len(prep.forget_rows),
         len(prep.retain_rows),
@@ -221,6 +227,21 @@ def chunk_epochs(cfg, chunk: int, n_chunks: int) -> float:
     for the last one."""
     last = chunk == n_chunks - 1
     return cfg.schedule.epochs * (float(cfg.calibration.last_chunk_factor) if last else 1.0)
+
+
+def _anchor_records(c) -> list:
+    """calibration.anchor_documents as rows (none when not given or its weight is 0); refused when one
+    is a holdout or forget document."""
+    if not c.anchor_documents or c.anchor <= 0:
+        return []
+    from llm_unlearn.data.holdout import read_holdout
+    from llm_unlearn.train.anchor import read_anchor_records
+
+    exclude = []
+    for path in (c.holdout, c.forget_documents):
+        if path:
+            exclude += read_holdout(path).documents
+    return read_anchor_records(c.anchor_documents, exclude=exclude)
 
 
 def _tokens(tokenizer, records, kw: dict) -> list[dict]:

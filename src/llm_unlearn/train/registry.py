@@ -135,11 +135,12 @@ def as_needs(x) -> ReferenceNeeds:
 
 def all_terms() -> tuple[str, ...]:
     """Every term name of every registered objective, in registration order, then the calibration's
-    forget_pull and forget_active."""
+    forget_pull, the anchor and forget_active."""
     seen: dict[str, None] = {}
     for obj in _registered().values():
         seen.update(dict.fromkeys(obj.terms))
     seen[T.FORGET_PULL] = None
+    seen[T.ANCHOR] = None
     seen[T.FORGET_ACTIVE] = None
     return tuple(seen)
 

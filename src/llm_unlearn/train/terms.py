@@ -14,6 +14,7 @@ DIVERGENCE = "divergence"  # Rényi / KL (or the upstream token form) between mo
 FORGET_NLL = "forget_nll"  # cross-entropy on forget answers (ascended by GA / GD; logged by SUGD)
 SUGD = "sugd"  # AILS-NTUA's signed per-sample cross-entropy
 FORGET_PULL = "forget_pull"  # calibration.pull: NLL of the forget documents drawn back toward the holdout
+ANCHOR = "anchor"  # calibration.anchor_documents: how far unseen documents' loss rose above the reference's
 FORGET_ACTIVE = "forget_active"  # share of the batch's forget rows that the calibration gate still pushes
 
 # what a term is a mean over: under data parallelism each term is re-weighted to the global batch by

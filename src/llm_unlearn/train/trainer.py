@@ -107,6 +107,7 @@ class UnlearnTrainer(Trainer):
         self.pull_weight = 0.0  # calibration.pull
         self.answered: set[int] = set()  # row_keys pushed whatever their document's gate (push_answered)
         self.objective_state: dict = {}  # an objective's state across steps (checkpointed, JSON)
+        self.anchor = None  # calibration.anchor_documents (train/anchor.py): set by the loop
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         # the loss is a mean per micro-batch: let the Trainer divide it by the accumulation steps
@@ -201,6 +202,7 @@ class UnlearnTrainer(Trainer):
                 float(self.state.epoch or 0.0),
                 pull_weight=self.pull_weight,
             )
+            loss, _ = self._anchored(model, loss, {})
             return (loss, None) if return_outputs else loss
         batch = self._gated_batch(inputs)
         realized: dict[str, Any] = {}
@@ -228,6 +230,7 @@ class UnlearnTrainer(Trainer):
                 f"{exc} (chunk {self.chunk_index + 1}, step {self.state.global_step + 1} of this chunk); "
                 "the last good checkpoint is kept"
             ) from None
+        loss, terms = self._anchored(model, loss, terms)
         if self.sam_rho:
             self._sam_records.append((realized["push"].detach(), state_before))
         if "row_nll" in realized and self.forget_caps is not None:  # the latest loss of each capped row
@@ -240,6 +243,18 @@ class UnlearnTrainer(Trainer):
             self._sums[k] = self._sums.get(k, 0.0) + v
             self._counts[k] = self._counts.get(k, 0) + 1
         return (loss, None) if return_outputs else loss
+
+    def _anchored(self, model, loss, terms: dict):
+        """The loss and terms with calibration.anchor's term added (train/anchor.py); as they are
+        without anchor documents. Every process computes its own (the same documents): the gradients'
+        average over processes is then the term's gradient."""
+        if self.anchor is None:
+            return loss, terms
+        value = self.anchor.loss(model, self.selector, self.chunk_index, int(self.state.global_step))
+        from llm_unlearn import losses
+
+        losses.check_finite(T.ANCHOR, value)
+        return loss + self.anchor.weight * value, {**terms, T.ANCHOR: float(value.detach())}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
