@@ -60,21 +60,34 @@ def test_rewind_schedule_replays_the_rates_from_a_step():
     rewind_schedule(None, None, 3)  # a chunk-scope run has no run-long schedule: nothing to do
 
 
-def test_a_run_still_falling_at_its_end_trains_its_last_chunk_again(one_torch_thread, tiny_world, tmp_path):
-    """With a learning rate too small to get there in the epochs given, the AUC is still above the band at
-    the end: the extension repeats the last chunk's schedule; the run is otherwise the same up to then."""
-    base = _stop_mode(
-        tiny_world,
-        tmp_path,
-        **{
-            "train.learning_rate": 3e-3,
-            "schedule.chunk_size": 30,
-            "schedule.epochs": 2,
-            "calibration.eval_every": 4,
-        },
-    )
-    plain = _run(tiny_world, tmp_path / "plain", **base)
-    got = _run(tiny_world, tmp_path / "ext", **base, **{"calibration.extend": 2})
+# a learning rate too small to get there in the epochs given: the AUC is still above the band at the end
+OPTS = {
+    "schedule.optimizer_scope": "run",  # one optimizer for the run: its schedule is rewound per extension
+    "train.learning_rate": 3e-3,
+    "schedule.chunk_size": 30,
+    "schedule.epochs": 2,
+    "calibration.eval_every": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def extended(tiny_world, tmp_path_factory):
+    """The run without extension and with ``calibration.extend 2`` (shared by the tests below)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tmp = tmp_path_factory.mktemp("extend")
+        base = _stop_mode(tiny_world, tmp, **OPTS)
+        plain = _run(tiny_world, tmp / "plain", **base)
+        whole = _run(tiny_world, tmp / "ext", **base, **{"calibration.extend": 2})
+    finally:
+        torch.set_num_threads(threads)
+    return {"dir": tmp, "base": base, "plain": plain, "whole": whole}
+
+
+def test_a_run_still_falling_at_its_end_trains_its_last_chunk_again(extended):
+    """The extension repeats the last chunk's schedule; the run is otherwise the same up to then."""
+    plain, got = extended["plain"], extended["whole"]
     pe, ge = plain["calibration"], got["calibration"]
     last = pe["evaluations"][-1]["mia_auc"]
     assert last > 0.5 + pe["tolerance"], "premise: the plain run ends above the band"
@@ -92,36 +105,24 @@ def test_a_run_still_falling_at_its_end_trains_its_last_chunk_again(one_torch_th
     assert max(e["step"] for e in ge["evaluations"]) == got["steps_done"]
     for e in ext:  # each decided by the rule on what the run had measured then
         assert e["mia_auc"] > 0.5 + ge["tolerance"]
-    run = json.loads((tmp_path / "ext" / "run.json").read_text())
+    run = json.loads((extended["dir"] / "ext" / "run.json").read_text())
     assert run["calibration"]["extensions"] == ext
     assert [c.get("extension") for c in run["chunks"][-len(ext) :]] == list(range(1, len(ext) + 1))
 
 
 def test_a_run_killed_between_extensions_resumes_to_the_same_result(
-    one_torch_thread, tiny_world, tmp_path, monkeypatch
+    one_torch_thread, tiny_world, extended, monkeypatch
 ):
-    """One optimizer for the run (its schedule rewound for each extension): a signal after the first
-    extension ends the run with its checkpoint; the same command then decides and trains the rest
-    exactly as the uninterrupted run did."""
+    """A signal after the first extension ends the run with its checkpoint; the same command then
+    decides and trains the rest exactly as the uninterrupted run did."""
     import os
     import signal
 
     import llm_unlearn.train.loop as loop_mod
     from llm_unlearn.errors import TrainingInterrupted
 
-    opts = _stop_mode(
-        tiny_world,
-        tmp_path,
-        **{
-            "schedule.optimizer_scope": "run",
-            "train.learning_rate": 3e-3,
-            "schedule.chunk_size": 30,
-            "schedule.epochs": 2,
-            "calibration.eval_every": 8,
-            "calibration.extend": 2,
-        },
-    )
-    whole = _run(tiny_world, tmp_path / "whole", **opts)["calibration"]
+    opts = {**extended["base"], "calibration.extend": 2}
+    whole = extended["whole"]["calibration"]
     assert len(whole["extensions"]) == 2, "premise: the run extends twice"
     real = loop_mod.ChunkLoop._train_chunk
 
@@ -132,7 +133,7 @@ def test_a_run_killed_between_extensions_resumes_to_the_same_result(
         return action
 
     monkeypatch.setattr(loop_mod.ChunkLoop, "_train_chunk", train_chunk)
-    out = tmp_path / "killed"
+    out = extended["dir"] / "killed"
     with pytest.raises(TrainingInterrupted, match="Run the same command again"):
         _run(tiny_world, out, **opts)
     monkeypatch.setattr(loop_mod.ChunkLoop, "_train_chunk", real)

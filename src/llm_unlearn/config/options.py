@@ -430,7 +430,7 @@ class CalibrationOptions:
     )
     anchor_documents: str | None = opt(
         None,
-        "documents never trained on, other than the holdout's and the evaluation's non-members: each step adds calibration.anchor x the mean, over anchor_per_step of them, of how far their loss rose above the reference's (one-sided), so that pushing the forget documents up does not raise the loss of unseen documents like them and move the MIA's target away (train/anchor.py)",
+        "documents never trained on, other than the holdout's and the evaluation's non-members: each step adds calibration.anchor x the mean, over anchor_per_step of them, of a Huber distance (1-nat knee) between their loss and the reference's, so that pushing the forget documents up does not raise the loss of unseen documents like them and move the MIA's target away (train/anchor.py)",
         flag="--anchor-documents",
         path=True,
     )
