@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
+from test_calibrated_run import _run as _calibrated_run
 
-from llm_unlearn.config import build_config
 from llm_unlearn.errors import DataError
 from llm_unlearn.train.anchor import Anchor, anchor_term, read_anchor_records
-from llm_unlearn.train.loop import run_unlearning
 
 
 def test_anchor_term_is_the_mean_huber_distance_to_the_reference():
@@ -70,26 +69,20 @@ def _documents(path, docs):
 
 
 def _run(tiny_world, out, **extra):
-    overrides = {
-        "model.name_or_path": str(tiny_world["model_dir"]),
-        "data.data": str(tiny_world["data_dir"]),
-        "data.add_eos": True,
-        "train.output_dir": str(out),
-        "train.progress": False,
-        "train.merge": False,
-        "train.plots": False,
-        "train.learning_rate": 5e-3,
-        "schedule.chunk_size": 6,
-        "schedule.retain_per_forget": 1,
-        "schedule.epochs": 4,
-        "lora.alpha": 32,
-        "train.batch_size": 4,
-        "calibration.mode": "off",
-        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
-    }
-    overrides.update(extra)
-    cfg = build_config(overrides=overrides)
-    return run_unlearning(cfg, model=tiny_world["make_model"](), tokenizer=tiny_world["tokenizer"])
+    """An uncalibrated run that unlearns the member documents too (test_calibrated_run's run)."""
+    return _calibrated_run(
+        tiny_world,
+        out,
+        **{
+            "train.plots": False,
+            "schedule.chunk_size": 6,
+            "schedule.retain_per_forget": 1,
+            "schedule.epochs": 4,
+            "calibration.mode": "off",
+            "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+            **extra,
+        },
+    )
 
 
 def _rise(model, anchor_rows, tokenizer, ref):
