@@ -183,9 +183,13 @@ def cmd_train(args) -> int:
 def _end_process_group() -> None:
     """Under accelerate / torchrun: every process waits for the others (rank 0 writes the outputs last),
     then the process group is torn down in order. A rank that exits while the group's communication
-    threads still run can abort at exit ("terminate called without an active exception")."""
+    threads still run can abort at exit ("terminate called without an active exception"). The sharded
+    model's reference cycles hold the group: collected first, so that the teardown here is the real one."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
