@@ -1,5 +1,6 @@
 """The tuned leaderboard: every method tuned with the same trial budget on the demo data, then its best
-configuration (and its default one) run once on the held-out evaluation side and scored officially.
+configuration (and its default one) run with N training seeds on the held-out evaluation side and scored
+officially.
 
     python benchmarks/leaderboard.py [--trials 8] [--methods a,b] [--work runs/leaderboard] [--out benchmarks/results]
 
@@ -9,9 +10,11 @@ configuration (and its default one) run once on the held-out evaluation side and
    3 retain rows per forget row, LoRA alpha 32), calibrated against the holdout, evaluated at every chunk;
 3. per method, `llm-unlearn sweep` (`sweep.run.run_sweep`, the target shared in memory) with `--trials T`:
    the trials train on the validation half of the units and are scored by the calibration's proxy; the
-   default configuration is its trial 0;
+   default configuration is its trial 0; the best trials and the default are confirmed with other seeds
+   (`--confirm`, `--confirm-seeds`: the sweep's selection by the mean, `sweep/confirm.py`);
 4. on the evaluation half (units no trial saw, MIA non-members no trial saw): the default config and the
-   tuned best.yaml, each trained once and scored by the SemEval evaluator (task aggregate, MIA AUC);
+   tuned best.yaml, each trained with `--heldout-seeds` seeds and scored by the SemEval evaluator (task
+   aggregate, MIA AUC); the table shows each metric's median over the seeds, the JSON every run;
 5. `OUT/leaderboard-cpu.json` and `OUT/leaderboard-cpu.png`: per method default vs tuned, the validation
    proxies, the trial states (complete / pruned), the sweep's seconds and its ratio to one default run.
 """
@@ -69,10 +72,47 @@ def base_config(work: Path, data_dir: Path, target_dir: Path, n_forget: int) -> 
     return path
 
 
-def heldout_run(config: Path, method: str, sweep_dir: Path, out: Path, tokenizer, extra: dict) -> dict:
-    """Train `config` once on the evaluation side of the sweep's split, score it officially."""
+def heldout(
+    config: Path, method: str, sweep_dir: Path, out: Path, tokenizer, extra: dict, seeds: int
+) -> dict:
+    """`heldout_run` with `seeds` training seeds (the config's, then +1, ...): every run's metrics, their
+    median per metric (``metrics``: what the table and the counts use) and their min / max."""
+    import statistics
+
+    seed = build_config(config, {"objective.method": method, **extra}).train.seed
+    runs = [
+        heldout_run(config, method, sweep_dir, out / f"seed{seed + i}", tokenizer, extra, seed + i)
+        for i in range(seeds)
+    ]
+    keys = list(runs[0]["metrics"])
+
+    def agg(fn):
+        return {
+            k: (
+                fn(vals) if (vals := [r["metrics"][k] for r in runs if r["metrics"][k] is not None]) else None
+            )
+            for k in keys
+        }
+
+    return {
+        "metrics": agg(statistics.median),
+        "min": agg(min),
+        "max": agg(max),
+        "seeds": [seed + i for i in range(seeds)],
+        "runs": [r["metrics"] for r in runs],
+        "unlearn_seconds": runs[0]["unlearn_seconds"],
+        "steps": runs[0]["steps"],
+    }
+
+
+def heldout_run(
+    config: Path, method: str, sweep_dir: Path, out: Path, tokenizer, extra: dict, seed: int
+) -> dict:
+    """Train `config` once (training seed `seed`) on the evaluation side of the sweep's split, score it
+    officially."""
     ev = sweep_dir / "evaluation"
     over = {
+        "train.seed": seed,
         "objective.method": method,
         **extra,
         "data.data": None,
@@ -98,7 +138,8 @@ def heldout_run(config: Path, method: str, sweep_dir: Path, out: Path, tokenizer
     }
 
 
-def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer, workers: int = 1) -> dict:
+def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer, args) -> dict:
+    workers = args.workers
     extra = mb.REQUIRED.get(name, {})
     sweep_dir = work / f"sweep-{name}"
     opts = SweepOptions(
@@ -108,6 +149,8 @@ def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer, worke
         output_dir=str(sweep_dir),
         progress=True,
         workers=workers,
+        confirm=args.confirm,
+        confirm_seeds=args.confirm_seeds,
     )
     t0 = time.time()
     if workers > 1:  # every process reads the target from disk once
@@ -116,13 +159,15 @@ def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer, worke
         res = run_sweep(opts, model=model, tokenizer=tokenizer, extra_overrides=extra)
     sweep_seconds = time.time() - t0
     r = res["methods"][0]
-    default = heldout_run(base, name, sweep_dir, work / name / "default", tokenizer, extra)
-    tuned = heldout_run(sweep_dir / "best.yaml", name, sweep_dir, work / name / "tuned", tokenizer, extra)
+    n = args.heldout_seeds
+    default = heldout(base, name, sweep_dir, work / name / "default", tokenizer, extra, n)
+    tuned = heldout(sweep_dir / "best.yaml", name, sweep_dir, work / name / "tuned", tokenizer, extra, n)
     return {
         "summary": OBJECTIVES[name].summary,
         "trials": r["trials"],
         "validation_proxy": {"default": (r["default"] or {}).get("value"), "tuned": r["best"]["value"]},
         "best_trial": r["best"]["number"],
+        "validation_runs": {"default": (r["default"] or {}).get("runs"), "tuned": r["best"].get("runs")},
         "best_options": r["best"]["options"],
         "sweep_seconds": round(sweep_seconds, 1),
         "default": default,
@@ -139,9 +184,11 @@ def readme_table(result: dict) -> str:
     def f(x):
         return "–" if x is None else f"{x:.3f}"
 
+    n = result.get("heldout_seeds", 1)
+    of = f" (median of {n} seeds)" if n > 1 else ""
     lines = [
-        "| method | trials (pruned) | validation proxy default → tuned | task aggregate default → tuned | "
-        "MIA AUC default → tuned | MIA score default → tuned | sweep s (× one default run) |",
+        f"| method | trials (pruned) | validation proxy default → tuned | task aggregate default → tuned{of} | "
+        f"MIA AUC default → tuned{of} | MIA score default → tuned{of} | sweep s (× one default run) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in result["methods"].items():
@@ -168,13 +215,20 @@ def plot(result: dict, path: Path) -> None:
         (axes[1], "mia_score", "MIA score"),
     ):
         x = range(len(names))
-        d = [result["methods"][n]["default"]["metrics"][key] or 0 for n in names]
-        t = [result["methods"][n]["tuned"]["metrics"][key] or 0 for n in names]
-        ax.bar([i - 0.2 for i in x], d, 0.4, label="default", color="tab:gray")
-        ax.bar([i + 0.2 for i in x], t, 0.4, label="tuned", color="tab:blue")
+        for side, dx, color in (("default", -0.2, "tab:gray"), ("tuned", 0.2, "tab:blue")):
+            rows = [result["methods"][n][side] for n in names]
+            mid = [r["metrics"][key] or 0 for r in rows]
+            err = None
+            if all("min" in r for r in rows):  # the seeds' range around the median
+                lo = [m - (r["min"][key] or 0) for m, r in zip(mid, rows)]
+                hi = [(r["max"][key] or 0) - m for m, r in zip(mid, rows)]
+                err = [lo, hi]
+            ax.bar([i + dx for i in x], mid, 0.4, yerr=err, capsize=3, label=side, color=color)
         ax.set_xticks(list(x), names, rotation=30, ha="right")
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{title} on the held-out evaluation (higher is better)")
+        seeds = result.get("heldout_seeds", 1)
+        span = f", median and range of {seeds} seeds" if seeds > 1 else ""
+        ax.set_title(f"{title} on the held-out evaluation{span} (higher is better)")
         ax.legend()
     fig.suptitle(f"default vs tuned ({result['trials_per_method']} trials per method, demo data, CPU)")
     fig.tight_layout()
@@ -198,6 +252,14 @@ def main(argv=None) -> int:
         type=int,
         default=1,
         help="sweep processes (one torch thread each; the default run it is compared to has one too)",
+    )
+    ap.add_argument("--confirm", type=int, default=3, help="the sweep's --confirm (0: the best single trial)")
+    ap.add_argument("--confirm-seeds", type=int, default=2, help="the sweep's --confirm-seeds")
+    ap.add_argument(
+        "--heldout-seeds",
+        type=int,
+        default=3,
+        help="training seeds of each held-out run (the table shows the median, the JSON every run)",
     )
     args = ap.parse_args(argv)
     if args.table:
@@ -229,6 +291,8 @@ def main(argv=None) -> int:
             "loadavg_start": load0,
         },
         "trials_per_method": args.trials,
+        "confirm": {"trials": args.confirm, "seeds": args.confirm_seeds},
+        "heldout_seeds": args.heldout_seeds,
         "validation_fraction": FRACTION,
         "base_config": yaml.safe_load(base.read_text()),
         "target_model": mem,
@@ -245,7 +309,7 @@ def main(argv=None) -> int:
         names = [n for n in names if n not in result["methods"]]
     for i, name in enumerate(names, 1):
         print(f"[leaderboard] {i}/{len(names)} {name}: {args.trials} trials", flush=True)
-        r = tune(name, base, work, args.trials, model, tokenizer, args.workers)
+        r = tune(name, base, work, args.trials, model, tokenizer, args)
         result["methods"][name] = r
         d, t = r["default"]["metrics"], r["tuned"]["metrics"]
         print(

@@ -59,7 +59,8 @@ def test_sweep_shares_the_cache_resumes_on_two_workers_and_best_yaml_trains(worl
     torch.set_num_threads(1)
     out, db = tmp_path / "sweep", tmp_path / "sweep" / "study.db"
     argv = ["sweep", "--config", str(world / "base.yaml"), "--storage", f"sqlite:///{db}"]
-    argv += ["--output-dir", str(out), "--heartbeat", "2", "--no-progress"]
+    argv += ["--output-dir", str(out), "--heartbeat", "2", "--no-progress", "--confirm", "1"]
+    argv += ["--confirm-seeds", "1"]
     try:
         built = cache_build.BUILD_COUNT
         assert main([*argv, "--trials", "2"]) == 0
@@ -73,7 +74,13 @@ def test_sweep_shares_the_cache_resumes_on_two_workers_and_best_yaml_trains(worl
         assert [r["state"] for r in rows] == ["complete"] * 3
         summary = json.loads((out / "sweep.json").read_text())
         best = summary["methods"][0]["best"]
-        assert best["value"] == max(float(r["value"]) for r in rows)
+        # the best and the default trained again with one other seed (shared by the two processes);
+        # the best is the higher mean of the confirmed ones
+        confirmed = {int(r["number"]): float(r["mean"]) for r in rows if r["mean"]}
+        top = max(rows, key=lambda r: (float(r["value"]), -int(r["number"])))
+        assert set(confirmed) == {0, int(top["number"])} and all(r["seeds"] in ("1", "2") for r in rows)
+        assert len(best["runs"]) == 2 and best["value"] == pytest.approx(sum(best["runs"]) / 2)
+        assert best["value"] == pytest.approx(max(confirmed.values()))
         for name in ("best.yaml", "summary.txt", "split.json"):
             assert (out / name).is_file()
         assert (out / "plots" / "history-npo_rt_div.png").stat().st_size > 0
@@ -101,5 +108,6 @@ def test_sweep_shares_the_cache_resumes_on_two_workers_and_best_yaml_trains(worl
         # the same command again: the study is resumed, its budget already met, nothing added
         assert main([*argv, "--trials", "3"]) == 0
         assert len(list(csv.DictReader((out / "trials.csv").open()))) == 3
+        assert json.loads((out / "sweep.json").read_text())["trials_run_here"] == 0  # nor confirmed again
     finally:
         torch.set_num_threads(n)

@@ -178,14 +178,9 @@ class TrialObjective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from llm_unlearn.train.loop import run_unlearning
-        from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
-
         t0 = time.time()
         point = self.overrides(trial)
         trial.set_user_attr("options", point)
-        cfg = self._config(point, f"{self.method}-{trial.number}")
-        model, tokenizer = self.shared.model(cfg)
         best: list[float] = []
 
         def report(ev: dict) -> None:
@@ -197,15 +192,8 @@ class TrialObjective:
             if len(best) > 1 and trial.should_prune():  # never on the starting point alone
                 raise optuna.TrialPruned(f"pruned after evaluation {len(best)} (best proxy {best[-1]:.4f})")
 
-        saved = dict(SWEEP_HOOKS)
-        SWEEP_HOOKS.update(
-            reference_dir=self.shared.reference_dir(cfg),
-            on_evaluation=report,
-            start_measurement=self.shared.start_measurement(cfg),
-            tokens=self.shared.tokens,
-        )
         try:
-            summary = run_unlearning(cfg, model=model, tokenizer=tokenizer)
+            summary = self._run(point, f"{self.method}-{trial.number}", report)
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", round(time.time() - t0, 2))
             raise
@@ -214,13 +202,43 @@ class TrialObjective:
             trial.set_user_attr("error", str(exc).splitlines()[0])
             log.warning("sweep: trial %d diverged (%s): scored 0", trial.number, str(exc).splitlines()[0])
             return 0.0
-        finally:
-            SWEEP_HOOKS.update(saved)
-            shutil.rmtree(Path(cfg.train.output_dir), ignore_errors=True)  # DIR/trials/NAME: ours only
         value = self._value(summary.get("calibration") or {})
         trial.set_user_attr("seconds", round(time.time() - t0, 2))
         trial.set_user_attr("steps", summary.get("steps_done"))
         return value
+
+    def rescore(self, options: dict[str, Any], seed_index: int, number: int) -> float:
+        """A finished trial's options trained again, unpruned, with the training seed offset by
+        `seed_index` (``sweep/confirm.py``); the kept state's proxy (0 when the run diverges)."""
+        seed = int(self.base.get("train.seed") or 0) + seed_index
+        point = {**options, "train.seed": seed}
+        try:
+            summary = self._run(point, f"{self.method}-{number}-seed{seed}", None)
+        except NonFiniteLossError as exc:
+            log.warning("sweep: trial %d with seed %d diverged (%s): scored 0", number, seed, exc)
+            return 0.0
+        return self._value(summary.get("calibration") or {})
+
+    def _run(self, point: dict[str, Any], name: str, on_evaluation) -> dict:
+        """One training run of `point` on the validation data, with the shared start, tokens and
+        reference cache; its directory (DIR/trials/NAME: ours only) removed after."""
+        from llm_unlearn.train.loop import run_unlearning
+        from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
+
+        cfg = self._config(point, name)
+        model, tokenizer = self.shared.model(cfg)
+        saved = dict(SWEEP_HOOKS)
+        SWEEP_HOOKS.update(
+            reference_dir=self.shared.reference_dir(cfg),
+            on_evaluation=on_evaluation or (lambda ev: None),
+            start_measurement=self.shared.start_measurement(cfg),
+            tokens=self.shared.tokens,
+        )
+        try:
+            return run_unlearning(cfg, model=model, tokenizer=tokenizer)
+        finally:
+            SWEEP_HOOKS.update(saved)
+            shutil.rmtree(Path(cfg.train.output_dir), ignore_errors=True)
 
     @staticmethod
     def _value(calibration: dict) -> float:

@@ -46,6 +46,16 @@ class SweepOptions:
         flag="--pruner",
         choices=("median", "successive_halving", "none"),
     )
+    confirm: int = opt(
+        3,
+        "after the trials: the N best complete trials and the default are trained again with "
+        "--confirm-seeds other seeds, and the best is the highest mean proxy (0: the best single trial)",
+        flag="--confirm",
+        range=_pos(0),
+    )
+    confirm_seeds: int = opt(
+        2, "other training seeds per confirmed trial", flag="--confirm-seeds", range=_pos(1)
+    )
     seed: int = opt(0, "seed of the sampler and of the validation split", flag="--seed", range=_pos(0))
     validation_fraction: float = opt(
         0.5,

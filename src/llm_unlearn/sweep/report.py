@@ -1,9 +1,10 @@
 """A sweep's outputs, from the study alone (any process can write them, at any time):
 
 - ``best.yaml`` (the best method's; ``best-METHOD.yaml`` for each method when several were tuned): the
-  base YAML with the best trial's options written into it, which ``train --config`` takes as it is;
-- ``trials.csv``: every trial's method, number, state, value (the validation proxy), seconds, the trial it
-  retries, and its options;
+  base YAML with the best trial's options written into it (the best: the highest mean over the
+  confirmation seeds, ``sweep/confirm.select``), which ``train --config`` takes as it is;
+- ``trials.csv``: every trial's method, number, state, value (the validation proxy of its run), seeds and
+  mean (with its confirmation runs: ``sweep/confirm.py``), seconds, the trial it retries, and its options;
 - ``plots/`` (Optuna's matplotlib backend): ``history-METHOD.png``, ``importances-METHOD.png``,
   ``intermediate-METHOD.png`` (the evaluations the pruner saw);
 - ``summary.txt`` (the one-screen summary, also printed) and ``sweep.json`` (the same as data).
@@ -51,15 +52,22 @@ def _state(t) -> str:
 
 
 def trials_rows(method: str, study) -> list[dict[str, Any]]:
+    import statistics
+
+    from llm_unlearn.sweep.confirm import runs_of
+
     rows = []
     for t in study.get_trials(deepcopy=False):
         opts = t.user_attrs.get("options") or {}
+        runs = runs_of(study, t) if t.value is not None else []
         rows.append(
             {
                 "method": method,
                 "number": t.number,
                 "state": _state(t),
                 "value": t.value,
+                "seeds": len(runs) or None,
+                "mean": statistics.fmean(runs) if len(runs) > 1 else None,
                 "seconds": t.user_attrs.get("seconds"),
                 "retry_of": t.system_attrs.get("failed_trial"),
                 "default": bool(t.user_attrs.get("default")),
@@ -70,9 +78,15 @@ def trials_rows(method: str, study) -> list[dict[str, Any]]:
     return rows
 
 
-def method_result(method: str, study) -> dict[str, Any]:
-    """Counts, the best trial and the default configuration's trial of one method's study."""
+def method_result(method: str, study, confirm: int = 0) -> dict[str, Any]:
+    """Counts, the best trial (by its mean over the confirmation seeds when `confirm` > 0:
+    ``sweep/confirm.select``) and the default configuration's trial of one method's study. A trial's
+    ``value`` is the mean of its runs; ``runs`` lists them (its own first)."""
+    import statistics
+
     from optuna.trial import TrialState
+
+    from llm_unlearn.sweep.confirm import runs_of, select
 
     trials = study.get_trials(deepcopy=False)
     count = {
@@ -80,34 +94,42 @@ def method_result(method: str, study) -> dict[str, Any]:
         for s in ("complete", "pruned", "fail", "running")
     }
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(done, key=lambda t: (t.value, -t.number)) if done else None
+    best, _ = select(study, confirm)
     default = next((t for t in done if t.user_attrs.get("default")), None)
+
+    def scored(t) -> dict[str, Any]:
+        runs = runs_of(study, t)
+        return {"number": t.number, "value": statistics.fmean(runs), "runs": runs}
+
     seconds = [t.user_attrs.get("seconds") for t in trials if t.user_attrs.get("seconds") is not None]
     return {
         "method": method,
         "study": study.study_name,
         "trials": count,
-        "best": None
-        if best is None
-        else {"number": best.number, "value": best.value, "options": best.user_attrs.get("options")},
-        "default": None if default is None else {"number": default.number, "value": default.value},
+        "best": None if best is None else {**scored(best), "options": best.user_attrs.get("options")},
+        "default": None if default is None else scored(default),
         "trial_seconds_total": round(sum(seconds), 1),
     }
 
 
 def summary_text(results: list[dict[str, Any]], storage: str, out: Path) -> str:
     lines = [f"sweep of {len(results)} method(s); study storage {storage}", ""]
-    lines.append(f"{'method':<20} {'done':>4} {'pruned':>6} {'failed':>6} {'default':>8} {'best':>8}  trial")
+    head = f"{'method':<20} {'done':>4} {'pruned':>6} {'failed':>6} {'default':>8} {'best':>8}  trial  seeds"
+    lines.append(head)
     for r in results:
         c, b, d = r["trials"], r["best"], r["default"]
         lines.append(
             f"{r['method']:<20} {c['complete'] + c['pruned']:>4} {c['pruned']:>6} {c['fail']:>6} "
             f"{'-' if d is None else format(d['value'], '.4f'):>8} {'-' if b is None else format(b['value'], '.4f'):>8}  "
-            f"{'-' if b is None else b['number']}"
+            f"{'-' if b is None else b['number']:>5}  {'-' if b is None else len(b['runs']):>5}"
         )
+    if any(r["best"] and len(r["best"]["runs"]) > 1 for r in results):
+        lines.append("(default, best: the mean validation proxy over the seeds each was trained with)")
     top = max((r for r in results if r["best"]), key=lambda r: r["best"]["value"], default=None)
     if top is not None:
-        lines += ["", f"best: {top['method']} (validation proxy {top['best']['value']:.4f}):"]
+        runs = top["best"]["runs"]
+        spread = f"; runs {min(runs):.4f}..{max(runs):.4f}" if len(runs) > 1 else ""
+        lines += ["", f"best: {top['method']} (validation proxy {top['best']['value']:.4f}{spread}):"]
         lines += [f"  {k}: {v}" for k, v in sorted((top["best"]["options"] or {}).items())]
         lines += ["", f"train it:   llm-unlearn train --config {out / 'best.yaml'} --output-dir RUN"]
     lines.append(f"held out:   {out / 'evaluation'} (units no trial saw: evaluate the run there)")
@@ -145,13 +167,13 @@ def _plots(method: str, study, plots: Path) -> list[str]:
 
 
 def write_outputs(
-    studies: dict[str, Any], base_yaml: dict, out: Path, storage: str, extra: dict
+    studies: dict[str, Any], base_yaml: dict, out: Path, storage: str, extra: dict, confirm: int = 0
 ) -> dict[str, Any]:
     """Write every output named in the module docstring; returns sweep.json's content."""
     import warnings
 
     out = Path(out)
-    results = [method_result(m, s) for m, s in studies.items()]
+    results = [method_result(m, s, confirm) for m, s in studies.items()]
     for r in results:
         if r["best"] is not None and len(studies) > 1:
             atomic_write_text(

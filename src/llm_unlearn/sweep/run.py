@@ -1,5 +1,6 @@
 """`llm-unlearn sweep` as a function: check everything, carve the validation split, run the trials of one
-study per method in K processes (or in several jobs on one storage), then write the outputs.
+study per method in K processes (or in several jobs on one storage), confirm the best trials with other
+seeds (``sweep/confirm.py``), then write the outputs.
 
     run_sweep(SweepOptions(config="base.yaml", trials=30, output_dir="runs/sweep"))
 
@@ -76,9 +77,11 @@ def _setup(opts: SweepOptions):
     return base, methods, over, storage, out
 
 
-def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None) -> int:
-    """One process's share of the sweep: every method's study in turn, until its budget is met."""
+def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None, share=None) -> int:
+    """One process's share of the sweep: every method's study in turn, until its budget is met, then its
+    share of the confirmation runs (`share`: default (index, workers); (0, 1): every missing one)."""
     from llm_unlearn.sweep import spaces
+    from llm_unlearn.sweep.confirm import confirm
     from llm_unlearn.sweep.objective import TrialObjective, prepare_validation
     from llm_unlearn.sweep.shared import Shared
     from llm_unlearn.sweep.study import make_storage, open_study, run_trials
@@ -111,8 +114,21 @@ def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None)
                     flush=True,
                 )
 
-        ran += run_trials(
-            study, obj, opts.trials, out / "shared" / f"{study.study_name}.lock", on_trial=progress
+        lock = out / "shared" / f"{study.study_name}.lock"
+        ran += run_trials(study, obj, opts.trials, lock, on_trial=progress)
+
+        def confirmed(trial, s, value, _m=m):
+            if opts.progress:
+                print(f"[sweep] {_m}: trial {trial.number} again with seed +{s}: {value:.4f}", flush=True)
+
+        ran += confirm(
+            study,
+            obj.rescore,
+            opts.confirm,
+            opts.confirm_seeds,
+            lock,
+            share=share or (index, opts.workers),
+            on_run=confirmed,
         )
     return ran
 
@@ -218,6 +234,8 @@ def run_sweep(
         raise RuntimeError(
             f"{len(bad)} worker process(es) failed (exit codes {bad}); rerun to resume the study"
         )
+    if procs and opts.confirm:  # the confirmation runs of the other processes that did not store them
+        ran += _worker(opts_dict, 0, model, tokenizer, extra_overrides, share=(0, 1))
     storage = make_storage(storage_url, opts.heartbeat)
     studies = {m: open_study(storage, f"{opts.study_name}-{m}", seed=opts.seed) for m in methods}
     _remove_stale_trial_dirs(out, studies)
@@ -230,7 +248,7 @@ def run_sweep(
         "workers": opts.workers,
         "split": _VALIDATION[0].summary,
     }
-    result = report.write_outputs(studies, base_yaml, out, storage_url, extra)
+    result = report.write_outputs(studies, base_yaml, out, storage_url, extra, confirm=opts.confirm)
     if opts.progress:
         print(report.summary_text(result["methods"], storage_url, out), flush=True)
     return result
