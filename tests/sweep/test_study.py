@@ -88,3 +88,20 @@ def test_sweep_killed_with_kill_9_and_rerun_keeps_the_budget(tmp_path, nobeat):
     assert len(retries) == 1 and retries[0].number > failed.number  # retried once, with its options
     done_before = {t.number for t in before if t.state.name == "COMPLETE"}
     assert done_before <= {t.number for t in after if t.state.name == "COMPLETE"}  # nothing lost
+
+
+def test_progress_names_the_trial_this_process_ran(tmp_path):
+    """With other processes on the study, the newest trial in the storage is often theirs (running):
+    the progress line must show the one this process finished."""
+    from llm_unlearn.sweep.study import run_trials
+
+    study = open_study(make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=1), "fake")
+    seen = []
+
+    def objective(trial):
+        study.ask()  # another process's trial starts meanwhile: RUNNING, numbered after this one
+        return 0.25
+
+    run_trials(study, objective, 1, tmp_path / "lock", on_trial=lambda t, done, n: seen.append(t))
+    assert [(t.number, t.state.name, t.value) for t in seen] == [(0, "COMPLETE", 0.25)]
+    assert study.get_trials(deepcopy=False)[-1].state.name == "RUNNING"  # the premise

@@ -158,7 +158,10 @@ def run_trials(
             time.sleep(poll)
             continue
 
-        def claimed(trial, _lock=lock):  # the trial is RUNNING in the storage: the slot is taken
+        mine: list[int] = []  # the storage id of the trial this process runs (others' run meanwhile)
+
+        def claimed(trial, _lock=lock, _mine=mine):  # RUNNING in the storage: the slot is taken
+            _mine.append(trial._trial_id)
             # Its first heartbeat before the lock goes: Optuna's heartbeat thread may not have beaten
             # yet, and a RUNNING trial without one is never stale (a process killed in that instant
             # would hold a slot of the budget for ever, and every rerun would wait on it).
@@ -173,5 +176,4 @@ def run_trials(
             lock.release()  # when optimize failed before the trial began
         ran += 1
         if on_trial is not None:
-            last = study.get_trials(deepcopy=False)[-1] if study.get_trials(deepcopy=False) else None
-            on_trial(last, done + 1, n_trials)
+            on_trial(study._storage.get_trial(mine[0]) if mine else None, done + 1, n_trials)
