@@ -105,3 +105,18 @@ def test_trials_csv_rows_carry_the_seeds_and_mean(tmp_path):
     rows = report.trials_rows("m", study)
     assert [(r["seeds"], r["mean"]) for r in rows[:2]] == [(3, pytest.approx(0.5)), (3, pytest.approx(0.8))]
     assert rows[2]["state"] == "pruned" and rows[2]["seeds"] is None and rows[2]["mean"] is None
+
+
+def test_a_slurm_array_splits_the_runs_over_its_tasks(monkeypatch):
+    from llm_unlearn.sweep.run import confirm_share
+
+    for k in ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(k, raising=False)
+    assert confirm_share(1, 2) == (1, 2)  # one machine: its worker processes
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
+    shares = set()
+    for task in (4, 5, 6):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        shares |= {confirm_share(i, 2) for i in range(2)}
+    assert shares == {(i, 6) for i in range(6)}  # every process of the array once

@@ -127,10 +127,22 @@ def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None,
             opts.confirm,
             opts.confirm_seeds,
             lock,
-            share=share or (index, opts.workers),
+            share=share or confirm_share(index, opts.workers),
             on_run=confirmed,
         )
     return ran
+
+
+def confirm_share(index: int, workers: int) -> tuple[int, int]:
+    """(i, K) of this process among every process of the sweep for the confirmation runs: its index
+    among the `workers` of its job, and in a Slurm array (``SLURM_ARRAY_TASK_COUNT`` > 1) among those of
+    every task of the array, so that the tasks split the runs instead of each running all of them."""
+    count = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", "0") or 0)
+    if count > 1:
+        task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
+        task -= int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+        return (task % count) * workers + index, count * workers
+    return index, workers
 
 
 _VALIDATION: list = [None]  # the main process's split, reused by its own worker
