@@ -3,7 +3,7 @@
 A trial's value is one run's proxy: one training seed, a small validation split. The best of 30 such
 values is biased upward (the maximum of noisy draws: the winner's curse): on the demo's 30-trial
 leaderboard, 3 of 14 tuned configurations scored above their method's default on validation and below it
-on the units no trial saw. So after the trial budget is met, the
+on the units no trial saw (task aggregate + MIA score). So after the trial budget is met, the
 ``confirm`` best complete trials, and the default configuration's trial, are each trained again with
 ``confirm_seeds`` other seeds (``train.seed + 1``, ``+ 2``, ...), on the same validation data, unpruned; the
 best configuration is the one with the highest **mean** proxy over its runs (its trial's and these).
