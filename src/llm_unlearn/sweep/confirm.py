@@ -10,9 +10,9 @@ best configuration is the one with the highest **mean** proxy over its runs (its
 
 The confirmation runs are stored in the study itself (study user attribute ``confirm-N`` for trial N:
 {seed offset: proxy}), each as soon as it ends: a killed sweep, run again, continues with the
-run it had not finished, and the outputs can be written by any process from the study alone. K processes on
-one machine share the runs; a run is stored under the study's file lock, and only if no other process
-stored it first.
+run it had not finished, and the outputs can be written by any process from the study alone. K processes
+on one machine (and the tasks of a Slurm array, ``run.confirm_share``) share the runs; a run is stored
+under the study's file lock, and only if no other process stored it first.
 """
 
 from __future__ import annotations
@@ -106,11 +106,13 @@ def select(study, k: int) -> tuple[Any, list[float]] | tuple[None, list[float]]:
     done = _complete(study)
     if not done:
         return None, []
-    pool = [t for t in candidates(study, k) if len(runs_of(study, t)) > 1] if k > 0 else []
+    cands = candidates(study, k)
+    runs = {t.number: runs_of(study, t) for t in cands}  # one storage read each
+    pool = [t for t in cands if len(runs[t.number]) > 1]
     if not pool:
         best = max(done, key=lambda t: (t.value, -t.number))
         return best, runs_of(study, best)
-    n = max(len(runs_of(study, t)) for t in pool)
-    pool = [t for t in pool if len(runs_of(study, t)) == n]  # compare means over as many runs
-    best = max(pool, key=lambda t: (statistics.fmean(runs_of(study, t)), -t.number))
-    return best, runs_of(study, best)
+    n = max(len(runs[t.number]) for t in pool)
+    pool = [t for t in pool if len(runs[t.number]) == n]  # compare means over as many runs
+    best = max(pool, key=lambda t: (statistics.fmean(runs[t.number]), -t.number))
+    return best, runs[best.number]
