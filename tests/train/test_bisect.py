@@ -199,3 +199,37 @@ def test_a_real_run_bisects_without_changing_its_training_path(one_torch_thread,
         assert e["bisect"]["from_step"] < e["bisect"]["to_step"] == e["step"]
     run = json.loads((tmp_path / "bisect" / "run.json").read_text())
     assert run["calibration"]["bisections"] == got["bisections"] and got["bisections"]
+
+
+def test_one_copy_of_the_weights_per_evaluation(monkeypatch):
+    """An evaluation that is at once the best so far, the bisection's upper end and the backtrack's anchor
+    keeps the three as one copy of the trainable weights (a copy gathers the whole adapter under FSDP), and
+    the kept state is still that evaluation's, not the weights trained after it."""
+    import llm_unlearn.train.calibrated as calibrated
+
+    copies = []
+    real = calibrated.trainable_state
+
+    def counting(model):
+        copies.append(1)
+        return real(model)
+
+    monkeypatch.setattr(calibrated, "trainable_state", counting)
+    cfg = build_config(
+        overrides={
+            "calibration.bisect": 4,
+            "calibration.backtrack": 2,
+            "calibration.mode": "gate",
+            "calibration.tolerance": TOL,
+        }
+    )
+    calib, model = Calibrator(cfg, _LineMonitor(), [10, 10], "chunk"), _One()
+    calib.evaluate(model, step=0, chunk=0)  # w 0: AUC 1, forget EM 1 (not an anchor: floors unmet)
+    copies.clear()
+    _at(model, 1.0)  # AUC 0.8: best so far, above the band with the floors met, an anchor
+    calib.evaluate(model, step=10, chunk=0)
+    assert calib.best_index == 1 and calib.upper[0] == 1 and calib.anchor[0] == 1
+    assert len(copies) == 1
+    _at(model, 1.5)  # the live weights move on; the kept ones do not
+    assert float(calib.best_state["w"]) == 1.0
+    assert float(calib.upper[1]["w"]) == 1.0 and float(calib.anchor[1]["w"]) == 1.0

@@ -210,11 +210,12 @@ class Calibrator:
             self.active, self.caps = active, caps
         if self.c.mode != "off":
             bisect_if_crossed(self, model, ev, step=step, chunk=chunk)
-        self._add(ev, lambda: trainable_state(model))  # whole tensors (gathered under FSDP)
+        snapshot = _Snapshot(model)  # whole tensors (gathered under FSDP), copied once however many keep it
+        self._add(ev, snapshot)
         if self.c.mode == "off":
             return None
-        self._keep_upper(model, ev)
-        if self._backtrack_due(model, ev, can_continue):
+        self._keep_upper(ev, snapshot)
+        if self._backtrack_due(ev, can_continue, snapshot):
             return "backtrack"
         last = chunk == len(self.per_chunk_steps) - 1
         reason = cal.should_stop(
@@ -244,7 +245,7 @@ class Calibrator:
             self.best_index = len(self.evaluations) - 1
             self.best_state = state()
 
-    def _keep_upper(self, model, ev) -> None:
+    def _keep_upper(self, ev, state) -> None:
         """calibration.bisect: an evaluation above the band that meets the floors is the new upper end; one
         within the band that meets them ends it (a calibrated candidate exists: nothing to search for)."""
         auc = ev.get("mia_auc")
@@ -253,11 +254,11 @@ class Calibrator:
         if not cal.meets_floors(ev, self.evaluations[0], **self.floors):
             return
         if auc > 0.5 + float(self.c.tolerance):
-            self.upper = (len(self.evaluations) - 1, trainable_state(model))
+            self.upper = (len(self.evaluations) - 1, state())
         elif auc >= 0.5 - float(self.c.tolerance):
             self.upper = None
 
-    def _backtrack_due(self, model, ev, can_continue: bool) -> bool:
+    def _backtrack_due(self, ev, can_continue: bool, state) -> bool:
         """calibration.backtrack: keep the latest anchor (`calibration.is_anchor`), or say that this
         overshoot goes back to it."""
         n = int(self.c.backtrack)
@@ -265,7 +266,7 @@ class Calibrator:
             return False
         tol = float(self.c.tolerance)
         if cal.is_anchor(ev, self.evaluations[0], tolerance=tol, **self.floors):
-            self.anchor = (len(self.evaluations) - 1, trainable_state(model))
+            self.anchor = (len(self.evaluations) - 1, state())
             self.anchor_taken = True
             return False
         return can_continue and cal.should_backtrack(
@@ -371,6 +372,22 @@ class Calibrator:
             self.monitor.answered = {int(i) for i in st["answered"]}
         if st.get("pull_caps") is not None and hasattr(self.monitor, "pull_caps"):
             self.monitor.pull_caps = {int(k): float(v) for k, v in st["pull_caps"].items()}
+
+
+class _Snapshot:
+    """``snapshot()``: the model's trainable weights at this evaluation (``trainable_state``), copied on the
+    first call and shared by every later one: the best state, the bisection's upper end and the backtrack's
+    anchor of one evaluation are the same weights, and are only read after (``load_trainable`` copies them
+    into the model). Every process of a sharded run takes the same decisions, so makes the first call at the
+    same point."""
+
+    def __init__(self, model):
+        self.model, self.state = model, None
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        if self.state is None:
+            self.state = trainable_state(self.model)
+        return self.state
 
 
 def _untrained(model) -> bool:
