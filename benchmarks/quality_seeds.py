@@ -106,7 +106,23 @@ def collect(work: Path, seed: int, perturb: str, target: dict, keep: Path) -> di
         "abs_auc_dev": abs(e["mia_auc"] - 0.5),
         "retain_ratio": ratio,
         "evaluation_dir": str(dst.relative_to(REPO)) if dst.is_relative_to(REPO) else str(dst),
+        "trajectory": trajectory(d / "tiny-olmo2" / "default-calibrated" / "run.json"),
     }
+
+
+TRAJECTORY_KEYS = ("step", "chunk", "mia_auc", "task_aggregate", "proxy", "active_fraction", "tau_document")
+
+
+def trajectory(run_json: Path) -> list[dict] | None:
+    """The run's calibration evaluations (what the gate and the selection saw: the AUC against the
+    holdout, the proxy, the share of rows still pushed), from its run.json; None when it has none."""
+    if not run_json.is_file():
+        return None
+    evs = (json.loads(run_json.read_text()).get("calibration") or {}).get("evaluations") or []
+    return [
+        {k: e.get(k) for k in TRAJECTORY_KEYS if k in e} | ({"bisect": True} if "bisect" in e else {})
+        for e in evs
+    ]
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -51,3 +51,22 @@ def test_the_readme_reports_the_distribution():
         f"|AUC − 0.5| median {s['abs_auc_dev']['median']:.3f}, worst {s['abs_auc_dev']['worst']:.3f}",
     ):
         assert part in text, part
+
+
+def test_a_run_keeps_its_calibration_trajectory(tmp_path):
+    """Each run's entry holds what its calibration saw at every evaluation (from run.json), bisected
+    states marked, so that a distribution can be read without the run directories."""
+    mod = _module()
+    evs = [
+        {"step": 0, "chunk": 1, "mia_auc": 1.0, "proxy": 0.0, "forget_em": 1.0, "_unit": [1, 2]},
+        {"step": 40, "chunk": 1, "mia_auc": 0.55, "proxy": 0.9, "active_fraction": 0.5, "bisect": {"t": 0.5}},
+    ]
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"calibration": {"evaluations": evs}}))
+    assert mod.trajectory(run) == [
+        {"step": 0, "chunk": 1, "mia_auc": 1.0, "proxy": 0.0},
+        {"step": 40, "chunk": 1, "mia_auc": 0.55, "proxy": 0.9, "active_fraction": 0.5, "bisect": True},
+    ]
+    assert mod.trajectory(tmp_path / "missing.json") is None
+    run.write_text(json.dumps({"calibration": None}))
+    assert mod.trajectory(run) == []
