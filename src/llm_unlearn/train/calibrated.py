@@ -375,11 +375,8 @@ class Calibrator:
 
 
 class _Snapshot:
-    """``snapshot()``: the model's trainable weights at this evaluation (``trainable_state``), copied on the
-    first call and shared by every later one: the best state, the bisection's upper end and the backtrack's
-    anchor of one evaluation are the same weights, and are only read after (``load_trainable`` copies them
-    into the model). Every process of a sharded run takes the same decisions, so makes the first call at the
-    same point."""
+    """``snapshot()``: the trainable weights at this evaluation, copied once and shared by the best state,
+    the bisection's upper end and the backtrack's anchor (only read after: ``load_trainable`` copies)."""
 
     def __init__(self, model):
         self.model, self.state = model, None
