@@ -6,6 +6,7 @@ pure functions of `calibration.py`, the measurements those of `train/monitor.py`
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from typing import Any
@@ -210,7 +211,9 @@ class Calibrator:
             self.active, self.caps = active, caps
         if self.c.mode != "off":
             bisect_if_crossed(self, model, ev, step=step, chunk=chunk)
-        snapshot = _Snapshot(model)  # whole tensors (gathered under FSDP), copied once however many keep it
+        # the weights of this evaluation (whole tensors: gathered under FSDP), copied once and shared by the
+        # best state, the bisection's upper end and the backtrack's anchor (only read: load_trainable copies)
+        snapshot = functools.cache(lambda: trainable_state(model))
         self._add(ev, snapshot)
         if self.c.mode == "off":
             return None
@@ -372,19 +375,6 @@ class Calibrator:
             self.monitor.answered = {int(i) for i in st["answered"]}
         if st.get("pull_caps") is not None and hasattr(self.monitor, "pull_caps"):
             self.monitor.pull_caps = {int(k): float(v) for k, v in st["pull_caps"].items()}
-
-
-class _Snapshot:
-    """``snapshot()``: the trainable weights at this evaluation, copied once and shared by the best state,
-    the bisection's upper end and the backtrack's anchor (only read after: ``load_trainable`` copies)."""
-
-    def __init__(self, model):
-        self.model, self.state = model, None
-
-    def __call__(self) -> dict[str, torch.Tensor]:
-        if self.state is None:
-            self.state = trainable_state(self.model)
-        return self.state
 
 
 def _untrained(model) -> bool:
