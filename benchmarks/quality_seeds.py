@@ -54,8 +54,11 @@ def run_dir(work: Path, seed: int, perturb: str) -> Path:
     return work / "runs" / f"{seed}-{perturb}"
 
 
-def launch(work: Path, data: Path, seed: int, perturb: str, anchor: int = 0) -> subprocess.Popen:
-    """quality.py for one run, in its own work directory whose target is the shared one (a link)."""
+def launch(
+    work: Path, data: Path, seed: int, perturb: str, anchor: int = 0, sets: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """quality.py for one run, in its own work directory whose target is the shared one (a link);
+    `sets`: more ``KEY=VALUE`` options of the calibrated run (quality.py --calibrated-set)."""
     d = run_dir(work, seed, perturb)
     (d / "tiny-olmo2").mkdir(parents=True, exist_ok=True)
     link = d / "tiny-olmo2" / "target"
@@ -79,6 +82,7 @@ def launch(work: Path, data: Path, seed: int, perturb: str, anchor: int = 0) -> 
         str(data),
         "--anchor",
         str(anchor),
+        *(a for kv in sets for a in ("--calibrated-set", kv)),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=open(d / "log.txt", "w"), stderr=subprocess.STDOUT, env=env)
@@ -168,6 +172,13 @@ def main(argv=None) -> int:
         "--anchor", type=int, default=0, help="anchor documents per run (quality.py --anchor; 0: none)"
     )
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of every run other than the default's (repeatable; e.g. calibration.extend=4)",
+    )
+    ap.add_argument(
         "--label", default="the plain calibrated default", help="what the runs are (the report's)"
     )
     args = ap.parse_args(argv)
@@ -182,7 +193,9 @@ def main(argv=None) -> int:
     while todo or running:
         while todo and len(running) < max(1, args.workers):
             job = todo.pop(0)
-            running.append((job, launch(work, Path(args.data), *job, anchor=args.anchor)))
+            running.append(
+                (job, launch(work, Path(args.data), *job, anchor=args.anchor, sets=tuple(args.set)))
+            )
         time.sleep(5)
         for job, proc in list(running):
             if proc.poll() is None:
@@ -203,6 +216,7 @@ def main(argv=None) -> int:
     report = {
         "what": f"the real SemEval slice of benchmarks/quality.py: {args.label} per (seed, perturbation)",
         "anchor_documents": args.anchor,
+        "overrides": dict(kv.split("=", 1) for kv in args.set),
         "target": TARGET,
         "target_model": {k: target[k] for k in ("task_aggregate", "mia_auc", "retain_em", "retain_rougeL")},
         "summary": summarize(runs),
