@@ -30,6 +30,7 @@ from llm_unlearn.train.extend import extend_last_chunk
 from llm_unlearn.train.prepare import Prepared, chunk_epochs, prepare
 from llm_unlearn.train.process import (
     any_process,
+    frozen_heap,
     install_signal_handlers,
     is_main_process,
     package_versions,
@@ -88,7 +89,8 @@ def run_unlearning(cfg: UnlearnConfig, *, model=None, tokenizer=None) -> dict:
         if prep.finished:
             return prep.saved
         run = ChunkLoop(prep, stop_flag)
-        run.train_chunks()
+        with frozen_heap():  # the trainer's gc.collect() once a chunk skips what is loaded by now
+            run.train_chunks()
         return run.write_outputs(t0)
     finally:
         restore_signal_handlers(old_handlers)
