@@ -458,6 +458,8 @@ def main(argv=None) -> int:
             done[name] = {
                 **sizes,
                 "scale_overrides": scale,
+                # --calibrated-set: the default-calibrated run's own options, which win over the scale
+                "calibrated_overrides": dict(RUNS["default-calibrated"][1]),
                 "seconds": round(time.time() - t1, 1),
                 "peak_rss_mib": peak_rss_mib(),
             }
