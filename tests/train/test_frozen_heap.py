@@ -37,13 +37,19 @@ def test_undone_when_the_body_raises():
     assert gc.get_freeze_count() == 0
 
 
-def test_a_callers_freeze_is_left_alone():
+def test_a_callers_freeze_is_left_alone(monkeypatch):
+    """Checked on the calls, not on the count: a frozen object freed by its refcount leaves the
+    permanent generation, so the freeze count can drop by a few between two reads (it did on CI)."""
     gc.freeze()
-    before = gc.get_freeze_count()
-    assert before > 0
+    assert gc.get_freeze_count() > 0
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
     with frozen_heap():
         pass
-    assert gc.get_freeze_count() == before  # neither unfrozen nor re-frozen by us
+    assert calls == []  # neither re-frozen nor unfrozen by us
+    monkeypatch.undo()
+    assert gc.get_freeze_count() > 0  # the caller's freeze is still there
 
 
 def test_a_collection_inside_skips_what_was_alive_at_entry():
