@@ -119,6 +119,9 @@ def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None
             for e in cal.get("evaluations", [])
         ],
         "selection_reason": cal.get("selection_reason"),
+        # the passes the run added to its last chunk and the jumps it bisected (calibration.extend/bisect)
+        "extensions": cal.get("extensions") or [],
+        "bisections": len(cal.get("bisections") or []),
         "options": effective_options(run.get("config") or {}),
         "unlearn_steps": r["timing"]["unlearn_steps"],
         "seconds": round(time.time() - t0, 1),
