@@ -86,7 +86,7 @@ def method_result(method: str, study, confirm: int = 0) -> dict[str, Any]:
 
     from optuna.trial import TrialState
 
-    from llm_unlearn.sweep.confirm import runs_of, select
+    from llm_unlearn.sweep.confirm import candidates, runs_of, select, skipped_runs
 
     trials = study.get_trials(deepcopy=False)
     count = {
@@ -109,6 +109,10 @@ def method_result(method: str, study, confirm: int = 0) -> dict[str, Any]:
         "best": None if best is None else {**scored(best), "options": best.user_attrs.get("options")},
         "default": None if default is None else scored(default),
         "trial_seconds_total": round(sum(seconds), 1),
+        "confirmation": {
+            "runs": sum(len(runs_of(study, t)) - 1 for t in candidates(study, confirm)),
+            "skipped": skipped_runs(study, confirm),  # could not change the selection (sweep/confirm.py)
+        },
     }
 
 
@@ -125,6 +129,12 @@ def summary_text(results: list[dict[str, Any]], storage: str, out: Path) -> str:
         )
     if any(r["best"] and len(r["best"]["runs"]) > 1 for r in results):
         lines.append("(default, best: the mean validation proxy over the seeds each was trained with)")
+    skipped = sum((r.get("confirmation") or {}).get("skipped", 0) for r in results)
+    if skipped:
+        ran = sum((r.get("confirmation") or {}).get("runs", 0) for r in results)
+        lines.append(
+            f"(confirmation: {ran} run(s); {skipped} skipped: their means could not reach the best's)"
+        )
     top = max((r for r in results if r["best"]), key=lambda r: r["best"]["value"], default=None)
     if top is not None:
         runs = top["best"]["runs"]

@@ -77,9 +77,10 @@ def _setup(opts: SweepOptions):
     return base, methods, over, storage, out
 
 
-def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None, share=None) -> int:
-    """One process's share of the sweep: every method's study in turn, until its budget is met, then its
-    share of the confirmation runs (`share`: default (index, workers); (0, 1): every missing one)."""
+def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None, last_pass=False) -> int:
+    """One process's share of the sweep: every method's study in turn, until its budget is met, then the
+    confirmation runs it claims (`last_pass`: after the workers ended, every run still missing, whoever
+    claimed it)."""
     from llm_unlearn.sweep import spaces
     from llm_unlearn.sweep.confirm import confirm
     from llm_unlearn.sweep.objective import TrialObjective, prepare_validation
@@ -127,22 +128,10 @@ def _worker(opts_dict: dict, index: int, model=None, tokenizer=None, extra=None,
             opts.confirm,
             opts.confirm_seeds,
             lock,
-            share=share or confirm_share(index, opts.workers),
+            claims=not last_pass,
             on_run=confirmed,
         )
     return ran
-
-
-def confirm_share(index: int, workers: int) -> tuple[int, int]:
-    """(i, K) of this process among every process of the sweep for the confirmation runs: its index
-    among the `workers` of its job, and in a Slurm array (``SLURM_ARRAY_TASK_COUNT`` > 1) among those of
-    every task of the array, so that the tasks split the runs instead of each running all of them."""
-    count = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", "0") or 0)
-    if count > 1:
-        task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0)
-        task -= int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
-        return (task % count) * workers + index, count * workers
-    return index, workers
 
 
 _VALIDATION: list = [None]  # the main process's split, reused by its own worker
@@ -246,8 +235,8 @@ def run_sweep(
         raise RuntimeError(
             f"{len(bad)} worker process(es) failed (exit codes {bad}); rerun to resume the study"
         )
-    if procs and opts.confirm:  # the confirmation runs of the other processes that did not store them
-        ran += _worker(opts_dict, 0, model, tokenizer, extra_overrides, share=(0, 1))
+    if opts.confirm:  # the confirmation runs still missing (a claim of a process that died, anywhere)
+        ran += _worker(opts_dict, 0, model, tokenizer, extra_overrides, last_pass=True)
     storage = make_storage(storage_url, opts.heartbeat)
     studies = {m: open_study(storage, f"{opts.study_name}-{m}", seed=opts.seed) for m in methods}
     _remove_stale_trial_dirs(out, studies)
