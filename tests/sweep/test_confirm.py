@@ -227,3 +227,13 @@ def test_trials_csv_rows_carry_the_seeds_and_mean(tmp_path):
     # trial 1 ends at 0.8; the default could reach (0.6 + 0.4 + 1) / 3 = 0.667: its second seed skipped
     assert [(r["seeds"], r["mean"]) for r in rows[:2]] == [(2, pytest.approx(0.5)), (3, pytest.approx(0.8))]
     assert rows[2]["state"] == "pruned" and rows[2]["seeds"] is None and rows[2]["mean"] is None
+
+
+def test_the_confirmation_plot_shows_every_candidate_and_only_with_confirmation(tmp_path):
+    study = _study([0.6, 0.95, 0.85], default=0)
+    assert not report.confirmation_plot("m", study, 2, tmp_path / "none.png")  # no runs yet
+    assert not (tmp_path / "none.png").exists()
+    confirm(study, Table({0: [0.6, 0.6], 1: [0.55, 0.55], 2: [0.85, 0.86]}), 2, 2, tmp_path / "lock")
+    path = tmp_path / "c.png"
+    assert report.confirmation_plot("m", study, 2, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -6,7 +6,8 @@
 - ``trials.csv``: every trial's method, number, state, value (the validation proxy of its run), seeds and
   mean (with its confirmation runs: ``sweep/confirm.py``), seconds, the trial it retries, and its options;
 - ``plots/`` (Optuna's matplotlib backend): ``history-METHOD.png``, ``importances-METHOD.png``,
-  ``intermediate-METHOD.png`` (the evaluations the pruner saw);
+  ``intermediate-METHOD.png`` (the evaluations the pruner saw); with confirmation,
+  ``confirmation-METHOD.png``: every candidate's runs and mean, the chosen one marked, the runs skipped;
 - ``summary.txt`` (the one-screen summary, also printed) and ``sweep.json`` (the same as data).
 """
 
@@ -176,6 +177,50 @@ def _plots(method: str, study, plots: Path) -> list[str]:
     return written
 
 
+def confirmation_plot(method: str, study, confirm: int, path: Path) -> bool:
+    """Each confirmed candidate's validation proxies (its trial's run and its other seeds) and their
+    mean, the selected one marked, the number of runs skipped in the title; False (nothing written)
+    without confirmation runs."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llm_unlearn.sweep.confirm import candidates, runs_of, select, skipped_runs
+
+    cands = candidates(study, confirm)
+    runs = [runs_of(study, t) for t in cands]
+    if not cands or all(len(r) < 2 for r in runs):
+        return False
+    best, _ = select(study, confirm)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(cands) + 2), 4))
+    for x, (t, r) in enumerate(zip(cands, runs)):
+        chosen = best is not None and t.number == best.number
+        color = "tab:green" if chosen else "tab:blue"
+        ax.scatter([x] * len(r), r, color=color, alpha=0.7, zorder=3)
+        ax.scatter([x], [r[0]], facecolors="none", edgecolors="black", s=90, zorder=4)  # the trial's own run
+        ax.hlines(statistics.fmean(r), x - 0.3, x + 0.3, color=color, linewidth=2.5)
+    labels = [
+        f"trial {t.number}" + (" (default)" if t.user_attrs.get("default") else "") + f"\n{len(r)} runs"
+        for t, r in zip(cands, runs)
+    ]
+    ax.set_xticks(range(len(cands)), labels, fontsize=8)
+    ax.set_ylabel("validation proxy")
+    skipped = skipped_runs(study, confirm)
+    ax.set_title(
+        f"{method}: confirmation (dots: runs, ringed: the trial's own; bar: mean; green: chosen)"
+        + (f"; {skipped} run(s) skipped" if skipped else ""),
+        fontsize=9,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def write_outputs(
     studies: dict[str, Any], base_yaml: dict, out: Path, storage: str, extra: dict, confirm: int = 0
 ) -> dict[str, Any]:
@@ -207,6 +252,10 @@ def write_outputs(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
         drawn = {m: _plots(m, s, plots) for m, s in studies.items()}
+        for m, st in studies.items():
+            name = f"confirmation-{m}.png"
+            if confirm and confirmation_plot(m, st, confirm, plots / name):
+                drawn[m].append(name)
     text = summary_text(results, storage, out)
     atomic_write_text(out / "summary.txt", text + "\n")
     result = {"storage": storage, "methods": results, "plots": drawn, **extra}
