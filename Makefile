@@ -80,7 +80,7 @@ quality-seeds: $(STAMP)
 # a real pretrained model end to end on CPU: SmolLM2-135M fine-tuned on a small real slice (records and
 # member documents) until memorized, unlearned with the calibrated default, evaluated; its entries in
 # benchmarks/results/quality-cpu.json (the tiny model's stay)
-QUALITY_SMOLLM2_ARGS ?= --members 8 --limit 8 --holdout 32 --runs default-calibrated --threads 2
+QUALITY_SMOLLM2_ARGS ?= --members 8 --limit 8 --holdout 32 --anchor 32 --runs default-calibrated --threads 2
 quality-smollm2: smollm2
 	$(PY) benchmarks/quality.py --models smollm2 --work runs/quality-smollm2 $(QUALITY_SMOLLM2_ARGS)
 
