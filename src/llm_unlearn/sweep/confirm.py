@@ -69,10 +69,13 @@ def _stored(study, trial) -> dict[str, float]:
     return dict(study.user_attrs.get(KEY.format(trial.number)) or {})  # read from the storage
 
 
+def _with(trial, extra: dict[str, float]) -> list[float]:
+    return [float(trial.value), *(float(extra[s]) for s in sorted(extra, key=int))]
+
+
 def runs_of(study, trial) -> list[float]:
     """Every proxy of `trial`'s configuration: its own run's, then its confirmation runs' (seed order)."""
-    extra = _stored(study, trial)
-    return [float(trial.value), *(float(extra[s]) for s in sorted(extra, key=int))]
+    return _with(trial, _stored(study, trial))
 
 
 def cannot_win(runs: dict[int, list[float]], n: int, number: int, bound: float = BOUND) -> bool:
@@ -120,9 +123,9 @@ def _alive(claim: dict, host: str) -> bool:
 def _next_job(study, cands: list, seeds: int, claimed: dict, host: str):
     """The next run to make, (trial, seed offset), or None: not stored, not claimed by a live process,
     able to change the selection; every candidate's next seed first, then the highest mean so far."""
-    runs = {t.number: runs_of(study, t) for t in cands}
+    stored = {t.number: _stored(study, t) for t in cands}  # one storage read each
+    runs = {t.number: _with(t, stored[t.number]) for t in cands}
     n = seeds + 1
-    stored = {t.number: _stored(study, t) for t in cands}
     open_jobs = []
     for t in cands:
         if cannot_win(runs, n, t.number):
@@ -164,7 +167,8 @@ def confirm(
     ran = 0
     lock = FileLock(lock_path)
     cands = candidates(study, k)
-    host, me = socket.gethostname(), {"host": socket.gethostname(), "pid": os.getpid()}
+    host = socket.gethostname()
+    me = {"host": host, "pid": os.getpid()}
     while True:
         lock.acquire()
         try:
