@@ -128,13 +128,18 @@ def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None
     }
 
 
+# options that changed what a run does after result files existed: recorded so that --merge and the
+# table tell runs with and without them apart (a file without the key predates the option)
+RECORDED = ("calibration.extend_revisit",)
+
+
 def effective_options(config: dict) -> dict:
-    """The run's values of every option a gated calibrated run may take by default (run.json's config):
-    what the run really used, whether from --set or from config.GATED_DEFAULTS."""
+    """The run's values of every option a gated calibrated run may take by default, and of ``RECORDED``
+    (run.json's config): what the run really used, whether from --set or from config.GATED_DEFAULTS."""
     from llm_unlearn.config import GATED_DEFAULTS
 
     out = {}
-    for key in GATED_DEFAULTS:
+    for key in (*GATED_DEFAULTS, *RECORDED):
         section, name = key.split(".")
         out[key] = (config.get(section) or {}).get(name)
     return out

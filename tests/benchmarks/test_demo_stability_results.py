@@ -63,11 +63,15 @@ def test_merge_summarizes_the_union_of_the_runs_and_refuses_other_options(tmp_pa
 
 
 def test_the_defaults_runs_recorded_the_gated_defaults():
-    """Every run of the default's file used exactly the values a gated calibrated run now takes."""
-    from llm_unlearn.config import GATED_DEFAULTS
+    """Every run of the default's file used exactly the values a gated calibrated run now takes (the
+    gated defaults, and the defaults of the options recorded beside them)."""
+    from llm_unlearn.config import GATED_DEFAULTS, build_config
+    from llm_unlearn.sweep.objective import flat
 
+    defaults = flat(build_config().to_dict())
+    expected = {**GATED_DEFAULTS, **{k: defaults[k] for k in _module().RECORDED}}
     for r in json.loads((RESULTS / "demo-stability.json").read_text())["runs"]:
-        assert r["options"] == GATED_DEFAULTS
+        assert r["options"] == expected
 
 
 def test_the_readme_reports_the_committed_distribution():
@@ -79,3 +83,16 @@ def test_the_readme_reports_the_committed_distribution():
     assert f"median |AUC − 0.5| **{s['abs_auc_dev']['median']:.3f}**" in text
     assert f"worst **{s['abs_auc_dev']['worst']:.3f}**" in text
     assert f"**{s['auc']['min']:.3f} – {s['auc']['max']:.3f}, median\n{s['auc']['median']:.3f}**" in text
+
+
+def test_the_readme_spread_against_the_noise_floor_is_the_files():
+    """The demo's spread that the README compares with its noise floor (evaluation/metrics/mia_noise.py)
+    is the committed runs' own: the standard deviation and mean of AUC - 0.5 over them."""
+    import statistics
+
+    text = (REPO / "README.md").read_text()
+    runs = json.loads((RESULTS / "demo-stability.json").read_text())["runs"]
+    dev = [r["after"]["mia_auc"] - 0.5 for r in runs]
+    sd, mean = statistics.stdev(dev), statistics.mean(dev)
+    assert f"the {len(runs)} runs have {sd:.3f})" in text
+    assert f"The demo's {len(runs)} runs (standard deviation {sd:.3f} around a mean of +{mean:.3f}" in text

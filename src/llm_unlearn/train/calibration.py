@@ -68,6 +68,9 @@ rules above apply. Never after the last chunk's own end (no step would be left t
 the AUC is still above the band and at its lowest of that pass (`should_extend`: the pass's evaluations,
 its start included; still on its way down), the last chunk is trained once more, with the same schedule
 of learning rates as its pass (a run-long schedule is rewound to the chunk's start); at most n times.
+Under the gate the pass holds every chunk's rows (`train/extend.extension_rows`,
+`calibration.extend_revisit`): the AUC is over all forget documents, and the units that keep it above the
+band may be earlier chunks' that relapsed, while the last chunk's own are all gated off.
 
 **Bisection** (`calibration.bisect` k > 0). An AUC that falls fast can jump over the whole band between two
 evaluations: from above `0.5 + tolerance` to below `0.5 - tolerance` (`crossed`). The crossing then lies on

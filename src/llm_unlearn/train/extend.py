@@ -2,11 +2,21 @@
 band and at its lowest of that pass (`calibration.should_extend`, decided by `Calibrator.extension_due`),
 the last chunk is trained once more with the learning rates of its own pass (a run-long schedule is
 rewound to the chunk's first step; a chunk-scope one is fresh anyway). Each extension is recorded in the
-calibration's state before it trains, so a resumed run decides exactly as an uninterrupted one."""
+calibration's state before it trains, so a resumed run decides exactly as an uninterrupted one.
+
+What an extension pass trains on (:func:`extension_rows`): with the gate and `calibration.extend_revisit`
+(on), every chunk's rows, forget and retain, in the schedule's order, the gate deciding which forget rows
+are pushed.
+The AUC is measured over all forget documents, so a run above the band whose last chunk's units are all
+past their targets is held there by units of earlier chunks that relapsed while later chunks trained;
+the last chunk alone would end its pass within a few steps, every one of its rows gated off, with the
+AUC where it was. The pass keeps the last chunk's number of steps (its budget), only over more rows."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
 
 from llm_unlearn.errors import TrainingInterrupted
 from llm_unlearn.train.backtrack import _inner
@@ -30,6 +40,39 @@ def rewind_schedule(opt, sched, step: int) -> None:
     s._last_lr = list(lrs)
 
 
+def extension_rows(plan: Sequence[list], *, revisit: bool) -> list:
+    """The ``(kind, row)`` pairs of an extension pass: the last chunk's; with ``revisit`` every chunk's,
+    chunk after chunk, each in its own interleaving, so that the pass keeps the schedule's ratio of
+    retain rows to forget rows (the last chunk's retain rows alone would leave most batches without a
+    retain row). A plan whose last chunk already revisits (calibration.revisit) is given with
+    ``revisit`` False."""
+    if not revisit:
+        return list(plan[-1])
+    return [pair for chunk in plan for pair in chunk]
+
+
+def revisits(cfg) -> bool:
+    """Whether this run's extensions revisit the earlier chunks' forget rows: the gate decides which of
+    them are pushed, so only with it (calibration.mode gate), and not when the last chunk already holds
+    them all (calibration.revisit)."""
+    c = cfg.calibration
+    return bool(c.extend_revisit) and c.mode == "gate" and not c.revisit
+
+
+@contextlib.contextmanager
+def _pass_over(loop, last: int, rows: list):
+    """The last chunk's entry of the plan replaced by ``rows`` and the trainer held to the last chunk's
+    steps (``max_steps``) for one extension pass; both restored after."""
+    p, args = loop.prep, loop.trainer.args
+    own, own_max = p.plan[last], args.max_steps
+    p.plan[last] = rows
+    args.max_steps = p.per_chunk_steps[last]
+    try:
+        yield
+    finally:
+        p.plan[last], args.max_steps = own, own_max
+
+
 def pass_start(calib, n_chunks: int) -> int:
     """The index of the evaluation the current pass of the last chunk began from: the latest extension's,
     else the end of the chunk before the last (the start itself with one chunk)."""
@@ -45,6 +88,7 @@ def extend_last_chunk(loop) -> None:
     if calib is None or not p.plan:
         return
     last = len(p.plan) - 1
+    rows = extension_rows(p.plan, revisit=revisits(p.cfg))
     while calib.extension_due(pass_start(calib, len(p.plan))):
         if any_process(loop.stop_flag):
             raise TrainingInterrupted(
@@ -72,7 +116,8 @@ def extend_last_chunk(loop) -> None:
         loop.progress.grow(p.per_chunk_steps[last])
         loop.summary_extra = {"extension": len(calib.extensions)}
         try:
-            action = loop._train_chunk(last)
+            with _pass_over(loop, last, rows):
+                action = loop._train_chunk(last)
         finally:
             loop.summary_extra = {}
         if action == "stop":
