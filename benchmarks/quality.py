@@ -67,15 +67,22 @@ KEEP = ("generations.jsonl", "mia.jsonl", "evaluation_results.json")
 
 
 def prepare(
-    data: Path, n_members: int, limit: int, work: Path, holdout_size: int, anchor_size: int = 0
+    data: Path,
+    n_members: int,
+    limit: int,
+    work: Path,
+    holdout_size: int,
+    anchor_size: int = 0,
+    n_nonmembers: int | None = None,
 ) -> dict:
     """The slice (`data/slices.slice_members`): `n_members` Task3 forget units with their member
-    documents, `limit` records of the other units, as many retain records, as many non-members as
-    members for the final MIA, the next `holdout_size` non-members as the calibration holdout and the
-    `anchor_size` after those as the anchor documents (calibration.anchor_documents; none when 0)."""
+    documents, `limit` records of the other units, as many retain records, `n_nonmembers` non-members
+    (None: as many as members) for the final MIA, the next `holdout_size` non-members as the calibration
+    holdout and the `anchor_size` after those as the anchor documents (calibration.anchor_documents;
+    none when 0)."""
     bundle = load_unlearning_data(data, split="train")
     members, nonmembers = read_mia_documents(data / "mia")
-    sl = slice_members(bundle.forget, bundle.retain, n_members, limit, members, nonmembers)
+    sl = slice_members(bundle.forget, bundle.retain, n_members, limit, members, nonmembers, n_nonmembers)
     used = {document_key(d["id"]) for d in sl.nonmembers}
     # the holdout keeps the non-members' own qa / sc records (the raw rows), for the record-level gate
     raw = [
@@ -335,10 +342,16 @@ def main(argv=None) -> int:
         "--members",
         type=int,
         default=24,
-        help="Task3 forget units with their member documents (the MIA's members; as many non-members)",
+        help="Task3 forget units with their member documents (the MIA's members; as many non-members unless --nonmembers)",
     )
     ap.add_argument(
         "--limit", type=int, default=24, help="records of the other forget units (whole units, round-robin)"
+    )
+    ap.add_argument(
+        "--nonmembers",
+        type=int,
+        default=0,
+        help="non-members for the final MIA (0: as many as members; more: a finer AUC, see mia_noise.py)",
     )
     ap.add_argument(
         "--holdout",
@@ -399,7 +412,7 @@ def main(argv=None) -> int:
     work, out = Path(args.work), Path(args.out)
     results_dir = out / ("quality-gpu" if args.model else "quality-cpu")
     t0 = time.time()
-    sl = prepare(data, args.members, args.limit, work, args.holdout, args.anchor)
+    sl = prepare(data, args.members, args.limit, work, args.holdout, args.anchor, args.nonmembers or None)
     sizes = {
         "members_asked": args.members,
         "other_records_limit": args.limit,

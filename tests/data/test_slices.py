@@ -119,6 +119,9 @@ def test_member_slice_takes_whole_member_units_then_the_others():
     # limit 0: member units only (all four, fewer than asked for)
     s0 = slice_members(recs, retain, 10, 0, members, nonmembers)
     assert {r["id"][:2] for r in s0.forget} == {"c0", "c1", "c2", "c4"} and len(s0.members) == 4
+    # more non-members than members when asked (a finer AUC); the slice is otherwise the same
+    s7 = slice_members(recs, retain, 3, 4, members, nonmembers, n_nonmembers=7)
+    assert s7.nonmembers == nonmembers[:7] and s7.members == s.members and s7.forget == s.forget
 
 
 def test_member_slice_refuses_when_no_document_matches():

@@ -158,14 +158,16 @@ def slice_members(
     limit: int | None,
     members: Sequence[dict],
     nonmembers: Sequence[dict] | None = None,
+    n_nonmembers: int | None = None,
 ) -> Slice:
     """A slice sized by its MIA members: the first ``n_members`` forget units (file order, whole) that
     have a member document, then at most ``limit`` records of the forget units without a member document by the slice rule
     (:func:`slice_records`; 0 or None: none), all in file order; as many retain records as forget records
     (:func:`slice_records`); the taken units' member documents in the member file's order, and the first
-    as many non-members. Fewer member units than asked for: all of them. None at all: ``UserError``.
-    For benchmarks whose MIA must not be coarse (a round-robin slice of N records has about N/8
-    members)."""
+    ``n_nonmembers`` non-members (None: as many as members; more make the AUC's sampling error smaller,
+    ``evaluation/metrics/mia_noise.py``). Fewer member units than asked for: all of them. None at all:
+    ``UserError``. For benchmarks whose MIA must not be coarse (a round-robin slice of N records has about
+    N/8 members)."""
     from llm_unlearn.errors import UserError
 
     forget, members, nonmembers = list(forget), list(members), list(nonmembers or [])
@@ -187,4 +189,5 @@ def slice_members(
         taken |= {i for i in others if id(forget[i]) in ids}
     f = [forget[i] for i in sorted(taken)]
     m = [d for d in members if unit_key(d["id"]) in keys]
-    return Slice(f, slice_records(retain, len(f)), m, nonmembers[: len(m)])
+    n_non = len(m) if n_nonmembers is None else max(0, int(n_nonmembers))
+    return Slice(f, slice_records(retain, len(f)), m, nonmembers[:n_non])
