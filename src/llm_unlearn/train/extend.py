@@ -52,8 +52,8 @@ def extension_rows(plan: Sequence[list], *, revisit: bool) -> list:
 
 
 def revisits(cfg) -> bool:
-    """Whether this run's extensions revisit the earlier chunks' forget rows: the gate decides which of
-    them are pushed, so only with it (calibration.mode gate), and not when the last chunk already holds
+    """Whether this run's extensions revisit the earlier chunks' rows: the gate decides which of their
+    forget rows are pushed, so only with it (calibration.mode gate), and not when the last chunk already holds
     them all (calibration.revisit)."""
     c = cfg.calibration
     return bool(c.extend_revisit) and c.mode == "gate" and not c.revisit
