@@ -154,6 +154,7 @@ def tune(name: str, base: Path, work: Path, trials: int, model, tokenizer, args)
         workers=workers,
         confirm=args.confirm,
         confirm_seeds=args.confirm_seeds,
+        pruner=args.pruner,
     )
     t0 = time.time()
     if workers > 1:  # every process reads the target from disk once
@@ -258,6 +259,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--confirm", type=int, default=3, help="the sweep's --confirm (0: the best single trial)")
     ap.add_argument("--confirm-seeds", type=int, default=2, help="the sweep's --confirm-seeds")
+    ap.add_argument("--pruner", default=SweepOptions.pruner, help="the sweep's --pruner")
     ap.add_argument(
         "--heldout-seeds",
         type=int,
@@ -295,6 +297,7 @@ def main(argv=None) -> int:
         },
         "trials_per_method": args.trials,
         "confirm": {"trials": args.confirm, "seeds": args.confirm_seeds},
+        "pruner": args.pruner,
         "heldout_seeds": args.heldout_seeds,
         "validation_fraction": FRACTION,
         "base_config": yaml.safe_load(base.read_text()),

@@ -39,11 +39,12 @@ from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 TARGET = {**DEMO_TARGET, "task_aggregate_min": 0.95, "mia_score_min": 0.90}
 
 
-def make_target(work: Path, data: Path) -> dict:
-    """The slice and the fine-tuned target in ``work`` (reused when already there): quality.py's own."""
+def make_target(work: Path, data: Path, nonmembers: int = 0, holdout: int = 48) -> dict:
+    """The slice and the fine-tuned target in ``work`` (reused when already there): quality.py's own,
+    with `nonmembers` evaluation non-members (0: as many as members) and `holdout` holdout documents."""
     import quality
 
-    sl = quality.prepare(data, 24, 24, work, 48)
+    sl = quality.prepare(data, 24, 24, work, holdout, 0, nonmembers or None)
     ft = quality._ft_tiny(sl)
     results = work / "target-eval"
     [entry] = quality.run_model("tiny-olmo2", sl, work, results, ft, [], reuse=True, scale=quality.TINY_SCALE)
@@ -55,7 +56,14 @@ def run_dir(work: Path, seed: int, perturb: str) -> Path:
 
 
 def launch(
-    work: Path, data: Path, seed: int, perturb: str, anchor: int = 0, sets: tuple[str, ...] = ()
+    work: Path,
+    data: Path,
+    seed: int,
+    perturb: str,
+    anchor: int = 0,
+    sets: tuple[str, ...] = (),
+    nonmembers: int = 0,
+    holdout: int = 48,
 ) -> subprocess.Popen:
     """quality.py for one run, in its own work directory whose target is the shared one (a link);
     `sets`: more ``KEY=VALUE`` options of the calibrated run (quality.py --calibrated-set)."""
@@ -82,6 +90,10 @@ def launch(
         str(data),
         "--anchor",
         str(anchor),
+        "--nonmembers",
+        str(nonmembers),
+        "--holdout",
+        str(holdout),
         *(a for kv in sets for a in ("--calibrated-set", kv)),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -172,6 +184,15 @@ def main(argv=None) -> int:
         "--anchor", type=int, default=0, help="anchor documents per run (quality.py --anchor; 0: none)"
     )
     ap.add_argument(
+        "--nonmembers",
+        type=int,
+        default=0,
+        help="evaluation non-members (quality.py --nonmembers; 0: as many as members)",
+    )
+    ap.add_argument(
+        "--holdout", type=int, default=48, help="calibration holdout documents (quality.py --holdout)"
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -185,7 +206,7 @@ def main(argv=None) -> int:
     work, out = Path(args.work).resolve(), Path(args.out).resolve()
     keep = out.with_suffix("")
     t0 = time.time()
-    target = make_target(work, Path(args.data))
+    target = make_target(work, Path(args.data), args.nonmembers, args.holdout)
     print(f"target: task {target['task_aggregate']:.3f} AUC {target['mia_auc']:.3f}", flush=True)
     todo = [(int(s), p) for s in args.seeds.split(",") if s.strip() for p in args.perturb.split(",") if p]
     running: list[tuple[tuple[int, str], subprocess.Popen]] = []
@@ -194,7 +215,18 @@ def main(argv=None) -> int:
         while todo and len(running) < max(1, args.workers):
             job = todo.pop(0)
             running.append(
-                (job, launch(work, Path(args.data), *job, anchor=args.anchor, sets=tuple(args.set)))
+                (
+                    job,
+                    launch(
+                        work,
+                        Path(args.data),
+                        *job,
+                        anchor=args.anchor,
+                        sets=tuple(args.set),
+                        nonmembers=args.nonmembers,
+                        holdout=args.holdout,
+                    ),
+                )
             )
         time.sleep(5)
         for job, proc in list(running):
@@ -216,6 +248,8 @@ def main(argv=None) -> int:
     report = {
         "what": f"the real SemEval slice of benchmarks/quality.py: {args.label} per (seed, perturbation)",
         "anchor_documents": args.anchor,
+        "evaluation_nonmembers": args.nonmembers or 24,
+        "holdout_documents": args.holdout,
         "overrides": dict(kv.split("=", 1) for kv in args.set),
         "target": TARGET,
         "target_model": {k: target[k] for k in ("task_aggregate", "mia_auc", "retain_em", "retain_rougeL")},
