@@ -23,11 +23,14 @@ def test_importing_the_trainer_does_not_print_the_kernel_notice():
     )
     assert out.returncode == 0, out.stderr
     assert NOTICE not in out.stderr + out.stdout
-    # the notice does exist without the filter: the test would see it
+    # bitsandbytes emits the notice only on a CPU with AVX512-BF16 (it then tries the hub kernel);
+    # where it does, the import without our filter shows it, so the check above would have seen it
+    from bitsandbytes.backends.cpu.ops import has_avx512bf16
+
     raw = subprocess.run(
         [sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True, timeout=120
     )
-    assert NOTICE in raw.stderr + raw.stdout
+    assert (NOTICE in raw.stderr + raw.stdout) == bool(has_avx512bf16())
 
 
 def test_only_that_notice_is_dropped(caplog):
