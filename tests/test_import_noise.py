@@ -25,7 +25,10 @@ def test_importing_the_trainer_does_not_print_the_kernel_notice():
     assert NOTICE not in out.stderr + out.stdout
     # bitsandbytes emits the notice only on a CPU with AVX512-BF16 (it then tries the hub kernel);
     # where it does, the import without our filter shows it, so the check above would have seen it
-    from bitsandbytes.backends.cpu.ops import has_avx512bf16
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+    except ImportError:
+        pytest.skip("this bitsandbytes has no has_avx512bf16(): whether it emits the notice is unknown")
 
     raw = subprocess.run(
         [sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True, timeout=120
