@@ -1,7 +1,8 @@
 """The end-of-run check that a run did something (train/effect.py): the rules on exact numbers, and two
 real runs on the tiny memorized model: one that cannot have moved (learning rate 1e-9), one that forgets
-selectively (the default objective at the demo's rate) and one that collapses (gradient ascent). Each
-real run's outcome lies far from the rules' lines over seeds, so another CPU's rounding cannot flip it."""
+selectively (the default objective at the demo's rate) and one that collapses (gradient ascent). Over
+seeds each real run's outcome lies far from the rules' lines, much farther than the seeds move it, so
+another CPU's rounding is not expected to flip it."""
 
 from __future__ import annotations
 
