@@ -65,7 +65,13 @@ def _summary(results: dict) -> dict:
             "regurgitation_rougeL": s.get("overall-regurgitation-score"),
         }
 
-    return {"forget": split("forget"), "retain": split("retain"), "mia_auc": results.get("mia_loss_acc")}
+    ci = results.get("mia_loss_auc_interval") or {}
+    return {
+        "forget": split("forget"),
+        "retain": split("retain"),
+        "mia_auc": results.get("mia_loss_acc"),
+        "mia_auc_interval": [ci["low"], ci["high"]] if ci else None,
+    }
 
 
 def _synthetic_data(data_dir: Path, seed: int):
@@ -316,6 +322,10 @@ def format_table(result: dict) -> str:
     def f(x):
         return "   n/a" if x is None else f"{x:6.3f}"
 
+    def ci(side):  # the AUC's DeLong interval: the documents' sampling noise
+        lo_hi = side.get("mia_auc_interval")
+        return "       " if not lo_hi else f"{lo_hi[0]:.2f}-{lo_hi[1]:.2f}"
+
     b, a = result["before"], result["after"]
     lines = [
         "",
@@ -325,6 +335,9 @@ def format_table(result: dict) -> str:
         f"retain  knowledge (EM)        {f(b['retain']['knowledge_em'])}  {f(a['retain']['knowledge_em'])}",
         f"retain  regurgitation (R-L)   {f(b['retain']['regurgitation_rougeL'])}  {f(a['retain']['regurgitation_rougeL'])}",
         f"MIA loss AUC (0.5 = ideal)    {f(b['mia_auc'])}  {f(a['mia_auc'])}",
+        f"  95 % interval (sampling)  {ci(b)} {ci(a)}",
         f"total time {result['seconds']:.1f}s",
     ]
+    if not (b.get("mia_auc_interval") or a.get("mia_auc_interval")):
+        lines.remove(f"  95 % interval (sampling)  {ci(b)} {ci(a)}")
     return "\n".join(lines)

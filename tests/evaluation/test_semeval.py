@@ -16,7 +16,9 @@ import torch
 
 from llm_unlearn.data.records import DataBundle, Record, load_unlearning_data, read_mia_documents
 from llm_unlearn.data.synthetic import make_synthetic_dataset, write_synthetic_dataset
+from llm_unlearn.evaluation.benchmarks.semeval import summary_text
 from llm_unlearn.evaluation.benchmarks.semeval.evaluate import evaluate_semeval
+from llm_unlearn.evaluation.metrics.mia import loss_auc_interval, mia_score_range
 from llm_unlearn.evaluation.passes.inference import answer_nll, document_statistics, greedy_generate
 from llm_unlearn.tiny import build_tiny_olmo2, train_bpe_tokenizer
 
@@ -177,6 +179,23 @@ def test_results_json_keys_and_values(both_modes):
     line = _jsonl(out / "fast" / "evaluation_results.jsonl")
     assert line == [saved]
     assert saved == json.loads(json.dumps(fast))
+
+
+def test_the_loss_auc_comes_with_its_interval_from_the_saved_losses(both_modes):
+    _, _, out = both_modes
+    saved = json.loads((out / "fast" / "evaluation_results.json").read_text())
+    mia = _jsonl(out / "fast" / "mia.jsonl")
+    ci = saved["mia_loss_auc_interval"]
+    again = loss_auc_interval(
+        [r["nll"] for r in mia if r["set"] == "member"], [r["nll"] for r in mia if r["set"] == "nonmember"]
+    )
+    assert {k: ci[k] for k in again} == again
+    assert ci["auc"] == pytest.approx(saved["mia_loss_acc"], abs=1e-12)
+    assert (ci["mia_score_low"], ci["mia_score_high"]) == mia_score_range(ci["low"], ci["high"])
+    assert ci["mia_score_low"] <= saved["mia_final_score"] + 1e-12 <= ci["mia_score_high"] + 2e-12
+    report = (out / "fast" / "report.md").read_text()
+    assert f"95 % interval {ci['low']:.4f}-{ci['high']:.4f}" in report
+    assert f"(95 % interval {ci['low']:.3f}-{ci['high']:.3f})" in summary_text(saved)
 
 
 def test_generation_and_mia_rows(both_modes, tiny):

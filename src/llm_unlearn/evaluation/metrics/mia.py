@@ -14,6 +14,13 @@ members as positives, so for the loss attack the score is ``-NLL``.
 
 "Lowest k %" keeps ``max(1, int(n * k / 100))`` of the ``n`` values (the reference implementations use
 ``int(n * k / 100)``, which is empty, hence NaN, for documents shorter than 100 / k tokens).
+
+How sure an AUC is (:func:`auc_interval`, DeLong et al. 1988): with ``psi(x, y)`` = 1, 1/2 or 0 as a member
+score ``x`` is above, equal to or below a non-member score ``y``, the components ``V10_i`` (member ``i``'s
+mean ``psi`` over the non-members) and ``V01_j`` (non-member ``j``'s over the members) average to the AUC;
+its variance is estimated by ``S10 / m + S01 / n`` (their sample variances over the ``m`` members and ``n``
+non-members), the interval is ``AUC ± z se`` clipped to [0, 1]. It is the documents' sampling noise: for
+sets of the evaluation's size drawn again from the same populations, not a statement about the model.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from statistics import NormalDist
 
 from llm_unlearn.errors import UserError
 
@@ -28,6 +36,10 @@ __all__ = [
     "ATTACKS",
     "mia_auc",
     "loss_auc",
+    "auc_interval",
+    "loss_auc_interval",
+    "mia_score_range",
+    "loss_interval_of_rows",
     "zlib_ratio",
     "lowest_k_mean",
     "min_k_score",
@@ -64,6 +76,67 @@ def mia_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -
 def loss_auc(member_nll: Sequence[float], nonmember_nll: Sequence[float]) -> float:
     """The official loss attack: AUC with score = -NLL (lower loss = member)."""
     return mia_auc([-x for x in member_nll], [-x for x in nonmember_nll])
+
+
+def auc_interval(
+    member_scores: Sequence[float], nonmember_scores: Sequence[float], level: float = 0.95
+) -> dict[str, float | int]:
+    """The AUC (members as positives, higher score = member), its DeLong standard error and the ``level``
+    interval ``AUC ± z se`` clipped to [0, 1]: ``{"auc", "se", "low", "high", "level", "members",
+    "nonmembers"}``. Ties count one half, as in the AUC. Needs at least 2 documents a side."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    x = np.asarray([float(s) for s in member_scores], dtype=np.float64)
+    y = np.asarray([float(s) for s in nonmember_scores], dtype=np.float64)
+    m, n = x.size, y.size
+    if m < 2 or n < 2:
+        raise ValueError(f"an AUC interval needs at least 2 members and 2 non-members (got {m} and {n})")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("MIA scores must be finite")
+    both = rankdata(np.concatenate([x, y]))  # mid-ranks: a tie counts one half
+    v10 = (both[:m] - rankdata(x)) / n  # non-members below member i (+ 1/2 per tie), over n
+    v01 = 1.0 - (both[m:] - rankdata(y)) / m  # members above non-member j (+ 1/2 per tie), over m
+    auc = float(v10.mean())
+    se = math.sqrt(max(0.0, float(v10.var(ddof=1)) / m + float(v01.var(ddof=1)) / n))
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    return {
+        "auc": auc,
+        "se": se,
+        "low": max(0.0, auc - z * se),
+        "high": min(1.0, auc + z * se),
+        "level": level,
+        "members": m,
+        "nonmembers": n,
+    }
+
+
+def loss_auc_interval(
+    member_nll: Sequence[float], nonmember_nll: Sequence[float], level: float = 0.95
+) -> dict[str, float | int]:
+    """:func:`auc_interval` of the official loss attack (score = -NLL)."""
+    return auc_interval([-x for x in member_nll], [-x for x in nonmember_nll], level)
+
+
+def loss_interval_of_rows(member_rows: Sequence[dict], nonmember_rows: Sequence[dict]) -> dict:
+    """:func:`loss_auc_interval` of per-document rows (``nll``, as in ``mia.jsonl``) with the MIA score's
+    range over it (``mia_score_low``, ``mia_score_high``); ``{}`` under 2 documents a side."""
+    if len(member_rows) < 2 or len(nonmember_rows) < 2:
+        return {}
+    r: dict = loss_auc_interval([m["nll"] for m in member_rows], [m["nll"] for m in nonmember_rows])
+    r["mia_score_low"], r["mia_score_high"] = mia_score_range(r["low"], r["high"])
+    return r
+
+
+def mia_score_range(low: float, high: float) -> tuple[float, float]:
+    """The range of the official MIA score ``1 - 2 |AUC - 0.5|`` over the AUCs in [low, high]: 1 at the top
+    when the interval holds 0.5."""
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"need 0 <= low <= high <= 1, got {low!r}, {high!r}")
+    ends = [1.0 - 2.0 * abs(a - 0.5) for a in (low, high)]
+    return min(ends), (1.0 if low <= 0.5 <= high else max(ends))
 
 
 def zlib_ratio(nll: float, n_tokens: int, document: str) -> float:

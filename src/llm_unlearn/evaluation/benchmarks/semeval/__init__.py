@@ -111,8 +111,12 @@ def summary_text(results: dict) -> str:
             )
     lines.append(f"task aggregate (harmonic mean): {_fmt_value(results.get('harmonic-mean-task-aggregate'))}")
     if "mia_loss_acc" in results:
+        ci = results.get("mia_loss_auc_interval") or {}
+        auc_ci = f" (95 % interval {ci['low']:.3f}-{ci['high']:.3f})" if ci else ""
+        score_ci = f" ({ci['mia_score_low']:.3f}-{ci['mia_score_high']:.3f})" if ci else ""
         lines.append(
-            f"MIA loss AUC {_fmt_value(results['mia_loss_acc'])} -> MIA score {_fmt_value(results.get('mia_final_score'))}"
+            f"MIA loss AUC {_fmt_value(results['mia_loss_acc'])}{auc_ci} -> MIA score "
+            f"{_fmt_value(results.get('mia_final_score'))}{score_ci}"
         )
     if "mmlu_average" in results:
         lines.append(f"MMLU average {_fmt_value(results['mmlu_average'])}")

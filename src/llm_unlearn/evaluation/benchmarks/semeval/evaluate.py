@@ -26,7 +26,7 @@ from llm_unlearn.evaluation.benchmarks.semeval.checks import (
     check_mia_sets,
     sanity_warnings,
 )
-from llm_unlearn.evaluation.metrics.mia import attack_aucs, zlib_ratio
+from llm_unlearn.evaluation.metrics.mia import attack_aucs, loss_interval_of_rows, zlib_ratio
 from llm_unlearn.evaluation.metrics.semeval import (
     MMLU_THRESHOLD,
     rouge_recalls,
@@ -337,6 +337,7 @@ def evaluate_semeval(
         warnings_list.append(mmlu_msg)
     if aucs is not None:
         results["mia_attacks"] = aucs
+        results["mia_loss_auc_interval"] = loss_interval_of_rows(member_rows, nonmember_rows)
     timing["total_seconds"] = round(time.perf_counter() - t_start, 4)
     results["timing"] = timing
     results["config"] = _results_config(

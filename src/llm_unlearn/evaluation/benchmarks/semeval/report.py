@@ -156,6 +156,15 @@ def _mia_lines(
         lines.append(
             f"| {names.get(name, name)} | {fmt(auc)} | {fmt(mia_score(auc) if auc is not None else None)} |"
         )
+    ci = results.get("mia_loss_auc_interval")
+    if ci:
+        lines += [
+            "",
+            f"How sure the loss AUC is: standard error {fmt(ci['se'])} (DeLong), 95 % interval "
+            f"{fmt(ci['low'])}-{fmt(ci['high'])}, so the MIA score lies in {fmt(ci['mia_score_low'])}-"
+            f"{fmt(ci['mia_score_high'])}: the sampling noise of {ci['members']} members against "
+            f"{ci['nonmembers']} non-members, not a property of the model.",
+        ]
     return lines
 
 
