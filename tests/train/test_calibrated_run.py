@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -205,6 +206,14 @@ def test_calibrated_run_moves_the_auc_toward_one_half_and_records_its_choice(tin
     assert abs(chosen["mia_auc"] - 0.5) < abs(evs[0]["mia_auc"] - 0.5)
     assert chosen["proxy"] == max(e["proxy"] for e in evs if e["proxy"] is not None)
     assert cal["selection_reason"].startswith("highest proxy")
+    # NPO's beta from the gap measured at the start (calibration.npo_beta_from_gap, on in a gated run)
+    gap = evs[0]["loss_gap"]
+    assert gap > 0 and cal["npo_beta"] == {
+        "gap": gap,
+        "configured": 0.5,
+        "npo_beta": min(0.5, math.log(3) / gap),
+    }
+    assert summary["config"]["objective"]["npo_beta"] == cal["npo_beta"]["npo_beta"]
     # the written run says what it kept and why; every evaluation is in the log and the plot
     run = json.loads((out / "run.json").read_text())
     assert run["calibration"]["selected"] == cal["selected"]
@@ -399,6 +408,7 @@ def test_a_calibrated_run_resumed_after_a_chunk_ends_as_the_uninterrupted_one(
     fc, rc = full["calibration"], resumed["calibration"]
     assert [e["step"] for e in fc["evaluations"]] == [e["step"] for e in rc["evaluations"]]
     assert fc["selected"] == rc["selected"] and fc["stop_reason"] == rc["stop_reason"]
+    assert fc["npo_beta"] is not None and rc["npo_beta"] == fc["npo_beta"]  # chosen once, kept on resume
 
 
 def test_revisit_puts_earlier_forget_rows_in_the_last_chunk_under_the_gate(tiny_world, tmp_path):

@@ -321,7 +321,10 @@ GATED_DEFAULTS = {
     "calibration.last_chunk_factor": 2.0,
     "calibration.extend": 2,
     "calibration.bisect": 3,
+    "calibration.npo_beta_from_gap": True,
 }
+# A gated default that is not taken when the user set the option it decides (their value wins).
+GATED_UNLESS_SET = {"calibration.npo_beta_from_gap": "objective.npo_beta"}
 
 
 def uses_gated_defaults(cfg: UnlearnConfig) -> bool:
@@ -346,6 +349,8 @@ def apply_gated_defaults(cfg: UnlearnConfig, explicit: set[str]) -> UnlearnConfi
     taken = []
     for key, value in GATED_DEFAULTS.items():
         if key in explicit or (key == "schedule.optimizer_scope" and fsdp_asked()):
+            continue
+        if GATED_UNLESS_SET.get(key) in explicit:
             continue
         section, name = key.split(".")
         setattr(getattr(cfg, section), name, value)

@@ -393,6 +393,10 @@ class CalibrationOptions:
         "the hysteresis of calibration.pull, in quantiles of the holdout losses: a document is pushed while below its target quantile q, pulled back while above q + pull_band, left alone between (a gated calibrated run that leaves it unset: 0.25)",
         range=_pos(0, high=1),
     )
+    npo_beta_from_gap: bool = opt(
+        False,
+        "NPO's beta from the loss gap g measured at the first evaluation (the holdout's median loss minus the forget units' median, per token): beta = min(objective.npo_beta, ln(3) / g), so that token-level NPO still weighs a forget token 2 sigma(-beta g) = 1/2 where its unit reaches the holdout's loss instead of ~0 (token-level NPO methods only; objective.npo_beta set turns it off; a gated calibrated run that leaves it unset: true)",
+    )
     max_epochs: float | None = opt(
         10,
         "passes over each chunk of a calibrated run (a holdout, mode gate or stop, evaluations on) that does not set schedule.epochs: the gate and the calibrated stop end chunks and the run early, so the budget is a ceiling; null: schedule.epochs' default (5) as in an uncalibrated run",

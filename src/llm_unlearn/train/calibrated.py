@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from llm_unlearn.config import UnlearnConfig, eval_interval
+from llm_unlearn.train import beta_from_gap
 from llm_unlearn.train import calibration as cal
 from llm_unlearn.train.bisect import bisect_if_crossed
 from llm_unlearn.train.sharding import load_trainable, trainable_state
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 class Calibrator:
     def __init__(self, cfg: UnlearnConfig, monitor, per_chunk_steps: list[int], interval: str | int):
-        self.c = cfg.calibration
+        self.c, self.cfg = cfg.calibration, cfg
+        self.npo_beta: dict[str, Any] | None = None  # calibration.npo_beta_from_gap: what was chosen
         self.monitor = monitor
         self.per_chunk_steps = per_chunk_steps
         self.interval = interval
@@ -206,6 +208,8 @@ class Calibrator:
         ev = self.monitor.evaluate(model, step=step, chunk=chunk + 1, measured=measured)
         if first:
             log.info("calibration: one evaluation took %.1fs", ev.get("seconds") or 0.0)
+            if step == 0:
+                self.npo_beta = beta_from_gap.choose(self.cfg, ev)
         active, caps = ev.pop("_active", None), ev.pop("_caps", None)
         if active is not None:
             self.active, self.caps = active, caps
@@ -338,6 +342,7 @@ class Calibrator:
             "backtracks": self.backtracks,
             "bisections": self.bisections,
             "extensions": self.extensions,
+            "npo_beta": self.npo_beta,
         }
 
     def state(self) -> dict[str, Any]:
@@ -351,6 +356,7 @@ class Calibrator:
             "backtracks": self.backtracks,
             "bisections": self.bisections,
             "extensions": self.extensions,
+            "npo_beta": self.npo_beta,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
@@ -369,6 +375,9 @@ class Calibrator:
         self.extensions = list(st.get("extensions", []))
         self.bisections = list(st.get("bisections", []))  # the upper end is not saved: none until the next
         self.best_state = best_state
+        self.npo_beta = st.get("npo_beta")
+        if self.npo_beta is not None:  # the beta the run chose at its start (beta_from_gap)
+            self.cfg.objective.npo_beta = float(self.npo_beta["npo_beta"])
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):
             self.monitor.unit_q = {(k, int(j)): float(q) for k, j, q in st["unit_quantiles"]}
         if st.get("answered") is not None and hasattr(self.monitor, "answered"):

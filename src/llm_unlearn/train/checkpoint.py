@@ -106,6 +106,9 @@ def fingerprint_changes(saved: dict, cfg: UnlearnConfig, data_sha: dict[str, str
         old = config_from_dict(saved.get("config", {})).fingerprint()
     except (UserError, AttributeError, TypeError):
         return ["an unreadable saved configuration"]
+    chosen = (saved.get("calibration") or {}).get("npo_beta")
+    if isinstance(chosen, dict) and "configured" in chosen and isinstance(old.get("objective"), dict):
+        old["objective"]["npo_beta"] = chosen["configured"]  # the run lowered it (train/beta_from_gap.py)
     new = cfg.fingerprint()
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section), new.get(section)

@@ -7,7 +7,8 @@ Each evaluation measures, on the current model (adapter on), batched and greedy:
 - the mean answer NLL of the sampled forget and retain records;
 - the loss-based MIA AUC between the forget side and the holdout: forget documents against holdout
   documents when both exist, else forget answers against holdout record answers;
-- for the gate (`calibration.py`): each forget unit's loss and the holdout thresholds.
+- for the gate (`calibration.py`): each forget unit's loss and the holdout thresholds;
+- the loss gap: the holdout's median loss minus the forget side's (`train/beta_from_gap.py`).
 
 The rules that use these numbers (gate, stop, selection) are in `llm_unlearn.train.calibration`; their driver is `train/calibrated.py`.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from llm_unlearn.data.holdout import Holdout, base_id
 from llm_unlearn.data.records import record_kind
 from llm_unlearn.train import calibration as cal
+from llm_unlearn.train.beta_from_gap import loss_gap
 
 
 def sample_items(records: Sequence[Any], k: int, seed: int) -> list[int]:
@@ -157,11 +159,13 @@ class TrainingMonitor:
             self.answered = set(m.get("answered", ()))
         row: dict[str, Any] = {"step": step, "chunk": chunk, **m["row"]}
         doc_nll, hold_doc, rec_nll, hold_rec = m["membership"]
-        row["mia_auc"] = None
+        row["mia_auc"] = row["loss_gap"] = None
         if doc_nll is not None:
             row["mia_auc"], row["mia_on"] = _auc(loss_auc, doc_nll, hold_doc), "documents"
+            row["loss_gap"] = loss_gap(doc_nll, hold_doc)
         elif rec_nll is not None:
             row["mia_auc"], row["mia_on"] = _auc(loss_auc, list(rec_nll.values()), hold_rec), "records"
+            row["loss_gap"] = loss_gap(list(rec_nll.values()), hold_rec)
         row["mia_score"] = cal.mia_score(row["mia_auc"]) if row["mia_auc"] is not None else None
         row["proxy"] = cal.proxy_score(row["task_aggregate"], row["mia_auc"], row.get("mmlu"))
         if self.use_gate:
