@@ -53,6 +53,7 @@ _START_FREE = {
     "train.progress",
     "schedule.epochs",
     "calibration.max_epochs",
+    "calibration.npo_beta_from_gap",  # decided from the start measurement, not an input of it
     "calibration.mode",
     "calibration.tolerance",
     "calibration.gate_quantile",
