@@ -73,14 +73,14 @@ bench-%: $(STAMP)
 quality: $(STAMP)
 	$(PY) benchmarks/quality.py
 
-# the real slice's calibrated default over 5 seeds x {as is, one ulp} (2 workers; about 80 minutes here)
+# the real slice's calibrated default over 5 seeds x {as is, one ulp} (2 workers; 8 of the runs took 75 minutes here)
 quality-seeds: $(STAMP)
 	$(PY) benchmarks/quality_seeds.py
 
 # a real pretrained model end to end on CPU: SmolLM2-135M fine-tuned on a small real slice (records and
 # member documents) until memorized, unlearned with the calibrated default, evaluated; its entries in
 # benchmarks/results/quality-cpu.json (the tiny model's stay)
-QUALITY_SMOLLM2_ARGS ?= --members 8 --limit 8 --holdout 32 --anchor 32 --runs default-calibrated --threads 2
+QUALITY_SMOLLM2_ARGS ?= --members 8 --limit 8 --nonmembers 24 --holdout 32 --anchor 32 --runs default-calibrated --threads 2
 quality-smollm2: smollm2
 	$(PY) benchmarks/quality.py --models smollm2 --work runs/quality-smollm2 $(QUALITY_SMOLLM2_ARGS)
 

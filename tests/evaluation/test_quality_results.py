@@ -19,6 +19,9 @@ GATED_V1 = REPO / "benchmarks" / "results" / "quality-gated-v1.json"
 SEEDS = (
     REPO / "benchmarks" / "results" / "quality-seeds-cpu.json"
 )  # the default over seeds (quality_seeds.py)
+# the slice as first sized (24 non-members, a 48-document holdout) with NPO's beta fixed at 0.5: kept
+DIAG = REPO / "benchmarks" / "results" / "diagnostics"
+FIRST = (DIAG / "quality-cpu-24-48.json", DIAG / "quality-seeds-24-48.json")
 
 
 def _entries(path=RESULTS):
@@ -29,7 +32,11 @@ def _entries(path=RESULTS):
 
 @pytest.mark.parametrize(
     "entry",
-    _entries() + _entries(GATED) + _entries(GATED_V1) + _entries(SEEDS),
+    _entries()
+    + _entries(GATED)
+    + _entries(GATED_V1)
+    + _entries(SEEDS)
+    + [e for f in FIRST for e in _entries(f)],
     ids=lambda e: f"{e['model']}/{e['run']}/{e['evaluation_dir']}",
 )
 def test_quality_entry_recomputes_from_its_evaluation_directory(entry):
