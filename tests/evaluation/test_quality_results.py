@@ -19,9 +19,13 @@ GATED_V1 = REPO / "benchmarks" / "results" / "quality-gated-v1.json"
 SEEDS = (
     REPO / "benchmarks" / "results" / "quality-seeds-cpu.json"
 )  # the default over seeds (quality_seeds.py)
-# the slice as first sized (24 non-members, a 48-document holdout) with NPO's beta fixed at 0.5: kept
+# measured before (NPO beta fixed at 0.5): the tiny slice as first sized (24 + 48) and SmolLM2; kept
 DIAG = REPO / "benchmarks" / "results" / "diagnostics"
-FIRST = (DIAG / "quality-cpu-24-48.json", DIAG / "quality-seeds-24-48.json")
+FIRST = (
+    DIAG / "quality-cpu-24-48.json",
+    DIAG / "quality-seeds-24-48.json",
+    DIAG / "quality-smollm2-beta0.5.json",
+)
 
 
 def _entries(path=RESULTS):
