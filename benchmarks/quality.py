@@ -93,6 +93,9 @@ def prepare(
     ]
     unused = [r for r in raw if document_key(str(r["id"])) not in used]
     holdout, anchor = unused[:holdout_size], unused[holdout_size : holdout_size + anchor_size]
+    short_of_nonmembers(
+        len(sl.nonmembers), n_nonmembers, len(holdout), holdout_size, len(anchor), anchor_size
+    )
     d = work / "data"
     atomic_write_jsonl(d / "forget.jsonl", [r.__dict__ for r in sl.forget])
     atomic_write_jsonl(d / "retain.jsonl", [r.__dict__ for r in sl.retain])
@@ -110,6 +113,28 @@ def prepare(
         "holdout_file": work / "holdout.jsonl",
         "anchor_file": work / "anchor.jsonl" if anchor else None,
     }
+
+
+def short_of_nonmembers(
+    n_graded: int, graded: int | None, n_holdout: int, holdout: int, n_anchor: int, anchor: int
+) -> None:
+    """ValueError naming every non-member set that got fewer documents than asked (the grader's first,
+    then the holdout, then the anchor, from one pool: --nonmembers + --holdout + --anchor must fit it)."""
+    short = [
+        f"{name} {got} of {asked}"
+        for name, got, asked in (
+            ("--nonmembers", n_graded, graded or 0),
+            ("--holdout", n_holdout, holdout),
+            ("--anchor", n_anchor, anchor),
+        )
+        if got < asked
+    ]
+    if short:
+        raise ValueError(
+            "not enough non-member documents in the MIA files for "
+            + ", ".join(short)
+            + f" (the pool holds {n_graded + n_holdout + n_anchor} after the members' slice): ask for fewer"
+        )
 
 
 def evaluate(model, tok, sl: dict, out_dir: Path) -> dict:
@@ -417,7 +442,11 @@ def main(argv=None) -> int:
     work, out = Path(args.work), Path(args.out)
     results_dir = out / ("quality-gpu" if args.model else "quality-cpu")
     t0 = time.time()
-    sl = prepare(data, args.members, args.limit, work, args.holdout, args.anchor, args.nonmembers or None)
+    try:
+        sl = prepare(data, args.members, args.limit, work, args.holdout, args.anchor, args.nonmembers or None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sizes = {
         "members_asked": args.members,
         "other_records_limit": args.limit,
