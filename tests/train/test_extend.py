@@ -39,6 +39,44 @@ def test_should_extend(aucs, kw, expected):
     assert cal.should_extend(aucs, **args) is expected
 
 
+# the loss gap (holdout median - forget units' median, nats a token) is the continuous measure the AUC ranks:
+# an AUC of a few members moves by whole pairs (1/256 for 8 x 32) while the gap still falls
+@pytest.mark.parametrize(
+    ("aucs", "gaps", "expected"),
+    [
+        # SmolLM2 at the end of its last chunk (quality-smollm2, 2026-12-07): the AUC 4 pairs up, the
+        # gap halved: still on its way down
+        ([0.76953125, 0.78515625], [1.721, 0.835], True),
+        # the real slice's seed 4 (as is) at its end: AUC and gap both above their lowest of the pass: a plateau
+        ([0.5885, 0.5638, 0.5760], [1.1757, 1.2993, 1.3826], False),
+        # the gap at its lowest but by less than the margin: not a fall (a plateau in the last bits)
+        ([0.70, 0.60, 0.62], [1.5, 1.2, 1.2 - cal.GAP_MARGIN / 2], False),
+        ([0.70, 0.60, 0.62], [1.5, 1.2, 1.2 - 2 * cal.GAP_MARGIN], True),
+        # the AUC rule alone still decides when the gap did not fall
+        ([0.70, 0.64, 0.60], [1.0, 1.1, 1.2], True),
+        # missing gaps: the AUC rule alone
+        ([0.70, 0.58, 0.60], [None, None, None], False),
+        ([0.70, 0.58, 0.60], [1.5, None, float("nan")], False),
+        ([0.70, 0.58, 0.60], [None, 1.5, 1.0], True),  # missing elsewhere: skipped
+        # the gap never decides inside or below the band
+        ([0.70, 0.52], [2.0, 0.1], False),
+        ([0.60], [1.0], True),  # a pass with only its start: the AUC rule's verdict (no fall to see in the gap)
+    ],
+)
+def test_should_extend_when_the_loss_gap_still_falls(aucs, gaps, expected):
+    args = {"tolerance": TOL, "done": 0, "allowed": 2, "stopped": False}
+    assert cal.should_extend(aucs, gaps=gaps, **args) is expected
+
+
+def test_gap_margin_is_far_above_float_noise_and_far_below_a_real_fall():
+    # float32 log-probabilities of logits up to ~30 nats: rounding ~30 x 2^-23 = 4e-6 nats, and another CPU's
+    # matmul order moves a logit by ~sqrt(d) x eps x |logit| (d ~ 1000: 1.1e-4 nats): the margin is over 10x that; a
+    # fall the extension acts on is tenths of a nat (SmolLM2: 0.9 between evaluations)
+    eps32 = 2.0**-23
+    assert cal.GAP_MARGIN >= 10 * (1000**0.5) * eps32 * 30
+    assert cal.GAP_MARGIN <= 0.01
+
+
 def test_rewind_schedule_replays_the_rates_from_a_step():
     p = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([p], lr=0.1)
@@ -144,3 +182,24 @@ def test_a_run_killed_between_extensions_resumes_to_the_same_result(
         [e[k] for k in key] for e in whole["evaluations"]
     ]
     assert again["selected"] == whole["selected"]
+
+
+def test_extension_due_reads_the_gaps_of_the_pass_without_bisected_states():
+    from llm_unlearn.config import build_config
+    from llm_unlearn.train.calibrated import Calibrator
+
+    cfg = build_config(overrides={"calibration.mode": "gate", "calibration.extend": 2})
+    c = Calibrator(cfg, monitor=None, per_chunk_steps=[20, 40], interval="chunk")
+    c.evaluations = [
+        {"step": 0, "mia_auc": 1.0, "loss_gap": 4.46},
+        {"step": 20, "mia_auc": 0.7695, "loss_gap": 1.721},  # the pass starts here
+        # a bisected state with a lower gap: not the path, so not the pass's lowest
+        {"step": 20, "mia_auc": 0.70, "loss_gap": 0.5, "bisect": {"t": 0.5}},
+        {"step": 60, "mia_auc": 0.7852, "loss_gap": 0.835},
+    ]
+    assert c.extension_due(1)  # the AUC one step up, the gap halved
+    c.evaluations[-1]["loss_gap"] = 1.9  # the gap up too: not falling
+    assert not c.extension_due(1)
+    c.evaluations[-1]["loss_gap"] = 0.835
+    c.stop_reason = "calibrated"
+    assert not c.extension_due(1)

@@ -422,7 +422,7 @@ class CalibrationOptions:
     )
     extend: int = opt(
         0,
-        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and at its lowest of that pass (still falling), train the last chunk once more with the same learning rates (under the gate with every chunk's rows, forget and retain: calibration.extend_revisit), at most this many times (0: off; the seed's epochs are then the budget; a gated calibrated run that leaves it unset: 2)",
+        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and still falling (at its lowest of that pass, or the loss gap below its lowest of the pass), train the last chunk once more with the same learning rates (under the gate with every chunk's rows, forget and retain: calibration.extend_revisit), at most this many times (0: off; the seed's epochs are then the budget; a gated calibrated run that leaves it unset: 2)",
         flag="--extend",
         range=_pos(0, high=20),
     )

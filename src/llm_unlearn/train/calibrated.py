@@ -302,9 +302,10 @@ class Calibrator:
         the pass began from (the end of the chunk before it); bisected states are not the path."""
         if self.c.mode == "off" or not self.evaluations:
             return False
-        own = [e.get("mia_auc") for e in self.evaluations[pass_start:] if "bisect" not in e]
+        own = [e for e in self.evaluations[pass_start:] if "bisect" not in e]
         return cal.should_extend(
-            own,
+            [e.get("mia_auc") for e in own],
+            gaps=[e.get("loss_gap") for e in own],
             tolerance=float(self.c.tolerance),
             done=len(self.extensions),
             allowed=int(self.c.extend),

@@ -65,8 +65,9 @@ then on (compounding), then trains the remaining steps of the chunk. At most n t
 rules above apply. Never after the last chunk's own end (no step would be left to take).
 
 **Extension** (`calibration.extend` n > 0). When the last chunk's steps are spent, the run has not stopped and
-the AUC is still above the band and at its lowest of that pass (`should_extend`: the pass's evaluations,
-its start included; still on its way down), the last chunk is trained once more, with the same schedule
+the AUC is still above the band and still on its way down (`should_extend`: at its lowest of the pass's
+evaluations, its start included, or the loss gap more than `GAP_MARGIN` below its lowest of the pass
+before: the AUC of a few members moves by whole pairs, the gap it ranks does not), the last chunk is trained once more, with the same schedule
 of learning rates as its pass (a run-long schedule is rewound to the chunk's start); at most n times.
 Under the gate the pass holds every chunk's rows (`train/extend.extension_rows`,
 `calibration.extend_revisit`): the AUC is over all forget documents, and the units that keep it above the
@@ -278,18 +279,42 @@ def should_backtrack(mia_auc: float | None, *, tolerance: float, left: int, anch
     return mia_auc < 0.5 - tolerance
 
 
+#: How much the loss gap (nats a token) must have fallen below the pass's lowest before to count as still
+#: falling: 18 x what float32 rounding and another CPU's summation order can move a per-token loss by
+#: (logits up to ~30 nats, ~sqrt(1000) x 2^-23 relative: 1.1e-4), and far below a real fall (tenths of a nat).
+GAP_MARGIN = 2e-3
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
 def should_extend(
-    pass_aucs: Sequence[float | None], *, tolerance: float, done: int, allowed: int, stopped: bool
+    pass_aucs: Sequence[float | None],
+    *,
+    tolerance: float,
+    done: int,
+    allowed: int,
+    stopped: bool,
+    gaps: Sequence[float | None] | None = None,
 ) -> bool:
-    """Whether to train the last chunk once more: extensions left, no stop, and the latest of this pass's
-    AUCs (its start first) above ``0.5 + tolerance`` and the lowest of them (ties count; missing or
-    non-finite values elsewhere are skipped)."""
+    """Whether to train the last chunk once more: extensions left, no stop, the latest of this pass's AUCs
+    (its start first) above ``0.5 + tolerance``, and still falling: that AUC at the lowest of them (ties
+    count), or the latest loss gap (``gaps``, the same evaluations) more than :data:`GAP_MARGIN` below the
+    lowest gap before it. The gap is the continuous measure the AUC ranks: with few members the AUC moves by
+    whole pairs and can read one pair up while the gap still falls. Missing or non-finite values elsewhere
+    are skipped."""
     if stopped or done >= allowed or not pass_aucs:
         return False
     last = pass_aucs[-1]
     if last is None or not math.isfinite(last) or last <= 0.5 + tolerance:
         return False
-    return last <= min(a for a in pass_aucs if a is not None and math.isfinite(a))
+    if last <= min(_finite(pass_aucs)):
+        return True
+    if not gaps or len(gaps) != len(pass_aucs):
+        return False
+    now, before = gaps[-1], _finite(gaps[:-1])
+    return now is not None and math.isfinite(now) and bool(before) and now < min(before) - GAP_MARGIN
 
 
 def crossed(upper_auc: float | None, mia_auc: float | None, *, tolerance: float) -> bool:

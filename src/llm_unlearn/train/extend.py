@@ -1,5 +1,6 @@
 """calibration.extend in the training loop: while the last chunk's pass ends with the MIA AUC still above the
-band and at its lowest of that pass (`calibration.should_extend`, decided by `Calibrator.extension_due`),
+band and still falling (at its lowest of that pass, or the loss gap still falling: `calibration.should_extend`,
+decided by `Calibrator.extension_due`),
 the last chunk is trained once more with the learning rates of its own pass (a run-long schedule is
 rewound to the chunk's first step; a chunk-scope one is fresh anyway). Each extension is recorded in the
 calibration's state before it trains, so a resumed run decides exactly as an uninterrupted one.
