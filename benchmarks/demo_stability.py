@@ -109,6 +109,7 @@ def one(out: Path, seed: int, threads: int, perturb: str, overrides: dict | None
                     "step",
                     "chunk",
                     "mia_auc",
+                    "loss_gap",  # calibration.extend reads it too: a changed rule can be replayed
                     "forget_em",
                     "retain_em",
                     "retain_rougeL",

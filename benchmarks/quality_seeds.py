@@ -126,7 +126,17 @@ def collect(work: Path, seed: int, perturb: str, target: dict, keep: Path) -> di
     }
 
 
-TRAJECTORY_KEYS = ("step", "chunk", "mia_auc", "task_aggregate", "proxy", "active_fraction", "tau_document")
+# loss_gap: what calibration.extend reads besides the AUC (so a changed rule can be replayed on the record)
+TRAJECTORY_KEYS = (
+    "step",
+    "chunk",
+    "mia_auc",
+    "loss_gap",
+    "task_aggregate",
+    "proxy",
+    "active_fraction",
+    "tau_document",
+)
 
 
 def trajectory(run_json: Path) -> list[dict] | None:
