@@ -13,6 +13,7 @@ of the same two sizes (:func:`repartition_gaps`, seeded): where the measured gap
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import random
 import statistics
@@ -26,18 +27,44 @@ from llm_unlearn.evaluation.metrics.mia import loss_auc  # noqa: E402
 from llm_unlearn.io_utils import atomic_write_json  # noqa: E402
 
 
+def _half_wins(members, pool) -> list[int]:
+    """For each pooled non-member loss: twice the members with a lower loss plus those with an equal one
+    (the loss attack's AUC counts a member below a non-member as a win and a tie as half)."""
+    ms = sorted(members)
+    return [
+        2 * bisect.bisect_left(ms, p) + (bisect.bisect_right(ms, p) - bisect.bisect_left(ms, p)) for p in pool
+    ]
+
+
+def _gap(wins_graded: int, wins_all: int, m: int, n_graded: int, n_all: int) -> float:
+    """``AUC(graded) - AUC(rest)`` from the half-wins: one integer over one denominator, so equal splits
+    give equal floats and an order between gaps is the exact one."""
+    n_rest = n_all - n_graded
+    key = wins_graded * n_rest - (wins_all - wins_graded) * n_graded
+    return key / (2 * m * n_graded * n_rest)
+
+
+def split_gap(members, graded, rest) -> float:
+    """``loss AUC(members, graded) - loss AUC(members, rest)``, exactly as :func:`repartition_gaps` counts it."""
+    w = _half_wins(members, list(graded) + list(rest))
+    return _gap(sum(w[: len(graded)]), sum(w), len(members), len(graded), len(w))
+
+
 def repartition_gaps(members, pool, n_graded: int, draws: int = 2000, seed: int = 0) -> list[float]:
     """Sorted ``AUC(members, S) - AUC(members, pool - S)`` over ``draws`` random subsets ``S`` of
-    ``n_graded`` of the pooled non-member losses."""
+    ``n_graded`` of the pooled non-member losses. A subset's AUC is the mean of its non-members' shares of
+    wins (:func:`_half_wins`, counted once), so a draw costs a sum over S instead of two AUCs."""
     if not 0 < n_graded < len(pool):
         raise ValueError(f"n_graded must be in (0, {len(pool)}), got {n_graded}")
+    if not members:
+        raise ValueError("no members")
     rng = random.Random(seed)
+    wins = _half_wins(members, pool)
+    total = sum(wins)
     out = []
     for _ in range(draws):
-        chosen = set(rng.sample(range(len(pool)), n_graded))
-        graded = [pool[i] for i in chosen]
-        rest = [pool[i] for i in range(len(pool)) if i not in chosen]
-        out.append(loss_auc(members, graded) - loss_auc(members, rest))
+        chosen = rng.sample(range(len(pool)), n_graded)
+        out.append(_gap(sum(wins[i] for i in chosen), total, len(members), n_graded, len(pool)))
     return sorted(out)
 
 
@@ -85,7 +112,7 @@ def measure(run: Path, draws: int) -> dict:
         nll[len(members) : len(members) + len(graded)],
         nll[len(members) + len(graded) :],
     )
-    gap = loss_auc(m, g) - loss_auc(m, h)
+    gap = split_gap(m, g, h)  # counted as the random splits are: ties with them compare exactly
     return {
         "run": str(run),
         "auc_graded": loss_auc(m, g),

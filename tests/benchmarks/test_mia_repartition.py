@@ -36,6 +36,30 @@ def test_equal_losses_leave_no_gap_and_bad_sizes_are_refused():
             mod.repartition_gaps([1.0], [3.0] * 10, n)
 
 
+def test_the_counted_gaps_are_the_aucs_of_the_same_splits():
+    # the half-wins shortcut against two AUCs a draw (sklearn's), with ties among the losses
+    import random
+
+    from llm_unlearn.evaluation.metrics.mia import loss_auc
+
+    mod = _module()
+    rng = random.Random(3)
+    members = [rng.choice([0.5, 1.0, 1.5, 2.0]) + rng.random() * (i % 2) for i in range(9)]
+    pool = [rng.choice([1.0, 1.5, 2.5]) + rng.random() * (i % 3 == 0) for i in range(23)]
+    got = mod.repartition_gaps(members, pool, 7, draws=300, seed=5)
+    draw = random.Random(5)
+    want = []
+    for _ in range(300):
+        chosen = set(draw.sample(range(len(pool)), 7))
+        g = [pool[i] for i in chosen]
+        r = [pool[i] for i in range(len(pool)) if i not in chosen]
+        want.append(loss_auc(members, g) - loss_auc(members, r))
+    assert got == pytest.approx(sorted(want), abs=1e-12)
+    assert mod.split_gap(members, pool[:7], pool[7:]) == pytest.approx(
+        loss_auc(members, pool[:7]) - loss_auc(members, pool[7:]), abs=1e-12
+    )
+
+
 def test_where_reads_the_sorted_draws():
     w = _module().where([float(i) for i in range(100)], 9.0)
     assert (w["q05"], w["q50"], w["q95"], w["share_at_or_below"]) == (5.0, 50.0, 95.0, 0.10)

@@ -60,7 +60,7 @@ def test_should_extend(aucs, kw, expected):
         ([0.70, 0.58, 0.60], [None, 1.5, 1.0], True),  # missing elsewhere: skipped
         # the gap never decides inside or below the band
         ([0.70, 0.52], [2.0, 0.1], False),
-        ([0.60], [1.0], True),  # a pass with only its start: the AUC rule's verdict (no fall to see in the gap)
+        ([0.60], [1.0], True),  # only its start: the AUC rule decides (no fall in the gap)
     ],
 )
 def test_should_extend_when_the_loss_gap_still_falls(aucs, gaps, expected):
