@@ -25,6 +25,8 @@ FIRST = (
     DIAG / "quality-cpu-24-48.json",
     DIAG / "quality-seeds-24-48.json",
     DIAG / "quality-smollm2-beta0.5.json",
+    # SmolLM2 with beta from the gap, before calibration.extend read the loss gap (it did not extend)
+    DIAG / "quality-smollm2-beta-from-gap.json",
 )
 
 
