@@ -27,6 +27,8 @@ FIRST = (
     DIAG / "quality-smollm2-beta0.5.json",
     # SmolLM2 with beta from the gap, before calibration.extend read the loss gap (it did not extend)
     DIAG / "quality-smollm2-beta-from-gap.json",
+    # SmolLM2's current default again with the target's weights moved one ulp (another CPU imitated)
+    DIAG / "quality-smollm2-extend-gap-ulp.json",
 )
 
 
