@@ -3,21 +3,18 @@ numbers are theirs: recomputed from the per-run rows, never pinned from one mach
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("demo_stability", REPO / "benchmarks" / "demo_stability.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("demo_stability")
 
 
 FILES = sorted(p.name for p in RESULTS.glob("demo-stability*.json"))

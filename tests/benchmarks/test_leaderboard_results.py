@@ -4,13 +4,13 @@ seeds: every run, and the medians shown), and the README's table made from each.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
@@ -56,9 +56,7 @@ def test_same_trial_budget_and_consistent_numbers(result):
 
 
 def test_readme_table_is_the_json(result):  # every committed leaderboard has its table in the README
-    spec = importlib.util.spec_from_file_location("leaderboard_bench", REPO / "benchmarks" / "leaderboard.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load("leaderboard")
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert mod.readme_table(result) in text, (
         "paste `python benchmarks/leaderboard.py --table` into the README"

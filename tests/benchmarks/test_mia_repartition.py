@@ -3,23 +3,18 @@ and the committed measurement of the real slice's kept states says what its runs
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 REPO = Path(__file__).resolve().parents[2]
 RESULT = REPO / "benchmarks" / "results" / "diagnostics" / "quality-real-54-96-repartition.json"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "mia_repartition", REPO / "benchmarks" / "mia_repartition.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("mia_repartition")
 
 
 def test_a_split_by_hand():

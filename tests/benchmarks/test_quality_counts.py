@@ -3,21 +3,16 @@ for more than it holds is one clear error, not a silently smaller holdout or no 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _quality():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("quality")
 
 
 def test_sets_that_fit_pass_and_each_short_one_is_named():

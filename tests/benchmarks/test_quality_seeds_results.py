@@ -4,23 +4,18 @@ and the README reports the file's numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 REPO = Path(__file__).resolve().parents[2]
 RESULT = REPO / "benchmarks" / "results" / "quality-seeds-cpu.json"
 
 
 def _module():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("quality_seeds", REPO / "benchmarks" / "quality_seeds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("quality_seeds")
 
 
 pytestmark = pytest.mark.skipif(not RESULT.is_file(), reason="quality-seeds-cpu.json not committed")
