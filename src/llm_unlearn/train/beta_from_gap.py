@@ -21,6 +21,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from llm_unlearn.train.calibration import finite
+
 log = logging.getLogger(__name__)
 
 __all__ = ["WEIGHT_AT_TARGET", "npo_weight", "loss_gap", "beta_from_gap", "choose"]
@@ -35,13 +37,9 @@ def npo_weight(beta: float, delta: float) -> float:
     return 2.0 / (1.0 + math.exp(-beta * delta))
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in (values or ()) if v is not None and math.isfinite(v)]
-
-
 def loss_gap(unit_losses: Sequence[float] | None, holdout_losses: Sequence[float] | None) -> float | None:
     """The holdout's median loss minus the forget units' median (per token); None when a side is empty."""
-    units, hold = _finite(unit_losses), _finite(holdout_losses)
+    units, hold = finite(unit_losses), finite(holdout_losses)
     if not units or not hold:
         return None
     return statistics.median(hold) - statistics.median(units)

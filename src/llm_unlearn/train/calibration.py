@@ -285,8 +285,9 @@ def should_backtrack(mia_auc: float | None, *, tolerance: float, left: int, anch
 GAP_MARGIN = 2e-3
 
 
-def _finite(values: Sequence[float | None]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
+def finite(values: Sequence[float | None] | None) -> list[float]:
+    """The values that are numbers and finite (None and NaN/inf left out), as floats."""
+    return [float(v) for v in (values or ()) if v is not None and math.isfinite(v)]
 
 
 def should_extend(
@@ -309,11 +310,11 @@ def should_extend(
     last = pass_aucs[-1]
     if last is None or not math.isfinite(last) or last <= 0.5 + tolerance:
         return False
-    if last <= min(_finite(pass_aucs)):
+    if last <= min(finite(pass_aucs)):
         return True
     if not gaps or len(gaps) != len(pass_aucs):
         return False
-    now, before = gaps[-1], _finite(gaps[:-1])
+    now, before = gaps[-1], finite(gaps[:-1])
     return now is not None and math.isfinite(now) and bool(before) and now < min(before) - GAP_MARGIN
 
 
