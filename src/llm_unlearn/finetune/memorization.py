@@ -38,6 +38,7 @@ def memorization_scores(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         progress=False,
+        expected=[r.output for r in records],  # a memorized answer: one forward, not one step a token
     )
     em, rl = [], []
     for r, o in zip(records, outs):

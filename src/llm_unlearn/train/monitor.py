@@ -200,7 +200,12 @@ class TrainingMonitor:
             if not items:
                 continue
             gens = greedy_generate(
-                model, self.tokenizer, [r.input for r in items], max_new_tokens=self.max_new_tokens, **kw
+                model,
+                self.tokenizer,
+                [r.input for r in items],
+                max_new_tokens=self.max_new_tokens,
+                expected=[r.output for r in items],  # still-known answers: one forward, no decoding
+                **kw,
             )
             nlls = answer_nll(
                 model, self.tokenizer, [r.input for r in items], [r.output for r in items], **kw

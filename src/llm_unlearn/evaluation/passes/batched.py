@@ -36,6 +36,7 @@ from llm_unlearn.evaluation.passes.token_stats import token_statistics
 
 __all__ = [
     "generate",
+    "plain_greedy",
     "answer_nll",
     "document_statistics",
     "forward_last_logits",
@@ -83,7 +84,7 @@ def token_ticker(bar, max_new_tokens: int, rows: int, every_s: float = 1.0):
     return tick
 
 
-def _plain_greedy(model) -> bool:
+def plain_greedy(model) -> bool:
     """True when ``model.generate(do_sample=False)`` is a plain argmax: the generation config adds no
     logits processor (repetition penalty, n-gram ban, forced or suppressed tokens, minimum length)."""
     cfg = getattr(model, "generation_config", None)
@@ -257,7 +258,7 @@ def generate(
     eos = eos_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer)
     outputs: list[str] = [""] * len(encoded)
-    own_loop = early_stop and accepts_position_ids(model) and _plain_greedy(model)
+    own_loop = early_stop and accepts_position_ids(model) and plain_greedy(model)
     lengths = [len(e) for e in encoded]
     # decoding groups: up to batch_size rows within the token budget; with the own loop each group is
     # prefilled per length bucket (MAX_PADDING) and decoded as one batch, else the buckets are the groups

@@ -150,6 +150,8 @@ def _generate_and_score_nll(
             official_compat=official_compat,
             progress=progress,
             desc="generate",
+            # batched mode: an answer the model still reproduces costs one forward, not one step a token
+            expected=[r.output for r in records],
         ),
         ids=ids,
         texts=_digest(r.input for r in records),
