@@ -15,6 +15,7 @@ from llm_unlearn import losses
 from llm_unlearn.train import methods
 from llm_unlearn.train import terms as T
 from llm_unlearn.train.head import AnswerHeadSelector, answer_logits, capture_layer_output
+from llm_unlearn.train.process import world_size
 from llm_unlearn.train.reference import LiveReference, as_reference
 from llm_unlearn.train.step import Step, answer_positions
 
@@ -64,7 +65,8 @@ def unlearning_loss(
     objective = methods.get(obj.method)
     layer = objective.capture_layer(obj, model) if objective.capture_layer else None
     with capture_layer_output(model, layer) as captured:
-        logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos)
+        split = _may_split(model, layer)
+        logits = answer_logits(model, selector, batch["input_ids"], batch["attention_mask"], pos, split)
     logp = losses.token_log_probs(logits, pos.targets)
     push = _gate(batch, is_forget, logp, pos, row_nll_out)
     if callable(term_scale):
@@ -104,6 +106,12 @@ def unlearning_loss(
         losses.check_finite(name, value)
     losses.check_finite("loss", total)
     return total, {k: float(v.detach()) for k, v in values.items()}
+
+
+def _may_split(model, layer) -> bool:
+    """One forward per length group (head.answer_logits) only where the model takes several forwards
+    before its backward (one process, no wrapper) and no layer's output is captured (one a forward)."""
+    return layer is None and world_size() == 1 and not hasattr(model, "module")
 
 
 def _gate(batch, is_forget, logp, pos, row_nll_out) -> torch.Tensor:
