@@ -191,8 +191,29 @@ def test_calibrated_run_under_fsdp_evaluates_the_sharded_model_as_one_process(
         for k in ("forget_nll", "retain_nll"):
             if x.get(k) is not None:
                 assert y[k] == pytest.approx(x[k], rel=rtol, abs=rtol), (k, x, y)
-    ddp._assert_close_adapters(tiny_world, ddp._adapter(single), ddp._adapter(out), steps=steps)
-    print(f"calibrated FSDP2 run: kept {b['selected']} of {len(b['evaluations'])} evaluations")
+    flipped = _first_flipped_decision(single, out)
+    if flipped is None:
+        ddp._assert_close_adapters(tiny_world, ddp._adapter(single), ddp._adapter(out), steps=steps)
+    # else: a per-step decision (a row's loss against its cap: forget_active; the pull) came out the other
+    # way in the two runs, as float noise between one process and two can make it (seen on an AVX-512
+    # CPU at the last step: 1.0 vs 0.5 of the rows pushed); from there on the update differs by a whole
+    # row, which no rounding bound covers. The evaluations and the kept state must still agree (above).
+    print(
+        f"calibrated FSDP2 run: kept {b['selected']} of {len(b['evaluations'])} evaluations"
+        + (f"; a per-step decision differed at step {flipped}: adapters not compared" if flipped else "")
+    )
+
+
+def _first_flipped_decision(a: Path, b: Path) -> int | None:
+    """The first step whose logged per-row decisions (the pushed fraction, whether the pull acted)
+    differ between the two runs' log_history.jsonl, or None."""
+    keys = ("forget_active", "forget_pull")
+    for x, y in zip(ddp._history(a), ddp._history(b)):
+        if "step" in x and any(
+            (k in x) != (k in y) or (k == "forget_active" and x.get(k) != y.get(k)) for k in keys
+        ):
+            return int(x["step"])
+    return None
 
 
 @pytest.mark.parametrize(
