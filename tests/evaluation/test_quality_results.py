@@ -29,6 +29,8 @@ FIRST = (
     DIAG / "quality-smollm2-beta-from-gap.json",
     # SmolLM2's current default again with the target's weights moved one ulp (another CPU imitated)
     DIAG / "quality-smollm2-extend-gap-ulp.json",
+    # SmolLM2 with the loss-gap extension, before the unlearning step ran one forward per length group
+    DIAG / "quality-smollm2-extend-gap.json",
 )
 
 
