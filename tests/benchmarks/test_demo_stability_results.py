@@ -18,7 +18,7 @@ def _module():
 
 
 FILES = sorted(p.name for p in RESULTS.glob("demo-stability*.json"))
-DEFAULT = "demo-stability-beta-from-gap.json"  # the default's file: the README's demo section reports it
+DEFAULT = "demo-stability-length-groups.json"  # the default's file: the README's demo section reports it
 
 
 @pytest.mark.parametrize("name", FILES)

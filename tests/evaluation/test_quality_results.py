@@ -31,6 +31,8 @@ FIRST = (
     DIAG / "quality-smollm2-extend-gap-ulp.json",
     # SmolLM2 with the loss-gap extension, before the unlearning step ran one forward per length group
     DIAG / "quality-smollm2-extend-gap.json",
+    # SmolLM2 with one forward per length group (its runs are those of quality-cpu.json, with trajectory)
+    DIAG / "quality-smollm2-length-groups.json",
 )
 
 
