@@ -34,29 +34,25 @@ def test_same_texts_and_memorized_rows_not_decoded(tiny_world, monkeypatch, max_
         "BATCHED",
         inference.Passes("batched", counted, batched.answer_nll, batched.document_statistics),
     )
-    right = greedy_generate(
-        model,
-        tok,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        batch_size=4,
-        progress=False,
-        expected=[r["output"] for r in recs],
-    )
+
+    def run(expected):
+        return greedy_generate(
+            model,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=4,
+            progress=False,
+            expected=expected,
+        )
+
+    right = run([r["output"] for r in recs])
     assert right == plain
     skipped = len(recs) - sum(decoded)
     # the memorized model reproduces most answers: those rows were not decoded
     assert skipped >= len(recs) // 2
     decoded.clear()
-    wrong = greedy_generate(
-        model,
-        tok,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        batch_size=4,
-        progress=False,
-        expected=["zz " + r["output"][::-1] for r in recs],
-    )
+    wrong = run(["zz " + r["output"][::-1] for r in recs])
     assert wrong == plain
     assert sum(decoded) == len(recs)  # nothing verified: every row decoded
 
