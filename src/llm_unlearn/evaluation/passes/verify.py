@@ -67,12 +67,11 @@ def verify_continuations(
     for group in length_batches([len(s) for s in seqs], batch_size, budget, MAX_PADDING):
         input_ids, mask = pad_batch([seqs[g] for g in group], pad_id, side="right", device=device)
         starts = [len(prompts[todo[g]]) for g in group]
-        # the prediction of a candidate's first token is made at its prompt's last position
-        offset = min(starts) - 1
+        # the prediction of a candidate's first token is made at its prompt's last position; logits
+        # from the batch's first such position on, as answer_nll keeps them (all where not sliceable)
+        offset = min(starts) - 1 if slices else 0
         kw = {"logits_to_keep": input_ids.shape[1] - offset} if slices else {}
         logits = _right_padded_forward(model, input_ids, mask, **kw).logits
-        if not slices:
-            logits = logits[:, offset:]
         for r, g in enumerate(group):
             cand = list(candidates[todo[g]])
             first = starts[r] - 1 - offset
@@ -107,7 +106,7 @@ def known_continuations(
 ) -> dict[int, str]:
     """``{row: decoded text}`` of the rows of ``todo`` whose greedy continuation is their expected
     answer followed by EOS (cut at ``max_new_tokens``, where decoding would stop), verified by a
-    teacher-forced pass (:func:`~llm_unlearn.evaluation.passes.batched.verify_continuations`). The
+    teacher-forced pass (:func:`verify_continuations`). The
     answer's most likely tokenization is checked first; a row whose decoding provably starts like
     another tokenization (the first pass shows its first greedy tokens) is checked once more with
     that one. A row whose model would decode anything else is not in the result (decoded as usual)."""
@@ -122,15 +121,15 @@ def known_continuations(
             found = _answer_tokenizations(tokenizer, prompt, encoded[i], str(expected[i]))
             variants[i] = [(ids + [stop])[:max_new_tokens] for ids in found]
     known: dict[int, list[int]] = {}
+
+    def verify(rows: list[int], candidates: list[list[int]]) -> list[list[int]]:
+        prompts_ = [encoded[i] for i in rows]
+        return verify_continuations(
+            model, tokenizer, prompts_, candidates, batch_size=batch_size, max_tokens_per_batch=None
+        )
+
     rows = [i for i in variants if variants[i]]
-    shown = verify_continuations(
-        model,
-        tokenizer,
-        [encoded[i] for i in rows],
-        [variants[i][0] for i in rows],
-        batch_size=batch_size,
-        max_tokens_per_batch=None,
-    )
+    shown = verify(rows, [variants[i][0] for i in rows])
     again, second = [], []
     for i, prefix in zip(rows, shown):
         if prefix == variants[i][0]:
@@ -142,13 +141,6 @@ def known_continuations(
             again.append(i)
             second.append(fits[0])
     if again:
-        shown = verify_continuations(
-            model,
-            tokenizer,
-            [encoded[i] for i in again],
-            second,
-            batch_size=batch_size,
-            max_tokens_per_batch=None,
-        )
+        shown = verify(again, second)
         known.update({i: c for i, c, prefix in zip(again, second, shown) if prefix == c})
     return {i: decode_new_tokens(tokenizer, _until_eos(c, eos)) for i, c in known.items()}
