@@ -309,7 +309,8 @@ def uses_calibrated_budget(cfg: UnlearnConfig) -> bool:
 # One optimizer for the run (a fresh Adam per chunk moved the AUC by 0.3-0.6 in its first steps), pull
 # and push_answered (the documents' losses held at the holdout's while the answers are still forgotten),
 # the quality floors of the selection, and denser evaluations near the crossing of 0.5; the last chunk
-# once or twice more while the AUC is still falling above the band, and a jump over the band bisected.
+# once or twice more while the AUC is still falling above the band, a jump over the band bisected, and a
+# kept state outside the band bisected towards its neighbours on the other side of the band's edge.
 GATED_DEFAULTS = {
     "schedule.optimizer_scope": "run",
     "calibration.push_answered": True,
@@ -321,6 +322,7 @@ GATED_DEFAULTS = {
     "calibration.last_chunk_factor": 2.0,
     "calibration.extend": 2,
     "calibration.bisect": 3,
+    "calibration.bisect_selected": 3,
     "calibration.npo_beta_from_gap": True,
 }
 # A gated default that is not taken when the user set the option it decides (their value wins).

@@ -436,6 +436,12 @@ class CalibrationOptions:
         flag="--bisect",
         range=_pos(0, high=20),
     )
+    bisect_selected: int = opt(
+        0,
+        "at the run's end, when the state the selection would keep has its MIA AUC outside 0.5 +- tolerance, search the straight lines between its adapter weights and those of its nearest evaluations on the other side of the band's edge (the latest before it, the first after it) by bisection, at most this many states on each; they become candidates for the kept state (0: off; a gated calibrated run that leaves it unset: 3)",
+        flag="--bisect-selected",
+        range=_pos(0, high=20),
+    )
     anchor_documents: str | None = opt(
         None,
         "documents never trained on, other than the holdout's and the evaluation's non-members: each step adds calibration.anchor x the mean, over anchor_per_step of them, of a Huber distance (1-nat knee) between their loss and the reference's, so that pushing the forget documents up does not raise the loss of unseen documents like them and move the MIA's target away (train/anchor.py)",

@@ -45,26 +45,8 @@ def bisect_if_crossed(calib, model, ev: dict[str, Any], *, step: int, chunk: int
         return
     calib.upper = None  # one bisection a state above the band
     here = trainable_state(model)
-    mon = calib.monitor
-    kept = {k: copy.deepcopy(getattr(mon, k)) for k in MONITOR_STATE if hasattr(mon, k)}
-    lo, hi, tried = 0.0, 1.0, []
-    for _ in range(n):
-        t = (lo + hi) / 2
-        state = interpolate_state(upper, here, t)
-        load_trainable(model, state)
-        row = mon.evaluate(model, step=step, chunk=chunk + 1)
-        row.pop("_active", None), row.pop("_caps", None)  # the gate stays the training state's
-        row["bisect"] = {"t": t, "from_evaluation": idx + 1, "from_step": start.get("step"), "to_step": step}
-        calib._add(row, lambda s=state: s)
-        tried.append({"t": t, "mia_auc": row.get("mia_auc")})
-        floors_met = cal.meets_floors(row, calib.evaluations[0], **calib.floors)
-        nxt = cal.bisect_step(lo, hi, row.get("mia_auc"), tolerance=tol, meets_floors=floors_met)
-        if nxt is None:
-            break
-        lo, hi = nxt
+    tried, _ = _search(calib, model, upper, here, n, step=step, chunk=chunk, ends=(idx, start, step), track=True)
     load_trainable(model, here)
-    for k, v in kept.items():
-        setattr(mon, k, v)
     calib.bisections.append(
         {
             "step": step,
@@ -83,6 +65,91 @@ def bisect_if_crossed(calib, model, ev: dict[str, Any], *, step: int, chunk: int
         ev.get("mia_auc"),
         ", ".join(_tried(x) for x in tried),
     )
+
+
+def bisect_selected(calib, model) -> None:
+    """calibration.bisect_selected, at the run's end: when the best candidate's MIA AUC is outside the band,
+    search the line from it to each of its neighbours across the band's edge (the latest evaluation before
+    it, then the first after it: ``calib.neighbours``), at most that many states a line, until one within
+    the band meets the floors. Each state tried is a candidate; the model's weights and the monitor's state
+    are put back (``finish`` then loads whichever candidate the selection keeps)."""
+    n, tol = int(calib.c.bisect_selected), float(calib.c.tolerance)
+    if n <= 0 or calib.best_index is None or calib.best_state is None:
+        return
+    s_idx, kept = calib.best_index, calib.best_state
+    s_ev = calib.evaluations[s_idx]
+    side = cal.band_side(s_ev.get("mia_auc"), tolerance=tol)
+    if side not in (-1, 1):
+        return
+    here = trainable_state(model)
+    chunk = len(calib.per_chunk_steps) - 1
+    for role in ("before", "after"):
+        got = calib.neighbours.get(role)
+        if got is None:
+            continue
+        j, other = got
+        o_ev = calib.evaluations[j]
+        # t = 0: the end with the higher AUC (the less unlearned side, as in a jump over the band)
+        (a_idx, a_ev, a), (_, b_ev, b) = sorted(
+            [(s_idx, s_ev, kept), (j, o_ev, other)], key=lambda x: -float(x[1]["mia_auc"])
+        )
+        step = max(int(a_ev.get("step") or 0), int(b_ev.get("step") or 0))
+        ends = (a_idx, a_ev, b_ev.get("step"))
+        tried, found = _search(calib, model, a, b, n, step=step, chunk=chunk, ends=ends, track=False)
+        calib.bisections.append(
+            {
+                "why": "kept state outside the band",
+                "step": step,
+                "mia_auc": b_ev.get("mia_auc"),
+                "from_step": a_ev.get("step"),
+                "from_mia_auc": a_ev.get("mia_auc"),
+                "to_step": b_ev.get("step"),
+                "tried": tried,
+            }
+        )
+        log.info(
+            "calibration: the state to keep (step %s, MIA AUC %.3f) is outside the band; on the line to the %s "
+            "state across its edge (step %s, AUC %.3f): %s",
+            s_ev.get("step"),
+            s_ev.get("mia_auc"),
+            "earlier" if role == "before" else "later",
+            o_ev.get("step"),
+            o_ev.get("mia_auc"),
+            ", ".join(_tried(x) for x in tried),
+        )
+        if found:
+            break
+    load_trainable(model, here)
+
+
+def _search(calib, model, a, b, n: int, *, step: int, chunk: int, ends, track: bool):
+    """Bisect the line ``(1 - t) a + t b`` (``a``: the end with the higher AUC) with at most ``n``
+    evaluations, each a candidate (``calib._add``) recorded at ``step``; ``ends``: (a's evaluation index,
+    a's evaluation, b's step). Returns (what was tried, whether a state within the band met the floors).
+    The monitor's state is put back; the model holds the last state tried."""
+    tol = float(calib.c.tolerance)
+    idx, start, to_step = ends
+    mon = calib.monitor
+    kept = {k: copy.deepcopy(getattr(mon, k)) for k in MONITOR_STATE if hasattr(mon, k)}
+    lo, hi, tried, found = 0.0, 1.0, [], False
+    for _ in range(n):
+        t = (lo + hi) / 2
+        state = interpolate_state(a, b, t)
+        load_trainable(model, state)
+        row = mon.evaluate(model, step=step, chunk=chunk + 1)
+        row.pop("_active", None), row.pop("_caps", None)  # the gate stays the training state's
+        row["bisect"] = {"t": t, "from_evaluation": idx + 1, "from_step": start.get("step"), "to_step": to_step}
+        calib._add(row, lambda s=state: s, track=track)
+        tried.append({"t": t, "mia_auc": row.get("mia_auc")})
+        floors_met = cal.meets_floors(row, calib.evaluations[0], **calib.floors)
+        nxt = cal.bisect_step(lo, hi, row.get("mia_auc"), tolerance=tol, meets_floors=floors_met)
+        if nxt is None:
+            found = floors_met and cal.band_side(row.get("mia_auc"), tolerance=tol) == 0
+            break
+        lo, hi = nxt
+    for k, v in kept.items():
+        setattr(mon, k, v)
+    return tried, found
 
 
 def _tried(x: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import torch
 from llm_unlearn.config import UnlearnConfig, eval_interval
 from llm_unlearn.train import beta_from_gap
 from llm_unlearn.train import calibration as cal
-from llm_unlearn.train.bisect import bisect_if_crossed
+from llm_unlearn.train.bisect import bisect_if_crossed, bisect_selected
 from llm_unlearn.train.sharding import load_trainable, trainable_state
 from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
@@ -48,6 +48,10 @@ class Calibrator:
         self.upper: tuple[int, dict[str, torch.Tensor]] | None = None
         self.bisections: list[dict[str, Any]] = []
         self.extensions: list[dict[str, Any]] = []  # calibration.extend: one entry a pass more
+        # calibration.bisect_selected: the latest evaluation on each side of the band's edges, and the best
+        # candidate's nearest evaluations on the other side of its edge (evaluation index, adapter weights)
+        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {"not_below": None, "not_above": None}
+        self.neighbours: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {"before": None, "after": None}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -242,15 +246,43 @@ class Calibrator:
             return "end_chunk"
         return None
 
-    def _add(self, ev: dict[str, Any], state) -> None:
-        """Append an evaluation; when it is the best candidate so far, keep its weights (``state()``)."""
+    def _add(self, ev: dict[str, Any], state, *, track: bool = True) -> None:
+        """Append an evaluation; when it is the best candidate so far, keep its weights (``state()``).
+        ``track``: it may be a neighbour of the best candidate (calibration.bisect_selected)."""
         self.evaluations.append(ev)
         key = self._key(ev)
-        if key is not None and (
+        became = key is not None and (
             self.best_index is None or key >= self._key(self.evaluations[self.best_index])
-        ):
+        )
+        if became:
             self.best_index = len(self.evaluations) - 1
             self.best_state = state()
+        if track and int(self.c.bisect_selected) > 0 and self.c.mode != "off":
+            self._track_edges(ev, state, became)
+
+    def _track_edges(self, ev: dict[str, Any], state, became: bool) -> None:
+        """calibration.bisect_selected: the best candidate's nearest evaluations across the band's edge that
+        it is outside of (the latest before it when it became the best, the first after it since)."""
+        tol = float(self.c.tolerance)
+        side = cal.band_side(ev.get("mia_auc"), tolerance=tol)
+        i = len(self.evaluations) - 1
+        if became:
+            before = {-1: self.edges["not_below"], 1: self.edges["not_above"]}.get(side)
+            self.neighbours = {"before": before, "after": None}
+        elif self.best_index is not None and self.neighbours["after"] is None and side is not None:
+            best_side = cal.band_side(self.evaluations[self.best_index].get("mia_auc"), tolerance=tol)
+            if best_side in (-1, 1) and side != best_side:
+                self.neighbours["after"] = (i, state())
+        if side is not None and side >= 0:
+            self.edges["not_below"] = (i, state())
+        if side is not None and side <= 0:
+            self.edges["not_above"] = (i, state())
+
+    def kept_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """{evaluation index: adapter weights} of every state calibration.bisect_selected holds (saved
+        with the checkpoint, so that a resumed run searches the same lines)."""
+        held = [*self.edges.values(), *self.neighbours.values()]
+        return {i: st for i, st in (h for h in held if h is not None)}
 
     def _keep_upper(self, ev, state) -> None:
         """calibration.bisect: an evaluation above the band that meets the floors is the new upper end; one
@@ -319,6 +351,8 @@ class Calibrator:
     # ------------------------------------------------------------------ end of run
     def finish(self, model) -> dict[str, Any]:
         """Load the selected weights into `model`; returns run.json's `calibration` entry."""
+        if self.c.select == "best" and self.c.mode != "off" and int(self.c.bisect_selected) > 0:
+            bisect_selected(self, model)
         if self.c.select == "best":
             idx, reason = cal.select_best(self.evaluations, **self.floors)
         else:
@@ -359,12 +393,27 @@ class Calibrator:
             "extensions": self.extensions,
             "npo_beta": self.npo_beta,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
+            "edges": {k: (v[0] if v is not None else None) for k, v in self.edges.items()},
+            "neighbours": {k: (v[0] if v is not None else None) for k, v in self.neighbours.items()},
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
         }
 
-    def restore(self, st: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+    def restore(
+        self,
+        st: dict[str, Any],
+        best_state: dict[str, torch.Tensor] | None = None,
+        states: dict[int, dict[str, torch.Tensor]] | None = None,
+    ) -> None:
+        """The calibration as ``state()`` left it; ``best_state`` and ``states`` (``kept_states()``) are the
+        weights saved beside it."""
         self.evaluations = list(st.get("evaluations", []))
+        states = states or {}
+        for field in ("edges", "neighbours"):
+            roles = getattr(self, field)
+            for role, i in (st.get(field) or {}).items():
+                if role in roles and i is not None and int(i) in states:
+                    roles[role] = (int(i), states[int(i)])
         self.best_index = st.get("best_index")
         self.active = {int(k): v for k, v in st["active"].items()} if st.get("active") else None
         self.caps = {int(k): v for k, v in st["caps"].items()} if st.get("caps") else None

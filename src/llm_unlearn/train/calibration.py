@@ -80,6 +80,14 @@ t W_below`, is searched for it by bisection (`bisect_step`): at most k evaluatio
 ending at the first within the band that meets the floors. They are candidates like any evaluation (the
 training itself goes on from where it was, with its own gate), one bisection per state above the band.
 
+**Bisecting the kept state** (`calibration.bisect_selected` k > 0). The selection below can only keep a state
+the run evaluated. When the one it would keep is outside the band (often: the only in-band evaluations
+missed a floor on the sampled items, and the next one had already fallen past), the band's edge lies between
+it and its nearest evaluations on the other side of that edge (`band_side`): the latest before it and the
+first after it. At the run's end each of those two lines is searched by bisection like a jump
+(`bisect_step`, at most k states a line, the first within the band that meets the floors ends the search);
+the states tried are candidates, and the selection runs over all of them.
+
 **Selection** (`select_best`). Every evaluation is a candidate checkpoint. With quality floors
 (`calibration.retain_floor` r, `calibration.forget_em_max` f; `meets_floors`) the candidates whose
 sampled retain EM and ROUGE-L are each >= r x the run's first evaluation and whose forget EM is <= f
@@ -245,7 +253,7 @@ def should_stop(
         return "all forget units look unseen (every forget row is gated off)"
     if mia_auc is None or not math.isfinite(mia_auc):
         return None
-    if abs(mia_auc - 0.5) <= tolerance:
+    if band_side(mia_auc, tolerance=tolerance) == 0:
         if not meets_floors:
             return None
         return f"calibrated: MIA AUC {mia_auc:.3f} is within {tolerance} of 0.5"
@@ -318,6 +326,17 @@ def should_extend(
     return now is not None and math.isfinite(now) and bool(before) and now < min(before) - GAP_MARGIN
 
 
+def band_side(mia_auc: float | None, *, tolerance: float) -> int | None:
+    """-1 below the band (``AUC < 0.5 - tolerance``), +1 above it (``AUC > 0.5 + tolerance``), 0 within it
+    (both edges included); None without a finite AUC. The one definition of the band: compared with its
+    edges, not as ``|AUC - 0.5|``, which rounds 0.55 - 0.5 to 0.05000000000000004 and puts 0.55 outside."""
+    if mia_auc is None or not math.isfinite(mia_auc):
+        return None
+    if mia_auc < 0.5 - tolerance:
+        return -1
+    return 1 if mia_auc > 0.5 + tolerance else 0
+
+
 def crossed(upper_auc: float | None, mia_auc: float | None, *, tolerance: float) -> bool:
     """Whether the MIA AUC jumped over the whole band: from above ``0.5 + tolerance`` (an earlier state's
     ``upper_auc``) to below ``0.5 - tolerance`` now (missing or non-finite values: no)."""
@@ -336,7 +355,7 @@ def bisect_step(
     mid = (lo + hi) / 2
     if mia_auc is None or not math.isfinite(mia_auc):
         return None
-    if abs(mia_auc - 0.5) <= tolerance:
+    if band_side(mia_auc, tolerance=tolerance) == 0:
         return None if meets_floors else (lo, mid)
     return (mid, hi) if mia_auc > 0.5 else (lo, mid)
 

@@ -18,6 +18,7 @@ from llm_unlearn.train.process import is_main_process
 CHECKPOINT = "checkpoint"
 STATE = "state.json"
 BEST_STATE = "best_state.safetensors"  # the calibration's best weights so far (trainable parameters)
+KEPT_STATE = "evaluation_{}.safetensors"  # an evaluation's weights calibration.bisect_selected still holds
 OUTPUT_NAMES = (
     "adapter",
     "model",
@@ -186,20 +187,37 @@ def save_checkpoint(
         }
         if calib is not None:
             state["calibration"] = calib.state()
-            if calib.best_state is not None:
-                from safetensors.torch import save_file
-
-                save_file({k: v.contiguous() for k, v in calib.best_state.items()}, str(tmp / BEST_STATE))
+            save_calibration_states(calib, tmp)
         (tmp / STATE).write_text(json.dumps(state))
 
     atomic_dir(out / CHECKPOINT, fill)
 
 
-def load_best_state(ckpt: Path) -> dict | None:
+def save_calibration_states(calib, where: Path) -> None:
+    """The calibration's weights into the checkpoint directory ``where``: its best state (BEST_STATE) and
+    every evaluation's state it still holds (``calib.kept_states()``, KEPT_STATE with the index)."""
+    from safetensors.torch import save_file
+
+    def save(state, name):
+        save_file({k: v.contiguous() for k, v in state.items()}, str(where / name))
+
+    if calib.best_state is not None:
+        save(calib.best_state, BEST_STATE)
+    for i, state in calib.kept_states().items():
+        save(state, KEPT_STATE.format(i))
+
+
+def load_calibration_states(ckpt: Path) -> dict:
+    """What ``save_calibration_states`` wrote, as ``Calibrator.restore``'s keyword arguments."""
     from safetensors.torch import load_file
 
     f = ckpt / BEST_STATE
-    return load_file(str(f)) if f.is_file() else None
+    states = {}
+    for g in ckpt.glob(KEPT_STATE.format("*")):
+        tail = g.name[len(KEPT_STATE.split("{")[0]) : -len(".safetensors")]
+        if tail.isdigit():
+            states[int(tail)] = load_file(str(g))
+    return {"best_state": load_file(str(f)) if f.is_file() else None, "states": states}
 
 
 def load_adapter_weights(peft_model, ckpt: Path) -> None:

@@ -172,7 +172,7 @@ class ChunkLoop:
             p.cfg, p.tokenizer, p.forget_recs, p.retain_recs, p.per_chunk_steps, document_rows=p.document_rows
         )
         if calib is not None and p.saved is not None and p.saved.get("calibration"):
-            calib.restore(p.saved["calibration"], ckpt.load_best_state(p.out / ckpt.CHECKPOINT))
+            calib.restore(p.saved["calibration"], **ckpt.load_calibration_states(p.out / ckpt.CHECKPOINT))
             p.args.learning_rate *= calib.lr_factor()  # calibration.backtrack's (chunk optimizers)
         return calib
 

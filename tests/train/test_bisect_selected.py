@@ -1,0 +1,162 @@
+"""calibration.bisect_selected: when the state the selection would keep has its MIA AUC outside the band
+(|AUC - 0.5| > tolerance), the straight lines between its adapter weights and those of its nearest
+evaluations on the other side of the band's edge (the latest before it, then the first after it) are
+searched by bisection at the run's end, at most n states on each; the states tried are candidates like
+any evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_unlearn.config import GATED_DEFAULTS, build_config
+from llm_unlearn.train import calibration as cal
+from llm_unlearn.train.calibrated import Calibrator
+
+TOL = 0.05
+
+
+class _Monitor:
+    """AUC = 1 - 0.2 w (0.5 at w = 2.5); forget EM 1 at w = 0, else 0; retain EM 0.5 (below the 0.9
+    floor) at the weights listed in ``bad``, else 1. It also changes state a real monitor keeps
+    (answered, pull_caps), which an evaluation off the training path must leave as it was."""
+
+    def __init__(self, bad=()):
+        self.bad = {float(b) for b in bad}
+        self.calls = []
+        self.answered = {0}
+        self.pull_caps = {0: 1.0}
+
+    def evaluate(self, model, *, step, chunk, measured=None):
+        w = float(model.w.detach())
+        self.calls.append(w)
+        self.answered, self.pull_caps = {int(w * 1000)}, {0: w}
+        auc = 1.0 - 0.2 * w
+        bad = any(abs(w - b) < 1e-6 for b in self.bad)
+        row = {"step": step, "chunk": chunk, "mia_auc": auc, "forget_em": 0.0 if w else 1.0}
+        row.update(retain_em=0.5 if bad else 1.0, retain_rougeL=1.0, task_aggregate=1.0 if w else 0.0)
+        row["proxy"] = cal.proxy_score(row["task_aggregate"], auc, None)
+        row["_active"], row["_caps"] = {0: w < 2.5}, {0: w}
+        return row
+
+
+class _One(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.0))
+
+
+def _calibrator(n: int, bad=(), bisect: int = 0):
+    cfg = build_config(
+        overrides={
+            "calibration.bisect_selected": n,
+            "calibration.bisect": bisect,
+            "calibration.mode": "gate",
+            "calibration.tolerance": TOL,
+            "calibration.retain_floor": 0.9,
+        }
+    )
+    mon = _Monitor(bad)
+    # chunk 0 of two: no calibrated stop, the run trains on past every evaluation
+    return Calibrator(cfg, mon, [10, 10], "chunk"), mon, _One()
+
+
+def _path(calib, model, ws):
+    for i, w in enumerate(ws):
+        with torch.no_grad():
+            model.w.fill_(w)
+        calib.evaluate(model, step=10 * i, chunk=0)
+
+
+@pytest.mark.parametrize(
+    ("auc", "side"),
+    [(0.2, -1), (0.449, -1), (0.45, 0), (0.5, 0), (0.55, 0), (0.551, 1), (0.9, 1), (None, None)],
+)
+def test_band_side(auc, side):
+    assert cal.band_side(auc, tolerance=TOL) == side
+    assert cal.band_side(float("nan"), tolerance=TOL) is None
+
+
+def test_a_kept_state_below_the_band_is_bisected_towards_the_state_before_it():
+    # w 2.4: AUC 0.52, inside the band but below the retain floor; w 4: AUC 0.2, meets the floors: kept
+    calib, mon, model = _calibrator(3, bad=[2.4])
+    _path(calib, model, [0.0, 2.4, 4.0])
+    assert calib.best_index == 2
+    with torch.no_grad():
+        model.w.fill_(4.5)  # the last training state, after the kept one
+    out = calib.finish(model)
+    # the line from w 2.4 (t = 0) to w 4 (t = 1): t 1/2 -> w 3.2 (AUC 0.36, below), 1/4 -> w 2.8 (0.44),
+    # 1/8 -> w 2.6 (AUC 0.48: in the band, floors met: found)
+    assert mon.calls[3:] == pytest.approx([3.2, 2.8, 2.6])
+    evs = out["evaluations"]
+    assert [e.get("bisect", {}).get("t") for e in evs[3:]] == [0.5, 0.25, 0.125]
+    assert evs[-1]["bisect"]["from_step"] == 10 and evs[-1]["bisect"]["to_step"] == 20
+    assert out["selected_index"] == 5 and "bisected" in out["selection_reason"]
+    assert float(model.w.detach()) == pytest.approx(2.6)  # the run keeps the bisected state
+    assert mon.answered == {4000} and mon.pull_caps == {0: 4.0}  # the monitor's state is put back
+    assert out["bisections"][-1]["why"] == "kept state outside the band"
+    assert [x["t"] for x in out["bisections"][-1]["tried"]] == [0.5, 0.25, 0.125]
+
+
+def test_then_towards_the_first_state_after_it():
+    # w 4 (AUC 0.2) kept; before it only the start (w 0, AUC 1) is on the other side of the band's edge,
+    # after it w 2.4 (AUC 0.52, retain below the floor). Two evaluations on each line
+    calib, mon, model = _calibrator(2, bad=[2.4])
+    _path(calib, model, [0.0, 4.0, 2.4])
+    assert calib.best_index == 1
+    calib.finish(model)
+    # from w 0: t 1/2 -> w 2 (AUC 0.6, above), 3/4 -> w 3 (0.4, below); from w 2.4: t 1/2 -> w 3.2 (0.36),
+    # 1/4 -> w 2.8 (0.44): none in the band; still candidates, and w 2.8 (AUC 0.44) has the best proxy
+    assert mon.calls[3:] == pytest.approx([2.0, 3.0, 3.2, 2.8])
+    assert float(model.w.detach()) == pytest.approx(2.8)
+
+
+def test_a_kept_state_above_the_band_is_bisected_towards_a_later_one_below_it():
+    # w 1 (AUC 0.8) kept: the later w 4 (AUC 0.2) has its retain below the floor
+    calib, mon, model = _calibrator(3, bad=[4.0])
+    _path(calib, model, [0.0, 1.0, 4.0])
+    assert calib.best_index == 1
+    out = calib.finish(model)
+    # the line from w 1 (above: t = 0) to w 4: t 1/2 -> w 2.5, AUC 0.5: found at once
+    assert mon.calls[3:] == pytest.approx([2.5])
+    assert float(model.w.detach()) == pytest.approx(2.5)
+    assert out["selected_index"] == 3
+
+
+def test_nothing_is_searched_when_off_in_the_band_or_without_another_side():
+    calib, mon, model = _calibrator(0, bad=[2.4])
+    _path(calib, model, [0.0, 2.4, 4.0])
+    calib.finish(model)
+    assert mon.calls == pytest.approx([0.0, 2.4, 4.0])
+    calib, mon, model = _calibrator(3)
+    _path(calib, model, [0.0, 2.4, 4.0])  # w 2.4 is in the band and meets the floors: it is kept
+    out = calib.finish(model)
+    assert mon.calls == pytest.approx([0.0, 2.4, 4.0]) and out["selected_index"] == 1
+
+
+def test_the_states_searched_never_exceed_the_budget_on_each_line():
+    for n in (1, 2, 4):
+        calib, mon, model = _calibrator(n, bad=[2.4, 2.6, 2.8, 3.2, 2.45, 2.5, 2.55, 2.7])
+        _path(calib, model, [0.0, 2.4, 4.0, 2.45])
+        calib.finish(model)
+        assert len(mon.calls) - 4 <= 2 * n
+
+
+def test_the_neighbours_survive_a_checkpoint(tmp_path):
+    """A run resumed from its checkpoint searches the same lines as one that was not stopped."""
+    from llm_unlearn.train.checkpoint import load_calibration_states, save_calibration_states
+
+    calib, mon, model = _calibrator(3, bad=[2.4])
+    _path(calib, model, [0.0, 2.4, 4.0])
+    save_calibration_states(calib, tmp_path)
+    again, mon2, model2 = _calibrator(3, bad=[2.4])
+    again.restore(calib.state(), **load_calibration_states(tmp_path))
+    calib.finish(model)
+    again.finish(model2)
+    assert mon2.calls == mon.calls[3:]
+    assert float(model2.w.detach()) == float(model.w.detach())
+
+
+def test_gated_runs_search_by_default():
+    assert GATED_DEFAULTS["calibration.bisect_selected"] == 3
+    assert build_config().calibration.bisect_selected == 0
