@@ -45,7 +45,9 @@ def bisect_if_crossed(calib, model, ev: dict[str, Any], *, step: int, chunk: int
         return
     calib.upper = None  # one bisection a state above the band
     here = trainable_state(model)
-    tried, _ = _search(calib, model, upper, here, n, step=step, chunk=chunk, ends=(idx, start, step), track=True)
+    tried, _ = _search(
+        calib, model, upper, here, n, step=step, chunk=chunk, ends=(idx, start, step), track=True
+    )
     load_trainable(model, here)
     calib.bisections.append(
         {
@@ -138,7 +140,12 @@ def _search(calib, model, a, b, n: int, *, step: int, chunk: int, ends, track: b
         load_trainable(model, state)
         row = mon.evaluate(model, step=step, chunk=chunk + 1)
         row.pop("_active", None), row.pop("_caps", None)  # the gate stays the training state's
-        row["bisect"] = {"t": t, "from_evaluation": idx + 1, "from_step": start.get("step"), "to_step": to_step}
+        row["bisect"] = {
+            "t": t,
+            "from_evaluation": idx + 1,
+            "from_step": start.get("step"),
+            "to_step": to_step,
+        }
         calib._add(row, lambda s=state: s, track=track)
         tried.append({"t": t, "mia_auc": row.get("mia_auc")})
         floors_met = cal.meets_floors(row, calib.evaluations[0], **calib.floors)

@@ -50,8 +50,14 @@ class Calibrator:
         self.extensions: list[dict[str, Any]] = []  # calibration.extend: one entry a pass more
         # calibration.bisect_selected: the latest evaluation on each side of the band's edges, and the best
         # candidate's nearest evaluations on the other side of its edge (evaluation index, adapter weights)
-        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {"not_below": None, "not_above": None}
-        self.neighbours: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {"before": None, "after": None}
+        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {
+            "not_below": None,
+            "not_above": None,
+        }
+        self.neighbours: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {
+            "before": None,
+            "after": None,
+        }
 
     # ------------------------------------------------------------------ construction
     @classmethod
