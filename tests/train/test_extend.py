@@ -68,6 +68,26 @@ def test_should_extend_when_the_loss_gap_still_falls(aucs, gaps, expected):
     assert cal.should_extend(aucs, gaps=gaps, **args) is expected
 
 
+@pytest.mark.parametrize(
+    ("aucs", "kw", "expected"),
+    [
+        # the demo's seed 11 with the ulp (2026-12-08, AVX-512): its last chunk's rows were all gated off at
+        # the pass's first evaluation (the chunk ended there), the AUC one pair-step up, held above the band by
+        # earlier chunks' units: the pass never trained, "still falling" cannot be judged
+        ([0.753, 0.802], {"ended_early": True}, True),
+        ([0.753, 0.802], {"ended_early": False}, False),
+        ([0.753, 0.52], {"ended_early": True}, False),  # within the band: the stop's business
+        ([0.753, 0.40], {"ended_early": True}, False),  # below it
+        ([0.753, 0.802], {"ended_early": True, "done": 2}, False),  # none left
+        ([0.753, 0.802], {"ended_early": True, "stopped": True}, False),
+        ([0.753, None], {"ended_early": True}, False),
+    ],
+)
+def test_a_pass_the_gate_ended_before_it_trained_extends_while_above_the_band(aucs, kw, expected):
+    args = {"tolerance": TOL, "done": 0, "allowed": 2, "stopped": False, **kw}
+    assert cal.should_extend(aucs, **args) is expected
+
+
 def test_gap_margin_is_far_above_float_noise_and_far_below_a_real_fall():
     # float32 log-probabilities of logits up to ~30 nats: rounding ~30 x 2^-23 = 4e-6 nats, and another CPU's
     # matmul order moves a logit by ~sqrt(d) x eps x |logit| (d ~ 1000: 1.1e-4 nats): the margin is over 10x that; a
@@ -203,3 +223,27 @@ def test_extension_due_reads_the_gaps_of_the_pass_without_bisected_states():
     c.evaluations[-1]["loss_gap"] = 0.835
     c.stop_reason = "calibrated"
     assert not c.extension_due(1)
+
+
+def test_extension_due_sees_a_last_chunk_the_gate_ended():
+    """The wiring: the gate's end of the last chunk (a chunk_ends entry at the pass's latest evaluation) is
+    what lets an AUC that did not fall still extend; an earlier chunk's end, or one at another step, is not."""
+    from llm_unlearn.config import build_config
+    from llm_unlearn.train.calibrated import Calibrator
+
+    cfg = build_config(
+        overrides={"calibration.mode": "gate", "calibration.extend": 2, "calibration.tolerance": TOL}
+    )
+    calib = Calibrator(cfg, monitor=None, per_chunk_steps=[10, 10], interval="chunk")
+    calib.evaluations = [
+        {"step": 0, "mia_auc": 1.0},
+        {"step": 10, "mia_auc": 0.75},
+        {"step": 12, "mia_auc": 0.80},
+    ]
+    assert not calib.extension_due(1)  # came back up, the chunk trained on: no
+    calib.chunk_ends = [{"chunk": 2, "step": 12, "reason": "every forget row of the chunk is gated off"}]
+    assert calib.extension_due(1)
+    calib.chunk_ends = [{"chunk": 1, "step": 12, "reason": "every forget row of the chunk is gated off"}]
+    assert not calib.extension_due(1)  # the chunk before the last
+    calib.chunk_ends = [{"chunk": 2, "step": 11, "reason": "every forget row of the chunk is gated off"}]
+    assert not calib.extension_due(1)  # not where this pass is now

@@ -348,7 +348,16 @@ class Calibrator:
             done=len(self.extensions),
             allowed=int(self.c.extend),
             stopped=self.stop_reason is not None,
+            ended_early=self._last_pass_ended_early(own),
         )
+
+    def _last_pass_ended_early(self, own: list[dict[str, Any]]) -> bool:
+        """Whether the gate ended the last chunk's current pass (an entry in chunk_ends) at that pass's
+        latest evaluation (``own``: the pass's evaluations, its start first)."""
+        if len(own) < 2 or not self.chunk_ends:
+            return False
+        end = self.chunk_ends[-1]
+        return end.get("chunk") == len(self.per_chunk_steps) and end.get("step") == own[-1].get("step")
 
     def lr_factor(self) -> float:
         """The learning rate's factor from the backtracks so far (1 without any)."""

@@ -67,7 +67,9 @@ rules above apply. Never after the last chunk's own end (no step would be left t
 **Extension** (`calibration.extend` n > 0). When the last chunk's steps are spent, the run has not stopped and
 the AUC is still above the band and still on its way down (`should_extend`: at its lowest of the pass's
 evaluations, its start included, or the loss gap more than `GAP_MARGIN` below its lowest of the pass
-before: the AUC of a few members moves by whole pairs, the gap it ranks does not), the last chunk is trained once more, with the same schedule
+before: the AUC of a few members moves by whole pairs, the gap it ranks does not; or the gate ended the
+pass before its steps were spent, every row of it gated off: a pass that did not train says nothing about
+falling), the last chunk is trained once more, with the same schedule
 of learning rates as its pass (a run-long schedule is rewound to the chunk's start); at most n times.
 Under the gate the pass holds every chunk's rows (`train/extend.extension_rows`,
 `calibration.extend_revisit`): the AUC is over all forget documents, and the units that keep it above the
@@ -306,19 +308,22 @@ def should_extend(
     allowed: int,
     stopped: bool,
     gaps: Sequence[float | None] | None = None,
+    ended_early: bool = False,
 ) -> bool:
     """Whether to train the last chunk once more: extensions left, no stop, the latest of this pass's AUCs
     (its start first) above ``0.5 + tolerance``, and still falling: that AUC at the lowest of them (ties
     count), or the latest loss gap (``gaps``, the same evaluations) more than :data:`GAP_MARGIN` below the
     lowest gap before it. The gap is the continuous measure the AUC ranks: with few members the AUC moves by
     whole pairs and can read one pair up while the gap still falls. Missing or non-finite values elsewhere
-    are skipped."""
+    are skipped. ``ended_early``: the gate ended the pass at its latest evaluation (every row of the pass
+    gated off) with its steps not spent; it did not train, so whether it still falls cannot be judged, and
+    above the band is enough (an extension revisits every chunk's rows: calibration.extend_revisit)."""
     if stopped or done >= allowed or not pass_aucs:
         return False
     last = pass_aucs[-1]
     if last is None or not math.isfinite(last) or last <= 0.5 + tolerance:
         return False
-    if last <= min(finite(pass_aucs)):
+    if ended_early or last <= min(finite(pass_aucs)):
         return True
     if not gaps or len(gaps) != len(pass_aucs):
         return False
