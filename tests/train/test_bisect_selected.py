@@ -160,3 +160,48 @@ def test_the_neighbours_survive_a_checkpoint(tmp_path):
 def test_gated_runs_search_by_default():
     assert GATED_DEFAULTS["calibration.bisect_selected"] == 3
     assert build_config().calibration.bisect_selected == 0
+
+
+@pytest.mark.parametrize(
+    ("auc", "retain", "forget", "kept_lower", "expected"),
+    [
+        (0.5, False, True, True, (0.0, 0.5)),  # retain short: back towards the state that met it
+        (0.5, False, False, True, (0.0, 0.5)),  # retain first
+        (0.5, True, False, True, (0.5, 1.0)),  # forget EM over its ceiling: on towards the kept state
+        (0.5, True, True, True, None),  # both met, within the band: found
+        (0.7, True, True, True, (0.5, 1.0)),  # above the band, the kept end lower: towards it
+        (0.7, True, True, False, (0.0, 0.5)),  # above the band, the kept end higher: away from it
+        (0.3, True, True, True, (0.0, 0.5)),  # below the band, the kept end lower: away from it
+        (0.3, True, True, False, (0.5, 1.0)),
+        (None, True, True, True, None),  # nothing to steer by
+    ],
+)
+def test_floors_step(auc, retain, forget, kept_lower, expected):
+    got = cal.floors_step(
+        0.0, 1.0, auc, tolerance=TOL, retain_met=retain, forget_met=forget, kept_is_lower=kept_lower
+    )
+    assert got == expected
+
+
+def test_a_kept_state_below_the_retain_floor_is_searched_towards_one_that_met_it():
+    # w 4 (AUC 0.2) has the best proxy but its retain is under the floor; w 3 too; the start (w 0) met the
+    # retain floor (forget EM 1 there: only the retain half counts for the line's end)
+    cfg = build_config(
+        overrides={
+            "calibration.bisect_selected": 3,
+            "calibration.mode": "gate",
+            "calibration.tolerance": TOL,
+            "calibration.retain_floor": 0.9,
+            "calibration.forget_em_max": 0.2,
+        }
+    )
+    mon = _Monitor(bad=[4.0])
+    calib, model = Calibrator(cfg, mon, [10, 10], "chunk"), _One()
+    _path(calib, model, [0.0, 4.0])
+    assert calib.best_index == 1
+    out = calib.finish(model)
+    # the line from w 0 (t = 0) to w 4: t 1/2 -> w 2 (AUC 0.6, floors met: above the band, towards the kept
+    # end, the lower), t 3/4 -> w 3 (AUC 0.4: below, back), t 5/8 -> w 2.5 (AUC 0.5: found)
+    assert mon.calls[2:] == pytest.approx([2.0, 3.0, 2.5])
+    assert float(model.w.detach()) == pytest.approx(2.5)
+    assert out["bisections"][0]["why"] == "kept state below the retain floor"

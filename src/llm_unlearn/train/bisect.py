@@ -6,6 +6,7 @@ and join the candidates for the kept state. The rules are `calibration.crossed` 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Any
 
@@ -70,37 +71,53 @@ def bisect_if_crossed(calib, model, ev: dict[str, Any], *, step: int, chunk: int
 
 
 def bisect_selected(calib, model) -> None:
-    """calibration.bisect_selected, at the run's end: when the best candidate's MIA AUC is outside the band,
-    search the line from it to each of its neighbours across the band's edge (the latest evaluation before
-    it, then the first after it: ``calib.neighbours``), at most that many states a line, until one within
-    the band meets the floors. Each state tried is a candidate; the model's weights and the monitor's state
-    are put back (``finish`` then loads whichever candidate the selection keeps)."""
+    """calibration.bisect_selected, at the run's end. When the best candidate misses the retain floor, search
+    the lines from its nearest evaluations that met it (``calib.neighbours`` retain_before, retain_after) to
+    it (`calibration.floors_step`); when its MIA AUC is outside the band, the lines between it and its nearest
+    evaluations across the band's edge (before, after; `calibration.bisect_step`). At most that many states
+    a line and twice that in all, until one within the band meets the floors. Each state tried is a
+    candidate; the model's weights and the monitor's state are put back (``finish`` then loads whichever
+    candidate the selection keeps)."""
     n, tol = int(calib.c.bisect_selected), float(calib.c.tolerance)
     if n <= 0 or calib.best_index is None or calib.best_state is None:
         return
     s_idx, kept = calib.best_index, calib.best_state
     s_ev = calib.evaluations[s_idx]
     side = cal.band_side(s_ev.get("mia_auc"), tolerance=tol)
-    if side not in (-1, 1):
-        return
-    here = trainable_state(model)
+    lines = []
+    if not cal.retain_ok(s_ev, calib.evaluations[0], retain_floor=float(calib.c.retain_floor)):
+        lines += ["retain_before", "retain_after"]
+    if side in (-1, 1):
+        lines += ["before", "after"]
+    here, left = None, 2 * n
     chunk = len(calib.per_chunk_steps) - 1
-    for role in ("before", "after"):
+    for role in lines:
         got = calib.neighbours.get(role)
-        if got is None:
+        if got is None or left <= 0:
             continue
+        if here is None:
+            here = trainable_state(model)
         j, other = got
         o_ev = calib.evaluations[j]
-        # t = 0: the end with the higher AUC (the less unlearned side, as in a jump over the band)
-        (a_idx, a_ev, a), (_, b_ev, b) = sorted(
-            [(s_idx, s_ev, kept), (j, o_ev, other)], key=lambda x: -float(x[1]["mia_auc"])
-        )
+        if role.startswith("retain"):  # t = 0: the state that met the retain floor
+            (a_idx, a_ev, a), (b_ev, b) = (j, o_ev, other), (s_ev, kept)
+            lower = float(s_ev["mia_auc"]) < float(o_ev["mia_auc"])
+            rule = functools.partial(_floors_rule, calib=calib, kept_is_lower=lower)
+            why = "kept state below the retain floor"
+        else:  # t = 0: the end with the higher AUC (the less unlearned side, as in a jump over the band)
+            (a_idx, a_ev, a), (_, b_ev, b) = sorted(
+                [(s_idx, s_ev, kept), (j, o_ev, other)], key=lambda x: -float(x[1]["mia_auc"])
+            )
+            rule, why = None, "kept state outside the band"
         step = max(int(a_ev.get("step") or 0), int(b_ev.get("step") or 0))
         ends = (a_idx, a_ev, b_ev.get("step"))
-        tried, found = _search(calib, model, a, b, n, step=step, chunk=chunk, ends=ends, track=False)
+        tried, found = _search(
+            calib, model, a, b, min(n, left), step=step, chunk=chunk, ends=ends, track=False, rule=rule
+        )
+        left -= len(tried)
         calib.bisections.append(
             {
-                "why": "kept state outside the band",
+                "why": why,
                 "step": step,
                 "mia_auc": b_ev.get("mia_auc"),
                 "from_step": a_ev.get("step"),
@@ -110,24 +127,41 @@ def bisect_selected(calib, model) -> None:
             }
         )
         log.info(
-            "calibration: the state to keep (step %s, MIA AUC %.3f) is outside the band; on the line to the %s "
-            "state across its edge (step %s, AUC %.3f): %s",
+            "calibration: the state to keep (step %s, MIA AUC %.3f) is %s; on the line to the %s state "
+            "(step %s, AUC %.3f): %s",
             s_ev.get("step"),
             s_ev.get("mia_auc"),
-            "earlier" if role == "before" else "later",
+            "below the retain floor" if role.startswith("retain") else "outside the band",
+            "earlier" if role.endswith("before") else "later",
             o_ev.get("step"),
             o_ev.get("mia_auc"),
             ", ".join(_tried(x) for x in tried),
         )
         if found:
             break
-    load_trainable(model, here)
+    if here is not None:
+        load_trainable(model, here)
 
 
-def _search(calib, model, a, b, n: int, *, step: int, chunk: int, ends, track: bool):
+def _floors_rule(lo, hi, row, *, calib, kept_is_lower):
+    """`calibration.floors_step` for the evaluation ``row`` of the state at t = (lo + hi) / 2."""
+    start = calib.evaluations[0]
+    return cal.floors_step(
+        lo,
+        hi,
+        row.get("mia_auc"),
+        tolerance=float(calib.c.tolerance),
+        retain_met=cal.retain_ok(row, start, retain_floor=float(calib.c.retain_floor)),
+        forget_met=cal.meets_floors(row, start, forget_em_max=float(calib.c.forget_em_max)),
+        kept_is_lower=kept_is_lower,
+    )
+
+
+def _search(calib, model, a, b, n: int, *, step: int, chunk: int, ends, track: bool, rule=None):
     """Bisect the line ``(1 - t) a + t b`` (``a``: the end with the higher AUC) with at most ``n``
     evaluations, each a candidate (``calib._add``) recorded at ``step``; ``ends``: (a's evaluation index,
-    a's evaluation, b's step). Returns (what was tried, whether a state within the band met the floors).
+    a's evaluation, b's step); ``rule(lo, hi, row)``: the next bracket (default `calibration.bisect_step`).
+    Returns (what was tried, whether a state within the band met the floors).
     The monitor's state is put back; the model holds the last state tried."""
     tol = float(calib.c.tolerance)
     idx, start, to_step = ends
@@ -149,7 +183,10 @@ def _search(calib, model, a, b, n: int, *, step: int, chunk: int, ends, track: b
         calib._add(row, lambda s=state: s, track=track)
         tried.append({"t": t, "mia_auc": row.get("mia_auc")})
         floors_met = cal.meets_floors(row, calib.evaluations[0], **calib.floors)
-        nxt = cal.bisect_step(lo, hi, row.get("mia_auc"), tolerance=tol, meets_floors=floors_met)
+        if rule is None:
+            nxt = cal.bisect_step(lo, hi, row.get("mia_auc"), tolerance=tol, meets_floors=floors_met)
+        else:
+            nxt = rule(lo, hi, row)
         if nxt is None:
             found = floors_met and cal.band_side(row.get("mia_auc"), tolerance=tol) == 0
             break

@@ -23,6 +23,13 @@ from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 log = logging.getLogger(__name__)
 
 
+# calibration.bisect_selected: the latest evaluation on each side of the band's edges and the latest that met
+# the retain floor; the best candidate's nearest ones across its edge and, when it misses the retain floor,
+# its nearest that met it (the search's lines, in the order they are searched: `bisect.bisect_selected`)
+EDGES = ("not_below", "not_above", "retain_ok")
+NEIGHBOURS = ("retain_before", "retain_after", "before", "after")
+
+
 class Calibrator:
     def __init__(self, cfg: UnlearnConfig, monitor, per_chunk_steps: list[int], interval: str | int):
         self.c, self.cfg = cfg.calibration, cfg
@@ -50,14 +57,8 @@ class Calibrator:
         self.extensions: list[dict[str, Any]] = []  # calibration.extend: one entry a pass more
         # calibration.bisect_selected: the latest evaluation on each side of the band's edges, and the best
         # candidate's nearest evaluations on the other side of its edge (evaluation index, adapter weights)
-        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {
-            "not_below": None,
-            "not_above": None,
-        }
-        self.neighbours: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = {
-            "before": None,
-            "after": None,
-        }
+        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = dict.fromkeys(EDGES)
+        self.neighbours: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = dict.fromkeys(NEIGHBOURS)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -268,21 +269,31 @@ class Calibrator:
 
     def _track_edges(self, ev: dict[str, Any], state, became: bool) -> None:
         """calibration.bisect_selected: the best candidate's nearest evaluations across the band's edge that
-        it is outside of (the latest before it when it became the best, the first after it since)."""
+        it is outside of, and, when it misses the retain floor, its nearest that met it (the latest before
+        it when it became the best, the first after it since)."""
         tol = float(self.c.tolerance)
         side = cal.band_side(ev.get("mia_auc"), tolerance=tol)
+        ok = cal.retain_ok(ev, self.evaluations[0], retain_floor=float(self.c.retain_floor))
         i = len(self.evaluations) - 1
         if became:
-            before = {-1: self.edges["not_below"], 1: self.edges["not_above"]}.get(side)
-            self.neighbours = {"before": before, "after": None}
-        elif self.best_index is not None and self.neighbours["after"] is None and side is not None:
-            best_side = cal.band_side(self.evaluations[self.best_index].get("mia_auc"), tolerance=tol)
-            if best_side in (-1, 1) and side != best_side:
+            self.neighbours = dict.fromkeys(NEIGHBOURS)
+            self.neighbours["before"] = {-1: self.edges["not_below"], 1: self.edges["not_above"]}.get(side)
+            self.neighbours["retain_before"] = None if ok else self.edges["retain_ok"]
+        elif self.best_index is not None:
+            best = self.evaluations[self.best_index]
+            best_side = cal.band_side(best.get("mia_auc"), tolerance=tol)
+            across = best_side in (-1, 1) and side is not None and side != best_side
+            if self.neighbours["after"] is None and across:
                 self.neighbours["after"] = (i, state())
+            best_ok = cal.retain_ok(best, self.evaluations[0], retain_floor=float(self.c.retain_floor))
+            if self.neighbours["retain_after"] is None and ok and not best_ok:
+                self.neighbours["retain_after"] = (i, state())
         if side is not None and side >= 0:
             self.edges["not_below"] = (i, state())
         if side is not None and side <= 0:
             self.edges["not_above"] = (i, state())
+        if ok:
+            self.edges["retain_ok"] = (i, state())
 
     def kept_states(self) -> dict[int, dict[str, torch.Tensor]]:
         """{evaluation index: adapter weights} of every state calibration.bisect_selected holds (saved

@@ -88,7 +88,11 @@ missed a floor on the sampled items, and the next one had already fallen past), 
 it and its nearest evaluations on the other side of that edge (`band_side`): the latest before it and the
 first after it. At the run's end each of those two lines is searched by bisection like a jump
 (`bisect_step`, at most k states a line, the first within the band that meets the floors ends the search);
-the states tried are candidates, and the selection runs over all of them.
+the states tried are candidates, and the selection runs over all of them. When the state it would keep
+misses the retain floor, the lines to its nearest evaluations that met it (the latest before, the first
+after; the start meets it) are searched first (`floors_step`: back towards the retain side while retain
+is short, on towards the kept state while forget EM is over its ceiling, then towards the band). At most
+2k states in all.
 
 **Selection** (`select_best`). Every evaluation is a candidate checkpoint. With quality floors
 (`calibration.retain_floor` r, `calibration.forget_em_max` f; `meets_floors`) the candidates whose
@@ -363,6 +367,43 @@ def bisect_step(
     if band_side(mia_auc, tolerance=tolerance) == 0:
         return None if meets_floors else (lo, mid)
     return (mid, hi) if mia_auc > 0.5 else (lo, mid)
+
+
+def retain_ok(ev: Mapping[str, Any], start: Mapping[str, Any] | None, *, retain_floor: float) -> bool:
+    """The retain half of :func:`meets_floors`: retain EM and ROUGE-L each at least ``retain_floor`` x the
+    start's."""
+    return meets_floors(ev, start, retain_floor=retain_floor, forget_em_max=1.0)
+
+
+def floors_step(
+    lo: float,
+    hi: float,
+    mia_auc: float | None,
+    *,
+    tolerance: float,
+    retain_met: bool,
+    forget_met: bool,
+    kept_is_lower: bool,
+) -> tuple[float, float] | None:
+    """The next bracket on the line from a state that met the retain floor (t = 0) to the kept state that did
+    not (t = 1), after the state at ``t = (lo + hi) / 2``; None: done (within the band with both floors met,
+    or no AUC to steer by). Retain below its floor: towards t = 0; forget EM above its ceiling: towards the
+    kept state; both met but outside the band: towards the end on the band's side (``kept_is_lower``: the
+    kept state's AUC is the lower of the two ends)."""
+    mid = (lo + hi) / 2
+    side = band_side(mia_auc, tolerance=tolerance)
+    if side is None:
+        return None
+    if not retain_met:
+        return (lo, mid)
+    if not forget_met:
+        return (mid, hi)
+    if side == 0:
+        return None
+    towards_kept = (
+        side > 0
+    ) == kept_is_lower  # too high and the kept end is lower, or too low and it is higher
+    return (mid, hi) if towards_kept else (lo, mid)
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:
