@@ -422,7 +422,7 @@ class CalibrationOptions:
     )
     extend: int = opt(
         0,
-        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and still falling (at its lowest of that pass, or the loss gap below its lowest of the pass), train the last chunk once more with the same learning rates (under the gate with every chunk's rows, forget and retain: calibration.extend_revisit), at most this many times (0: off; the seed's epochs are then the budget; a gated calibrated run that leaves it unset: 2)",
+        "when the last chunk's steps are spent and the MIA AUC is still above 0.5 + tolerance and still falling (at its lowest of that pass, or the loss gap below its lowest of the pass) or the gate ended that pass before its steps were spent (every row gated off: it did not train), train the last chunk once more with the same learning rates (under the gate with every chunk's rows, forget and retain: calibration.extend_revisit), at most this many times (0: off; the seed's epochs are then the budget; a gated calibrated run that leaves it unset: 2)",
         flag="--extend",
         range=_pos(0, high=20),
     )
@@ -438,7 +438,7 @@ class CalibrationOptions:
     )
     bisect_selected: int = opt(
         0,
-        "at the run's end, when the state the selection would keep has its MIA AUC outside 0.5 +- tolerance, search the straight lines between its adapter weights and those of its nearest evaluations on the other side of the band's edge (the latest before it, the first after it) by bisection, at most this many states on each; they become candidates for the kept state (0: off; a gated calibrated run that leaves it unset: 3)",
+        "at the run's end, when the state the selection would keep misses the retain floor, search the straight lines from its nearest evaluations that met it (the latest before, the first after) towards it; when its MIA AUC is outside 0.5 +- tolerance, the lines between it and its nearest evaluations on the other side of the band's edge; by bisection, at most this many states a line and twice as many in all, until one within the band meets the floors; they become candidates for the kept state (0: off; a gated calibrated run that leaves it unset: 3)",
         flag="--bisect-selected",
         range=_pos(0, high=20),
     )
