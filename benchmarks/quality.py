@@ -199,7 +199,16 @@ def run_model(
     t0 = time.time()
     target_dir = work / model_name / "target"
     reused = bool(reuse and (target_dir / "finetune.json").is_file())
+    stamp = (
+        work / model_name / "target-slice.json"
+    )  # the data the target was fine-tuned on (this script's own)
     if reused:  # --reuse-target: the same slice, trained before
+        made_on = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if made_on != slice_fingerprint(sl):
+            raise SystemExit(
+                f"error: --reuse-target: {target_dir} was fine-tuned on another slice than this command's "
+                f"(--members/--limit/--nonmembers/--holdout differ, or no {stamp.name}); run without --reuse-target"
+            )
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         ft = json.loads((target_dir / "finetune.json").read_text())
@@ -218,6 +227,7 @@ def run_model(
             **ft_kwargs,
         )
         model, tok = ft.pop("model_object"), ft.pop("tokenizer_object")
+        stamp.write_text(json.dumps(slice_fingerprint(sl)))
     ft_seconds = round(time.time() - t0, 1)
     if reused and ft.get(
         "history"
@@ -362,6 +372,15 @@ def _merge_report(path: Path, report: dict, models: list[str]) -> dict:
     merged["models"] = {**{k: v for k, v in old_models.items() if k not in models}, **report["models"]}
     merged["runs"] = keep + report["runs"]
     return merged
+
+
+def slice_fingerprint(sl: dict) -> dict:
+    """{file: sha256} of the slice's training data (forget, retain, member documents): what a reused target
+    must have been fine-tuned on."""
+    import hashlib
+
+    names = ("forget.jsonl", "retain.jsonl", "mia/member.jsonl")
+    return {n: hashlib.sha256((Path(sl["dir"]) / n).read_bytes()).hexdigest() for n in names}
 
 
 def main(argv=None) -> int:

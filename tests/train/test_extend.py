@@ -11,7 +11,7 @@ import torch
 from test_calibrated_run import _run, _stop_mode
 
 from llm_unlearn.train import calibration as cal
-from llm_unlearn.train.extend import rewind_schedule
+from llm_unlearn.train.extend import extension_due, rewind_schedule
 
 TOL = 0.05
 
@@ -217,12 +217,12 @@ def test_extension_due_reads_the_gaps_of_the_pass_without_bisected_states():
         {"step": 20, "mia_auc": 0.70, "loss_gap": 0.5, "bisect": {"t": 0.5}},
         {"step": 60, "mia_auc": 0.7852, "loss_gap": 0.835},
     ]
-    assert c.extension_due(1)  # the AUC one step up, the gap halved
+    assert extension_due(c, 1)  # the AUC one step up, the gap halved
     c.evaluations[-1]["loss_gap"] = 1.9  # the gap up too: not falling
-    assert not c.extension_due(1)
+    assert not extension_due(c, 1)
     c.evaluations[-1]["loss_gap"] = 0.835
     c.stop_reason = "calibrated"
-    assert not c.extension_due(1)
+    assert not extension_due(c, 1)
 
 
 def test_extension_due_sees_a_last_chunk_the_gate_ended():
@@ -240,10 +240,10 @@ def test_extension_due_sees_a_last_chunk_the_gate_ended():
         {"step": 10, "mia_auc": 0.75},
         {"step": 12, "mia_auc": 0.80},
     ]
-    assert not calib.extension_due(1)  # came back up, the chunk trained on: no
+    assert not extension_due(calib, 1)  # came back up, the chunk trained on: no
     calib.chunk_ends = [{"chunk": 2, "step": 12, "reason": "every forget row of the chunk is gated off"}]
-    assert calib.extension_due(1)
+    assert extension_due(calib, 1)
     calib.chunk_ends = [{"chunk": 1, "step": 12, "reason": "every forget row of the chunk is gated off"}]
-    assert not calib.extension_due(1)  # the chunk before the last
+    assert not extension_due(calib, 1)  # the chunk before the last
     calib.chunk_ends = [{"chunk": 2, "step": 11, "reason": "every forget row of the chunk is gated off"}]
-    assert not calib.extension_due(1)  # not where this pass is now
+    assert not extension_due(calib, 1)  # not where this pass is now

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 from typing import Any
 
 import torch
@@ -30,6 +31,85 @@ def interpolate_state(
     if t == 1.0:
         return {k: v.clone() for k, v in b.items()}
     return {k: torch.lerp(a[k], b[k], t) for k in a}
+
+
+class Neighbours:
+    """calibration.bisect_selected's states: the latest evaluation on each side of the band's edges and the
+    latest that met the retain floor (``edges``); the best candidate's nearest evaluations across the band's
+    edge it is outside of and, when it misses the retain floor, its nearest that met it (``roles``, in the
+    order `bisect_selected` searches them: the latest before it when it became the best, the first after it
+    since). Each is (evaluation index, adapter weights)."""
+
+    EDGES = ("not_below", "not_above", "retain_ok")
+    ROLES = ("retain_before", "retain_after", "before", "after")
+
+    def __init__(self, calib):
+        self.calib = calib
+        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = dict.fromkeys(self.EDGES)
+        self.roles: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = dict.fromkeys(self.ROLES)
+
+    def track(self, ev: dict[str, Any], state, became: bool) -> None:
+        """After ``ev`` (the latest of ``calib.evaluations``, weights ``state()``) was added; ``became``:
+        it is the new best candidate."""
+        c, evs = self.calib.c, self.calib.evaluations
+        tol, floor = float(c.tolerance), float(c.retain_floor)
+        side = cal.band_side(ev.get("mia_auc"), tolerance=tol)
+        ok = cal.retain_ok(ev, evs[0], retain_floor=floor)
+        i = len(evs) - 1
+        if became:
+            self.roles = dict.fromkeys(self.ROLES)
+            self.roles["before"] = {-1: self.edges["not_below"], 1: self.edges["not_above"]}.get(side)
+            self.roles["retain_before"] = None if ok else self.edges["retain_ok"]
+        elif self.calib.best_index is not None:
+            best = evs[self.calib.best_index]
+            best_side = cal.band_side(best.get("mia_auc"), tolerance=tol)
+            if self.roles["after"] is None and best_side in (-1, 1) and side not in (None, best_side):
+                self.roles["after"] = (i, state())
+            if (
+                self.roles["retain_after"] is None
+                and ok
+                and not cal.retain_ok(best, evs[0], retain_floor=floor)
+            ):
+                self.roles["retain_after"] = (i, state())
+        if side is not None and side >= 0:
+            self.edges["not_below"] = (i, state())
+        if side is not None and side <= 0:
+            self.edges["not_above"] = (i, state())
+        if ok:
+            self.edges["retain_ok"] = (i, state())
+
+    def kept_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """{evaluation index: adapter weights} of every state held (saved with the checkpoint, so that a
+        resumed run searches the same lines)."""
+        held = [*self.edges.values(), *self.roles.values()]
+        return {i: st for i, st in (h for h in held if h is not None)}
+
+    def state(self) -> dict[str, Any]:
+        """The indices of the states held, for the checkpoint's state.json."""
+        idx = lambda d: {k: (v[0] if v is not None else None) for k, v in d.items()}  # noqa: E731
+        return {"edges": idx(self.edges), "neighbours": idx(self.roles)}
+
+    def restore(self, st: dict[str, Any], states: dict[int, dict[str, torch.Tensor]]) -> None:
+        for field, held in (("edges", self.edges), ("neighbours", self.roles)):
+            for role, i in (st.get(field) or {}).items():
+                if role in held and i is not None and int(i) in states:
+                    held[role] = (int(i), states[int(i)])
+
+
+def keep_upper(calib, ev: dict[str, Any], state) -> None:
+    """calibration.bisect: an evaluation above the band that meets the floors is the new upper end
+    (``calib.upper``); one within the band that meets them ends it (a calibrated candidate exists: nothing to
+    search for)."""
+    auc = ev.get("mia_auc")
+    if int(calib.c.bisect) <= 0 or auc is None or not math.isfinite(auc):
+        return
+    if not cal.meets_floors(ev, calib.evaluations[0], **calib.floors):
+        return
+    side = cal.band_side(auc, tolerance=float(calib.c.tolerance))
+    if side == 1:
+        calib.upper = (len(calib.evaluations) - 1, state())
+    elif side == 0:
+        calib.upper = None
 
 
 def bisect_if_crossed(calib, model, ev: dict[str, Any], *, step: int, chunk: int) -> None:
@@ -72,7 +152,7 @@ def bisect_if_crossed(calib, model, ev: dict[str, Any], *, step: int, chunk: int
 
 def bisect_selected(calib, model) -> None:
     """calibration.bisect_selected, at the run's end. When the best candidate misses the retain floor, search
-    the lines from its nearest evaluations that met it (``calib.neighbours`` retain_before, retain_after) to
+    the lines from its nearest evaluations that met it (``calib.near.roles`` retain_before, retain_after) to
     it (`calibration.floors_step`); when its MIA AUC is outside the band, the lines between it and its nearest
     evaluations across the band's edge (before, after; `calibration.bisect_step`). At most that many states
     a line and twice that in all, until one within the band meets the floors. Each state tried is a
@@ -92,7 +172,7 @@ def bisect_selected(calib, model) -> None:
     here, left = None, 2 * n
     chunk = len(calib.per_chunk_steps) - 1
     for role in lines:
-        got = calib.neighbours.get(role)
+        got = calib.near.roles.get(role)
         if got is None or left <= 0:
             continue
         if here is None:

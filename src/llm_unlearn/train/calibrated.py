@@ -16,18 +16,11 @@ import torch
 from llm_unlearn.config import UnlearnConfig, eval_interval
 from llm_unlearn.train import beta_from_gap
 from llm_unlearn.train import calibration as cal
-from llm_unlearn.train.bisect import bisect_if_crossed, bisect_selected
+from llm_unlearn.train.bisect import Neighbours, bisect_if_crossed, bisect_selected, keep_upper
 from llm_unlearn.train.sharding import load_trainable, trainable_state
 from llm_unlearn.train.sweep_hooks import SWEEP_HOOKS
 
 log = logging.getLogger(__name__)
-
-
-# calibration.bisect_selected: the latest evaluation on each side of the band's edges and the latest that met
-# the retain floor; the best candidate's nearest ones across its edge and, when it misses the retain floor,
-# its nearest that met it (the search's lines, in the order they are searched: `bisect.bisect_selected`)
-EDGES = ("not_below", "not_above", "retain_ok")
-NEIGHBOURS = ("retain_before", "retain_after", "before", "after")
 
 
 class Calibrator:
@@ -55,10 +48,7 @@ class Calibrator:
         self.upper: tuple[int, dict[str, torch.Tensor]] | None = None
         self.bisections: list[dict[str, Any]] = []
         self.extensions: list[dict[str, Any]] = []  # calibration.extend: one entry a pass more
-        # calibration.bisect_selected: the latest evaluation on each side of the band's edges, and the best
-        # candidate's nearest evaluations on the other side of its edge (evaluation index, adapter weights)
-        self.edges: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = dict.fromkeys(EDGES)
-        self.neighbours: dict[str, tuple[int, dict[str, torch.Tensor]] | None] = dict.fromkeys(NEIGHBOURS)
+        self.near = Neighbours(self)  # calibration.bisect_selected: the states its search starts from
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -232,7 +222,7 @@ class Calibrator:
         self._add(ev, snapshot)
         if self.c.mode == "off":
             return None
-        self._keep_upper(ev, snapshot)
+        keep_upper(self, ev, snapshot)
         if self._backtrack_due(ev, can_continue, snapshot):
             return "backtrack"
         last = chunk == len(self.per_chunk_steps) - 1
@@ -265,54 +255,11 @@ class Calibrator:
             self.best_index = len(self.evaluations) - 1
             self.best_state = state()
         if track and int(self.c.bisect_selected) > 0 and self.c.mode != "off":
-            self._track_edges(ev, state, became)
-
-    def _track_edges(self, ev: dict[str, Any], state, became: bool) -> None:
-        """calibration.bisect_selected: the best candidate's nearest evaluations across the band's edge that
-        it is outside of, and, when it misses the retain floor, its nearest that met it (the latest before
-        it when it became the best, the first after it since)."""
-        tol = float(self.c.tolerance)
-        side = cal.band_side(ev.get("mia_auc"), tolerance=tol)
-        ok = cal.retain_ok(ev, self.evaluations[0], retain_floor=float(self.c.retain_floor))
-        i = len(self.evaluations) - 1
-        if became:
-            self.neighbours = dict.fromkeys(NEIGHBOURS)
-            self.neighbours["before"] = {-1: self.edges["not_below"], 1: self.edges["not_above"]}.get(side)
-            self.neighbours["retain_before"] = None if ok else self.edges["retain_ok"]
-        elif self.best_index is not None:
-            best = self.evaluations[self.best_index]
-            best_side = cal.band_side(best.get("mia_auc"), tolerance=tol)
-            across = best_side in (-1, 1) and side is not None and side != best_side
-            if self.neighbours["after"] is None and across:
-                self.neighbours["after"] = (i, state())
-            best_ok = cal.retain_ok(best, self.evaluations[0], retain_floor=float(self.c.retain_floor))
-            if self.neighbours["retain_after"] is None and ok and not best_ok:
-                self.neighbours["retain_after"] = (i, state())
-        if side is not None and side >= 0:
-            self.edges["not_below"] = (i, state())
-        if side is not None and side <= 0:
-            self.edges["not_above"] = (i, state())
-        if ok:
-            self.edges["retain_ok"] = (i, state())
+            self.near.track(ev, state, became)
 
     def kept_states(self) -> dict[int, dict[str, torch.Tensor]]:
-        """{evaluation index: adapter weights} of every state calibration.bisect_selected holds (saved
-        with the checkpoint, so that a resumed run searches the same lines)."""
-        held = [*self.edges.values(), *self.neighbours.values()]
-        return {i: st for i, st in (h for h in held if h is not None)}
-
-    def _keep_upper(self, ev, state) -> None:
-        """calibration.bisect: an evaluation above the band that meets the floors is the new upper end; one
-        within the band that meets them ends it (a calibrated candidate exists: nothing to search for)."""
-        auc = ev.get("mia_auc")
-        if int(self.c.bisect) <= 0 or auc is None or not math.isfinite(auc):
-            return
-        if not cal.meets_floors(ev, self.evaluations[0], **self.floors):
-            return
-        if auc > 0.5 + float(self.c.tolerance):
-            self.upper = (len(self.evaluations) - 1, state())
-        elif auc >= 0.5 - float(self.c.tolerance):
-            self.upper = None
+        """{evaluation index: adapter weights} calibration.bisect_selected holds (saved with the checkpoint)."""
+        return self.near.kept_states()
 
     def _backtrack_due(self, ev, can_continue: bool, state) -> bool:
         """calibration.backtrack: keep the latest anchor (`calibration.is_anchor`), or say that this
@@ -345,30 +292,6 @@ class Calibrator:
         }
         self.backtracks.append(entry)
         return entry
-
-    def extension_due(self, pass_start: int) -> bool:
-        """calibration.extend: train the last chunk once more? ``pass_start``: the index of the evaluation
-        the pass began from (the end of the chunk before it); bisected states are not the path."""
-        if self.c.mode == "off" or not self.evaluations:
-            return False
-        own = [e for e in self.evaluations[pass_start:] if "bisect" not in e]
-        return cal.should_extend(
-            [e.get("mia_auc") for e in own],
-            gaps=[e.get("loss_gap") for e in own],
-            tolerance=float(self.c.tolerance),
-            done=len(self.extensions),
-            allowed=int(self.c.extend),
-            stopped=self.stop_reason is not None,
-            ended_early=self._last_pass_ended_early(own),
-        )
-
-    def _last_pass_ended_early(self, own: list[dict[str, Any]]) -> bool:
-        """Whether the gate ended the last chunk's current pass (an entry in chunk_ends) at that pass's
-        latest evaluation (``own``: the pass's evaluations, its start first)."""
-        if len(own) < 2 or not self.chunk_ends:
-            return False
-        end = self.chunk_ends[-1]
-        return end.get("chunk") == len(self.per_chunk_steps) and end.get("step") == own[-1].get("step")
 
     def lr_factor(self) -> float:
         """The learning rate's factor from the backtracks so far (1 without any)."""
@@ -419,8 +342,7 @@ class Calibrator:
             "extensions": self.extensions,
             "npo_beta": self.npo_beta,
             "unit_quantiles": _unit_q_rows(getattr(self.monitor, "unit_q", None)),
-            "edges": {k: (v[0] if v is not None else None) for k, v in self.edges.items()},
-            "neighbours": {k: (v[0] if v is not None else None) for k, v in self.neighbours.items()},
+            **self.near.state(),
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
         }
@@ -434,12 +356,7 @@ class Calibrator:
         """The calibration as ``state()`` left it; ``best_state`` and ``states`` (``kept_states()``) are the
         weights saved beside it."""
         self.evaluations = list(st.get("evaluations", []))
-        states = states or {}
-        for field in ("edges", "neighbours"):
-            roles = getattr(self, field)
-            for role, i in (st.get(field) or {}).items():
-                if role in roles and i is not None and int(i) in states:
-                    roles[role] = (int(i), states[int(i)])
+        self.near.restore(st, states or {})
         self.best_index = st.get("best_index")
         self.active = {int(k): v for k, v in st["active"].items()} if st.get("active") else None
         self.caps = {int(k): v for k, v in st["caps"].items()} if st.get("caps") else None

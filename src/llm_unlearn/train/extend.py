@@ -1,6 +1,6 @@
 """calibration.extend in the training loop: while the last chunk's pass ends with the MIA AUC still above the
 band and still falling (at its lowest of that pass, or the loss gap still falling: `calibration.should_extend`,
-decided by `Calibrator.extension_due`),
+decided by `extension_due`),
 the last chunk is trained once more with the learning rates of its own pass (a run-long schedule is
 rewound to the chunk's first step; a chunk-scope one is fresh anyway). Each extension is recorded in the
 calibration's state before it trains, so a resumed run decides exactly as an uninterrupted one.
@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 
 from llm_unlearn.errors import TrainingInterrupted
+from llm_unlearn.train import calibration as cal
 from llm_unlearn.train.backtrack import _inner
 from llm_unlearn.train.process import any_process
 
@@ -83,6 +84,32 @@ def pass_start(calib, n_chunks: int) -> int:
     return idx[-1] if idx else 0
 
 
+def extension_due(calib, pass_start: int) -> bool:
+    """calibration.extend: train the last chunk once more? ``pass_start``: the index of the evaluation the
+    pass began from (the end of the chunk before it); bisected states are not the path."""
+    if calib.c.mode == "off" or not calib.evaluations:
+        return False
+    own = [e for e in calib.evaluations[pass_start:] if "bisect" not in e]
+    return cal.should_extend(
+        [e.get("mia_auc") for e in own],
+        gaps=[e.get("loss_gap") for e in own],
+        tolerance=float(calib.c.tolerance),
+        done=len(calib.extensions),
+        allowed=int(calib.c.extend),
+        stopped=calib.stop_reason is not None,
+        ended_early=_ended_early(calib, own),
+    )
+
+
+def _ended_early(calib, own: list) -> bool:
+    """Whether the gate ended the last chunk's current pass (an entry in chunk_ends) at that pass's latest
+    evaluation (``own``: the pass's evaluations, its start first)."""
+    if len(own) < 2 or not calib.chunk_ends:
+        return False
+    end = calib.chunk_ends[-1]
+    return end.get("chunk") == len(calib.per_chunk_steps) and end.get("step") == own[-1].get("step")
+
+
 def extend_last_chunk(loop) -> None:
     """After the chunk loop ran to its end (no stop): the extensions calibration.extend asks for."""
     calib, p = loop.calib, loop.prep
@@ -90,7 +117,7 @@ def extend_last_chunk(loop) -> None:
         return
     last = len(p.plan) - 1
     rows = extension_rows(p.plan, revisit=revisits(p.cfg))
-    while calib.extension_due(pass_start(calib, len(p.plan))):
+    while extension_due(calib, pass_start(calib, len(p.plan))):
         if any_process(loop.stop_flag):
             raise TrainingInterrupted(
                 f"interrupted after chunk {len(p.plan)}/{len(p.plan)} (saved in {p.out}). "
