@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_bisect import _LineMonitor, _One
 
 from llm_unlearn.config import GATED_DEFAULTS, build_config
 from llm_unlearn.train import calibration as cal
@@ -16,34 +17,20 @@ from llm_unlearn.train.calibrated import Calibrator
 TOL = 0.05
 
 
-class _Monitor:
-    """AUC = 1 - 0.2 w (0.5 at w = 2.5); forget EM 1 at w = 0, else 0; retain EM 0.5 (below the 0.9
-    floor) at the weights listed in ``bad``, else 1. It also changes state a real monitor keeps
-    (answered, pull_caps), which an evaluation off the training path must leave as it was."""
+class _Monitor(_LineMonitor):
+    """test_bisect's line (AUC = 1 - 0.2 w, 0.5 at w = 2.5; forget EM 1 at w = 0, else 0), with retain EM
+    0.5 (below the 0.9 floor) at the weights listed in ``bad``."""
 
     def __init__(self, bad=()):
+        super().__init__()
         self.bad = {float(b) for b in bad}
-        self.calls = []
-        self.answered = {0}
-        self.pull_caps = {0: 1.0}
 
     def evaluate(self, model, *, step, chunk, measured=None):
+        row = super().evaluate(model, step=step, chunk=chunk, measured=measured)
         w = float(model.w.detach())
-        self.calls.append(w)
-        self.answered, self.pull_caps = {int(w * 1000)}, {0: w}
-        auc = 1.0 - 0.2 * w
-        bad = any(abs(w - b) < 1e-6 for b in self.bad)
-        row = {"step": step, "chunk": chunk, "mia_auc": auc, "forget_em": 0.0 if w else 1.0}
-        row.update(retain_em=0.5 if bad else 1.0, retain_rougeL=1.0, task_aggregate=1.0 if w else 0.0)
-        row["proxy"] = cal.proxy_score(row["task_aggregate"], auc, None)
-        row["_active"], row["_caps"] = {0: w < 2.5}, {0: w}
+        if any(abs(w - b) < 1e-6 for b in self.bad):
+            row["retain_em"] = 0.5
         return row
-
-
-class _One(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor(0.0))
 
 
 def _calibrator(n: int, bad=(), bisect: int = 0):
