@@ -192,3 +192,30 @@ def test_a_kept_state_below_the_retain_floor_is_searched_towards_one_that_met_it
     assert mon.calls[2:] == pytest.approx([2.0, 3.0, 2.5])
     assert float(model.w.detach()) == pytest.approx(2.5)
     assert out["bisections"][0]["why"] == "kept state below the retain floor"
+
+
+def test_a_kept_state_without_an_auc_is_still_searched_for_retain():
+    """Evaluations without an MIA AUC (no documents to score) still have a retain floor: the retain line
+    runs, and nothing in it needs the missing AUC."""
+
+    class _NoAuc(_Monitor):
+        def evaluate(self, model, **kw):
+            row = super().evaluate(model, **kw)
+            row["mia_auc"] = None
+            row["proxy"] = row["task_aggregate"]
+            return row
+
+    cfg = build_config(
+        overrides={
+            "calibration.bisect_selected": 2,
+            "calibration.mode": "gate",
+            "calibration.tolerance": TOL,
+            "calibration.retain_floor": 0.9,
+            "calibration.forget_em_max": 0.2,
+        }
+    )
+    mon = _NoAuc(bad=[4.0])  # the start misses the forget ceiling, w 4 the retain floor: w 4 is kept
+    calib, model = Calibrator(cfg, mon, [10, 10], "chunk"), _One()
+    _path(calib, model, [0.0, 4.0])
+    calib.finish(model)  # no AUC to steer by: the first state on the line ends the search
+    assert mon.calls[2:] == pytest.approx([2.0])

@@ -181,7 +181,7 @@ def bisect_selected(calib, model) -> None:
         o_ev = calib.evaluations[j]
         if role.startswith("retain"):  # t = 0: the state that met the retain floor
             (a_idx, a_ev, a), (b_ev, b) = (j, o_ev, other), (s_ev, kept)
-            lower = float(s_ev["mia_auc"]) < float(o_ev["mia_auc"])
+            lower = _auc(s_ev) <= _auc(o_ev)  # without an AUC: the kept state counts as the lower end
             rule = functools.partial(_floors_rule, calib=calib, kept_is_lower=lower)
             why = "kept state below the retain floor"
         else:  # t = 0: the end with the higher AUC (the less unlearned side, as in a jump over the band)
@@ -207,20 +207,30 @@ def bisect_selected(calib, model) -> None:
             }
         )
         log.info(
-            "calibration: the state to keep (step %s, MIA AUC %.3f) is %s; on the line to the %s state "
-            "(step %s, AUC %.3f): %s",
+            "calibration: the state to keep (step %s, MIA AUC %s) is %s; on the line to the %s state "
+            "(step %s, AUC %s): %s",
             s_ev.get("step"),
-            s_ev.get("mia_auc"),
+            _fmt(s_ev.get("mia_auc")),
             "below the retain floor" if role.startswith("retain") else "outside the band",
             "earlier" if role.endswith("before") else "later",
             o_ev.get("step"),
-            o_ev.get("mia_auc"),
+            _fmt(o_ev.get("mia_auc")),
             ", ".join(_tried(x) for x in tried),
         )
         if found:
             break
     if here is not None:
         load_trainable(model, here)
+
+
+def _auc(ev: dict[str, Any]) -> float:
+    """The evaluation's MIA AUC, -inf without a finite one."""
+    auc = ev.get("mia_auc")
+    return float(auc) if auc is not None and math.isfinite(auc) else float("-inf")
+
+
+def _fmt(auc) -> str:
+    return f"{auc:.3f}" if auc is not None and math.isfinite(auc) else "n/a"
 
 
 def _floors_rule(lo, hi, row, *, calib, kept_is_lower):
