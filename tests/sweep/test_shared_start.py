@@ -157,3 +157,35 @@ def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     run._share_cores(2)
     assert got == [2, 1]
+
+
+def test_an_ephemeral_trial_is_the_same_run_and_writes_no_checkpoint_nor_final_files(tiny_world, tmp_path):
+    """A sweep's trial (``SWEEP_HOOKS["ephemeral"]``: its directory is removed when it returns) saves no
+    checkpoint after a chunk and none of the final files, and is otherwise the plain run to the bit."""
+    hold = _holdout(tiny_world, tmp_path)
+    plain_dir, trial_dir = tmp_path / "plain", tmp_path / "trial"
+    plain = run_unlearning(
+        build_config(overrides=_overrides(tiny_world, plain_dir, hold)),
+        model=tiny_world["make_model"](),
+        tokenizer=tiny_world["tokenizer"],
+    )
+    saved = dict(SWEEP_HOOKS)
+    try:
+        SWEEP_HOOKS.update(ephemeral=True)
+        trial = run_unlearning(
+            build_config(overrides=_overrides(tiny_world, trial_dir, hold)),
+            model=tiny_world["make_model"](),
+            tokenizer=tiny_world["tokenizer"],
+        )
+    finally:
+        SWEEP_HOOKS.update(saved)
+    assert _evaluations(trial) == _evaluations(plain)
+    assert trial["calibration"]["selected_index"] == plain["calibration"]["selected_index"]
+    assert trial["steps_done"] == plain["steps_done"] and len(plain["chunks"]) >= 2
+    want = {n: p for n, p in plain["model"].named_parameters() if "lora_" in n}
+    got = {n: p for n, p in trial["model"].named_parameters() if "lora_" in n}
+    assert want.keys() == got.keys() and all(torch.equal(want[n], got[n]) for n in want)
+    assert (plain_dir / "run.json").is_file() and (plain_dir / "adapter").is_dir()
+    written = {p.name for p in trial_dir.iterdir()} if trial_dir.exists() else set()
+    assert not written & {"run.json", "adapter", "log_history.jsonl", "checkpoint", "model"}, written
+    assert trial["effect"] is None and plain["effect"] is not None

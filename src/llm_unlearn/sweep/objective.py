@@ -233,6 +233,7 @@ class TrialObjective:
             on_evaluation=on_evaluation or (lambda ev: None),
             start_measurement=self.shared.start_measurement(cfg),
             tokens=self.shared.tokens,
+            ephemeral=True,  # the directory goes below: no checkpoints, no final files
         )
         try:
             return run_unlearning(cfg, model=model, tokenizer=tokenizer)

@@ -293,6 +293,8 @@ class ChunkLoop:
 
     def _checkpoint(self, c: int) -> None:
         p = self.prep
+        if SWEEP_HOOKS["ephemeral"]:  # a sweep's trial: its directory is removed, never resumed
+            return
         full_state = ckpt.sharded_state_dict(self.trainer)  # a collective under ZeRO-3 / FSDP, else None
         if is_main_process():
             ckpt.save_checkpoint(
@@ -328,6 +330,10 @@ class ChunkLoop:
         if calibration is not None:
             log.info("calibration: kept %s (%s)", calibration["selected"], calibration["selection_reason"])
         summary = self._summary(calibration, t0)
+        if SWEEP_HOOKS["ephemeral"]:  # a sweep's trial: scored from this summary, its directory removed
+            summary["effect"] = None
+            summary["model"] = p.model
+            return summary
         summary["effect"] = measure_run(p)  # one warning line when the run did nothing
         full_state = ckpt.sharded_state_dict(self.trainer)
         if is_main_process():

@@ -9,7 +9,11 @@ them back afterwards; a plain run never touches them):
   measurement (``TrainingMonitor.measure``) of the untrained start, shared by every trial whose start and
   evaluation are the same (``sweep/shared.py`` keys it); used only at step 0, before any training, and
   only while every LoRA B matrix is zero (the start computes exactly the target);
-- ``tokens``: a dict memo of tokenized records (``train/prepare.py``), shared by the trials of a process.
+- ``tokens``: a dict memo of tokenized records (``train/prepare.py``), shared by the trials of a process;
+- ``ephemeral``: the run's directory is removed when it returns (a trial is scored from the returned
+  summary, and a killed trial is retried from its start, never resumed): no checkpoint after each chunk,
+  and none of the final files (adapter, merged model, plots, log, run.json) nor the "did nothing" check
+  (``train/effect.py``: the trial's value judges the run). The training and every evaluation are the same.
 """
 
 from __future__ import annotations
@@ -19,4 +23,5 @@ SWEEP_HOOKS: dict = {
     "on_evaluation": lambda ev: None,
     "start_measurement": None,
     "tokens": None,
+    "ephemeral": False,
 }
