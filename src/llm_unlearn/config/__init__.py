@@ -308,7 +308,8 @@ def uses_calibrated_budget(cfg: UnlearnConfig) -> bool:
 # 19.2, measured over 5 seeds x a one-ulp perturbation of the weights: README "Calibrated unlearning").
 # One optimizer for the run (a fresh Adam per chunk moved the AUC by 0.3-0.6 in its first steps), pull
 # and push_answered (the documents' losses held at the holdout's while the answers are still forgotten),
-# the quality floors of the selection, and denser evaluations near the crossing of 0.5; the last chunk
+# the quality floors of the selection (the retain floor held in training too: retain_guard), and denser
+# evaluations near the crossing of 0.5; the last chunk
 # once or twice more while the AUC is still falling above the band, a jump over the band bisected, and a
 # kept state outside the band bisected towards its neighbours on the other side of the band's edge.
 GATED_DEFAULTS = {
@@ -317,6 +318,7 @@ GATED_DEFAULTS = {
     "calibration.pull": 1.0,
     "calibration.pull_band": 0.25,
     "calibration.retain_floor": 0.9,
+    "calibration.retain_guard": True,
     "calibration.forget_em_max": 0.2,
     "calibration.dense_near": 0.15,
     "calibration.last_chunk_factor": 2.0,

@@ -378,6 +378,10 @@ class CalibrationOptions:
         "quality floor of the selection and the calibrated stop: a candidate whose sampled retain EM or ROUGE-L is below this x its value at the first evaluation comes after every one that is not (0: off; a gated calibrated run that leaves it unset: 0.9)",
         range=_pos(0, high=1),
     )
+    retain_guard: bool = opt(
+        False,
+        "with the retain floor: the floor held during the training too; each evaluation multiplies the retain-side terms' weight by 2 ** ((floor - ratio) / (1 - floor)), ratio = the worse of sampled retain EM and ROUGE-L against the start, kept within [1, 16] (train/retain_guard.py; a gated calibrated run that leaves it unset: true)",
+    )
     forget_em_max: float = opt(
         1.0,
         "quality floor of the selection and the calibrated stop: a candidate whose sampled forget EM is above this comes after every one that is not (1: off; a gated calibrated run that leaves it unset: 0.2)",

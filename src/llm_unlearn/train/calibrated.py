@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from llm_unlearn.config import UnlearnConfig, eval_interval
-from llm_unlearn.train import beta_from_gap
+from llm_unlearn.train import beta_from_gap, retain_guard
 from llm_unlearn.train import calibration as cal
 from llm_unlearn.train.bisect import Neighbours, bisect_if_crossed, bisect_selected, keep_upper
 from llm_unlearn.train.sharding import load_trainable, trainable_state
@@ -49,6 +49,7 @@ class Calibrator:
         self.bisections: list[dict[str, Any]] = []
         self.extensions: list[dict[str, Any]] = []  # calibration.extend: one entry a pass more
         self.near = Neighbours(self)  # calibration.bisect_selected: the states its search starts from
+        self.retain_scale = 1.0  # calibration.retain_guard: the retain-side terms' multiplier
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -154,6 +155,7 @@ class Calibrator:
         trainer.forget_active, trainer.forget_caps = self.active, self.caps
         trainer.forget_pull_caps = self.pull_caps
         trainer.answered = set(self.answered or ())
+        trainer.retain_scale = self.retain_scale
 
     @property
     def answered(self) -> set[int] | None:
@@ -222,6 +224,7 @@ class Calibrator:
         self._add(ev, snapshot)
         if self.c.mode == "off":
             return None
+        retain_guard.update(self, ev)
         keep_upper(self, ev, snapshot)
         if self._backtrack_due(ev, can_continue, snapshot):
             return "backtrack"
@@ -345,6 +348,7 @@ class Calibrator:
             **self.near.state(),
             "pull_caps": self.pull_caps,
             "answered": sorted(self.answered) if self.answered is not None else None,
+            "retain_scale": self.retain_scale,
         }
 
     def restore(
@@ -368,7 +372,7 @@ class Calibrator:
         self.extensions = list(st.get("extensions", []))
         self.bisections = list(st.get("bisections", []))  # the upper end is not saved: none until the next
         self.best_state = best_state
-        self.npo_beta = st.get("npo_beta")
+        self.npo_beta, self.retain_scale = st.get("npo_beta"), float(st.get("retain_scale", 1.0))
         if self.npo_beta is not None:  # the beta the run chose at its start (beta_from_gap)
             self.cfg.objective.npo_beta = float(self.npo_beta["npo_beta"])
         if st.get("unit_quantiles") is not None and hasattr(self.monitor, "unit_q"):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -237,3 +238,15 @@ def load_adapter_weights(peft_model, ckpt: Path) -> None:
     if not f.is_file():
         raise UserError(f"checkpoint {ckpt} has no adapter_model.safetensors; use --overwrite to start over")
     set_peft_model_state_dict(peft_model, load_file(str(f), device=device))
+
+
+def remove_run_state(out: Path) -> None:
+    """A finished run keeps no checkpoint, Trainer scratch or reference cache."""
+    from llm_unlearn.train.reference_source import remove_cache_dirs
+
+    for name in (CHECKPOINT, ".trainer"):  # renamed first: a kill while deleting leaves only a .tmp
+        if (out / name).exists():
+            gone = out / f".{name}.done.tmp"
+            os.replace(out / name, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+    remove_cache_dirs(out)  # only a resume needs it

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -344,7 +342,7 @@ class ChunkLoop:
                 plot_run(self.history, self.chunk_summaries, calibration, p.out)
             atomic_write_jsonl(p.out / "log_history.jsonl", self.history)
             atomic_write_json(p.out / "run.json", summary)  # from here on the run is finished
-            _remove_run_state(p.out)
+            ckpt.remove_run_state(p.out)
         summary["model"] = p.model
         return summary
 
@@ -392,15 +390,3 @@ class ChunkLoop:
             )
             return
         merge_and_save(p.model, p.tokenizer, p.out / "model")
-
-
-def _remove_run_state(out: Path) -> None:
-    """A finished run keeps no checkpoint, Trainer scratch or reference cache."""
-    from llm_unlearn.train.reference_source import remove_cache_dirs
-
-    for name in (ckpt.CHECKPOINT, ".trainer"):  # renamed first: a kill while deleting leaves only a .tmp
-        if (out / name).exists():
-            gone = out / f".{name}.done.tmp"
-            os.replace(out / name, gone)
-            shutil.rmtree(gone, ignore_errors=True)
-    remove_cache_dirs(out)  # only a resume needs it

@@ -1,10 +1,11 @@
 """The loss of one batch: answer positions -> model logits -> calibration gate -> the objective's terms
 (``train/methods/``, looked up in ``train/registry.py``) -> weighted total, every term checked for NaN / inf.
 
-    total = sum over the objective's terms of  weight x scale(unit) x value
+    total = sum over the objective's terms of  weight x scale(unit) x [retain_scale] x value
 
 ``scale`` is 1 on one process; under data parallelism it re-weights each term to the mean over the
-global batch (``trainer.global_term_scale``).
+global batch (``trainer.global_term_scale``). ``retain_scale`` multiplies the retain-side terms (unit:
+retain tokens or rows): calibration.retain_guard's multiplier (``train/retain_guard.py``), else 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from llm_unlearn.train.head import AnswerHeadSelector, answer_logits, capture_la
 from llm_unlearn.train.process import world_size
 from llm_unlearn.train.reference import LiveReference, as_reference
 from llm_unlearn.train.step import Step, answer_positions
+
+_RETAIN_UNITS = (T.RETAIN_TOKENS, T.RETAIN_ROWS)
 
 
 def pushed_rows(batch, is_forget: torch.Tensor) -> torch.Tensor:
@@ -37,6 +40,7 @@ def unlearning_loss(
     state: dict | None = None,
     epoch: float = 0.0,
     pull_weight: float = 0.0,
+    retain_scale: float = 1.0,
 ):
     """The loss of one batch and its terms (detached floats for logging).
 
@@ -89,11 +93,7 @@ def unlearning_loss(
         epoch=float(epoch),
     )
     found = objective.compute(step, obj)
-    total = logits.sum() * 0.0  # keeps the graph connected when every term is absent
-    for term in found.values():
-        if term.weight is not None:
-            scale = term_scale.get(term.unit, 1.0) if term_scale else 1.0
-            total = total + (term.weight * scale) * term.value
+    total = _weighted_total(found, logits, term_scale, retain_scale)
     values = {name: term.value for name, term in found.items()}
     if (pull := _pull_back(batch, is_forget, logp, pos, pull_weight)) is not None:
         total, values[T.FORGET_PULL] = total + pull_weight * pull, pull
@@ -106,6 +106,18 @@ def unlearning_loss(
         losses.check_finite(name, value)
     losses.check_finite("loss", total)
     return total, {k: float(v.detach()) for k, v in values.items()}
+
+
+def _weighted_total(found, logits, term_scale, retain_scale: float) -> torch.Tensor:
+    """sum of weight x scale(unit) x [retain_scale on the retain-side units] x value (module docstring)."""
+    total = logits.sum() * 0.0  # keeps the graph connected when every term is absent
+    for term in found.values():
+        if term.weight is not None:
+            scale = term_scale.get(term.unit, 1.0) if term_scale else 1.0
+            if retain_scale != 1.0 and term.unit in _RETAIN_UNITS:
+                scale = scale * retain_scale
+            total = total + (term.weight * scale) * term.value
+    return total
 
 
 def _may_split(model, layer) -> bool:

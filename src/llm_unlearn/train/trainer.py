@@ -105,6 +105,7 @@ class UnlearnTrainer(Trainer):
             None  # document row_key -> pull-back loss (calibration.pull)
         )
         self.pull_weight = 0.0  # calibration.pull
+        self.retain_scale = 1.0  # calibration.retain_guard's multiplier of the retain-side terms
         self.answered: set[int] = set()  # row_keys pushed whatever their document's gate (push_answered)
         self.objective_state: dict = {}  # an objective's state across steps (checkpointed, JSON)
         self.anchor = None  # calibration.anchor_documents (train/anchor.py): set by the loop
@@ -201,6 +202,7 @@ class UnlearnTrainer(Trainer):
                 copy.deepcopy(replay[1]),
                 float(self.state.epoch or 0.0),
                 pull_weight=self.pull_weight,
+                retain_scale=self.retain_scale,
             )
             loss, _ = self._anchored(model, loss, {})
             return (loss, None) if return_outputs else loss
@@ -224,6 +226,7 @@ class UnlearnTrainer(Trainer):
                 self.objective_state,
                 float(self.state.epoch or 0.0),
                 pull_weight=self.pull_weight,
+                retain_scale=self.retain_scale,
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
