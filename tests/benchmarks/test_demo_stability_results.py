@@ -18,7 +18,7 @@ def _module():
 
 
 FILES = sorted(p.name for p in RESULTS.glob("demo-stability*.json"))
-DEFAULT = "demo-stability-bisect-selected.json"  # the default's file: the README's demo section reports it
+DEFAULT = "demo-stability-retain-guard.json"  # the default's file: the README's demo section reports it
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -70,8 +70,9 @@ def test_the_defaults_runs_recorded_the_gated_defaults():
     expected = {**GATED_DEFAULTS, **{k: defaults[k] for k in _module().RECORDED}}
     for r in json.loads((RESULTS / DEFAULT).read_text())["runs"]:
         assert r["options"] == expected
-    # the 20 runs of an earlier default: the same but for NPO's beta from the gap and the kept state's bisection
-    later = ("calibration.npo_beta_from_gap", "calibration.bisect_selected")
+    # the 20 runs of an earlier default: the same but for NPO's beta from the gap, the kept state's bisection
+    # and the retain guard
+    later = ("calibration.npo_beta_from_gap", "calibration.bisect_selected", "calibration.retain_guard")
     before = {k: v for k, v in expected.items() if k not in later}
     for r in json.loads((RESULTS / "demo-stability.json").read_text())["runs"]:
         assert r["options"] == before
