@@ -31,8 +31,10 @@ FIRST = (
     DIAG / "quality-smollm2-extend-gap-ulp.json",
     # SmolLM2 with the loss-gap extension, before the unlearning step ran one forward per length group
     DIAG / "quality-smollm2-extend-gap.json",
-    # SmolLM2 with one forward per length group (its runs are those of quality-cpu.json, with trajectory)
+    # SmolLM2 with one forward per length group (the previous entries of quality-cpu.json, with trajectory)
     DIAG / "quality-smollm2-length-groups.json",
+    # SmolLM2 with the retain floor held in training (calibration.retain_guard): quality-cpu.json's entry
+    DIAG / "quality-smollm2-retain-guard.json",
 )
 
 
