@@ -35,6 +35,8 @@ FIRST = (
     DIAG / "quality-smollm2-length-groups.json",
     # SmolLM2 with the retain floor held in training (calibration.retain_guard): quality-cpu.json's entry
     DIAG / "quality-smollm2-retain-guard.json",
+    # the tiny model's plain default with the retain guard, on a target fine-tuned on the AVX-512 CPU
+    DIAG / "quality-tiny-retain-guard.json",
 )
 
 
