@@ -151,6 +151,14 @@ def _holdout_file(tiny_world, tmp_path):
     return path
 
 
+def _against_holdout(tiny_world, tmp_path) -> dict:
+    """The calibration's files: the tiny world's holdout and its member documents as the forget side."""
+    return {
+        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
+        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+    }
+
+
 def _stop_mode(tiny_world, tmp_path, **extra) -> dict:
     """A calibrated run without the gate (mode stop) against the tiny world's holdout and member documents."""
     return {

@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from test_calibrated_run import _holdout_file, _run
+from test_calibrated_run import _against_holdout, _run
 
 from llm_unlearn.errors import TrainingInterrupted
 from llm_unlearn.train.monitor import TrainingMonitor
@@ -16,8 +16,7 @@ from llm_unlearn.train.monitor import TrainingMonitor
 
 def test_sigterm_in_a_mid_chunk_evaluation_stops_at_once(one_torch_thread, tiny_world, tmp_path, monkeypatch):
     extra = {
-        "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
-        "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+        **_against_holdout(tiny_world, tmp_path),
         "calibration.eval_every": 3,
         "calibration.eval_items": 4,
         "calibration.eval_max_new_tokens": 4,

@@ -86,7 +86,7 @@ def test_a_run_below_the_retain_floor_trains_its_retain_side_with_the_multiplier
     """The monitor's retain EM is made to read 0.8 x the start at every evaluation after the first: each
     such evaluation doubles the multiplier (floor 0.9), the evaluation rows record it, and every training
     step after an evaluation passes the multiplier of that evaluation to the loss."""
-    from test_calibrated_run import _holdout_file, _run
+    from test_calibrated_run import _against_holdout, _run
 
     from llm_unlearn.train import loss as loss_mod
     from llm_unlearn.train import monitor as monitor_mod
@@ -113,8 +113,7 @@ def test_a_run_below_the_retain_floor_trains_its_retain_side_with_the_multiplier
         tiny_world,
         tmp_path / "run",
         **{
-            "calibration.holdout": str(_holdout_file(tiny_world, tmp_path)),
-            "calibration.forget_documents": str(tiny_world["data_dir"] / "mia" / "member.jsonl"),
+            **_against_holdout(tiny_world, tmp_path),
             "schedule.chunk_size": 15,
             "schedule.epochs": 2,
             "calibration.eval_every": 4,
