@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_SCALE", "retain_ratio", "next_scale"]
+__all__ = ["MAX_SCALE", "retain_ratio", "next_scale", "update"]
 
 MAX_SCALE = 16.0
 _METRICS = ("retain_em", "retain_rougeL")
